@@ -1,0 +1,3 @@
+"""elcl: continual medical entity linking with curvature penalties (EWC, K-FAC)."""
+
+__version__ = "0.1.0"

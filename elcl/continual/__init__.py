@@ -1,0 +1,1 @@
+"""Sequential training across tasks with forgetting-prevention methods."""

@@ -1,0 +1,1 @@
+"""Curvature statistics (diagonal Fisher, K-FAC factors), their storage and penalties."""

@@ -1,0 +1,1 @@
+"""Corpora (PubTator), ontologies and their statistics."""

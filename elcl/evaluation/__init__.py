@@ -1,0 +1,1 @@
+"""Accuracy matrices, forgetting metrics and reports over runs."""

@@ -1,0 +1,1 @@
+"""Linkers that score (mention, candidate name) pairs: BERT-family and CNN encoders."""

@@ -1,0 +1,1 @@
+"""Single-task training and evaluation of a linker."""
