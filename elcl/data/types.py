@@ -29,6 +29,8 @@ class Mention:
     concept_ids: tuple[str, ...]
     unlinkable: bool = False
     composite: bool = False
+    components: tuple[str, ...] = ()
+    """BC5CDR's 7th column: the individual texts of a composite mention (may be empty)."""
 
     @property
     def linkable(self) -> bool:
@@ -59,6 +61,8 @@ class Corpus:
     splits: dict[str, tuple[Document, ...]]
     ontology_name: str = ""
     meta: dict[str, str] = field(default_factory=dict)
+    warnings: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Per split: non-fatal findings of the parser (e.g. offset/text mismatches)."""
 
     def documents(self, split: str) -> tuple[Document, ...]:
         return self.splits.get(split, ())
