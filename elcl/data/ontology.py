@@ -1,0 +1,286 @@
+"""Ontologies: concept id -> names, plus the ids each concept is equivalent to.
+
+Ids are canonicalised exactly like corpus ids (:func:`elcl.data.pubtator.canonical_id`)
+so a gold ``OMIM:1234`` in NCBI Disease meets the MEDIC concept that lists it among its
+AltDiseaseIDs.  Ids of other vocabularies (e.g. MEDIC's ``DO:DOID:...``) are kept as
+written: they never match a gold id but are harmless.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from elcl.data.pubtator import canonical_id, split_ids
+from elcl.data.types import Corpus
+from elcl.errors import CorpusFormatError, ElclError
+
+
+_PREFIXED = re.compile(r"^[A-Za-z]+:\S*$")
+
+
+def _canon(raw: str) -> str:
+    """Canonical id where the format is known, else the stripped id itself."""
+    raw = raw.strip()
+    return canonical_id(raw) or raw
+
+
+@dataclass
+class Ontology:
+    """Concept id -> names (first = preferred) and alternative ids."""
+
+    names: dict[str, list[str]]
+    alt_ids: dict[str, frozenset[str]] = field(default_factory=dict)
+    source: str = ""
+    _alias: dict[str, set[str]] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for cid, alts in self.alt_ids.items():
+            for a in alts:
+                self._alias.setdefault(a, set()).add(cid)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __contains__(self, concept_id: object) -> bool:
+        return concept_id in self.names or concept_id in self._alias
+
+    def concept_ids(self) -> list[str]:
+        return list(self.names)
+
+    def equivalent_ids(self, concept_id: str) -> frozenset[str]:
+        """The id itself, its alt ids, and (when it is an alt id) its primary concepts' ids."""
+        out = {concept_id, *self.alt_ids.get(concept_id, ())}
+        for primary in self._alias.get(concept_id, ()):
+            out.add(primary)
+            out.update(self.alt_ids.get(primary, ()))
+        return frozenset(out)
+
+    def num_names(self) -> int:
+        return sum(len(v) for v in self.names.values())
+
+    def content_hash(self) -> str:
+        """sha256 over sorted ids, names and alt ids: the key of derived caches."""
+        h = hashlib.sha256()
+        for cid in sorted(self.names):
+            h.update(cid.encode())
+            h.update(b"\x00")
+            h.update("\x01".join(self.names[cid]).encode())
+            h.update(b"\x00")
+            h.update("\x01".join(sorted(self.alt_ids.get(cid, ()))).encode())
+            h.update(b"\x02")
+        return h.hexdigest()
+
+    def merged(self, other: "Ontology") -> "Ontology":
+        """Union of two ontologies (names of shared ids are concatenated)."""
+        names = {k: list(v) for k, v in self.names.items()}
+        for k, v in other.names.items():
+            cur = names.setdefault(k, [])
+            cur.extend(n for n in v if n not in cur)
+        alts = dict(self.alt_ids)
+        for k, v in other.alt_ids.items():
+            alts[k] = alts.get(k, frozenset()) | v
+        return Ontology(names, alts, f"{self.source} + {other.source}")
+
+
+def _add(names: dict[str, list[str]], cid: str, name: str) -> None:
+    name = name.strip()
+    if not name:
+        return
+    cur = names.setdefault(cid, [])
+    if name not in cur:
+        cur.append(name)
+
+
+def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    if not path.is_file():
+        raise ElclError(f"{path}: ontology file not found")
+    with opener(path, "rb") as fh:
+        for no, raw in enumerate(fh, start=1):
+            try:
+                yield no, raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError:
+                raise CorpusFormatError(path, no, "not valid UTF-8") from None
+
+
+def _load_ctd(path: Path, kind: str, name_col: int, id_col: int, syn_col: int, alt_col: int | None) -> Ontology:
+    names: dict[str, list[str]] = {}
+    alts: dict[str, frozenset[str]] = {}
+    for no, line in _text_lines(path):
+        if not line.strip() or line.startswith("#"):
+            continue
+        cols = line.split("\t")
+        if len(cols) <= max(name_col, id_col):
+            raise CorpusFormatError(path, no, f"{kind} line has {len(cols)} tab-separated columns, expected at least {max(name_col, id_col) + 1}")
+        # Lenient on prefixed ids: MEDIC's root concept is 'MESH:C' ("Diseases").
+        raw_id = cols[id_col].strip()
+        cid = canonical_id(raw_id) or (raw_id if _PREFIXED.match(raw_id) else None)
+        if cid is None or not cols[name_col].strip():
+            raise CorpusFormatError(path, no, f"bad {kind} row: id {cols[id_col]!r} (expected MESH:D012345 or OMIM:123456) with name {cols[name_col]!r}")
+        if cid in names:
+            raise CorpusFormatError(path, no, f"concept {cid} appears twice")
+        _add(names, cid, cols[name_col])
+        if len(cols) > syn_col:
+            for syn in cols[syn_col].split("|"):
+                _add(names, cid, syn)
+        if alt_col is not None and len(cols) > alt_col and cols[alt_col].strip():
+            alts[cid] = frozenset(_canon(a) for a in cols[alt_col].split("|") if a.strip())
+    if not names:
+        raise CorpusFormatError(path, None, f"no {kind} concepts found")
+    return Ontology(names, alts, f"{kind} file {path}")
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_file(kind: str, path: Path, mtime: float) -> Ontology:
+    if kind == "medic":
+        return _load_ctd(path, "MEDIC", 0, 1, 7, 2)
+    if kind == "ctd_chemicals":
+        return _load_ctd(path, "CTD chemicals", 0, 1, 7, None)
+    if kind == "mrconso":
+        return _load_mrconso(path)
+    return _load_dictionary(path)
+
+
+def _cached(kind: str, path: Path | str) -> Ontology:
+    p = Path(path).expanduser().resolve()
+    if not p.is_file():
+        raise ElclError(f"{p}: ontology file not found")
+    return _cached_file(kind, p, p.stat().st_mtime)
+
+
+def load_medic(path: Path | str) -> Ontology:
+    """MEDIC (CTD_diseases.tsv[.gz]): DiseaseName + Synonyms, AltDiseaseIDs (OMIM) as equivalents."""
+    return _cached("medic", path)
+
+
+def load_ctd_chemicals(path: Path | str) -> Ontology:
+    """CTD chemicals (CTD_chemicals.tsv[.gz]): ChemicalName + Synonyms."""
+    return _cached("ctd_chemicals", path)
+
+
+def _load_mrconso(path: Path) -> Ontology:
+    names: dict[str, list[str]] = {}
+    for no, line in _text_lines(path):
+        if not line.strip():
+            continue
+        cols = line.split("|")
+        if len(cols) < 15 or not cols[0].startswith("C"):
+            raise CorpusFormatError(path, no, f"MRCONSO line has {len(cols)} '|'-separated columns or CUI {cols[0]!r}; expected >= 15 and C0000000")
+        if cols[1] != "ENG":
+            continue
+        cid = canonical_id(f"UMLS:{cols[0]}")
+        if cid is None:
+            raise CorpusFormatError(path, no, f"bad CUI {cols[0]!r}")
+        _add(names, cid, cols[14])
+    return Ontology(names, {}, f"UMLS MRCONSO file {path}")
+
+
+def load_mrconso(path: Path | str) -> Ontology:
+    """UMLS MRCONSO.RRF: English strings (col 14) per CUI (col 0), ids ``UMLS:C0000000``."""
+    return _cached("mrconso", path)
+
+
+def _load_dictionary(path: Path) -> Ontology:
+    names: dict[str, list[str]] = {}
+    for no, line in _text_lines(path):
+        if not line.strip():
+            continue
+        if "||" not in line:
+            raise CorpusFormatError(path, no, "expected 'ID||name'")
+        raw_ids, name = line.split("||", 1)
+        if not name.strip():
+            raise CorpusFormatError(path, no, "empty name")
+        for part in split_ids(raw_ids):
+            cid = canonical_id(part)
+            if cid is None:
+                raise CorpusFormatError(path, no, f"unknown concept id format {part!r}")
+            _add(names, cid, name)
+    return Ontology(names, {}, f"dictionary file {path}")
+
+
+def load_dictionary(path: Path | str) -> Ontology:
+    """BioSyn-style ``ID||name`` lines; composite ids give the name to every part."""
+    return _cached("dictionary", path)
+
+
+def build_from_mentions(corpus: Corpus, splits: Iterable[str] = ("train",)) -> Ontology:
+    """A dictionary of the gold mentions of ``splits`` (never pass ``test``: it leaks).
+
+    Single-id mentions name their concept; composite mentions name each part only when
+    their component texts (BC5CDR's 7th column) line up with the ids.  Names are ordered
+    by frequency so the most common surface form is the preferred one.
+    """
+    splits = tuple(splits)
+    if "test" in splits:
+        raise ElclError("a mention dictionary must not be built from the test split")
+    counts: dict[str, Counter[str]] = {}
+    for split in splits:
+        for m in corpus.mentions(split, linkable_only=True):
+            pairs = [(m.concept_ids[0], m.text)] if len(m.concept_ids) == 1 else (
+                list(zip(m.concept_ids, m.components)) if len(m.components) == len(m.concept_ids) else []
+            )
+            for cid, text in pairs:
+                if text.strip():
+                    counts.setdefault(cid, Counter())[text.strip()] += 1
+    names = {cid: [n for n, _ in sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))] for cid, c in counts.items()}
+    return Ontology(names, {}, f"mentions of {corpus.name} {'+'.join(splits)}")
+
+
+def _first(*paths: Path) -> Path | None:
+    return next((p for p in paths if p.is_file()), None)
+
+
+def ontology_for_task(
+    task_name: str,
+    data_dir: Path | str,
+    corpus: Corpus | None = None,
+    mode: str = "auto",
+    dictionary_splits: Iterable[str] = ("train",),
+) -> Ontology:
+    """The ontology a task links against; ``.source`` records which one was used.
+
+    auto: MEDIC for disease tasks, CTD chemicals for BC5CDR chemicals, UMLS MRCONSO for
+    MedMentions, each when its file exists under ``data_dir/ontologies`` (else a
+    dictionary of ``dictionary_splits`` mentions; MEDIC is required for disease tasks).
+    """
+    from elcl.data.corpora import load_corpus, task_spec
+
+    task_spec(task_name)
+    if mode not in ("auto", "mentions"):
+        raise ElclError(f"ontology mode {mode!r}: expected 'auto' or 'mentions'")
+    data_dir = Path(data_dir)
+    splits = tuple(dictionary_splits)
+
+    def mentions() -> Ontology:
+        return build_from_mentions(corpus if corpus is not None else load_corpus(task_name, data_dir), splits)
+
+    if mode == "mentions":
+        return mentions()
+    onto_dir = data_dir / "ontologies"
+    medic = _first(onto_dir / "CTD_diseases.tsv.gz", onto_dir / "CTD_diseases.tsv")
+    chem = _first(onto_dir / "CTD_chemicals.tsv.gz", onto_dir / "CTD_chemicals.tsv")
+    if task_name in ("ncbi_disease", "bc5cdr_disease"):
+        if medic is None:
+            raise ElclError(f"{task_name}: MEDIC not found at {onto_dir / 'CTD_diseases.tsv.gz'}; run `elcl data fetch medic --data-dir {data_dir}` or use ontology mode 'mentions'")
+        return load_medic(medic)
+    if task_name == "bc5cdr_chemical":
+        return load_ctd_chemicals(chem) if chem is not None else mentions()
+    if task_name == "bc5cdr":
+        if medic is None:
+            return mentions()
+        if chem is not None:
+            return load_medic(medic).merged(load_ctd_chemicals(chem))
+        full = corpus if corpus is not None else load_corpus(task_name, data_dir)
+        from dataclasses import replace
+
+        chem_only = replace(full, splits={s: tuple(replace(d, mentions=tuple(m for m in d.mentions if m.semantic_type == "Chemical")) for d in docs) for s, docs in full.splits.items()})
+        return load_medic(medic).merged(build_from_mentions(chem_only, splits))
+    mrconso = _first(onto_dir / "MRCONSO.RRF", onto_dir / "MRCONSO.RRF.gz", data_dir / "umls" / "MRCONSO.RRF")
+    return load_mrconso(mrconso) if mrconso is not None else mentions()
