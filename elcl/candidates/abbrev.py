@@ -1,0 +1,75 @@
+"""Abbreviation expansion (Schwartz & Hearst 2003) for candidate queries.
+
+Abstracts define abbreviations once ("copper toxicosis (CT)") and then use the short
+form; a short form alone ("CT") carries almost no n-gram signal, so mention queries
+replace defined short forms with their long forms from the same document.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+from elcl.data.types import Document, Mention
+
+_PAREN = re.compile(r"\(([^()]{1,20})\)")
+_TOKEN = re.compile(r"\S+")
+
+
+def _valid_short(sf: str) -> bool:
+    return 2 <= len(sf) <= 10 and any(c.isalpha() for c in sf) and sf[0].isalnum() and len(sf.split()) <= 2
+
+
+def _best_long_form(sf: str, lf: str) -> str | None:
+    """Shortest tail of ``lf`` whose characters contain ``sf``'s in order (Schwartz-Hearst)."""
+    s, l = len(sf) - 1, len(lf) - 1
+    while s >= 0:
+        c = sf[s].lower()
+        if not c.isalnum():
+            s -= 1
+            continue
+        while l >= 0 and (lf[l].lower() != c or (s == 0 and l > 0 and lf[l - 1].isalnum())):
+            l -= 1
+        if l < 0:
+            return None
+        l -= 1
+        s -= 1
+    start = lf.rfind(" ", 0, l + 1) + 1
+    out = lf[start:].strip()
+    return out or None
+
+
+def find_abbreviations(text: str) -> dict[str, str]:
+    """Short form -> long form for every ``long form (SF)`` pattern in ``text``."""
+    out: dict[str, str] = {}
+    for m in _PAREN.finditer(text):
+        sf = m.group(1).strip()
+        if not _valid_short(sf):
+            continue
+        before = text[: m.start()].rstrip()
+        # Window of min(|SF| + 5, 2|SF|) words before the parenthesis, within the sentence.
+        sentence = re.split(r"[.;:]\s", before)[-1]
+        words = sentence.split()
+        n = min(len(sf) + 5, 2 * len(sf))
+        window = " ".join(words[-n:])
+        lf = _best_long_form(sf, window)
+        if lf and len(lf) > len(sf) and sf not in out and sf.lower() not in lf.lower().split():
+            out[sf] = lf
+    return out
+
+
+def expand_mention(mention: Mention, abbreviations: dict[str, str]) -> str:
+    """The mention text with each defined short form token replaced by its long form."""
+    text = mention.text.strip()
+    if text in abbreviations:
+        return abbreviations[text]
+    return _TOKEN.sub(lambda t: abbreviations.get(t.group(0), t.group(0)), text)
+
+
+def query_texts(documents: Sequence[Document]) -> list[str]:
+    """One query per mention of ``documents`` (document order), abbreviations expanded."""
+    out: list[str] = []
+    for doc in documents:
+        abbr = find_abbreviations(doc.text)
+        out.extend(expand_mention(m, abbr) for m in doc.mentions)
+    return out
