@@ -1,0 +1,426 @@
+"""Forward / gradient hooks that turn one forward + backward into curvature statistics.
+
+How a batch is processed (driven by :func:`elcl.curvature.collect.collect_curvature`):
+
+1. ``start_batch``; the model's forward runs. A forward hook on every supported module
+   (``nn.Linear``, ``nn.Conv1d``, ``nn.Embedding``, ``nn.LayerNorm``) with a trainable
+   parameter saves the (detached) layer input and the current
+   :class:`~elcl.curvature.context.SequenceInfo`, and registers a tensor hook on the
+   output that stores ``dL/d(output)`` each time a backward pass reaches it. A module may
+   run several times per forward (a shared encoder over a mention and its candidates):
+   every call is its own *record*.
+2. ``process_forward(batch_size, n_keep)``: for each record, the real positions
+   (token mask) of examples ``< n_keep`` are selected, with the example (logits row)
+   each one belongs to, and the input statistics (K-FAC ``A``) are accumulated.
+3. For each label draw (one for the empirical Fisher, ``n_samples`` for the sampled
+   one) the driver back-propagates the *sum* of the per-example losses and calls
+   ``process_backward(weight)``. Because the losses are summed and examples do not
+   interact, the gradient at a position of example ``n`` is exactly ``d loss_n /
+   d output``; grouping positions by example therefore gives exact per-example
+   gradients (diagonal Fisher) and the output statistics (K-FAC ``G``).
+
+Positions of a layer: a Linear input ``[N, d]`` has one position per row; ``[N, T, d]``
+(or ``[N, ..., d]``, middle dims flattened) has ``T`` positions per row. A Conv1d input
+``[N, C, L]`` is unfolded into ``[N, L_out, C*k]`` patches (KFC, Grosse & Martens 2016;
+the patch index is ``c*k + j``, matching ``weight.reshape(out, C*k)``), one position per
+output step. Embedding positions are token ids; LayerNorm positions are the rows it
+normalises. A context token mask ``[N_seq, T]`` is applied along ``T`` (only real
+positions count, for A, G and the diagonal alike; a correctly masked model has zero
+gradient at padded positions anyway). Without a context, each leading row is its own
+example and its leading dim must equal the batch size.
+
+Arithmetic: per-batch products run in ``promote(activation dtype, float32)``;
+the running sums are float64 accumulators on the model's device.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from elcl.curvature.context import SequenceInfo, current_sequence_info
+from elcl.errors import ElclError
+
+SUPPORTED_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Embedding, nn.LayerNorm)
+KFAC_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d)
+ACC_DTYPE = torch.float64
+# at most this many elements in one chunk of per-example weight gradients
+_PER_EXAMPLE_BUDGET = 1 << 26
+
+
+def _cdtype(t: torch.Tensor) -> torch.dtype:
+    return torch.promote_types(t.dtype, torch.float32)
+
+
+@dataclass
+class _Record:
+    inp: torch.Tensor
+    info: SequenceInfo | None
+    out_shape: torch.Size
+    grads: list[torch.Tensor] = field(default_factory=list)
+    # filled by process_forward
+    idx: torch.Tensor | None = None  # flat indices of selected positions
+    ex: torch.Tensor | None = None  # example index of each selected position
+    feats: torch.Tensor | None = None  # [P, d_in] inputs (Linear/Conv1d patches/LN x-hat) or [P] ids
+
+
+@dataclass
+class _ModuleState:
+    name: str
+    module: nn.Module
+    kfac: bool
+    diag_params: list[str]  # local names ("weight", "bias") needing a diagonal
+    records: list[_Record] = field(default_factory=list)
+    # accumulators
+    A: torch.Tensor | None = None
+    G: torch.Tensor | None = None
+    n_positions: int = 0
+    diag: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def has_bias(self) -> bool:
+        b = getattr(self.module, "bias", None)
+        return b is not None and b.requires_grad
+
+
+def conv1d_patches(module: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+    """Unfold ``x [N, C, L]`` into patches ``[N, L_out, C*k]`` (index ``c*k + j``)."""
+    (k,) = module.kernel_size
+    (dil,) = module.dilation
+    if module.padding == "same":
+        total = dil * (k - 1)
+        left = total // 2
+        x = F.pad(x, (left, total - left))
+    elif module.padding != "valid":
+        (p,) = module.padding
+        if p:
+            x = F.pad(x, (p, p))
+    # x: [N, C, Lp] -> unfold over last dim: [N, C, L_out, k]
+    patches = x.unfold(2, dil * (k - 1) + 1, 1)[..., ::dil]
+    n, c, l_out, _ = patches.shape
+    return patches.permute(0, 2, 1, 3).reshape(n, l_out, c * k)
+
+
+def check_conv1d(name: str, module: nn.Conv1d) -> None:
+    if module.stride != (1,):
+        raise ElclError(f"curvature: Conv1d '{name}' has stride {module.stride[0]}; only stride 1 is supported")
+    if module.groups != 1:
+        raise ElclError(f"curvature: Conv1d '{name}' has groups={module.groups}; only groups=1 is supported")
+    if module.padding_mode != "zeros":
+        raise ElclError(f"curvature: Conv1d '{name}' has padding_mode={module.padding_mode!r}; only 'zeros' is supported")
+
+
+def check_embedding(name: str, module: nn.Embedding) -> None:
+    if module.scale_grad_by_freq:
+        raise ElclError(f"curvature: Embedding '{name}' uses scale_grad_by_freq, which is not supported")
+
+
+def _padded_by_example(ex: torch.Tensor, rows: list[torch.Tensor], n: int) -> list[torch.Tensor]:
+    """Lay out rows ``[P, d]`` as ``[n, R_max, d]`` grouped by example (zeros elsewhere)."""
+    order = torch.argsort(ex, stable=True)
+    ex_s = ex[order]
+    counts = torch.bincount(ex_s, minlength=n)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(ex.numel(), device=ex.device) - starts[ex_s]
+    r_max = int(counts.max().item()) if ex.numel() else 0
+    out = []
+    for r in rows:
+        buf = r.new_zeros(n, max(r_max, 1), r.shape[1])
+        buf[ex_s, rank] = r[order]
+        out.append(buf)
+    return out
+
+
+class CurvatureHooks:
+    """Hooks on the supported modules of a model; see the module docstring."""
+
+    def __init__(self, model: nn.Module, kfac_modules: set[str], diag_params: dict[str, list[str]], variant: str) -> None:
+        if variant not in ("expand", "reduce"):
+            raise ElclError(f"curvature: variant must be 'expand' or 'reduce', got {variant!r}")
+        self.variant = variant
+        self.states: dict[str, _ModuleState] = {}
+        self.handles: list[torch.utils.hooks.RemovableHandle] = []
+        self.n_examples = 0
+        self._batch_size = 0
+        self._n_keep = 0
+        self._active = False
+        for name, module in model.named_modules():
+            if name in kfac_modules or diag_params.get(name):
+                st = _ModuleState(name, module, name in kfac_modules, list(diag_params.get(name, [])))
+                self.states[name] = st
+                self.handles.append(module.register_forward_hook(self._make_forward_hook(st)))
+
+    # ------------------------------------------------------------------ hooks
+    def _make_forward_hook(self, st: _ModuleState) -> Callable:
+        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            if not self._active or not torch.is_grad_enabled():
+                return
+            if not isinstance(output, torch.Tensor) or not output.requires_grad:
+                return
+            rec = _Record(inp=inputs[0].detach(), info=current_sequence_info(), out_shape=output.shape)
+            st.records.append(rec)
+            output.register_hook(lambda g, rec=rec: rec.grads.append(g.detach()))
+
+        return hook
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
+
+    def start_batch(self) -> None:
+        for st in self.states.values():
+            st.records.clear()
+        self._active = True
+
+    def end_batch(self) -> None:
+        self._active = False
+        for st in self.states.values():
+            st.records.clear()
+        self.n_examples += self._n_keep
+
+    def called(self, name: str) -> bool:
+        return bool(self.states[name].records)
+
+    # ------------------------------------------------------------- positions
+    def _select(self, st: _ModuleState, rec: _Record, n_rows: int, n_pos: int) -> None:
+        """Indices (into ``[n_rows * n_pos]``) and example ids of the kept real positions."""
+        dev = rec.inp.device
+        info = rec.info
+        mask = None
+        ex_seq = None
+        if info is not None and info.example_index is not None:
+            ex_seq = info.example_index.to(dev)
+            if ex_seq.shape != (n_rows,):
+                raise ElclError(
+                    f"curvature: layer '{st.name}' got an input with leading dim {n_rows} but the sequence_context "
+                    f"example_index has shape {tuple(ex_seq.shape)} (expected [{n_rows}])"
+                )
+            if ex_seq.numel() and (int(ex_seq.min()) < 0 or int(ex_seq.max()) >= self._batch_size):
+                raise ElclError(
+                    f"curvature: layer '{st.name}': sequence_context example_index out of range [0, {self._batch_size})"
+                )
+        if info is not None and info.token_mask is not None:
+            tm = info.token_mask.to(dev)
+            if tm.shape[0] != n_rows:
+                raise ElclError(
+                    f"curvature: layer '{st.name}' got an input with leading dim {n_rows} but the sequence_context "
+                    f"token_mask has {tm.shape[0]} sequences"
+                )
+            if n_pos > 1 or tm.shape[1] == n_pos:
+                if tm.shape[1] != n_pos:
+                    raise ElclError(
+                        f"curvature: layer '{st.name}' sees {n_pos} positions per sequence but the sequence_context "
+                        f"token_mask has length {tm.shape[1]}"
+                    )
+                mask = tm
+        if ex_seq is None:
+            if n_rows != self._batch_size:
+                raise ElclError(
+                    f"curvature: layer '{st.name}' got an input with leading dim {n_rows} but the batch has "
+                    f"{self._batch_size} examples; wrap the encoder call in "
+                    "elcl.curvature.context.sequence_context(token_mask=..., example_index=...)"
+                )
+            ex_seq = torch.arange(n_rows, device=dev)
+        ex_pos = ex_seq[:, None].expand(n_rows, n_pos)
+        keep = ex_pos < self._n_keep
+        if mask is not None:
+            keep = keep & mask
+        idx = keep.reshape(-1).nonzero().squeeze(1)
+        rec.idx = idx
+        rec.ex = ex_pos.reshape(-1)[idx]
+
+    def _features(self, st: _ModuleState, rec: _Record) -> tuple[torch.Tensor, int, int]:
+        """Input features per position ``[n_rows * n_pos, d]`` (ids ``[n_rows*n_pos]`` for Embedding)."""
+        m, x = st.module, rec.inp
+        if isinstance(m, nn.Conv1d):
+            if x.dim() != 3:
+                raise ElclError(f"curvature: Conv1d '{st.name}' needs a batched input [N, C, L], got {tuple(x.shape)}")
+            p = conv1d_patches(m, x.to(_cdtype(x)))
+            n, l_out, d = p.shape
+            return p.reshape(n * l_out, d), n, l_out
+        if isinstance(m, nn.Embedding):
+            n = x.shape[0] if x.dim() else 1
+            n_pos = x.numel() // max(n, 1)
+            return x.reshape(-1), n, n_pos
+        if isinstance(m, nn.LayerNorm):
+            k = len(m.normalized_shape)
+            xf = x.to(_cdtype(x))
+            dims = tuple(range(xf.dim() - k, xf.dim()))
+            mean = xf.mean(dim=dims, keepdim=True)
+            var = xf.var(dim=dims, keepdim=True, unbiased=False)
+            xhat = (xf - mean) / torch.sqrt(var + m.eps)
+            d = math.prod(m.normalized_shape)
+            lead = xf.shape[: xf.dim() - k]
+            n = lead[0] if len(lead) else 1
+            n_pos = math.prod(lead[1:]) if len(lead) > 1 else 1
+            return xhat.reshape(n * n_pos, d), n, n_pos
+        # Linear
+        xf = x.to(_cdtype(x))
+        if xf.dim() == 1:
+            xf = xf[None]
+        n, d = xf.shape[0], xf.shape[-1]
+        n_pos = xf.numel() // (n * d) if n * d else 0
+        return xf.reshape(n * n_pos, d), n, n_pos
+
+    def _grad_rows(self, st: _ModuleState, g: torch.Tensor, rec: _Record) -> torch.Tensor:
+        """Output gradient per selected position ``[P, d_out]``."""
+        g = g.to(_cdtype(g))
+        m = st.module
+        if isinstance(m, nn.Conv1d):
+            g = g.transpose(1, 2)  # [N, L_out, out]
+        elif isinstance(m, nn.LayerNorm):
+            d = math.prod(m.normalized_shape)
+            return g.reshape(-1, d)[rec.idx]
+        d = g.shape[-1]
+        return g.reshape(-1, d)[rec.idx]
+
+    # -------------------------------------------------------------- forward
+    def process_forward(self, batch_size: int, n_keep: int) -> None:
+        self._batch_size = batch_size
+        self._n_keep = n_keep
+        for st in self.states.values():
+            for rec in st.records:
+                feats, n, n_pos = self._features(st, rec)
+                self._select(st, rec, n, n_pos)
+                rec.feats = feats[rec.idx]
+            if st.kfac and st.records:
+                self._accumulate_A(st)
+
+    def _with_one(self, st: _ModuleState, a: torch.Tensor) -> torch.Tensor:
+        if st.has_bias:
+            a = torch.cat([a, a.new_ones(a.shape[0], 1)], dim=1)
+        return a
+
+    def _accumulate_A(self, st: _ModuleState) -> None:
+        if self.variant == "expand":
+            a = torch.cat([self._with_one(st, r.feats) for r in st.records])
+            contrib = a.T @ a
+            st.n_positions += a.shape[0]
+        else:
+            d = st.records[0].feats.shape[1]
+            dev, dt = st.records[0].feats.device, st.records[0].feats.dtype
+            sums = torch.zeros(self._n_keep, d, device=dev, dtype=dt)
+            counts = torch.zeros(self._n_keep, device=dev, dtype=dt)
+            for r in st.records:
+                sums.index_add_(0, r.ex, r.feats)
+                counts.index_add_(0, r.ex, torch.ones_like(r.ex, dtype=dt))
+            abar = self._with_one(st, sums / counts.clamp_min(1)[:, None])
+            contrib = abar.T @ abar
+        contrib = contrib.to(ACC_DTYPE)
+        st.A = contrib if st.A is None else st.A + contrib
+
+    # ------------------------------------------------------------- backward
+    def process_backward(self, weight: float) -> None:
+        """Consume the gradients of the latest backward pass; ``weight`` = 1/n_samples."""
+        for st in self.states.values():
+            recs = [r for r in st.records if r.grads]
+            if not recs:
+                continue
+            gs = [self._grad_rows(st, r.grads.pop(), r) for r in recs]
+            for r in st.records:
+                r.grads.clear()
+            exs = [r.ex for r in recs]
+            if st.kfac:
+                self._accumulate_G(st, gs, exs, weight)
+            if st.diag_params:
+                self._accumulate_diag(st, recs, gs, exs, weight)
+
+    def _accumulate_G(self, st: _ModuleState, gs: list[torch.Tensor], exs: list[torch.Tensor], weight: float) -> None:
+        if self.variant == "expand":
+            g = torch.cat(gs)
+        else:
+            g = gs[0].new_zeros(self._n_keep, gs[0].shape[1])
+            for gi, ei in zip(gs, exs):
+                g.index_add_(0, ei, gi)
+        contrib = (g.T @ g).to(ACC_DTYPE) * weight
+        st.G = contrib if st.G is None else st.G + contrib
+
+    def _add_diag(self, st: _ModuleState, pname: str, value: torch.Tensor) -> None:
+        value = value.to(ACC_DTYPE)
+        cur = st.diag.get(pname)
+        st.diag[pname] = value if cur is None else cur + value
+
+    def _accumulate_diag(
+        self, st: _ModuleState, recs: list[_Record], gs: list[torch.Tensor], exs: list[torch.Tensor], weight: float
+    ) -> None:
+        m = st.module
+        n = self._n_keep
+        ex = torch.cat(exs)
+        g = torch.cat(gs)
+        if isinstance(m, nn.Embedding):
+            ids = torch.cat([r.feats for r in recs]).long()
+            if m.padding_idx is not None:
+                ok = ids != m.padding_idx
+                ids, ex, g = ids[ok], ex[ok], g[ok]
+            key = ex * m.num_embeddings + ids
+            uniq, inv = torch.unique(key, return_inverse=True)
+            sums = g.new_zeros(uniq.numel(), g.shape[1]).index_add_(0, inv, g)
+            rows = uniq % m.num_embeddings
+            d = torch.zeros(m.num_embeddings, g.shape[1], device=g.device, dtype=g.dtype)
+            d.index_add_(0, rows, sums.square())
+            self._add_diag(st, "weight", d.reshape(m.weight.shape) * weight)
+            return
+        if "bias" in st.diag_params:
+            gb = g.new_zeros(n, g.shape[1]).index_add_(0, ex, g)
+            self._add_diag(st, "bias", gb.square().sum(0).reshape(m.bias.shape) * weight)
+        if "weight" not in st.diag_params:
+            return
+        a = torch.cat([r.feats for r in recs]).to(g.dtype)
+        if isinstance(m, nn.LayerNorm):
+            gw = g.new_zeros(n, g.shape[1]).index_add_(0, ex, g * a)
+            self._add_diag(st, "weight", gw.square().sum(0).reshape(m.weight.shape) * weight)
+            return
+        # Linear / Conv1d (patches): per-example grad = sum_r g_r a_r^T
+        counts = torch.bincount(ex, minlength=n)
+        if ex.numel() == 0:
+            return
+        if int(counts.max()) <= 1:
+            d = g.square().T @ a.square()
+        else:
+            gp, ap = _padded_by_example(ex, [g, a], n)
+            d = g.new_zeros(g.shape[1], a.shape[1])
+            per = max(1, _PER_EXAMPLE_BUDGET // max(1, g.shape[1] * a.shape[1]))
+            for s in range(0, n, per):
+                pe = torch.bmm(gp[s : s + per].transpose(1, 2), ap[s : s + per])
+                d += pe.square().sum(0)
+        self._add_diag(st, "weight", d.reshape(m.weight.shape) * weight)
+
+    # --------------------------------------------------------------- result
+    def results(self) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], dict[str, torch.Tensor]]:
+        """Normalised K-FAC blocks ``{module: (A, G)}`` and diagonals ``{param name: F}`` (float64)."""
+        n = max(self.n_examples, 1)
+        kfac: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        diag: dict[str, torch.Tensor] = {}
+        for name, st in self.states.items():
+            prefix = f"{name}." if name else ""
+            if st.kfac:
+                d_in = self._in_dim(st)
+                d_out = self._out_dim(st)
+                dev = st.module.weight.device
+                A = st.A if st.A is not None else torch.zeros(d_in, d_in, dtype=ACC_DTYPE, device=dev)
+                G = st.G if st.G is not None else torch.zeros(d_out, d_out, dtype=ACC_DTYPE, device=dev)
+                a_norm = max(st.n_positions, 1) if self.variant == "expand" else n
+                kfac[name] = (A / a_norm, G / n)
+            for pname in st.diag_params:
+                p = getattr(st.module, pname)
+                v = st.diag.get(pname)
+                if v is None:
+                    v = torch.zeros(p.shape, dtype=ACC_DTYPE, device=p.device)
+                diag[prefix + pname] = v / n
+        return kfac, diag
+
+    @staticmethod
+    def _in_dim(st: _ModuleState) -> int:
+        w = st.module.weight
+        d = w[0].numel()
+        return d + (1 if st.has_bias else 0)
+
+    @staticmethod
+    def _out_dim(st: _ModuleState) -> int:
+        return st.module.weight.shape[0]
