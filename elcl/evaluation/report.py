@@ -725,7 +725,8 @@ def _plot_heatmap(g: GroupScores, split: str, path: Path) -> None:
                     j, i, f"{R[i, j]:.1f}", ha="center", va="center",
                     color="white" if R[i, j] < 60 else "black", fontsize=9,
                 )
-    ax.set_title(f"{g.method} λ={_fmt_lam(g.lam)}: acc@1 (%), mean of {g.n_runs} run(s)")
+    lam = "" if g.lam is None else f" λ={g.lam:g}"
+    ax.set_title(f"{g.method}{lam}: acc@1 (%), mean of {g.n_runs} run(s)")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     _save_fig(fig, path)
 

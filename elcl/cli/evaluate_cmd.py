@@ -1,0 +1,137 @@
+"""`elcl evaluate PATH...`: accuracy tables of single runs, or the forgetting report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from elcl.errors import ElclError
+
+
+def _default_out(path: Path) -> Path:
+    from elcl.evaluation.runs import is_run_dir
+
+    path = path.parent if path.is_file() else path
+    return (path.parent if is_run_dir(path) else path) / "report"
+
+
+def _print_run_tables(runs, as_json: bool) -> None:
+    if as_json:
+        payload = [
+            {
+                "run": str(r.path),
+                "experiment": r.experiment,
+                "method": r.method,
+                "lambda": r.lam,
+                "seed": r.seed,
+                "order": list(r.order),
+                "status": r.status,
+                "steps_done": r.steps_done,
+                "rows": [
+                    {
+                        "step": m.step,
+                        "trained_task": m.trained_task,
+                        "eval_task": m.eval_task,
+                        "split": m.split,
+                        "acc1": m.acc1,
+                        "acc5": m.acc5,
+                        "n": m.n,
+                        "n_unlinkable": m.n_unlinkable,
+                    }
+                    for m in r.rows
+                ],
+            }
+            for r in runs
+        ]
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=100)
+    for r in runs:
+        lam = "-" if r.lam is None else f"{r.lam:g}"
+        table = Table(
+            title=f"{r.path}  [{r.method}, λ={lam}, seed {r.seed}, {r.status}]",
+            title_justify="left",
+        )
+        for col, just in (
+            ("step", "right"),
+            ("trained", "left"),
+            ("eval task", "left"),
+            ("split", "left"),
+            ("acc@1", "right"),
+            ("acc@5", "right"),
+            ("n", "right"),
+            ("unlinkable", "right"),
+        ):
+            table.add_column(col, justify=just, no_wrap=True)
+        for m in r.rows:
+            table.add_row(
+                str(m.step),
+                m.trained_task,
+                m.eval_task,
+                m.split,
+                f"{m.acc1:.4f}",
+                f"{m.acc5:.4f}",
+                str(m.n),
+                str(m.n_unlinkable),
+            )
+        console.print(table)
+
+
+def evaluate(
+    paths: list[Path] = typer.Argument(
+        ..., help="Run directories (with run.json) or experiment directories.", show_default=False
+    ),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="Report directory (default: <experiment>/report/)."
+    ),
+    split: str = typer.Option("test", "--split", help="Split for accuracies: test or dev."),
+    include_partial: bool = typer.Option(
+        False, "--include-partial", help="Also use runs whose status is not 'done'."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+) -> None:
+    """Per-run accuracy tables, or a forgetting report over an experiment.
+
+    One run directory (or several of one method) prints acc@1/acc@5 per step and task.
+    An experiment directory, or runs of several methods, gives the forgetting report:
+    Markdown table on stdout, and report.md, summary.csv, summary.json,
+    accuracy_matrices.json and PNG plots in --out.
+    """
+    from elcl.evaluation.report import build_report, write_report
+    from elcl.evaluation.runs import discover_runs
+
+    if split not in ("dev", "test"):
+        raise ElclError(f"--split: '{split}' is not one of dev, test")
+    runs, warnings, any_experiment = discover_runs(paths, include_partial=include_partial)
+    methods = {r.method for r in runs}
+    if not any_experiment and len(methods) <= 1 and out is None:
+        for w in warnings:
+            typer.echo(f"warning: {w}", err=True)
+        if not runs:
+            raise ElclError("no usable run under " + ", ".join(str(p) for p in paths))
+        _print_run_tables(runs, as_json)
+        return
+
+    report = build_report(paths, split=split, include_partial=include_partial)
+    for w in report.warnings:
+        typer.echo(f"warning: {w}", err=True)
+    for n in report.notes:
+        typer.echo(f"note: {n}", err=True)
+    out_dir = out if out is not None else _default_out(Path(paths[0]))
+    written = write_report(report, out_dir)
+    if as_json:
+        typer.echo(json.dumps(report.summary_dict(), indent=2, allow_nan=False, ensure_ascii=False))
+    else:
+        typer.echo(report.stdout_markdown())
+    typer.echo(f"wrote {len(written)} file(s) to {out_dir}", err=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `evaluate` command to the `elcl` app."""
+    app.command("evaluate")(evaluate)
