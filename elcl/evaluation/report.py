@@ -66,10 +66,6 @@ TASK_METRICS = ("final_acc1", "forgetting_single", "forgetting_best", "reduction
 SEQUENTIAL = ("naive", "lr_control", "replay", "ewc", "online_ewc", "kfac")
 
 
-def _nan() -> float:
-    return math.nan
-
-
 def _nanmean(x) -> float:
     arr = np.asarray(x, dtype=float)
     arr = arr[~np.isnan(arr)]
@@ -635,6 +631,11 @@ def build_report(
     )
     for g in groups:
         _aggregate(g)
+        if len(set(g.seeds)) < len(g.seeds):
+            warnings.append(
+                f"{g.method} λ={_fmt_lam(g.lam)} {_order_label(g.order)}: several runs share "
+                f"a seed ({', '.join(str(r.run.path) for r in g.runs)}); all are averaged"
+            )
 
     # Skipped tasks in the reduction, one note per group.
     for g in groups:
