@@ -2,6 +2,141 @@
 
 from __future__ import annotations
 
+import json
+import os
+import time
+from pathlib import Path
+from typing import Optional
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from elcl.config import resolve_data_dir
+from elcl.errors import ElclError
 
 app = typer.Typer(help="Corpora: fetch, statistics, candidate recall.", no_args_is_help=True)
+
+_DATA_DIR = typer.Option(None, "--data-dir", help="Corpora root (default: $ELCL_DATA_DIR, ../shared/corpora, data/).")
+
+
+def _console() -> Console:
+    return Console(width=120)
+
+
+def default_cache_dir() -> Path:
+    """Where fitted TF-IDF indexes are cached: $ELCL_CACHE_DIR or ~/.cache/elcl."""
+    return Path(os.environ.get("ELCL_CACHE_DIR") or Path.home() / ".cache" / "elcl") / "candidates"
+
+
+@app.command()
+def fetch(
+    name: str = typer.Argument(..., help="ncbi_disease, bc5cdr, medmentions, medic (task names work too)."),
+    mirror: Optional[Path] = typer.Option(None, "--mirror", help="Copy from this directory instead of downloading (default: ../shared/corpora when present)."),
+    data_dir: Optional[Path] = _DATA_DIR,
+    download: bool = typer.Option(False, "--download", help="Download from the official site even when a mirror exists."),
+    force: bool = typer.Option(False, "--force", help="Replace files that are already present and valid."),
+) -> None:
+    """Install a corpus or ontology under the data dir (checksummed, atomic)."""
+    from elcl.data.fetch import default_mirror, fetch as do_fetch
+
+    target = Path(data_dir) if data_dir is not None else Path(os.environ.get("ELCL_DATA_DIR") or "data")
+    src = mirror if mirror is not None else (None if download else default_mirror())
+    if src is not None and not Path(src).is_dir():
+        raise ElclError(f"--mirror {src}: not a directory")
+    for path, action in do_fetch(name, target, mirror=src, force=force):
+        typer.echo(f"{path}: {action}")
+
+
+@app.command()
+def stats(
+    names: Optional[list[str]] = typer.Argument(None, help="Tasks (default: every task whose files are present)."),
+    data_dir: Optional[Path] = _DATA_DIR,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Documents, mentions, concepts, unlinkable/composite mentions and warnings per split."""
+    from elcl.data.corpora import TASKS, load_corpus
+    from elcl.data.stats import corpus_stats
+
+    root = resolve_data_dir(str(data_dir) if data_dir else None)
+    chosen = list(names) if names else list(TASKS)
+    out: dict[str, object] = {}
+    for name in chosen:
+        try:
+            out[name] = corpus_stats(load_corpus(name, root))
+        except ElclError as exc:
+            if names:  # asked for explicitly: a missing corpus is an error
+                raise
+            if "not found" not in str(exc):
+                raise
+    if as_json:
+        typer.echo(json.dumps(out, indent=2))
+        return
+    table = Table(title=f"corpora in {root}")
+    cols = ("documents", "mentions", "concepts", "unlinkable", "composite", "warnings")
+    table.add_column("corpus")
+    table.add_column("split")
+    for c in cols:
+        table.add_column(c, justify="right")
+    for name, per_split in out.items():
+        for split, row in per_split.items():  # type: ignore[union-attr]
+            table.add_row(name, split, *(str(row[c]) for c in cols))
+    _console().print(table)
+
+
+@app.command()
+def candidates(
+    name: str = typer.Argument(..., help="Task name, e.g. ncbi_disease."),
+    k: list[int] = typer.Option([1, 5, 20, 64], "--k", help="Cut-offs for recall@k (repeatable)."),
+    split: list[str] = typer.Option(["dev", "test"], "--split", help="Splits to evaluate (repeatable)."),
+    ontology: str = typer.Option("auto", "--ontology", help="auto (ontology file when present) or mentions (training-mention dictionary)."),
+    dictionary_split: list[str] = typer.Option(["train"], "--dictionary-split", help="Splits whose mentions build the dictionary."),
+    abbreviations: bool = typer.Option(True, "--abbreviations/--no-abbreviations", help="Expand abbreviations defined in the abstract."),
+    data_dir: Optional[Path] = _DATA_DIR,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Recall@k of TF-IDF candidates per split, with the ontology used and the time taken."""
+    from elcl.candidates.abbrev import query_texts
+    from elcl.candidates.recall import recall_at_k
+    from elcl.candidates.tfidf import TfidfCandidateGenerator
+    from elcl.data.corpora import load_corpus
+    from elcl.data.ontology import ontology_for_task
+    from elcl.data.types import SPLITS
+
+    for s in split:
+        if s not in SPLITS:
+            raise ElclError(f"--split {s!r}: expected one of {', '.join(SPLITS)}")
+    if any(x < 1 for x in k):
+        raise ElclError("--k values must be >= 1")
+    root = resolve_data_dir(str(data_dir) if data_dir else None)
+    t0 = time.perf_counter()
+    corpus = load_corpus(name, root)
+    onto = ontology_for_task(name, root, corpus, mode=ontology, dictionary_splits=tuple(dictionary_split))
+    gen = TfidfCandidateGenerator(onto, cache_dir=default_cache_dir()).fit()
+    t_fit = time.perf_counter() - t0
+    result: dict[str, object] = {"task": name, "ontology": onto.source, "concepts": len(onto), "names": gen.num_names,
+                                 "fit_seconds": round(t_fit, 3), "index_cache_hit": gen.cache_hit, "splits": {}}
+    for s in split:
+        t1 = time.perf_counter()
+        docs = corpus.documents(s)
+        mentions = [m for d in docs for m in d.mentions]
+        texts = query_texts(docs) if abbreviations else [m.text for m in mentions]
+        cands = gen.top_k(texts, max(k))
+        rec = recall_at_k(mentions, cands, onto, ks=tuple(sorted(set(k))))
+        result["splits"][s] = {  # type: ignore[index]
+            "mentions": len(mentions), "linkable": sum(1 for m in mentions if m.linkable),
+            "recall": {str(kk): round(v, 4) for kk, v in rec.items()}, "seconds": round(time.perf_counter() - t1, 3),
+        }
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    table = Table(title=f"{name}: TF-IDF candidates against {onto.source} ({len(onto)} concepts, {gen.num_names} names)")
+    table.add_column("split")
+    table.add_column("linkable", justify="right")
+    for kk in sorted(set(k)):
+        table.add_column(f"R@{kk}", justify="right")
+    table.add_column("seconds", justify="right")
+    for s, row in result["splits"].items():  # type: ignore[union-attr]
+        table.add_row(s, str(row["linkable"]), *(f"{row['recall'][str(kk)]:.4f}" for kk in sorted(set(k))), f"{row['seconds']:.2f}")
+    _console().print(table)
+    typer.echo(f"index: {t_fit:.2f}s ({'cache hit' if gen.cache_hit else 'fitted'})")
