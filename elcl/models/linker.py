@@ -1,0 +1,112 @@
+"""The linker: scores each mention against its k candidate names.
+
+A bi-encoder embeds mention and names with one shared text encoder and scores them by
+cosine (or dot) / temperature; a cross-encoder reads "mention [SEP] name" pairs and
+scores them with a linear head. Both return logits ``[B, K]`` so training, evaluation
+and curvature collection treat them alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from elcl.config import ModelConfig
+from elcl.curvature.context import sequence_context
+from elcl.models.encoders import CharTokenizer, CNNTextEncoder, TransformerTextEncoder, load_tokenizer
+
+
+@dataclass
+class LinkerBatch:
+    """Token ids of one batch. ``*_owner`` maps each sequence to its example row."""
+
+    mention_ids: torch.Tensor  # [B, Tm]  (cross-encoder: pair ids [B*K, T])
+    mention_mask: torch.Tensor
+    cand_ids: torch.Tensor  # [S, Tc]  unique or per-example candidate sequences
+    cand_mask: torch.Tensor
+    cand_index: torch.Tensor  # [B, K]  row of cand_ids for candidate k of example b
+    cand_valid: torch.Tensor  # [B, K]  bool, False for padding candidates
+    labels: torch.Tensor  # [B, K]  bool, True where the candidate is correct
+    mention_owner: torch.Tensor | None = None  # [B]
+    cand_owner: torch.Tensor | None = None  # [S], None when sequences are shared
+
+    def to(self, device: torch.device | str) -> "LinkerBatch":
+        moved = {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
+        return LinkerBatch(**moved)
+
+    @property
+    def first_label(self) -> torch.Tensor:
+        """Index of the first correct candidate (the empirical-Fisher label)."""
+        return self.labels.float().argmax(dim=1)
+
+
+def model_config_hash(cfg: ModelConfig, vocab_size: int) -> str:
+    """Identity of an architecture: checkpoints and curvature files must match it."""
+    payload = json.dumps({"model": cfg.model_dump(mode="json"), "vocab_size": vocab_size}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+class Linker(nn.Module):
+    """Bi-encoder or cross-encoder linker over a BERT-family or CNN text encoder."""
+
+    def __init__(self, cfg: ModelConfig, tokenizer=None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        if cfg.type == "cnn" and cfg.mode == "cross":
+            from elcl.errors import ConfigError
+
+            raise ConfigError("model.mode: 'cross' needs model.type 'bert'; the CNN linker is a bi-encoder")
+        if tokenizer is None:
+            tokenizer = CharTokenizer() if (cfg.type == "cnn" and cfg.cnn.vocab == "char") else load_tokenizer(cfg.name)
+        self.tokenizer = tokenizer
+        if cfg.type == "bert":
+            self.encoder: nn.Module = TransformerTextEncoder(cfg.name, cfg.pooling)
+        else:
+            pad = getattr(tokenizer, "pad_token_id", 0) or 0
+            self.encoder = CNNTextEncoder(len(tokenizer), cfg.cnn, pad_id=pad)
+        self.head = nn.Linear(self.encoder.dim, 1) if cfg.mode == "cross" else None
+        self.config_hash = model_config_hash(cfg, len(tokenizer))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def embed(self, ids: torch.Tensor, mask: torch.Tensor, owner: torch.Tensor | None = None) -> torch.Tensor:
+        with sequence_context(token_mask=mask.bool(), example_index=owner):
+            vec = self.encoder(ids, mask)
+        if self.cfg.scorer == "cosine":
+            vec = F.normalize(vec, dim=-1)
+        return vec
+
+    def score_vectors(self, mention_vec: torch.Tensor, cand_vec: torch.Tensor) -> torch.Tensor:
+        """``[B, d] x [B, K, d] -> [B, K]`` logits."""
+        return torch.einsum("bd,bkd->bk", mention_vec, cand_vec) / self.cfg.temperature
+
+    def forward(self, batch: LinkerBatch) -> torch.Tensor:
+        if self.head is not None:
+            with sequence_context(token_mask=batch.mention_mask.bool(), example_index=batch.mention_owner):
+                pooled = self.encoder(batch.mention_ids, batch.mention_mask)
+            logits = self.head(pooled).view(batch.cand_index.shape)
+        else:
+            m = self.embed(batch.mention_ids, batch.mention_mask, batch.mention_owner)
+            c = self.embed(batch.cand_ids, batch.cand_mask, batch.cand_owner)
+            logits = self.score_vectors(m, c[batch.cand_index])
+        return logits.masked_fill(~batch.cand_valid, torch.finfo(logits.dtype).min / 4)
+
+
+def multi_positive_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """−log of the probability mass on correct candidates (composites/alt ids have several)."""
+    pos = logits.masked_fill(~labels, torch.finfo(logits.dtype).min / 4)
+    loss = torch.logsumexp(logits, dim=1) - torch.logsumexp(pos, dim=1)
+    return loss.mean() if reduction == "mean" else loss.sum()
+
+
+def linker_logits_fn(model: Linker, batch: LinkerBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (logits, label) pair the curvature collector expects."""
+    batch = batch.to(model.device)
+    return model(batch), batch.first_label

@@ -1,0 +1,120 @@
+"""One task's worth of gradient steps, optionally with a curvature penalty.
+
+The penalty is added as a gradient after the task loss's backward pass (its closed
+form, ``penalty.add_grad_``) unless ``fast_grad`` is off, in which case it joins the
+loss and autograd differentiates it; both give the same update.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from typing import Callable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from elcl.config import TrainConfig
+from elcl.models.linker import Linker, multi_positive_loss
+from elcl.training.batching import TokenCache, collate
+from elcl.training.examples import LinkingExample
+
+
+def autocast_for(device: torch.device, amp: str):
+    if amp == "none":
+        return nullcontext()
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def train_steps(
+    model: Linker,
+    examples: Sequence[LinkingExample],
+    cache: TokenCache,
+    cfg: TrainConfig,
+    *,
+    seed: int,
+    param_groups: list[dict] | None = None,
+    penalty=None,
+    fast_grad: bool = True,
+    desc: str = "train",
+    on_step: Callable[[dict], None] | None = None,
+    wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
+    shard: tuple[int, int] = (0, 1),
+) -> list[dict]:
+    """Train on ``examples`` for ``cfg.epochs`` epochs; returns the logged losses.
+
+    ``shard=(rank, world)`` gives each distributed process its slice of every epoch's
+    permutation; ``wrap`` wraps the model (DistributedDataParallel) for the forward pass.
+    """
+    examples = [e for e in examples if e.has_gold]
+    if not examples:
+        return []
+    device = model.device
+    model.train()
+    groups = param_groups or [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    for g in groups:
+        g.setdefault("lr", cfg.lr)
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    per_epoch = math.ceil(len(examples) / (cfg.batch_size * shard[1]))
+    total = max(1, math.ceil(per_epoch * cfg.epochs))
+    warmup = int(total * cfg.warmup_ratio)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup))
+    )
+    gen = torch.Generator().manual_seed(seed)
+    forward_model = wrap(model) if wrap else model
+    scaler = torch.amp.GradScaler(device.type) if (cfg.amp == "fp16" and device.type == "cuda") else None
+    log: list[dict] = []
+    running = torch.zeros((), device=device)
+    running_pen = torch.zeros((), device=device)
+    step = 0
+    bar = tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, disable=None)
+    while step < total:
+        order = torch.randperm(len(examples), generator=gen).tolist()
+        order = order[shard[0] :: shard[1]]
+        for start in range(0, len(order), cfg.batch_size):
+            if step >= total:
+                break
+            batch = collate([examples[i] for i in order[start : start + cfg.batch_size]], cache, share=True, cross=model.head is not None)
+            batch = batch.to(device)
+            with autocast_for(device, cfg.amp):
+                logits = forward_model(batch)
+            loss = multi_positive_loss(logits.float(), batch.labels)
+            pen_value = None
+            if penalty is not None and not fast_grad:
+                pen_value = penalty.value(model)
+                loss = loss + pen_value
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)
+            else:
+                loss.backward()
+            if penalty is not None and fast_grad:
+                pen_value = penalty.add_grad_(model)
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            if scaler is not None:
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
+            opt.zero_grad(set_to_none=True)
+            sched.step()
+            running += loss.detach()
+            if pen_value is not None:
+                running_pen += pen_value.detach()
+            step += 1
+            bar.update(1)
+            if step % 50 == 0 or step == total:
+                n = 50 if step % 50 == 0 else step % 50
+                entry = {"step": step, "loss": float(running) / n, "penalty": float(running_pen) / n, "lr": sched.get_last_lr()[0]}
+                running.zero_()
+                running_pen.zero_()
+                log.append(entry)
+                bar.set_postfix(loss=f"{entry['loss']:.3f}")
+                if on_step:
+                    on_step(entry)
+    bar.close()
+    model.eval()
+    return log

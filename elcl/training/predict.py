@@ -1,0 +1,88 @@
+"""Rank each mention's candidates with a trained linker and score accuracy@1/@5."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from elcl.models.linker import Linker
+from elcl.training.batching import TokenCache, collate
+from elcl.training.examples import LinkingExample
+
+
+@dataclass
+class EvalResult:
+    acc1: float
+    acc5: float
+    n: int
+    predictions: list[dict]
+
+
+@torch.no_grad()
+def _embed_texts(model: Linker, cache: TokenCache, texts: list[str], batch_size: int) -> torch.Tensor:
+    out = []
+    # Sorting by length keeps padding (wasted compute) small.
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    for s in range(0, len(order), batch_size):
+        idx = order[s : s + batch_size]
+        ids, mask = cache.pad([texts[i] for i in idx])
+        out.append((idx, model.embed(ids.to(model.device), mask.to(model.device)).float()))
+    dim = out[0][1].shape[1]
+    result = torch.empty((len(texts), dim), device=model.device)
+    for idx, vec in out:
+        result[torch.tensor(idx, device=model.device)] = vec
+    return result
+
+
+@torch.no_grad()
+def score_examples(model: Linker, examples: Sequence[LinkingExample], cache: TokenCache, batch_size: int = 256) -> list[torch.Tensor]:
+    """Candidate scores per example (bi-encoder: every distinct text is embedded once)."""
+    model.eval()
+    if not examples:
+        return []
+    if model.head is not None:
+        scores = []
+        for s in tqdm(range(0, len(examples), max(1, batch_size // 16)), desc="score", leave=False, disable=None):
+            chunk = examples[s : s + max(1, batch_size // 16)]
+            logits = model(collate(chunk, cache, cross=True).to(model.device)).float().cpu()
+            scores.extend(logits[i, : len(e.cand_ids)] for i, e in enumerate(chunk))
+        return scores
+    queries = list(dict.fromkeys(e.query for e in examples))
+    names = list(dict.fromkeys(n for e in examples for n in e.cand_names))
+    qv = _embed_texts(model, cache, queries, batch_size)
+    nv = _embed_texts(model, cache, names, batch_size)
+    qpos = {t: i for i, t in enumerate(queries)}
+    npos = {t: i for i, t in enumerate(names)}
+    out = []
+    for e in examples:
+        c = nv[torch.tensor([npos[n] for n in e.cand_names], device=nv.device)]
+        out.append((c @ qv[qpos[e.query]] / model.cfg.temperature).cpu())
+    return out
+
+
+def evaluate_examples(model: Linker, examples: Sequence[LinkingExample], cache: TokenCache, batch_size: int = 256, n_unlinkable: int = 0) -> EvalResult:
+    scores = score_examples(model, examples, cache, batch_size)
+    hits1 = hits5 = 0
+    preds = []
+    for e, s in zip(examples, scores):
+        order = torch.argsort(s, descending=True, stable=True).tolist()
+        top = [e.labels[i] for i in order]
+        hits1 += int(bool(top[:1]) and top[0])
+        hits5 += int(any(top[:5]))
+        m = e.mention
+        preds.append(
+            {
+                "doc_id": m.doc_id,
+                "start": m.start,
+                "end": m.end,
+                "mention": m.text,
+                "gold": list(m.concept_ids),
+                "predicted": [[e.cand_ids[i], round(float(s[i]), 5)] for i in order],
+                "correct": bool(top[:1] and top[0]),
+            }
+        )
+    n = len(examples)
+    return EvalResult(hits1 / n if n else 0.0, hits5 / n if n else 0.0, n, preds)
