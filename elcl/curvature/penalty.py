@@ -1,0 +1,354 @@
+"""Quadratic curvature penalties that keep a model near earlier tasks' optima.
+
+Every penalty offers
+
+* ``value(model)`` — a scalar tensor, differentiable by autograd;
+* ``add_grad_(model)`` — adds the penalty gradient straight into ``p.grad`` (allocated
+  when ``None``) without building a graph, and returns the (detached) value.
+
+Penalties (``λ`` = ``lam``, tasks ``t`` = entries of ``stats_list``, oldest first):
+
+* :class:`EWCPenalty`: ``(λ/2) Σ_t Σ_i F_{t,i} (θ_i − θ*_{t,i})²``. Evaluated in the
+  equivalent form ``(λ/2) [Σ_i F̄_i (θ_i − c_i)² + C]`` with ``F̄ = Σ_t F_t``,
+  ``c = Σ_t F_t θ*_t / F̄`` and the constant ``C = Σ_t Σ_i F_{t,i} (θ*_{t,i} − c_i)²``
+  (precomputed in float64), so the cost does not grow with the number of tasks and
+  there is no cancellation. Gradient ``λ F̄ (θ − c) = λ Σ_t F_t (θ − θ*_t)``.
+* :class:`OnlineEWCPenalty`: ``F̃_t = γ F̃_{t−1} + F_t``, anchor = latest ``θ*``;
+  ``(λ/2) Σ_i F̃_i (θ_i − θ*_i)²``.
+* :class:`KFACPenalty`: for each task and K-FAC block ``(A, G)`` of module ``m``,
+  ``ΔW = [W − W*, b − b*]`` (bias as the extra input column; Conv1d weight
+  ``[out, C, k]`` as ``[out, C*k]``, the unfolding order of the hooks):
+  ``(λ/2) tr(ΔWᵀ G ΔW A) = (λ/2) vec(ΔW)ᵀ (A ⊗ G) vec(ΔW)`` (column-stacking vec);
+  gradient ``λ G ΔW A``. Sums of Kronecker products are not Kronecker products and
+  anchors differ per task, so the per-task terms are kept and evaluated together with
+  batched matmuls (``[T, out, in]``). Parameters without a block use the EWC term of
+  their diagonal. With ``stats.low_rank`` set (``CurvatureStats.to_low_rank``) the
+  factors are applied in O(r·in·out).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from elcl.curvature.collect import CurvatureStats, LowRankFactor
+from elcl.errors import ElclError
+
+_F64 = torch.float64
+
+
+class _Cast:
+    """Caches copies of stored tensors on the device/dtype of the parameters they meet."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[int, torch.device, torch.dtype], torch.Tensor] = {}
+
+    def __call__(self, t: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        key = (id(t), ref.device, ref.dtype)
+        out = self._cache.get(key)
+        if out is None:
+            out = t.to(device=ref.device, dtype=ref.dtype)
+            self._cache[key] = out
+        return out
+
+
+def _params(model: nn.Module) -> dict[str, nn.Parameter]:
+    return dict(model.named_parameters())
+
+
+def _lookup(params: dict[str, nn.Parameter], name: str, shape: torch.Size, what: str) -> nn.Parameter:
+    p = params.get(name)
+    if p is None:
+        raise ElclError(f"{what}: the model has no parameter '{name}' (curvature from another model?)")
+    if p.shape != shape:
+        raise ElclError(f"{what}: parameter '{name}' has shape {tuple(p.shape)}, curvature has {tuple(shape)}")
+    return p
+
+
+def _add_grad(p: torch.Tensor, g: torch.Tensor) -> None:
+    g = g.to(p.dtype)
+    if p.grad is None:
+        p.grad = g.clone()
+    else:
+        p.grad.add_(g)
+
+
+class Penalty:
+    """Base class; ``lam`` may be changed between steps."""
+
+    lam: float
+
+    def value(self, model: nn.Module) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def add_grad_(self, model: nn.Module) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class _DiagQuadratic:
+    """``Σ_i F_i (θ_i − c_i)² + C`` per parameter (see the module docstring)."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.F: dict[str, torch.Tensor] = {}
+        self.c: dict[str, torch.Tensor] = {}
+        self.const = torch.zeros((), dtype=_F64)
+        self.cast = _Cast()
+
+    @classmethod
+    def from_terms(cls, terms: dict[str, list[tuple[torch.Tensor, torch.Tensor]]], what: str) -> "_DiagQuadratic":
+        q = cls(what)
+        for name, lst in terms.items():
+            if len(lst) == 1:
+                F, a = lst[0]
+                q.F[name], q.c[name] = F.to(_F64), a.to(_F64)
+                continue
+            Fs = torch.stack([F.to(_F64) for F, _ in lst])
+            As = torch.stack([a.to(_F64).to(Fs.device) for _, a in lst])
+            Fbar = Fs.sum(0)
+            c = torch.where(Fbar > 0, (Fs * As).sum(0) / Fbar.clamp_min(torch.finfo(_F64).tiny), As[-1])
+            q.F[name], q.c[name] = Fbar, c
+            q.const = q.const + (Fs * (As - c).square()).sum().cpu()
+        return q
+
+    def _resolved(self, model: nn.Module):
+        params = _params(model)
+        for name, F in self.F.items():
+            p = _lookup(params, name, F.shape, self.what)
+            yield p, self.cast(F, p), self.cast(self.c[name], p)
+
+    def value(self, model: nn.Module) -> torch.Tensor:
+        total = None
+        for p, F, c in self._resolved(model):
+            t = (F * (p - c).square()).sum()
+            total = t if total is None else total + t
+        if total is None:
+            return self.const.clone()
+        return total + self.const.to(device=total.device, dtype=total.dtype)
+
+    @torch.no_grad()
+    def add_grad_(self, model: nn.Module, lam: float) -> torch.Tensor:
+        """Adds ``lam · F (θ − c)``; returns the value of the (unscaled) quadratic."""
+        total = torch.zeros((), dtype=_F64)
+        for p, F, c in self._resolved(model):
+            d = p - c
+            Fd = F * d
+            _add_grad(p, lam * Fd)
+            total = total.to(Fd.device) + (Fd * d).sum().to(_F64)
+        return total + self.const.to(total.device)
+
+
+class EWCPenalty(Penalty):
+    """``(λ/2) Σ_tasks Σ_i F_i (θ_i − θ*_i)²`` with each task's diagonal Fisher and anchor."""
+
+    def __init__(self, stats_list: Sequence[CurvatureStats], lam: float) -> None:
+        self.lam = float(lam)
+        terms: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        for t, st in enumerate(stats_list):
+            missing = [n for n in st.anchors if n not in st.diag]
+            if missing:
+                raise ElclError(
+                    f"ewc: task {t} curvature has no diagonal Fisher for '{missing[0]}' (approx "
+                    f"{st.approx!r}); collect it with curvature.approx 'diag' or 'both'"
+                )
+            for name, F in st.diag.items():
+                terms.setdefault(name, []).append((F, st.anchors[name]))
+        self._q = _DiagQuadratic.from_terms(terms, "ewc")
+
+    def value(self, model: nn.Module) -> torch.Tensor:
+        return 0.5 * self.lam * self._q.value(model)
+
+    def add_grad_(self, model: nn.Module) -> torch.Tensor:
+        return 0.5 * self.lam * self._q.add_grad_(model, self.lam)
+
+
+class OnlineEWCPenalty(Penalty):
+    """``(λ/2) Σ_i F̃_i (θ_i − θ*_i)²`` with a running Fisher ``F̃`` and the latest anchor."""
+
+    def __init__(self, fisher: dict[str, torch.Tensor], anchors: dict[str, torch.Tensor], lam: float) -> None:
+        self.lam = float(lam)
+        missing = [n for n in fisher if n not in anchors]
+        if missing:
+            raise ElclError(f"online_ewc: no anchor for parameter '{missing[0]}'")
+        self.fisher = fisher
+        self.anchors = {n: anchors[n] for n in fisher}
+        self._q = _DiagQuadratic.from_terms({n: [(F, self.anchors[n])] for n, F in fisher.items()}, "online_ewc")
+
+    @classmethod
+    def from_stats(cls, stats_list: Sequence[CurvatureStats], lam: float, gamma: float = 1.0) -> "OnlineEWCPenalty":
+        """Folds ``F̃_t = γ F̃_{t−1} + F_t`` over ``stats_list`` (oldest first)."""
+        running: dict[str, torch.Tensor] = {}
+        anchors: dict[str, torch.Tensor] = {}
+        for t, st in enumerate(stats_list):
+            missing = [n for n in st.anchors if n not in st.diag]
+            if missing:
+                raise ElclError(
+                    f"online_ewc: task {t} curvature has no diagonal Fisher for '{missing[0]}' (approx "
+                    f"{st.approx!r}); collect it with curvature.approx 'diag' or 'both'"
+                )
+            for n in running:
+                running[n] = gamma * running[n]
+            for n, F in st.diag.items():
+                F = F.to(_F64)
+                running[n] = running[n] + F.to(running[n].device) if n in running else F.clone()
+                anchors[n] = st.anchors[n]
+        return cls(running, anchors, lam)
+
+    def value(self, model: nn.Module) -> torch.Tensor:
+        return 0.5 * self.lam * self._q.value(model)
+
+    def add_grad_(self, model: nn.Module) -> torch.Tensor:
+        return 0.5 * self.lam * self._q.add_grad_(model, self.lam)
+
+
+class _Block:
+    """All tasks' K-FAC terms of one module."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.A: list[torch.Tensor] = []
+        self.G: list[torch.Tensor] = []
+        self.W: list[torch.Tensor] = []  # anchors W̃* [out, in(+1)]
+        self.low: list[tuple[LowRankFactor, LowRankFactor] | None] = []
+        self.has_bias: bool | None = None
+        self._stacked: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._key: tuple | None = None
+
+    def stacked(self, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        key = (ref.device, ref.dtype)
+        if self._key != key:
+            cv = lambda ts: torch.stack([t.to(device=ref.device, dtype=ref.dtype) for t in ts])  # noqa: E731
+            self._stacked = (cv(self.A), cv(self.G), cv(self.W))
+            self._key = key
+        assert self._stacked is not None
+        return self._stacked
+
+
+class KFACPenalty(Penalty):
+    """``(λ/2) Σ_tasks Σ_blocks tr(ΔWᵀ G ΔW A)`` plus diagonal EWC for parameters without a block."""
+
+    def __init__(self, stats_list: Sequence[CurvatureStats], lam: float) -> None:
+        self.lam = float(lam)
+        self.blocks: dict[str, _Block] = {}
+        diag_terms: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        for t, st in enumerate(stats_list):
+            covered: set[str] = set()
+            for path, (A, G) in st.kfac.items():
+                wname = f"{path}.weight" if path else "weight"
+                bname = f"{path}.bias" if path else "bias"
+                if wname not in st.anchors:
+                    raise ElclError(f"kfac: task {t} curvature has a block for '{path}' but no anchor '{wname}'")
+                W = st.anchors[wname]
+                out = W.shape[0]
+                d_in = W[0].numel()
+                has_bias = A.shape[0] == d_in + 1
+                if A.shape[0] not in (d_in, d_in + 1) or G.shape[0] != out:
+                    raise ElclError(
+                        f"kfac: task {t} block '{path}': factors {tuple(A.shape)}/{tuple(G.shape)} do not fit "
+                        f"weight {tuple(W.shape)}"
+                    )
+                Wt = W.reshape(out, d_in).to(_F64)
+                if has_bias:
+                    if bname not in st.anchors:
+                        raise ElclError(f"kfac: task {t} block '{path}' folds a bias but has no anchor '{bname}'")
+                    Wt = torch.cat([Wt, st.anchors[bname].to(_F64).reshape(out, 1).to(Wt.device)], 1)
+                    covered.add(bname)
+                covered.add(wname)
+                blk = self.blocks.setdefault(path, _Block(path))
+                if blk.has_bias is not None and blk.has_bias != has_bias:
+                    raise ElclError(f"kfac: block '{path}' folds a bias in some tasks and not in others")
+                blk.has_bias = has_bias
+                blk.A.append(A)
+                blk.G.append(G)
+                blk.W.append(Wt)
+                blk.low.append(st.low_rank.get(path) if st.low_rank else None)
+            for name, anchor in st.anchors.items():
+                if name in covered:
+                    continue
+                if name not in st.diag:
+                    raise ElclError(
+                        f"kfac: task {t} curvature has neither a K-FAC block nor a diagonal for parameter '{name}'"
+                    )
+                diag_terms.setdefault(name, []).append((st.diag[name], anchor))
+        self._q = _DiagQuadratic.from_terms(diag_terms, "kfac")
+
+    # -- helpers
+    def _module_params(self, model: nn.Module, blk: _Block) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        try:
+            m = model.get_submodule(blk.path)
+        except AttributeError:
+            raise ElclError(f"kfac: the model has no module '{blk.path}' (curvature from another model?)") from None
+        w = getattr(m, "weight", None)
+        b = getattr(m, "bias", None) if blk.has_bias else None
+        out = blk.W[0].shape[0]
+        d_in = blk.W[0].shape[1] - (1 if blk.has_bias else 0)
+        if not isinstance(w, torch.Tensor) or w.shape[0] != out or w[0].numel() != d_in or (blk.has_bias and b is None):
+            raise ElclError(f"kfac: module '{blk.path}' does not match its curvature block ([{out}, {d_in}] weight)")
+        Wt = w.reshape(out, d_in)
+        if b is not None:
+            Wt = torch.cat([Wt, b.reshape(out, 1)], 1)
+        return w, b, Wt
+
+    def _block_terms(self, blk: _Block, Wt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Σ_t tr(ΔWᵀ G ΔW A), Σ_t G ΔW A)."""
+        if any(lr is not None for lr in blk.low):
+            val, grad = None, None
+            for t, lr in enumerate(blk.low):
+                dW = Wt - blk.W[t].to(device=Wt.device, dtype=Wt.dtype)
+                if lr is None:
+                    A = blk.A[t].to(Wt)
+                    G = blk.G[t].to(Wt)
+                    dWA, GdW = dW @ A, G @ dW
+                    GdWA = G @ dWA
+                else:
+                    LA, LG = (LowRankFactor(f.U.to(Wt), f.s.to(Wt), f.rest.to(Wt)) for f in lr)
+                    dWA, GdW = LA.right_mul(dW), LG.left_mul(dW)
+                    GdWA = LG.left_mul(dWA)
+                v = (GdW * dWA).sum()
+                val = v if val is None else val + v
+                grad = GdWA if grad is None else grad + GdWA
+            assert val is not None and grad is not None
+            return val, grad
+        A, G, Ws = blk.stacked(Wt)
+        dW = Wt.unsqueeze(0) - Ws  # [T, out, in]
+        dWA = torch.bmm(dW, A)
+        GdW = torch.bmm(G, dW)
+        return (GdW * dWA).sum(), torch.bmm(G, dWA).sum(0)
+
+    def value(self, model: nn.Module) -> torch.Tensor:
+        total = self._q.value(model)
+        for blk in self.blocks.values():
+            _, _, Wt = self._module_params(model, blk)
+            v, _ = self._block_terms(blk, Wt)
+            total = total.to(v) + v
+        return 0.5 * self.lam * total
+
+    @torch.no_grad()
+    def add_grad_(self, model: nn.Module) -> torch.Tensor:
+        total = self._q.add_grad_(model, self.lam)
+        for blk in self.blocks.values():
+            w, b, Wt = self._module_params(model, blk)
+            v, g = self._block_terms(blk, Wt.detach())
+            g = self.lam * g
+            d_in = w[0].numel()
+            _add_grad(w, g[:, :d_in].reshape(w.shape))
+            if b is not None:
+                _add_grad(b, g[:, d_in].reshape(b.shape))
+            total = total.to(device=v.device, dtype=_F64) + v.to(_F64)
+        return 0.5 * self.lam * total
+
+
+def build_penalty(
+    method_name: str, stats_list: Sequence[CurvatureStats], lam: float, gamma: float = 1.0
+) -> Penalty | None:
+    """The penalty of a method (``ewc``, ``online_ewc``, ``kfac``); ``None`` for other
+    methods or when there is no earlier task's curvature yet."""
+    if method_name not in ("ewc", "online_ewc", "kfac") or not stats_list:
+        return None
+    if method_name == "ewc":
+        return EWCPenalty(stats_list, lam)
+    if method_name == "online_ewc":
+        return OnlineEWCPenalty.from_stats(stats_list, lam, gamma)
+    return KFACPenalty(stats_list, lam)
