@@ -1,0 +1,86 @@
+"""TF-IDF candidates: ranking on a tiny ontology, cache, recall@k, real-data reference."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from elcl.candidates.abbrev import find_abbreviations, query_texts
+from elcl.candidates.recall import recall_at_k
+from elcl.candidates.tfidf import Candidate, TfidfCandidateGenerator
+from elcl.data.ontology import Ontology
+from elcl.data.types import Document, Mention
+
+
+def tiny() -> Ontology:
+    return Ontology(
+        names={
+            "D1": ["Wilson Disease", "hepatolenticular degeneration"],
+            "D2": ["Breast Cancer", "breast neoplasm"],
+            "D3": ["Ovarian Cancer"],
+            "D4": ["Asthma"],
+            "D5": ["asthma"],  # the same name as D4: both concepts score it
+        },
+        alt_ids={"D1": frozenset({"OMIM:277900"})},
+        source="tiny",
+    )
+
+
+def test_ranking_and_names() -> None:
+    gen = TfidfCandidateGenerator(tiny()).fit()
+    (c,) = gen.top_k(["wilson's disease"], 1)
+    assert c == [Candidate("D1", "Wilson Disease", c[0].score)] and 0 < c[0].score <= 1
+    (c,) = gen.top_k(["breast neoplasms"], 2)
+    assert c[0].concept_id == "D2" and c[0].name == "breast neoplasm"
+    (c,) = gen.top_k(["asthma"], 5)
+    assert [x.concept_id for x in c[:2]] == ["D4", "D5"]  # tie broken deterministically
+    assert len(c) == 5 and len({x.concept_id for x in c}) == 5
+    assert all(c[i].score >= c[i + 1].score for i in range(4))
+    assert gen.top_k(["zzzz"], 3)[0][0].score == 0.0  # padded with zero-score concepts
+
+
+def test_cache_hit(tmp_path: Path) -> None:
+    first = TfidfCandidateGenerator(tiny(), cache_dir=tmp_path).fit()
+    assert not first.cache_hit and list(tmp_path.glob("tfidf-*.joblib"))
+    second = TfidfCandidateGenerator(tiny(), cache_dir=tmp_path).fit()
+    assert second.cache_hit
+    assert second.top_k(["ovarian cancer"], 3) == first.top_k(["ovarian cancer"], 3)
+    other = TfidfCandidateGenerator(tiny(), cache_dir=tmp_path, ngram_range=(3, 4)).fit()
+    assert not other.cache_hit
+
+
+def test_recall_uses_equivalent_ids() -> None:
+    o = tiny()
+    ms = [
+        Mention("1", 0, 1, "w", "Disease", ("OMIM:277900",)),
+        Mention("1", 0, 1, "x", "Disease", ("D3",)),
+        Mention("1", 0, 1, "y", "Disease", (), unlinkable=True),
+    ]
+    cands = [[Candidate("D1", "Wilson Disease", 0.9)], [Candidate("D2", "a", 0.9), Candidate("D3", "b", 0.5)], []]
+    assert recall_at_k(ms, cands, o, ks=(1, 2)) == {1: 0.5, 2: 1.0}
+
+
+def test_abbreviations() -> None:
+    text = "Copper toxicosis (CT) is rare. Patients with CT and familial adenomatous polyposis (FAP) ..."
+    assert find_abbreviations(text) == {"CT": "Copper toxicosis", "FAP": "familial adenomatous polyposis"}
+    ms = (Mention("1", 45, 47, "CT", "Disease", ("D1",)), Mention("1", 0, 5, "maternal CT", "Disease", ("D1",)))
+    doc = Document("1", text, "", ms)
+    assert query_texts([doc]) == ["Copper toxicosis", "maternal Copper toxicosis"]
+
+
+@pytest.mark.integration
+def test_ncbi_reference(shared_corpora: Path, tmp_path: Path) -> None:
+    from elcl.data.corpora import load_corpus
+    from elcl.data.ontology import ontology_for_task
+
+    corpus = load_corpus("ncbi_disease", shared_corpora)
+    onto = ontology_for_task("ncbi_disease", shared_corpora, corpus)
+    gen = TfidfCandidateGenerator(onto, cache_dir=tmp_path).fit()
+    docs = corpus.documents("test")
+    t0 = time.perf_counter()
+    cands = gen.top_k(query_texts(docs), 20)
+    assert time.perf_counter() - t0 < 30
+    rec = recall_at_k(corpus.mentions("test"), cands, onto, ks=(1, 20))
+    assert rec[1] >= 0.75 and rec[20] >= 0.90, rec
