@@ -117,3 +117,21 @@ def test_bad_meta_refused(tmp_path):
     with pytest.raises(CheckpointError, match="missing key"):
         load_curvature(tmp_path)
     assert read_meta  # exported
+
+
+def test_factor_size_table(tmp_path):
+    from elcl.curvature.stats import factor_size_table, format_size_table
+
+    st = _stats("kfac")
+    rows = factor_size_table(st)
+    by = {r.layer: r for r in rows}
+    # Linear(6, 4): 28 params, A 7x7, G 4x4 packed: 28 + 10 values of 8 bytes
+    assert by["2"].kind == "kfac" and by["2"].params == 28 and by["2"].factor_bytes == (28 + 10) * 8
+    assert by["0.weight"].kind == "diag" and by["0.weight"].factor_bytes == 21 * 8
+    assert rows[-1].layer == "TOTAL" and rows[-1].params == 21 + 28 + 15
+    assert rows[-1].factor_bytes == sum(r.factor_bytes for r in rows[:-1])
+    save_curvature(st, tmp_path, "h", dtype=torch.float32, symmetric="full")
+    rows_f = factor_size_table(tmp_path)
+    assert {r.layer: r for r in rows_f}["2"].factor_bytes == (49 + 16) * 4
+    text = format_size_table(rows_f)
+    assert "TOTAL" in text and "ratio" in text
