@@ -89,3 +89,10 @@ def test_real_stats_table(shared_corpora: Path) -> None:
     res = runner.invoke(app, ["data", "stats", "bc5cdr", "--data-dir", str(shared_corpora), "--json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["bc5cdr"]["test"]["mentions"] == 9809
+
+
+@pytest.mark.integration
+def test_fetch_real_mirror_verifies_checksums(shared_corpora: Path, tmp_path: Path) -> None:
+    report = fetch_mod.fetch("ncbi_disease", tmp_path, mirror=shared_corpora)
+    assert [a.startswith("copied") for _, a in report] == [True, True, True]
+    assert fetch_mod.sha256_file(tmp_path / "ncbi_disease" / "NCBItestset_corpus.txt") == fetch_mod.KNOWN_SHA256["ncbi_disease/NCBItestset_corpus.txt"][0]
