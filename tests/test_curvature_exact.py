@@ -440,3 +440,37 @@ def test_leading_dim_mismatch_is_clear_error():
 
     with pytest.raises(ElclError, match="example_index"):
         collect_curvature(model, [None], fn2, progress=False)
+
+
+def test_broadcast_input_is_refused_with_escape():
+    class PosEmb(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pos = nn.Embedding(6, 3)
+            self.out = nn.Linear(3, 2)
+
+        def forward(self, x, position_ids):
+            with sequence_context(token_mask=torch.ones(x.shape[:2], dtype=torch.bool)):
+                h = x + self.pos(position_ids)
+            return self.out(h.mean(1))
+
+    model = PosEmb().to(DT)
+    x = torch.randn(4, 5, 3, dtype=DT)
+    y = torch.zeros(4, dtype=torch.long)
+    pid = torch.arange(5)[None]
+    fn = lambda m, b: (m(x, b), y)  # noqa: E731
+    with pytest.raises(ElclError, match="broadcast"):
+        collect_curvature(model, [pid], fn, approx="diag", progress=False)
+    st = collect_curvature(model, [pid.expand(4, 5)], fn, approx="diag", progress=False, dtype=DT)
+    ref = exact_diag(model, [pid.expand(4, 5)], fn)
+    torch.testing.assert_close(st.diag["pos.weight"], ref["pos.weight"])
+
+
+def test_inplace_activation_after_linear():
+    torch.manual_seed(9)
+    model = nn.Sequential(nn.Linear(3, 6), nn.ReLU(inplace=True), nn.Linear(6, 3)).to(DT)
+    x, y = torch.randn(7, 3, dtype=DT), torch.randint(0, 3, (7,))
+    st = collect_curvature(model, [(x, y)], simple_fn, approx="diag", progress=False, dtype=DT)
+    ref = exact_diag(model, [(x, y)], simple_fn)
+    for n in ref:
+        torch.testing.assert_close(st.diag[n], ref[n], msg=n)

@@ -194,6 +194,20 @@ class CurvatureHooks:
         info = rec.info
         mask = None
         ex_seq = None
+        expected = None
+        if info is not None and info.example_index is not None:
+            expected = info.example_index.shape[0]
+        elif info is not None and info.token_mask is not None:
+            expected = info.token_mask.shape[0]
+        elif info is None:
+            expected = self._batch_size
+        if n_rows == 1 and expected is not None and expected > 1:
+            raise ElclError(
+                f"curvature: layer '{st.name}' got an input with leading dim 1 broadcast over {expected} sequences "
+                "(e.g. BERT position embeddings fed position_ids [1, T]); per-example gradients are not available. "
+                "Pass inputs of shape [N, T] (e.g. position_ids expanded to the batch) or freeze the layer with "
+                "requires_grad=False"
+            )
         if info is not None and info.example_index is not None:
             ex_seq = info.example_index.to(dev)
             if ex_seq.shape != (n_rows,):
