@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from elcl import __version__
@@ -40,7 +40,7 @@ def load_checkpoint(model: Linker, path: str | os.PathLike[str]) -> Linker:
         with safe_open(str(path), framework="pt") as fh:
             meta = fh.metadata() or {}
         tensors = load_file(str(path))
-    except (SafetensorsError, OSError, ValueError, RuntimeError) as exc:
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({str(exc).splitlines()[0]})") from None
     found = meta.get("model_config_hash")
     if found != model.config_hash:

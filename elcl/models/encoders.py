@@ -67,9 +67,17 @@ class TransformerTextEncoder(nn.Module):
             self.model.pooler = None
         self.pooling = pooling
         self.dim = int(self.model.config.hidden_size)
+        import inspect
+
+        self._explicit_positions = "position_ids" in inspect.signature(self.model.forward).parameters
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        extra = {}
+        if self._explicit_positions:
+            # One row of position ids per sequence (instead of a broadcast [1, T]) keeps
+            # position-embedding gradients per example, which the diagonal Fisher needs.
+            extra["position_ids"] = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
         if self.pooling == "cls":
             return hidden[:, 0]
         return masked_mean(hidden, attention_mask)

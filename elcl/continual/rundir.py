@@ -1,0 +1,131 @@
+"""The run directory: the only place a run's state lives (so runs can resume).
+
+::
+
+    <exp>/<run>/config.yaml            resolved config of this run (one seed/λ/order)
+    <exp>/<run>/run.json               method, λ, seed, order, status, steps_done
+    <exp>/<run>/metrics.jsonl          one row per (step, eval task, split)
+    <exp>/<run>/train_log.jsonl        losses during training
+    <exp>/<run>/steps/<i>_<task>/model.safetensors
+    <exp>/<run>/predictions/<i>_<task>/<eval task>.<split>.jsonl
+    <exp>/<run>/curvature/<task>/factors.safetensors + meta.json
+    <exp>/<run>/log.txt
+
+Every file is written atomically (temp file + rename), so a crash never leaves a
+half-written file and ``elcl train --resume`` can trust what it finds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from elcl.errors import ElclError
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    rows = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise ElclError(f"{path}:{i}: not valid JSON") from None
+    return rows
+
+
+def append_jsonl(path: Path, rows: Iterable[dict]) -> None:
+    """Rewrite-with-append so the file is never left with a partial line."""
+    write_jsonl(path, read_jsonl(path) + list(rows))
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    experiment: str
+    method: str
+    lam: float | None
+    seed: int
+    order: tuple[str, ...]
+    order_index: int
+
+    @property
+    def dirname(self) -> str:
+        lam = f"-lam{self.lam:g}" if self.lam is not None else ""
+        return f"{self.method}{lam}-o{self.order_index}-s{self.seed}"
+
+
+class RunDir:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def run_json(self) -> Path:
+        return self.path / "run.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    def step_dir(self, step: int, task: str) -> Path:
+        return self.path / "steps" / f"{step}_{task}"
+
+    def checkpoint(self, step: int, task: str) -> Path:
+        return self.step_dir(step, task) / "model.safetensors"
+
+    def predictions(self, step: int, task: str, eval_task: str, split: str) -> Path:
+        return self.path / "predictions" / f"{step}_{task}" / f"{eval_task}.{split}.jsonl"
+
+    def curvature(self, task: str) -> Path:
+        return self.path / "curvature" / task
+
+    def read_state(self) -> dict:
+        if not self.run_json.is_file():
+            raise ElclError(f"{self.run_json}: not found; is {self.path} a run directory made by `elcl train`?")
+        try:
+            return json.loads(self.run_json.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            raise ElclError(f"{self.run_json}: not valid JSON") from None
+
+    def write_state(self, spec: RunSpec, status: str, steps_done: int, extra: dict | None = None) -> None:
+        state = {
+            "experiment": spec.experiment,
+            "method": spec.method,
+            "lambda": spec.lam,
+            "seed": spec.seed,
+            "order": list(spec.order),
+            "order_index": spec.order_index,
+            "status": status,
+            "steps_done": steps_done,
+            **(extra or {}),
+        }
+        write_json(self.run_json, state)
+
+    def write_config(self, cfg_dict: dict) -> None:
+        atomic_write_text(self.path / "config.yaml", yaml.safe_dump(cfg_dict, sort_keys=False))
+
+    def log(self, message: str) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / "log.txt", "a", encoding="utf-8") as fh:
+            fh.write(message.rstrip() + "\n")

@@ -1,0 +1,224 @@
+"""Run a (sequence of) task(s) for one method, seed, λ and task order.
+
+After each step the model is evaluated on every task of the order, its predictions
+are stored, and the curvature of the task just learned is computed and stored; then
+``run.json`` records the step as done. A crash therefore loses at most the step in
+progress, and ``--resume`` restarts exactly there.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from elcl.config import ExperimentConfig
+from elcl.continual.guard import TrainDataGuard
+from elcl.continual.methods import (
+    PENALTY_METHODS,
+    ReplayMemory,
+    curvature_approx,
+    discriminative_groups,
+)
+from elcl.continual.rundir import RunDir, RunSpec, append_jsonl, read_jsonl, write_jsonl
+from elcl.curvature.collect import collect_curvature
+from elcl.curvature.penalty import build_penalty
+from elcl.curvature.storage import load_curvature, save_curvature
+from elcl.errors import ElclError
+from elcl.models.checkpoint import load_checkpoint, save_checkpoint
+from elcl.models.linker import Linker, linker_logits_fn
+from elcl.runtime import Runtime, barrier, seed_everything
+from elcl.training.batching import TokenCache, collate
+from elcl.training.examples import LinkingExample
+from elcl.training.loop import train_steps
+from elcl.training.predict import evaluate_examples
+from elcl.training.tasks import prepare_task
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+
+
+def expand_runs(cfg: ExperimentConfig) -> list[tuple[RunSpec, ExperimentConfig]]:
+    """One run per (order, λ, seed); λ only varies for penalty methods."""
+    method = cfg.method.name
+    lambdas: list[float | None] = list(cfg.lambdas()) if method in PENALTY_METHODS else [None]
+    out = []
+    for oi, order in enumerate(cfg.task_orders()):
+        for lam in lambdas:
+            for seed in cfg.seeds:
+                spec = RunSpec(cfg.name, method, lam, seed, tuple(order), oi)
+                run_cfg = cfg.model_copy(deep=True)
+                run_cfg.tasks = list(order)
+                run_cfg.orders = None
+                run_cfg.seeds = [seed]
+                if lam is not None:
+                    run_cfg.method.lambda_ = lam
+                out.append((spec, run_cfg))
+    return out
+
+
+def build_linker(cfg: ExperimentConfig, rt: Runtime) -> Linker:
+    return Linker(cfg.model).to(rt.device)
+
+
+def _eval_splits(cfg: ExperimentConfig) -> list[str]:
+    return [s for s in cfg.train.eval_splits if s in ("dev", "test")] or ["test"]
+
+
+def evaluate_all(model: Linker, cache: TokenCache, cfg: ExperimentConfig, rd: RunDir | None, step: int, trained: str, tasks: Sequence[str], rt: Runtime) -> list[dict]:
+    rows = []
+    for task in tasks:
+        data = prepare_task(task, cfg)
+        for split in _eval_splits(cfg):
+            res = evaluate_examples(model, data.examples[split], cache, n_unlinkable=data.n_unlinkable(split))
+            rows.append({
+                "step": step, "trained_task": trained, "eval_task": task, "split": split,
+                "acc1": res.acc1, "acc5": res.acc5, "n": res.n, "n_unlinkable": data.n_unlinkable(split),
+            })
+            if rd is not None and rt.is_main:
+                write_jsonl(rd.predictions(step, trained, task, split), res.predictions)
+    return rows
+
+
+def compute_curvature(model: Linker, examples: Sequence[LinkingExample], cache: TokenCache, cfg: ExperimentConfig, approx: str, seed: int, rt: Runtime):
+    """Fisher statistics on the task's own training data (one sequence per example text)."""
+    cc = cfg.curvature
+    usable = [e for e in examples if e.has_gold]
+    if cc.max_examples is not None:
+        gen = torch.Generator().manual_seed(seed)
+        idx = torch.randperm(len(usable), generator=gen)[: cc.max_examples].sort().values.tolist()
+        usable = [usable[i] for i in idx]
+    shard = usable[rt.rank :: rt.world]
+    batches = (collate(shard[i : i + cc.batch_size], cache, share=False, cross=model.head is not None) for i in range(0, len(shard), cc.batch_size))
+    stats = collect_curvature(
+        model, batches, linker_logits_fn, approx=approx, kind=cc.kind, n_samples=cc.n_samples, variant=cc.variant,
+        generator=torch.Generator(device=rt.device).manual_seed(seed), progress=rt.is_main,
+    )
+    if rt.distributed:
+        from elcl.curvature.distributed import all_reduce_stats
+
+        stats = all_reduce_stats(stats)
+    return stats
+
+
+def _penalty(method: str, rd: RunDir, done_tasks: Sequence[str], model: Linker, cfg: ExperimentConfig, rt: Runtime):
+    if method not in PENALTY_METHODS or not done_tasks:
+        return None
+    stats = [load_curvature(rd.curvature(t), model.config_hash, device=rt.device) for t in done_tasks]
+    if cfg.curvature.rank is not None and method == "kfac":
+        stats = [s.to_low_rank(cfg.curvature.rank) for s in stats]
+    return build_penalty(method, stats, float(cfg.method.lambda_), cfg.method.gamma)
+
+
+def _ddp_wrap(rt: Runtime):
+    if not rt.distributed:
+        return None
+
+    def wrap(model: torch.nn.Module) -> torch.nn.Module:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        return DDP(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None, find_unused_parameters=True)
+
+    return wrap
+
+
+def run_sequence(spec: RunSpec, cfg: ExperimentConfig, path: Path, rt: Runtime, resume: bool = False) -> Path:
+    """Train and evaluate one run; resumes at the first unfinished step."""
+    rd = RunDir(path)
+    method = spec.method
+    n_steps = 1 if method == "joint" else len(spec.order)
+    steps_done = 0
+    if resume and rd.run_json.is_file():
+        state = rd.read_state()
+        steps_done = int(state.get("steps_done", 0))
+        if state.get("status") == "done":
+            return path
+        if rt.is_main:
+            # Rows of a step that did not finish are recomputed, not duplicated.
+            write_jsonl(rd.metrics, [r for r in read_jsonl(rd.metrics) if int(r["step"]) < steps_done])
+    elif rd.run_json.is_file() and rd.read_state().get("status") == "done" and not resume:
+        raise ElclError(f"{path}: a finished run is already there; pass --resume to skip it or choose another output_dir")
+    if rt.is_main:
+        rd.write_config(cfg.to_dict())
+        rd.write_state(spec, "running", steps_done)
+        rd.log(f"{time.strftime('%Y-%m-%d %H:%M:%S')} start {spec.dirname} at step {steps_done}")
+    seed_everything(spec.seed)
+    model = build_linker(cfg, rt)
+    cache = TokenCache(model.tokenizer, cfg.model.max_length)
+    approx = curvature_approx(cfg)
+    guard = TrainDataGuard(lambda t: prepare_task(t, cfg).examples["train"], method)
+    memory = ReplayMemory(cfg.method.replay_size, spec.seed) if method == "replay" else None
+
+    if method == "joint":
+        guard.begin("joint")
+        examples = [e for t in spec.order for e in guard.train_examples(t)]
+        _train(model, examples, cfg, cfg.train.lr, None, spec.seed, "joint", rt, rd)
+        _finish_step(model, cache, cfg, rd, 0, "joint", spec, rt)
+        if rt.is_main:
+            rd.write_state(spec, "done", 1)
+        return path
+
+    for step, task in enumerate(spec.order):
+        guard.begin(task)
+        if step < steps_done:
+            if memory is not None:
+                memory.add_task(task, guard.train_examples(task))
+            continue
+        if method == "single":
+            seed_everything(spec.seed)
+            model = build_linker(cfg, rt)
+        elif step > 0 and steps_done == step:
+            prev = spec.order[step - 1]
+            load_checkpoint(model, rd.checkpoint(step - 1, prev))
+        examples = list(guard.train_examples(task))
+        if memory is not None and len(memory):
+            examples = examples + memory.examples()
+        lr = cfg.train.lr
+        groups = None
+        if method == "lr_control" and step > 0:
+            lr = cfg.train.lr * cfg.method.lr_scale
+            groups = discriminative_groups(model, lr, cfg.method.layer_decay)
+        penalty = _penalty(method, rd, spec.order[:step], model, cfg, rt)
+        _train(model, examples, cfg, lr, groups, spec.seed + step, task, rt, rd, penalty=penalty)
+        _finish_step(model, cache, cfg, rd, step, task, spec, rt)
+        if approx != "none" and method != "single":
+            stats = compute_curvature(model, guard.train_examples(task), cache, cfg, approx, spec.seed + step, rt)
+            if rt.is_main:
+                save_curvature(stats, rd.curvature(task), model.config_hash, dtype=_DTYPES[cfg.curvature.dtype])
+        if memory is not None:
+            memory.add_task(task, guard.train_examples(task))
+        if rt.is_main:
+            rd.write_state(spec, "running" if step + 1 < n_steps else "done", step + 1)
+        barrier(rt)
+    return path
+
+
+def _train(model, examples, cfg, lr, groups, seed, task, rt: Runtime, rd: RunDir, penalty=None) -> None:
+    train_cfg = cfg.train.model_copy(update={"lr": lr})
+    t0 = time.perf_counter()
+    log = train_steps(
+        model, examples, TokenCache(model.tokenizer, cfg.model.max_length), train_cfg, seed=seed, param_groups=groups,
+        penalty=penalty, fast_grad=cfg.method.fast_grad, desc=f"train {task}", wrap=_ddp_wrap(rt), shard=(rt.rank, rt.world),
+    )
+    if rt.is_main:
+        append_jsonl(rd.path / "train_log.jsonl", [{"task": task, **e} for e in log])
+        rd.log(f"trained {task}: {len(examples)} examples, {time.perf_counter() - t0:.1f}s, final loss {log[-1]['loss'] if log else float('nan'):.4f}")
+
+
+def _finish_step(model: Linker, cache: TokenCache, cfg: ExperimentConfig, rd: RunDir, step: int, trained: str, spec: RunSpec, rt: Runtime) -> None:
+    if rt.is_main:
+        save_checkpoint(model, rd.checkpoint(step, trained))
+    rows = evaluate_all(model, cache, cfg, rd, step, trained, spec.order, rt)
+    if rt.is_main:
+        append_jsonl(rd.metrics, rows)
+        for r in rows:
+            rd.log(f"step {step} ({trained}) -> {r['eval_task']} {r['split']}: acc@1 {r['acc1']:.4f} acc@5 {r['acc5']:.4f} (n={r['n']})")
+
+
+def run_experiment(cfg: ExperimentConfig, rt: Runtime, resume: bool = False, exp_dir: Path | None = None) -> list[Path]:
+    exp = Path(exp_dir) if exp_dir else Path(cfg.output_dir) / cfg.name
+    paths = []
+    for spec, run_cfg in expand_runs(cfg):
+        paths.append(run_sequence(spec, run_cfg, exp / spec.dirname, rt, resume=resume))
+    return paths

@@ -1,0 +1,74 @@
+"""Where a run executes: device, and its place in a torchrun process group.
+
+Under ``torchrun`` the usual environment variables (RANK, WORLD_SIZE, LOCAL_RANK) are
+set; we then join a process group (NCCL on CUDA, gloo on CPU). Only rank 0 writes
+files, every rank computes, and curvature statistics are all-reduced.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from elcl.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ConfigError("train.device: 'cuda' requested but no CUDA device is available; use 'auto' or 'cpu'")
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def init_runtime(device: str = "auto", num_threads: int | None = None) -> Runtime:
+    """Join the torchrun process group when launched by torchrun, else a single process."""
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = pick_device(device, local_rank)
+    if world > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            backend = "nccl" if dev.type == "cuda" else "gloo"
+            if dev.type == "cuda":
+                torch.cuda.set_device(dev)
+            dist.init_process_group(backend=backend)
+    return Runtime(dev, rank, world)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def barrier(rt: Runtime) -> None:
+    if rt.distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
