@@ -1,0 +1,69 @@
+"""`elcl fisher`: curvature statistics of a trained checkpoint, and their sizes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from elcl.errors import ElclError
+
+
+def fisher(
+    run: Path = typer.Option(..., "--run", help="Run directory written by `elcl train`."),
+    task: str = typer.Option(..., "--task", help="Task whose training data (and checkpoint) to use."),
+    approx: Optional[str] = typer.Option(None, "--approx", help="kfac | diag | both (default: the run's curvature config or kfac)."),
+    kind: Optional[str] = typer.Option(None, "--kind", help="empirical | sampled."),
+    n_samples: Optional[int] = typer.Option(None, "--n-samples", help="Label draws per example for the sampled Fisher."),
+    variant: Optional[str] = typer.Option(None, "--variant", help="expand | reduce (weight sharing over positions)."),
+    max_examples: Optional[int] = typer.Option(None, "--max-examples", help="Use at most this many training examples."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default RUN/curvature/TASK)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing statistics in the output directory."),
+    stats: bool = typer.Option(False, "--stats", help="Print per-layer and total factor sizes next to parameter counts."),
+) -> None:
+    """Compute (or inspect, with --stats on existing files) diagonal Fisher / K-FAC factors."""
+    from elcl.config import load_config
+    from elcl.continual.rundir import RunDir
+    from elcl.continual.runner import _DTYPES, build_linker, compute_curvature
+    from elcl.curvature.stats import factor_size_table, format_size_table
+    from elcl.curvature.storage import save_curvature
+    from elcl.models.checkpoint import load_checkpoint
+    from elcl.runtime import init_runtime
+    from elcl.training.batching import TokenCache
+    from elcl.training.tasks import prepare_task
+
+    rd = RunDir(run)
+    state = rd.read_state()
+    order = list(state["order"])
+    if task not in order:
+        raise ElclError(f"--task {task!r}: not a task of this run; its order is {', '.join(order)}")
+    overrides = [f"curvature.{k}={v}" for k, v in (("approx", approx), ("kind", kind), ("n_samples", n_samples), ("variant", variant), ("max_examples", max_examples)) if v is not None]
+    cfg = load_config(run / "config.yaml", overrides)
+    target = out or rd.curvature(task)
+    rt = init_runtime(cfg.train.device, cfg.train.num_threads)
+    model = build_linker(cfg, rt)
+    existing = (target / "meta.json").is_file()
+    if existing and not force:
+        if not stats:
+            raise ElclError(f"{target}: statistics already exist; pass --force to recompute or --out DIR to write elsewhere")
+        typer.echo(format_size_table(factor_size_table(target, model)))
+        return
+    if state.get("method") == "joint":
+        step, trained = 0, "joint"
+    else:
+        step, trained = order.index(task), task
+    ckpt = rd.checkpoint(step, trained)
+    load_checkpoint(model, ckpt)
+    which = cfg.curvature.approx if cfg.curvature.approx not in ("auto", "none") else "kfac"
+    examples = prepare_task(task, cfg).examples["train"]
+    result = compute_curvature(model, examples, TokenCache(model.tokenizer, cfg.model.max_length), cfg, which, int(state["seed"]) + step, rt)
+    if rt.is_main:
+        save_curvature(result, target, model.config_hash, dtype=_DTYPES[cfg.curvature.dtype])
+        typer.echo(f"wrote {target} ({which}, {cfg.curvature.kind}, {cfg.curvature.variant}, {result.n_examples} examples)")
+        if stats:
+            typer.echo(format_size_table(factor_size_table(target, model)))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("fisher")(fisher)

@@ -1,0 +1,64 @@
+"""A small synthetic corpus pair in the official PubTator layout, for fast end-to-end tests."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+DISEASES = {
+    "D001": ["breast cancer", "breast carcinoma", "mammary cancer"],
+    "D002": ["lung cancer", "lung carcinoma", "pulmonary cancer"],
+    "D003": ["diabetes", "diabetes mellitus", "diabetic disease"],
+    "D004": ["asthma", "bronchial asthma", "asthmatic disease"],
+    "D005": ["heart attack", "myocardial infarction", "cardiac infarction"],
+    "D006": ["migraine", "migraine headache", "hemicrania"],
+}
+CHEMICALS = {
+    "D101": ["aspirin", "acetylsalicylic acid"],
+    "D102": ["cisplatin", "cis-platinum"],
+    "D103": ["lithium", "lithium carbonate"],
+    "D104": ["nicotine", "nicotine tartrate"],
+}
+
+
+def _document(pmid: str, rng: random.Random, concepts: dict[str, list[str]], kind: str, n_mentions: int) -> str:
+    title = f"Study {pmid} of patients."
+    parts, mentions = [], []
+    text = title + " "
+    for _ in range(n_mentions):
+        cid = rng.choice(sorted(concepts))
+        name = rng.choice(concepts[cid])
+        prefix = "We observed "
+        start = len(text) + len(prefix)
+        sentence = f"{prefix}{name} in the cohort. "
+        text += sentence
+        parts.append(sentence)
+        mentions.append(f"{pmid}\t{start}\t{start + len(name)}\t{name}\t{kind}\t{cid}")
+    abstract = "".join(parts).strip()
+    return "\n".join([f"{pmid}|t|{title}", f"{pmid}|a|{abstract}", *mentions]) + "\n\n"
+
+
+def write_synthetic_corpora(root: Path, docs_per_split: int = 6, mentions_per_doc: int = 4, seed: int = 0) -> Path:
+    """NCBI-Disease-like and BC5CDR-like files under ``root`` (the data dir)."""
+    rng = random.Random(seed)
+    ncbi = root / "ncbi_disease"
+    cdr = root / "bc5cdr"
+    ncbi.mkdir(parents=True, exist_ok=True)
+    cdr.mkdir(parents=True, exist_ok=True)
+    names = {
+        "train": ("NCBItrainset_corpus.txt", "CDR_TrainingSet.PubTator.txt"),
+        "dev": ("NCBIdevelopset_corpus.txt", "CDR_DevelopmentSet.PubTator.txt"),
+        "test": ("NCBItestset_corpus.txt", "CDR_TestSet.PubTator.txt"),
+    }
+    pmid = 1000
+    for split, (ncbi_file, cdr_file) in names.items():
+        out_ncbi, out_cdr = [], []
+        for _ in range(docs_per_split):
+            pmid += 1
+            out_ncbi.append(_document(str(pmid), rng, DISEASES, "SpecificDisease", mentions_per_doc))
+            pmid += 1
+            kind, concepts = ("Chemical", CHEMICALS) if rng.random() < 0.5 else ("Disease", DISEASES)
+            out_cdr.append(_document(str(pmid), rng, concepts, kind, mentions_per_doc))
+        (ncbi / ncbi_file).write_text("".join(out_ncbi), encoding="utf-8")
+        (cdr / cdr_file).write_text("".join(out_cdr), encoding="utf-8")
+    return root

