@@ -1,0 +1,164 @@
+"""Sequential runs end to end on a synthetic corpus pair with a tiny local BERT."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from elcl.config import config_from_dict
+from elcl.continual import runner as runner_mod
+from elcl.continual.guard import OldDataAccessError, TrainDataGuard
+from elcl.continual.methods import ReplayMemory, discriminative_groups
+from elcl.continual.runner import expand_runs, run_experiment
+from elcl.continual.rundir import read_jsonl
+from elcl.runtime import Runtime
+from synthetic import write_synthetic_corpora
+from tiny_models import write_tiny_bert
+
+import torch
+
+ORDER = ["ncbi_disease", "bc5cdr_chemical"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("cont")
+    return write_synthetic_corpora(root / "data"), write_tiny_bert(root / "tinybert")
+
+
+def make_cfg(setup, tmp_path: Path, method: str, **extra) -> object:
+    data_dir, model_dir = setup
+    raw = {
+        "name": "t",
+        "output_dir": str(tmp_path / "runs"),
+        "tasks": ORDER,
+        "seeds": [3],
+        "data": {"data_dir": str(data_dir), "ontology": "mentions"},
+        "candidates": {"k": 4},
+        "model": {"name": str(model_dir), "max_length": 12},
+        "train": {"epochs": 1, "batch_size": 8, "lr": 1e-3, "device": "cpu"},
+        "method": {"name": method, "lambda": 10.0},
+        "curvature": {"max_examples": 16, "batch_size": 8},
+    }
+    for k, v in extra.items():
+        raw[k] = {**raw.get(k, {}), **v} if isinstance(v, dict) else v
+    return config_from_dict(raw)
+
+
+CPU = Runtime(torch.device("cpu"))
+
+
+@pytest.mark.parametrize("method", ["naive", "kfac", "ewc", "online_ewc", "replay", "lr_control", "single", "joint"])
+def test_every_method_runs_and_writes_its_run_directory(setup, tmp_path: Path, method: str) -> None:
+    cfg = make_cfg(setup, tmp_path, method)
+    (path,) = run_experiment(cfg, CPU)
+    state = json.loads((path / "run.json").read_text())
+    assert state["status"] == "done" and state["order"] == ORDER
+    rows = read_jsonl(path / "metrics.jsonl")
+    steps = 1 if method == "joint" else 2
+    assert {r["step"] for r in rows} == set(range(steps))
+    # After every step the model is evaluated on every task, dev and test.
+    assert len(rows) == steps * len(ORDER) * 2
+    assert all(0.0 <= r["acc1"] <= r["acc5"] <= 1.0 for r in rows)
+    has_curv = method in ("kfac", "ewc", "online_ewc")
+    for task in ORDER:
+        assert (path / "curvature" / task / "factors.safetensors").is_file() == has_curv
+    trained = "joint" if method == "joint" else ORDER[-1]
+    preds = read_jsonl(path / "predictions" / f"{steps - 1}_{trained}" / f"{ORDER[0]}.test.jsonl")
+    assert preds and {"doc_id", "start", "end", "mention", "gold", "predicted"} <= set(preds[0])
+
+
+def test_lambda_grid_seeds_and_orders_expand() -> None:
+    cfg = config_from_dict({"method": {"name": "kfac", "lambda": [1, 10]}, "seeds": [1, 2], "orders": [["ncbi_disease", "bc5cdr_disease"], ["bc5cdr_disease", "ncbi_disease"]]})
+    runs = expand_runs(cfg)
+    assert len(runs) == 8
+    assert len({spec.dirname for spec, _ in runs}) == 8
+    assert all(c.seeds == [s.seed] and c.method.lambda_ == s.lam and c.tasks == list(s.order) for s, c in runs)
+    naive = expand_runs(config_from_dict({"method": {"name": "naive", "lambda": [1, 10]}}))
+    assert len(naive) == 1 and naive[0][0].lam is None
+
+
+def test_guard_refuses_old_training_data() -> None:
+    guard = TrainDataGuard(lambda t: [t], "kfac")
+    guard.begin("a")
+    assert guard.train_examples("a") == ["a"]
+    guard.begin("b")
+    with pytest.raises(OldDataAccessError, match="may not read training data of task 'a'"):
+        guard.train_examples("a")
+    joint = TrainDataGuard(lambda t: [t], "joint")
+    joint.begin("joint")
+    assert joint.train_examples("a") == ["a"]
+
+
+@pytest.mark.parametrize("method", ["naive", "kfac", "replay"])
+def test_runner_reads_only_the_current_tasks_training_data(setup, tmp_path: Path, method: str, monkeypatch) -> None:
+    seen: list[tuple[str | None, str]] = []
+    original = TrainDataGuard.train_examples
+
+    def spy(self, task):
+        seen.append((self.current, task))
+        return original(self, task)
+
+    monkeypatch.setattr(TrainDataGuard, "train_examples", spy)
+    run_experiment(make_cfg(setup, tmp_path, method), CPU)
+    assert seen and all(current == task for current, task in seen)
+    assert {t for _, t in seen} == set(ORDER)
+
+
+def test_replay_memory_is_bounded_and_shared() -> None:
+    mem = ReplayMemory(10, seed=0)
+    mem.add_task("a", list(range(100)))
+    assert len(mem) == 10
+    mem.add_task("b", list(range(100, 200)))
+    assert len(mem) == 10 and len(mem.per_task["a"]) == 5
+
+
+def test_discriminative_groups_decay_with_depth(setup) -> None:
+    from elcl.config import ModelConfig
+    from elcl.models.linker import Linker
+
+    model = Linker(ModelConfig(name=str(setup[1])))
+    groups = discriminative_groups(model, 1.0, 0.5)
+    lrs = sorted({g["lr"] for g in groups}, reverse=True)
+    assert lrs == [1.0, 0.5, 0.25]  # top layer, layer below, embeddings
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+def test_resume_after_crash_redoes_only_unfinished_steps(setup, tmp_path: Path, monkeypatch) -> None:
+    cfg = make_cfg(setup, tmp_path, "kfac")
+    trained: list[str] = []
+    original_train = runner_mod._train
+
+    def counting_train(model, examples, cfg_, lr, groups, seed, task, rt, rd, penalty=None):
+        trained.append(task)
+        if task == ORDER[1] and len(trained) == 2:
+            raise KeyboardInterrupt("simulated crash")
+        return original_train(model, examples, cfg_, lr, groups, seed, task, rt, rd, penalty=penalty)
+
+    monkeypatch.setattr(runner_mod, "_train", counting_train)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(cfg, CPU)
+    (run_dir,) = [p for p in (tmp_path / "runs" / "t").iterdir()]
+    state = json.loads((run_dir / "run.json").read_text())
+    assert state["status"] == "running" and state["steps_done"] == 1
+    first_ckpt = (run_dir / "steps" / f"0_{ORDER[0]}" / "model.safetensors").stat().st_mtime_ns
+    first_curv = (run_dir / "curvature" / ORDER[0] / "factors.safetensors").stat().st_mtime_ns
+
+    run_experiment(cfg, CPU, resume=True)
+    assert trained == [ORDER[0], ORDER[1], ORDER[1]]
+    state = json.loads((run_dir / "run.json").read_text())
+    assert state["status"] == "done" and state["steps_done"] == 2
+    assert (run_dir / "steps" / f"0_{ORDER[0]}" / "model.safetensors").stat().st_mtime_ns == first_ckpt
+    assert (run_dir / "curvature" / ORDER[0] / "factors.safetensors").stat().st_mtime_ns == first_curv
+    rows = read_jsonl(run_dir / "metrics.jsonl")
+    keys = [(r["step"], r["eval_task"], r["split"]) for r in rows]
+    assert len(keys) == len(set(keys)) == 8
+    # A finished run is skipped on resume and refused without it.
+    run_experiment(cfg, CPU, resume=True)
+    assert trained == [ORDER[0], ORDER[1], ORDER[1]]
+    from elcl.errors import ElclError
+
+    with pytest.raises(ElclError, match="already there"):
+        run_experiment(cfg, CPU)
