@@ -246,10 +246,18 @@ def collect_curvature(
                             "curvature: non-finite loss (a gold label points at a masked-out candidate, or the model "
                             "produced NaN/inf)"
                         )
-                    grads = torch.autograd.grad(loss, params, retain_graph=s < len(ys) - 1, allow_unused=True)
+                    retain = s < len(ys) - 1
                     if not checked:
+                        # first pass: all parameter gradients, to catch functionally used modules
+                        grads = torch.autograd.grad(loss, params, retain_graph=retain, allow_unused=True)
                         _check_reached(hooks, named, grads, model)
                         checked = True
+                        del grads
+                    else:
+                        # later passes: only what reaches every hooked output (no weight-gradient GEMMs)
+                        targets = hooks.grad_targets()
+                        if targets:
+                            torch.autograd.grad(loss, targets, retain_graph=retain, allow_unused=True)
                     hooks.process_backward(1.0 / len(ys))
             hooks.end_batch()
             seen += n_keep
@@ -273,6 +281,9 @@ def collect_curvature(
             "variant": variant,
             "n_examples": seen,
             "n_samples": draws,
+            # real positions per K-FAC module (the expand normaliser of A); lets
+            # distributed.all_reduce_stats un-normalise and merge shards exactly
+            "n_positions": hooks.n_positions(),
         },
     )
     return out

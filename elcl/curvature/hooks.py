@@ -63,10 +63,10 @@ class _Record:
     info: SequenceInfo | None
     out_shape: torch.Size
     grads: list[torch.Tensor] = field(default_factory=list)
+    live_inp: torch.Tensor | None = None  # the (non-detached) input when it requires grad
     # filled by process_forward
     idx: torch.Tensor | None = None  # flat indices of selected positions
     ex: torch.Tensor | None = None  # example index of each selected position
-    feats: torch.Tensor | None = None  # [P, d_in] inputs (Linear/Conv1d patches/LN x-hat) or [P] ids
 
 
 @dataclass
@@ -81,6 +81,9 @@ class _ModuleState:
     G: torch.Tensor | None = None
     n_positions: int = 0
     diag: dict[str, torch.Tensor] = field(default_factory=dict)
+    # per batch: selected inputs of all records [P, d] and their layout
+    a: torch.Tensor | None = None
+    layout: "_Layout | None" = None
 
     @property
     def has_bias(self) -> bool:
@@ -120,20 +123,63 @@ def check_embedding(name: str, module: nn.Embedding) -> None:
         raise ElclError(f"curvature: Embedding '{name}' uses scale_grad_by_freq, which is not supported")
 
 
-def _padded_by_example(ex: torch.Tensor, rows: list[torch.Tensor], n: int) -> list[torch.Tensor]:
-    """Lay out rows ``[P, d]`` as ``[n, R_max, d]`` grouped by example (zeros elsewhere)."""
-    order = torch.argsort(ex, stable=True)
-    ex_s = ex[order]
-    counts = torch.bincount(ex_s, minlength=n)
-    starts = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(ex.numel(), device=ex.device) - starts[ex_s]
-    r_max = int(counts.max().item()) if ex.numel() else 0
-    out = []
-    for r in rows:
-        buf = r.new_zeros(n, max(r_max, 1), r.shape[1])
-        buf[ex_s, rank] = r[order]
-        out.append(buf)
-    return out
+class _Layout:
+    """Where the kept positions of one module call pattern live, computed once per batch.
+
+    Positions of all records of a module (concatenated) belong to examples ``ex [P]``.
+    ``segment_sum(rows)`` gives per-example sums ``[n, d]`` (a one-hot GEMM, no Python
+    loop and no serial scatter); ``padded(rows)`` lays rows out as ``[n, R_max, d]``
+    (a gather) for per-example weight gradients.
+    """
+
+    def __init__(self, sel: list[torch.Tensor], ex: torch.Tensor, n: int) -> None:
+        self.sel = sel
+        self.ex = ex
+        self.n = n
+        self._onehot: dict[torch.dtype, torch.Tensor] = {}
+        self._pad: tuple[torch.Tensor, int] | None = None
+        self._max_count: int | None = None
+
+    @property
+    def n_positions(self) -> int:
+        return int(self.ex.numel())
+
+    def onehot(self, dtype: torch.dtype) -> torch.Tensor:
+        E = self._onehot.get(dtype)
+        if E is None:
+            E = (self.ex[None, :] == torch.arange(self.n, device=self.ex.device)[:, None]).to(dtype)
+            self._onehot[dtype] = E
+        return E
+
+    def segment_sum(self, rows: torch.Tensor) -> torch.Tensor:
+        return self.onehot(rows.dtype) @ rows
+
+    def counts(self, dtype: torch.dtype) -> torch.Tensor:
+        return self.onehot(dtype).sum(1)
+
+    def max_count(self) -> int:
+        if self._max_count is None:
+            c = torch.bincount(self.ex, minlength=self.n)
+            self._max_count = int(c.max().item()) if self.ex.numel() else 0
+        return self._max_count
+
+    def padded(self, rows: torch.Tensor) -> torch.Tensor:
+        """``rows [P, d]`` as ``[n, R_max, d]`` grouped by example (zeros elsewhere)."""
+        if self._pad is None:
+            ex = self.ex
+            P = ex.numel()
+            order = torch.argsort(ex, stable=True)
+            ex_s = ex[order]
+            counts = torch.bincount(ex_s, minlength=self.n)
+            starts = torch.cumsum(counts, 0) - counts
+            rank = torch.arange(P, device=ex.device) - starts[ex_s]
+            r_max = max(self.max_count(), 1)
+            src = torch.full((self.n * r_max,), P, dtype=torch.long, device=ex.device)
+            src[ex_s * r_max + rank] = order
+            self._pad = (src, r_max)
+        src, r_max = self._pad
+        ext = torch.cat([rows, rows.new_zeros(1, rows.shape[1])])
+        return ext[src].view(self.n, r_max, rows.shape[1])
 
 
 class CurvatureHooks:
@@ -149,6 +195,8 @@ class CurvatureHooks:
         self._batch_size = 0
         self._n_keep = 0
         self._active = False
+        self._sel_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._layouts: dict[tuple, _Layout] = {}
         for name, module in model.named_modules():
             if name in kfac_modules or diag_params.get(name):
                 st = _ModuleState(name, module, name in kfac_modules, list(diag_params.get(name, [])))
@@ -162,7 +210,11 @@ class CurvatureHooks:
                 return
             if not isinstance(output, torch.Tensor) or not output.requires_grad:
                 return
-            rec = _Record(inp=inputs[0].detach(), info=current_sequence_info(), out_shape=output.shape)
+            x = inputs[0]
+            rec = _Record(
+                inp=x.detach(), info=current_sequence_info(), out_shape=output.shape,
+                live_inp=x if (isinstance(x, torch.Tensor) and x.requires_grad) else None,
+            )
             st.records.append(rec)
             output.register_hook(lambda g, rec=rec: rec.grads.append(g.detach()))
 
@@ -174,22 +226,73 @@ class CurvatureHooks:
         self.handles.clear()
 
     def start_batch(self) -> None:
+        self._clear_batch()
+        self._active = True
+
+    def _clear_batch(self) -> None:
         for st in self.states.values():
             st.records.clear()
-        self._active = True
+            st.a = None
+            st.layout = None
+        self._sel_cache.clear()
+        self._layouts.clear()
 
     def end_batch(self) -> None:
         self._active = False
-        for st in self.states.values():
-            st.records.clear()
+        self._clear_batch()
         self.n_examples += self._n_keep
+
+    def grad_targets(self) -> list[torch.Tensor]:
+        """Cheap tensors whose gradients make a backward pass reach every hooked output.
+
+        Differentiating w.r.t. these (instead of all parameters) lets autograd skip the
+        weight-gradient products, which the statistics never need: per module a trainable
+        bias, else the layer inputs that require grad, else the weight itself.
+        """
+        out: dict[int, torch.Tensor] = {}
+        for st in self.states.values():
+            if not st.records:
+                continue
+            b = getattr(st.module, "bias", None)
+            if isinstance(b, torch.Tensor) and b.requires_grad:
+                out[id(b)] = b
+                continue
+            live = [r.live_inp for r in st.records if r.live_inp is not None]
+            if len(live) == len(st.records):
+                for t in live:
+                    out[id(t)] = t
+                continue
+            w = getattr(st.module, "weight", None)
+            if isinstance(w, torch.Tensor) and w.requires_grad:
+                out[id(w)] = w
+            for t in live:
+                out[id(t)] = t
+        return list(out.values())
+
+    def n_positions(self) -> dict[str, int]:
+        """Real positions seen per K-FAC module (the expand normaliser of ``A``)."""
+        return {name: st.n_positions for name, st in self.states.items() if st.kfac}
 
     def called(self, name: str) -> bool:
         return bool(self.states[name].records)
 
     # ------------------------------------------------------------- positions
     def _select(self, st: _ModuleState, rec: _Record, n_rows: int, n_pos: int) -> None:
-        """Indices (into ``[n_rows * n_pos]``) and example ids of the kept real positions."""
+        """Indices (into ``[n_rows * n_pos]``) and example ids of the kept real positions.
+
+        Cached per batch by (context, shape): every layer of an encoder call shares one
+        selection, so the mask work and its host syncs happen once per call, not per layer.
+        """
+        key = (id(rec.info), n_rows, n_pos, rec.inp.device)
+        hit = self._sel_cache.get(key)
+        if hit is None:
+            self._select_uncached(st, rec, n_rows, n_pos)
+            assert rec.idx is not None and rec.ex is not None
+            self._sel_cache[key] = (rec.idx, rec.ex)
+        else:
+            rec.idx, rec.ex = hit
+
+    def _select_uncached(self, st: _ModuleState, rec: _Record, n_rows: int, n_pos: int) -> None:
         dev = rec.inp.device
         info = rec.info
         mask = None
@@ -265,10 +368,7 @@ class CurvatureHooks:
         if isinstance(m, nn.LayerNorm):
             k = len(m.normalized_shape)
             xf = x.to(_cdtype(x))
-            dims = tuple(range(xf.dim() - k, xf.dim()))
-            mean = xf.mean(dim=dims, keepdim=True)
-            var = xf.var(dim=dims, keepdim=True, unbiased=False)
-            xhat = (xf - mean) / torch.sqrt(var + m.eps)
+            xhat = F.layer_norm(xf, m.normalized_shape, None, None, m.eps)
             d = math.prod(m.normalized_shape)
             lead = xf.shape[: xf.dim() - k]
             n = lead[0] if len(lead) else 1
@@ -299,76 +399,102 @@ class CurvatureHooks:
         self._batch_size = batch_size
         self._n_keep = n_keep
         for st in self.states.values():
+            if not st.records:
+                continue
+            sels, exs, keys, feats = [], [], [], []
             for rec in st.records:
-                feats, n, n_pos = self._features(st, rec)
+                f, n, n_pos = self._features(st, rec)
                 self._select(st, rec, n, n_pos)
-                rec.feats = feats[rec.idx]
-            if st.kfac and st.records:
+                assert rec.idx is not None and rec.ex is not None
+                sels.append(rec.idx)
+                exs.append(rec.ex)
+                keys.append((id(rec.info), n, n_pos))
+                feats.append(f[rec.idx])
+            key = tuple(keys)
+            lay = self._layouts.get(key)
+            if lay is None:
+                lay = _Layout(sels, exs[0] if len(exs) == 1 else torch.cat(exs), n_keep)
+                self._layouts[key] = lay
+            st.layout = lay
+            st.a = feats[0] if len(feats) == 1 else torch.cat(feats)
+            if st.kfac:
                 self._accumulate_A(st)
 
-    def _with_one(self, st: _ModuleState, a: torch.Tensor) -> torch.Tensor:
-        if st.has_bias:
-            a = torch.cat([a, a.new_ones(a.shape[0], 1)], dim=1)
-        return a
-
     def _accumulate_A(self, st: _ModuleState) -> None:
+        a, lay = st.a, st.layout
+        assert a is not None and lay is not None
+        d = a.shape[1]
+        if st.A is None:
+            d_full = d + (1 if st.has_bias else 0)
+            st.A = torch.zeros(d_full, d_full, dtype=ACC_DTYPE, device=a.device)
         if self.variant == "expand":
-            a = torch.cat([self._with_one(st, r.feats) for r in st.records])
-            contrib = a.T @ a
+            # [a, 1]ᵀ[a, 1] without materialising the ones column
+            st.A[:d, :d] += a.T @ a
+            if st.has_bias:
+                s = a.sum(0)
+                st.A[:d, d] += s
+                st.A[d, :d] += s
+                st.A[d, d] += a.shape[0]
             st.n_positions += a.shape[0]
         else:
-            d = st.records[0].feats.shape[1]
-            dev, dt = st.records[0].feats.device, st.records[0].feats.dtype
-            sums = torch.zeros(self._n_keep, d, device=dev, dtype=dt)
-            counts = torch.zeros(self._n_keep, device=dev, dtype=dt)
-            for r in st.records:
-                sums.index_add_(0, r.ex, r.feats)
-                counts.index_add_(0, r.ex, torch.ones_like(r.ex, dtype=dt))
-            abar = self._with_one(st, sums / counts.clamp_min(1)[:, None])
-            contrib = abar.T @ abar
-        contrib = contrib.to(ACC_DTYPE)
-        st.A = contrib if st.A is None else st.A + contrib
+            abar = lay.segment_sum(a) / lay.counts(a.dtype).clamp_min(1)[:, None]
+            st.A[:d, :d] += abar.T @ abar
+            if st.has_bias:
+                s = abar.sum(0)
+                st.A[:d, d] += s
+                st.A[d, :d] += s
+                st.A[d, d] += abar.shape[0]
+            st.n_positions += a.shape[0]
 
     # ------------------------------------------------------------- backward
     def process_backward(self, weight: float) -> None:
         """Consume the gradients of the latest backward pass; ``weight`` = 1/n_samples."""
         for st in self.states.values():
-            recs = [r for r in st.records if r.grads]
-            if not recs:
+            if not any(r.grads for r in st.records):
                 continue
-            gs = [self._grad_rows(st, r.grads.pop(), r) for r in recs]
+            gs = []
             for r in st.records:
+                if r.grads:
+                    gs.append(self._grad_rows(st, r.grads.pop(), r))
+                else:  # this call's output did not reach the loss: zero gradient
+                    gs.append(torch.zeros(r.idx.numel(), self._out_width(st, r), dtype=_cdtype(r.inp), device=r.inp.device))
                 r.grads.clear()
-            exs = [r.ex for r in recs]
+            g = gs[0] if len(gs) == 1 else torch.cat(gs)
             if st.kfac:
-                self._accumulate_G(st, gs, exs, weight)
+                self._accumulate_G(st, g, weight)
             if st.diag_params:
-                self._accumulate_diag(st, recs, gs, exs, weight)
+                self._accumulate_diag(st, g, weight)
 
-    def _accumulate_G(self, st: _ModuleState, gs: list[torch.Tensor], exs: list[torch.Tensor], weight: float) -> None:
-        if self.variant == "expand":
-            g = torch.cat(gs)
-        else:
-            g = gs[0].new_zeros(self._n_keep, gs[0].shape[1])
-            for gi, ei in zip(gs, exs):
-                g.index_add_(0, ei, gi)
-        contrib = (g.T @ g).to(ACC_DTYPE) * weight
-        st.G = contrib if st.G is None else st.G + contrib
+    @staticmethod
+    def _out_width(st: _ModuleState, rec: _Record) -> int:
+        m = st.module
+        if isinstance(m, nn.LayerNorm):
+            return math.prod(m.normalized_shape)
+        if isinstance(m, nn.Conv1d):
+            return m.out_channels
+        return int(rec.out_shape[-1])
+
+    def _accumulate_G(self, st: _ModuleState, g: torch.Tensor, weight: float) -> None:
+        assert st.layout is not None
+        if self.variant == "reduce":
+            g = st.layout.segment_sum(g)
+        contrib = g.T @ g
+        if st.G is None:
+            st.G = torch.zeros(contrib.shape, dtype=ACC_DTYPE, device=g.device)
+        st.G.add_(contrib, alpha=weight)
 
     def _add_diag(self, st: _ModuleState, pname: str, value: torch.Tensor) -> None:
         value = value.to(ACC_DTYPE)
         cur = st.diag.get(pname)
         st.diag[pname] = value if cur is None else cur + value
 
-    def _accumulate_diag(
-        self, st: _ModuleState, recs: list[_Record], gs: list[torch.Tensor], exs: list[torch.Tensor], weight: float
-    ) -> None:
+    def _accumulate_diag(self, st: _ModuleState, g: torch.Tensor, weight: float) -> None:
         m = st.module
-        n = self._n_keep
-        ex = torch.cat(exs)
-        g = torch.cat(gs)
+        lay, a = st.layout, st.a
+        assert lay is not None and a is not None
+        ex = lay.ex
         if isinstance(m, nn.Embedding):
-            ids = torch.cat([r.feats for r in recs]).long()
+            ids = a.long()
             if m.padding_idx is not None:
                 ok = ids != m.padding_idx
                 ids, ex, g = ids[ok], ex[ok], g[ok]
@@ -381,23 +507,23 @@ class CurvatureHooks:
             self._add_diag(st, "weight", d.reshape(m.weight.shape) * weight)
             return
         if "bias" in st.diag_params:
-            gb = g.new_zeros(n, g.shape[1]).index_add_(0, ex, g)
+            gb = lay.segment_sum(g)
             self._add_diag(st, "bias", gb.square().sum(0).reshape(m.bias.shape) * weight)
         if "weight" not in st.diag_params:
             return
-        a = torch.cat([r.feats for r in recs]).to(g.dtype)
+        a = a.to(g.dtype)
         if isinstance(m, nn.LayerNorm):
-            gw = g.new_zeros(n, g.shape[1]).index_add_(0, ex, g * a)
+            gw = lay.segment_sum(g * a)
             self._add_diag(st, "weight", gw.square().sum(0).reshape(m.weight.shape) * weight)
             return
         # Linear / Conv1d (patches): per-example grad = sum_r g_r a_r^T
-        counts = torch.bincount(ex, minlength=n)
         if ex.numel() == 0:
             return
-        if int(counts.max()) <= 1:
+        if lay.max_count() <= 1:
             d = g.square().T @ a.square()
         else:
-            gp, ap = _padded_by_example(ex, [g, a], n)
+            gp, ap = lay.padded(g), lay.padded(a)
+            n = gp.shape[0]
             d = g.new_zeros(g.shape[1], a.shape[1])
             per = max(1, _PER_EXAMPLE_BUDGET // max(1, g.shape[1] * a.shape[1]))
             for s in range(0, n, per):
