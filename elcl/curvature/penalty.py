@@ -119,6 +119,10 @@ class _DiagQuadratic:
             p = _lookup(params, name, F.shape, self.what)
             yield p, self.cast(F, p), self.cast(self.c[name], p)
 
+    def const_on(self, device: torch.device) -> torch.Tensor:
+        """The constant on ``device``, cached (no host-to-device copy per step)."""
+        return self.cast(self.const, torch.empty((), dtype=_F64, device=device))
+
     def value(self, model: nn.Module) -> torch.Tensor:
         total = None
         for p, F, c in self._resolved(model):
@@ -130,14 +134,17 @@ class _DiagQuadratic:
 
     @torch.no_grad()
     def add_grad_(self, model: nn.Module, lam: float) -> torch.Tensor:
-        """Adds ``lam · F (θ − c)``; returns the value of the (unscaled) quadratic."""
-        total = torch.zeros((), dtype=_F64)
+        """Adds ``lam · F (θ − c)``; returns the value of the (unscaled) quadratic.
+
+        Everything stays on the parameters' device (no host sync)."""
+        dev = next(iter(model.parameters())).device
+        total = self.const_on(dev).clone()
         for p, F, c in self._resolved(model):
             d = p - c
             Fd = F * d
             _add_grad(p, lam * Fd)
-            total = total.to(Fd.device) + (Fd * d).sum().to(_F64)
-        return total + self.const.to(total.device)
+            total += (Fd * d).sum().to(_F64)
+        return total
 
 
 class EWCPenalty(Penalty):
@@ -292,30 +299,30 @@ class KFACPenalty(Penalty):
         return w, b, Wt
 
     def _block_terms(self, blk: _Block, Wt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(Σ_t tr(ΔWᵀ G ΔW A), Σ_t G ΔW A)."""
+        """(Σ_t tr(ΔWᵀ G ΔW A), Σ_t G ΔW A).
+
+        ``M_t = G_t (ΔW_t A_t)`` is both the gradient term and, through
+        ``tr(ΔWᵀ G ΔW A) = <ΔW, M>``, the value: two products per task (batched over
+        tasks), not three.
+        """
         if any(lr is not None for lr in blk.low):
             val, grad = None, None
             for t, lr in enumerate(blk.low):
                 dW = Wt - blk.W[t].to(device=Wt.device, dtype=Wt.dtype)
                 if lr is None:
-                    A = blk.A[t].to(Wt)
-                    G = blk.G[t].to(Wt)
-                    dWA, GdW = dW @ A, G @ dW
-                    GdWA = G @ dWA
+                    M = blk.G[t].to(Wt) @ (dW @ blk.A[t].to(Wt))
                 else:
                     LA, LG = (LowRankFactor(f.U.to(Wt), f.s.to(Wt), f.rest.to(Wt)) for f in lr)
-                    dWA, GdW = LA.right_mul(dW), LG.left_mul(dW)
-                    GdWA = LG.left_mul(dWA)
-                v = (GdW * dWA).sum()
+                    M = LG.left_mul(LA.right_mul(dW))
+                v = (dW * M).sum()
                 val = v if val is None else val + v
-                grad = GdWA if grad is None else grad + GdWA
+                grad = M if grad is None else grad + M
             assert val is not None and grad is not None
             return val, grad
         A, G, Ws = blk.stacked(Wt)
         dW = Wt.unsqueeze(0) - Ws  # [T, out, in]
-        dWA = torch.bmm(dW, A)
-        GdW = torch.bmm(G, dW)
-        return (GdW * dWA).sum(), torch.bmm(G, dWA).sum(0)
+        M = torch.bmm(G, torch.bmm(dW, A))
+        return (dW * M).sum(), M.sum(0)
 
     def value(self, model: nn.Module) -> torch.Tensor:
         total = self._q.value(model)

@@ -39,6 +39,11 @@ class LinkerBatch:
         moved = {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
         return LinkerBatch(**moved)
 
+    def pin_memory(self) -> "LinkerBatch":
+        """Page-locked copies, so ``to(cuda)`` with ``non_blocking`` really overlaps."""
+        pinned = {k: (v.pin_memory() if isinstance(v, torch.Tensor) and v.device.type == "cpu" else v) for k, v in self.__dict__.items()}
+        return LinkerBatch(**pinned)
+
     @property
     def first_label(self) -> torch.Tensor:
         """Index of the first correct candidate (the empirical-Fisher label)."""
