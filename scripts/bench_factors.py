@@ -1,0 +1,138 @@
+"""Throughput of curvature collection (K-FAC, diagonal, both) vs a plain forward+backward.
+
+    python scripts/bench_factors.py [--model minilm] [--device cpu] [--batches 2]
+        [--batch-size 16] [--cands 16] [--tokens 12] [--out results/bench_factors.json]
+
+Each batch has ``batch-size`` examples of 1 mention + ``cands`` candidate sequences of
+up to ``tokens`` tokens (17 sequences of ~12 tokens by default). When
+``curvlinops-for-pytorch`` is importable, its ``KFACLinearOperator`` (empirical Fisher,
+expand, bias folded) runs on the same model and full-length batches, and the factors
+of every Linear layer are compared with ours (each factor normalised by its Frobenius
+norm, since A ⊗ G is invariant to c·A ⊗ G/c; the product of the norms is compared too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import build_linker, machine, synthetic_batch, table, timeit, write_json  # noqa: E402
+
+from elcl.curvature.collect import collect_curvature  # noqa: E402
+from elcl.models.linker import LinkerBatch, linker_logits_fn, multi_positive_loss  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="minilm")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batches", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--cands", type=int, default=16)
+    ap.add_argument("--tokens", type=int, default=12)
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--no-curvlinops", action="store_true")
+    ap.add_argument("--out", default="results/bench_factors.json")
+    args = ap.parse_args(argv)
+
+    model = build_linker(args.model, args.device)
+    batches = [synthetic_batch(model, args.batch_size, args.cands, args.tokens, s, device=args.device) for s in range(args.batches)]
+    n_ex = args.batches * args.batch_size
+
+    def plain() -> None:
+        model.eval()
+        for b in batches:
+            model.zero_grad(set_to_none=True)
+            multi_positive_loss(model(b), b.labels).backward()
+
+    def collect(approx: str, variant: str = "expand"):
+        return lambda: collect_curvature(model, batches, linker_logits_fn, approx=approx, variant=variant, progress=False)
+
+    cases = [("forward+backward", plain), ("kfac expand", collect("kfac")), ("kfac reduce", collect("kfac", "reduce")),
+             ("diag", collect("diag")), ("kfac+diag (both)", collect("both"))]
+    rows, res = [], {}
+    base = None
+    for name, fn in cases:
+        t = min(timeit(fn, args.repeat, warmup=1 if name == "forward+backward" else 0, device=args.device))
+        base = t if base is None else base
+        rows.append([name, t, n_ex / t, t / base])
+        res[name] = {"seconds": t, "examples_per_s": n_ex / t, "ratio_vs_fwd_bwd": t / base}
+    print(f"curvature collection, {args.model}, {args.batches} batches x {args.batch_size} examples x "
+          f"{args.cands + 1} sequences x <= {args.tokens} tokens, device {args.device}")
+    print(table(["case", "seconds", "examples/s", "x fwd+bwd"], rows))
+    out = {"args": vars(args), "machine": machine(), "results": res}
+
+    if not args.no_curvlinops:
+        out["curvlinops"] = compare_curvlinops(model, args)
+    write_json(args.out, out)
+    return out
+
+
+def compare_curvlinops(model, args) -> dict:
+    try:
+        from curvlinops import KFACLinearOperator
+    except Exception as exc:  # noqa: BLE001
+        print(f"curvlinops not installed ({type(exc).__name__}); skipping the comparison")
+        return {"status": "curvlinops not installed"}
+    import time
+
+    from torch import nn
+
+    # full-length sequences: curvlinops counts every position as real
+    batches = [synthetic_batch(model, args.batch_size, args.cands, args.tokens, 100 + s, device=args.device) for s in range(args.batches)]
+    for b in batches:
+        b.mention_mask.fill_(1)
+        b.cand_mask.fill_(1)
+        b.mention_ids.clamp_min_(1000 if len(model.tokenizer) > 2000 else 5)
+        b.cand_ids.clamp_min_(1000 if len(model.tokenizer) > 2000 else 5)
+
+    class Wrapped(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, X):
+            return self.inner(LinkerBatch(**X))
+
+    wrapped = Wrapped(model).eval()
+    linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    params = [p for m in linears.values() for p in (m.weight, m.bias) if p is not None]
+    data = [(dict(b.__dict__), b.first_label) for b in batches]
+    n = args.batches * args.batch_size
+    t0 = time.perf_counter()
+    op = KFACLinearOperator(
+        wrapped, nn.CrossEntropyLoss(reduction="sum"), params, data, check_deterministic=False, fisher_type="empirical",
+        kfac_approx="expand", separate_weight_and_bias=False, num_per_example_loss_terms=1, num_data=n,
+        batch_size_fn=lambda X: X["labels"].shape[0],
+    )
+    op.compute_kronecker_factors()
+    t_cl = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ours = collect_curvature(model, batches, linker_logits_fn, approx="kfac", progress=False)
+    t_ours = time.perf_counter() - t0
+    worst_a = worst_g = worst_s = 0.0
+    for name, mod in linears.items():
+        if not mod.weight.requires_grad:
+            continue
+        A, G = ours.kfac[name]
+        pname = f"inner.{name}"
+        Ac, Gc = op._input_covariances[pname], op._gradient_covariances[pname]
+        rel = lambda x, y: float((x / x.norm() - y / y.norm()).norm())  # noqa: E731
+        worst_a = max(worst_a, rel(A.double(), Ac.double()))
+        worst_g = max(worst_g, rel(G.double(), Gc.double()))
+        s_ours = float(A.double().norm() * G.double().norm())
+        s_cl = float(Ac.double().norm() * Gc.double().norm())
+        worst_s = max(worst_s, abs(s_ours - s_cl) / s_cl)
+    ok = max(worst_a, worst_g, worst_s) < 1e-4
+    print(f"curvlinops KFACLinearOperator: {t_cl:.2f}s, elcl: {t_ours:.2f}s (elcl/curvlinops time ratio {t_ours / t_cl:.2f}); "
+          f"max rel. diff A {worst_a:.2e}, G {worst_g:.2e}, |A||G| {worst_s:.2e} -> {'agree' if ok else 'DISAGREE'} (tol 1e-4)")
+    return {"status": "ok", "seconds_curvlinops": t_cl, "seconds_elcl": t_ours, "time_ratio_elcl_over_curvlinops": t_ours / t_cl,
+            "max_rel_diff_A": worst_a, "max_rel_diff_G": worst_g, "max_rel_diff_norm_product": worst_s, "agree_1e-4": ok}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""Cost of the curvature penalties in a training step (forward + backward + AdamW step).
+
+    python scripts/bench_penalty.py [--model minilm] [--device cpu] [--tasks 2]
+        [--batch-size 16] [--cands 16] [--tokens 12] [--rank 32] [--repeat 2]
+        [--out results/bench_penalty.json]
+
+Earlier tasks' statistics are synthetic (random SPD factors / positive diagonals,
+anchors = weights + noise): the cost depends only on the shapes. Reports one step
+without a penalty, with K-FAC (fast path ``add_grad_``), with K-FAC in low-rank form,
+with EWC, and the penalty operations alone (``add_grad_`` and autograd ``value()`` +
+backward).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import build_linker, machine, synthetic_batch, table, timeit, write_json  # noqa: E402
+
+from elcl.curvature.collect import CurvatureStats  # noqa: E402
+from elcl.curvature.penalty import EWCPenalty, KFACPenalty  # noqa: E402
+from elcl.models.linker import multi_positive_loss  # noqa: E402
+
+
+def fake_stats(model: nn.Module, seed: int, approx: str) -> CurvatureStats:
+    g = torch.Generator().manual_seed(seed)
+    kfac, diag, anchors = {}, {}, {}
+    covered = set()
+    if approx == "kfac":
+        for name, m in model.named_modules():
+            if isinstance(m, nn.Linear) and m.weight.requires_grad:
+                d_in = m.in_features + (1 if m.bias is not None else 0)
+
+                def spd(d: int) -> torch.Tensor:
+                    X = torch.randn(d, min(d, 64), generator=g)
+                    return X @ X.T / X.shape[1] + 1e-3 * torch.eye(d)
+
+                kfac[name] = (spd(d_in), spd(m.out_features))
+                covered |= {f"{name}.weight", f"{name}.bias"}
+    for n, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        anchors[n] = (p.detach() + 1e-3 * torch.randn(p.shape, generator=g)).to(p.device)
+        if n not in covered:
+            diag[n] = torch.rand(p.shape, generator=g).to(p.device)
+    kfac = {k: (A.to(model.device), G.to(model.device)) for k, (A, G) in kfac.items()}
+    return CurvatureStats(kfac=kfac, diag=diag, anchors=anchors, meta={"approx": approx, "n_examples": 1})
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="minilm")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--tasks", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--cands", type=int, default=16)
+    ap.add_argument("--tokens", type=int, default=12)
+    ap.add_argument("--rank", type=int, default=32)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--out", default="results/bench_penalty.json")
+    args = ap.parse_args(argv)
+
+    model = build_linker(args.model, args.device).train()
+    batch = synthetic_batch(model, args.batch_size, args.cands, args.tokens, 0, per_example=False, device=args.device)
+    kstats = [fake_stats(model, t, "kfac") for t in range(args.tasks)]
+    dstats = [fake_stats(model, 10 + t, "diag") for t in range(args.tasks)]
+    penalties = {
+        "kfac": KFACPenalty(kstats, 1.0),
+        f"kfac low-rank r={args.rank}": KFACPenalty([s.to_low_rank(args.rank) for s in kstats], 1.0),
+        "ewc": EWCPenalty(dstats, 1.0),
+    }
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.0)  # lr 0: weights stay put
+
+    def step(pen=None, fast=True):
+        def run() -> None:
+            logits = model(batch)
+            loss = multi_positive_loss(logits.float(), batch.labels)
+            if pen is not None and not fast:
+                loss = loss + pen.value(model)
+            loss.backward()
+            if pen is not None and fast:
+                pen.add_grad_(model)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        return run
+
+    def with_grads(fn):
+        def run() -> None:
+            for p in model.parameters():
+                p.grad = torch.zeros_like(p)
+            fn()
+        return run
+
+    # round-robin over the cases so background load hits them alike; the minimum counts
+    cases = {"plain": step(), **{name: step(pen) for name, pen in penalties.items()}}
+    for fn in cases.values():
+        fn()  # warm-up (optimizer state, allocator)
+    best = {k: float("inf") for k in cases}
+    for _ in range(args.repeat):
+        for k, fn in cases.items():
+            best[k] = min(best[k], timeit(fn, 1, warmup=0, device=args.device)[0])
+    base = best["plain"]
+    rows = [["step, no penalty", base, 1.0, "", ""]]
+    res: dict = {"step_plain": {"seconds": base}}
+    for name, pen in penalties.items():
+        t_step = best[name]
+        t_add = min(timeit(with_grads(lambda pen=pen: pen.add_grad_(model)), 5, device=args.device))
+        t_val = min(timeit(with_grads(lambda pen=pen: pen.value(model).backward()), 3, device=args.device))
+        rows.append([f"step + {name} (add_grad_)", t_step, t_step / base, t_add, t_val])
+        res[name] = {"step_seconds": t_step, "ratio_vs_plain": t_step / base, "add_grad_seconds": t_add,
+                     "value_backward_seconds": t_val, "add_grad_over_plain_step": t_add / base}
+    print(f"training step, {args.model}, batch {args.batch_size} x {args.cands + 1} sequences x <= {args.tokens} tokens, "
+          f"{args.tasks} earlier tasks, device {args.device}")
+    print(table(["case", "step s", "x plain", "add_grad_ s", "value()+backward s"], rows))
+    out = {"args": vars(args), "machine": machine(), "results": res}
+    write_json(args.out, out)
+    return out
+
+
+if __name__ == "__main__":
+    main()
