@@ -33,7 +33,7 @@ def train(
         if config is None:
             if resume is not None:
                 raise ElclError(f"{resume}: no run.json here; to resume a whole experiment pass --config too")
-            raise ElclError("missing --config FILE (e.g. --config configs/single_ncbi_bert.yaml)")
+            raise ElclError("missing --config FILE (e.g. --config configs/single_ncbi_disease_bert.yaml)")
         cfg = load_config(config, set_)
         if output_dir is not None:
             cfg.output_dir = str(output_dir)

@@ -75,10 +75,16 @@ def evaluate_all(model: Linker, cache: TokenCache, cfg: ExperimentConfig, rd: Ru
             rows.append({
                 "step": step, "trained_task": trained, "eval_task": task, "split": split,
                 "acc1": res.acc1, "acc5": res.acc5, "n": res.n, "n_unlinkable": data.n_unlinkable(split),
+                # The retriever's own top-1 on the same mentions: the floor the linker must beat.
+                "tfidf_acc1": tfidf_top1(data.examples[split]),
             })
             if rd is not None and rt.is_main:
                 write_jsonl(rd.predictions(step, trained, task, split), res.predictions)
     return rows
+
+
+def tfidf_top1(examples: Sequence[LinkingExample]) -> float:
+    return sum(bool(e.labels) and e.labels[0] for e in examples) / len(examples) if examples else 0.0
 
 
 def compute_curvature(model: Linker, examples: Sequence[LinkingExample], cache: TokenCache, cfg: ExperimentConfig, approx: str, seed: int, rt: Runtime):
