@@ -63,6 +63,9 @@ class ModelConfig(_Section):
     scorer: Literal["cosine", "dot"] = "cosine"
     temperature: float = Field(0.05, gt=0)
     max_length: int = Field(32, ge=4, le=512)
+    sparse_weight: float = Field(0.0, ge=0)
+    """Adds this times the retriever's TF-IDF score to each candidate's logit (BioSyn-style
+    sparse + dense scoring); a fixed hyper-parameter, so the curvature sees no extra parameter."""
     context_window: int = Field(0, ge=0, le=256)
     """Words of abstract context on each side of the mention (0 = mention only)."""
     cnn: CNNConfig = Field(default_factory=CNNConfig)

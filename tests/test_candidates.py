@@ -84,3 +84,14 @@ def test_ncbi_reference(shared_corpora: Path, tmp_path: Path) -> None:
     assert time.perf_counter() - t0 < 30
     rec = recall_at_k(corpus.mentions("test"), cands, onto, ks=(1, 20))
     assert rec[1] >= 0.75 and rec[20] >= 0.90, rec
+
+
+def test_pair_scores_match_top_k_scores() -> None:
+    from elcl.candidates.tfidf import TfidfCandidateGenerator
+    from elcl.data.ontology import Ontology
+
+    onto = Ontology({"C1": ["lung cancer", "lung carcinoma"], "C2": ["breast cancer"], "C3": ["asthma"]})
+    gen = TfidfCandidateGenerator(onto).fit()
+    (cands,) = gen.top_k(["lung tumour"], 3)
+    scores = gen.pair_scores(["lung tumour"] * len(cands), [c.name for c in cands])
+    assert [round(float(s), 5) for s in scores] == [round(c.score, 5) for c in cands]

@@ -97,3 +97,23 @@ def test_default_encoder_resolves_to_packaged_copy() -> None:
     from elcl.models.encoders import resolve_model_path
 
     assert Path(resolve_model_path("sentence-transformers/all-MiniLM-L6-v2"), "config.json").is_file()
+
+
+def test_sparse_weight_adds_the_retrievers_score(tiny_bert: Path) -> None:
+    torch.manual_seed(0)
+    exs = [
+        LinkingExample(e.mention, e.query, e.cand_ids, e.cand_names, tuple(float(j) / 10 for j in range(5)), e.labels)
+        for e in toy_examples()
+    ]
+    plain = Linker(ModelConfig(name=str(tiny_bert), max_length=16)).eval()
+    mixed = Linker(ModelConfig(name=str(tiny_bert), max_length=16, sparse_weight=3.0)).eval()
+    mixed.load_state_dict(plain.state_dict())
+    cache = TokenCache(plain.tokenizer, 16)
+    batch = collate(exs, cache)
+    with torch.no_grad():
+        diff = mixed(batch) - plain(batch)
+    torch.testing.assert_close(diff, 3.0 * batch.cand_sparse)
+    from elcl.training.predict import score_examples
+
+    for a, b, e in zip(score_examples(mixed, exs, cache), score_examples(plain, exs, cache), exs):
+        torch.testing.assert_close(a - b, 3.0 * torch.tensor(e.cand_scores), atol=1e-5, rtol=1e-5)

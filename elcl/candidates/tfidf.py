@@ -113,6 +113,16 @@ class TfidfCandidateGenerator:
         self._fitted = True
         return self
 
+    def pair_scores(self, texts: list[str], names: list[str]) -> np.ndarray:
+        """TF-IDF cosine of each (text, name) pair, on the same scale as ``top_k`` scores."""
+        if not self._fitted:
+            self.fit()
+        if not texts:
+            return np.zeros(0, dtype=np.float32)
+        a = self._vec.transform([t.lower().strip() for t in texts])
+        b = self._vec.transform([n.lower().strip() for n in names])
+        return np.asarray(a.multiply(b).sum(axis=1), dtype=np.float32).ravel()
+
     @property
     def num_names(self) -> int:
         return len(self._display) if self._fitted else 0

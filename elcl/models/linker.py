@@ -34,6 +34,7 @@ class LinkerBatch:
     labels: torch.Tensor  # [B, K]  bool, True where the candidate is correct
     mention_owner: torch.Tensor | None = None  # [B]
     cand_owner: torch.Tensor | None = None  # [S], None when sequences are shared
+    cand_sparse: torch.Tensor | None = None  # [B, K]  the retriever's TF-IDF score of each candidate
 
     def to(self, device: torch.device | str) -> "LinkerBatch":
         moved = {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
@@ -101,6 +102,8 @@ class Linker(nn.Module):
             m = self.embed(batch.mention_ids, batch.mention_mask, batch.mention_owner)
             c = self.embed(batch.cand_ids, batch.cand_mask, batch.cand_owner)
             logits = self.score_vectors(m, c[batch.cand_index])
+        if self.cfg.sparse_weight and batch.cand_sparse is not None:
+            logits = logits + self.cfg.sparse_weight * batch.cand_sparse.to(logits.dtype)
         return logits.masked_fill(~batch.cand_valid, torch.finfo(logits.dtype).min / 4)
 
 

@@ -51,8 +51,10 @@ def collate(examples: Sequence[LinkingExample], cache: TokenCache, share: bool =
     k = max(len(e.cand_ids) for e in examples)
     valid = torch.zeros((b, k), dtype=torch.bool)
     labels = torch.zeros((b, k), dtype=torch.bool)
+    sparse = torch.zeros((b, k), dtype=torch.float32)
     for i, e in enumerate(examples):
         valid[i, : len(e.cand_ids)] = True
+        sparse[i, : len(e.cand_scores)] = torch.tensor(e.cand_scores, dtype=torch.float32)
         labels[i, : len(e.labels)] = torch.tensor(e.labels, dtype=torch.bool)
     if cross:
         firsts, seconds = [], []
@@ -63,7 +65,7 @@ def collate(examples: Sequence[LinkingExample], cache: TokenCache, share: bool =
         ids, mask = cache.pad_pairs(firsts, seconds)
         owner = torch.arange(b).repeat_interleave(k)
         index = torch.arange(b * k).view(b, k)
-        return LinkerBatch(ids, mask, ids[:0], mask[:0], index, valid, labels, owner, None)
+        return LinkerBatch(ids, mask, ids[:0], mask[:0], index, valid, labels, owner, None, sparse)
     m_ids, m_mask = cache.pad([e.query for e in examples])
     if share:
         texts: dict[str, int] = {}
@@ -72,7 +74,7 @@ def collate(examples: Sequence[LinkingExample], cache: TokenCache, share: bool =
             for j, name in enumerate(e.cand_names):
                 index[i, j] = texts.setdefault(name, len(texts))
         c_ids, c_mask = cache.pad(list(texts))
-        return LinkerBatch(m_ids, m_mask, c_ids, c_mask, index, valid, labels, None, None)
+        return LinkerBatch(m_ids, m_mask, c_ids, c_mask, index, valid, labels, None, None, sparse)
     names, owner = [], []
     index = torch.zeros((b, k), dtype=torch.long)
     for i, e in enumerate(examples):
@@ -81,4 +83,4 @@ def collate(examples: Sequence[LinkingExample], cache: TokenCache, share: bool =
             names.append(name)
             owner.append(i)
     c_ids, c_mask = cache.pad(names)
-    return LinkerBatch(m_ids, m_mask, c_ids, c_mask, index, valid, labels, torch.arange(b), torch.tensor(owner, dtype=torch.long))
+    return LinkerBatch(m_ids, m_mask, c_ids, c_mask, index, valid, labels, torch.arange(b), torch.tensor(owner, dtype=torch.long), sparse)

@@ -59,7 +59,10 @@ def score_examples(model: Linker, examples: Sequence[LinkingExample], cache: Tok
     out = []
     for e in examples:
         c = nv[torch.tensor([npos[n] for n in e.cand_names], device=nv.device)]
-        out.append((c @ qv[qpos[e.query]] / model.cfg.temperature).cpu())
+        score = (c @ qv[qpos[e.query]] / model.cfg.temperature).cpu()
+        if model.cfg.sparse_weight:
+            score = score + model.cfg.sparse_weight * torch.tensor(e.cand_scores, dtype=score.dtype)
+        out.append(score)
     return out
 
 
