@@ -84,6 +84,9 @@ class TrainConfig(_Section):
     amp: Literal["none", "bf16", "fp16"] = "none"
     eval_splits: list[Literal["train", "dev", "test"]] = Field(default_factory=lambda: ["dev", "test"])
     num_threads: int | None = Field(None, ge=1)
+    share_first_task: bool = True
+    """Adopt the first task's step from a sibling run of the same experiment when data, model,
+    training settings, seed and order match (it would be trained identically)."""
 
 
 MethodName = Literal["naive", "lr_control", "replay", "ewc", "online_ewc", "kfac", "joint", "single"]

@@ -162,3 +162,23 @@ def test_resume_after_crash_redoes_only_unfinished_steps(setup, tmp_path: Path, 
 
     with pytest.raises(ElclError, match="already there"):
         run_experiment(cfg, CPU)
+
+
+def test_first_task_is_adopted_from_an_identical_sibling(setup, tmp_path: Path) -> None:
+    naive = make_cfg(setup, tmp_path, "naive")
+    (first,) = run_experiment(naive, CPU)
+    kfac = make_cfg(setup, tmp_path, "kfac")
+    (second,) = run_experiment(kfac, CPU)
+    assert "adopted from naive-o0-s3" in (second / "log.txt").read_text()
+    step0 = lambda p: [r for r in read_jsonl(p / "metrics.jsonl") if r["step"] == 0]  # noqa: E731
+    assert step0(second) == step0(first)
+    assert (second / "curvature" / ORDER[0] / "meta.json").is_file()
+    # Training it again gives the same step (CPU runs are deterministic): adoption changes nothing.
+    alone = make_cfg(setup, tmp_path / "alone", "kfac", train={"share_first_task": False})
+    (third,) = run_experiment(alone, CPU)
+    assert "adopted" not in (third / "log.txt").read_text()
+    assert read_jsonl(third / "metrics.jsonl") == read_jsonl(second / "metrics.jsonl")
+    # A different training setting is never adopted.
+    other = make_cfg(setup, tmp_path, "ewc", train={"lr": 5e-4})
+    (fourth,) = run_experiment(other, CPU)
+    assert "adopted" not in (fourth / "log.txt").read_text()

@@ -23,6 +23,7 @@ from elcl.continual.methods import (
     discriminative_groups,
 )
 from elcl.continual.rundir import RunDir, RunSpec, append_jsonl, read_jsonl, write_jsonl
+from elcl.continual.share import adopt_first_step, adopted_train_log, find_sibling
 from elcl.curvature.collect import collect_curvature
 from elcl.curvature.penalty import build_penalty
 from elcl.curvature.storage import load_curvature, save_curvature
@@ -185,9 +186,18 @@ def run_sequence(spec: RunSpec, cfg: ExperimentConfig, path: Path, rt: Runtime, 
         if method == "lr_control" and step > 0:
             lr = cfg.train.lr * cfg.method.lr_scale
             groups = discriminative_groups(model, lr, cfg.method.layer_decay)
-        penalty = _penalty(method, rd, spec.order[:step], model, cfg, rt)
-        _train(model, examples, cfg, lr, groups, spec.seed + step, task, rt, rd, penalty=penalty)
-        _finish_step(model, cache, cfg, rd, step, task, spec, rt)
+        sibling = find_sibling(rd, spec, cfg.to_dict()) if (step == 0 and cfg.train.share_first_task) else None
+        if sibling is not None:
+            load_checkpoint(model, sibling.checkpoint(0, task))
+            if rt.is_main:
+                append_jsonl(rd.metrics, adopt_first_step(sibling, rd, task))
+                append_jsonl(rd.path / "train_log.jsonl", adopted_train_log(sibling, task))
+                rd.log(f"step 0 ({task}) adopted from {sibling.path.name}: same data, model, training settings, seed and order")
+            barrier(rt)
+        else:
+            penalty = _penalty(method, rd, spec.order[:step], model, cfg, rt)
+            _train(model, examples, cfg, lr, groups, spec.seed + step, task, rt, rd, penalty=penalty)
+            _finish_step(model, cache, cfg, rd, step, task, spec, rt)
         if approx != "none" and method != "single":
             stats = compute_curvature(model, guard.train_examples(task), cache, cfg, approx, spec.seed + step, rt)
             if rt.is_main:
