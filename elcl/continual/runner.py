@@ -96,6 +96,8 @@ def compute_curvature(model: Linker, examples: Sequence[LinkingExample], cache: 
         gen = torch.Generator().manual_seed(seed)
         idx = torch.randperm(len(usable), generator=gen)[: cc.max_examples].sort().values.tolist()
         usable = [usable[i] for i in idx]
+    if len(usable) < rt.world:
+        raise ElclError(f"curvature: {len(usable)} training examples cannot be shared by {rt.world} processes; raise curvature.max_examples or use fewer processes")
     shard = usable[rt.rank :: rt.world]
     batches = (collate(shard[i : i + cc.batch_size], cache, share=False, cross=model.head is not None) for i in range(0, len(shard), cc.batch_size))
     stats = collect_curvature(
