@@ -21,7 +21,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import build_linker, machine, synthetic_batch, table, timeit, write_json  # noqa: E402
@@ -138,7 +137,6 @@ def compare_curvlinops(model, args) -> dict:
         scales_p.append(scales_a[-1] * scales_g[-1])
     # the scale split between A and G is a convention (c·A ⊗ G/c); the shapes must agree
     ok = max(worst_a, worst_g) < 1e-4
-    worst_s = max(scales_p) / min(scales_p) - 1  # spread of the product scale over layers
     print(f"curvlinops KFACLinearOperator: {t_cl:.2f}s, elcl: {t_ours:.2f}s (elcl/curvlinops time ratio {t_ours / t_cl:.2f}); "
           f"max rel. diff of normalised A {worst_a:.2e}, G {worst_g:.2e} -> {'agree' if ok else 'DISAGREE'} (tol 1e-4); "
           f"scale curvlinops/elcl: A x{min(scales_a):.4g}..{max(scales_a):.4g}, G x{min(scales_g):.4g}..{max(scales_g):.4g}, "

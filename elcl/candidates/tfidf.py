@@ -15,7 +15,6 @@ from pathlib import Path
 
 import joblib
 import numpy as np
-import scipy.sparse as sp
 import sklearn
 from sklearn.feature_extraction.text import TfidfVectorizer
 

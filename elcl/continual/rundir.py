@@ -18,7 +18,6 @@ half-written file and ``elcl train --resume`` can trust what it finds.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -26,13 +25,7 @@ from typing import Any, Iterable
 import yaml
 
 from elcl.errors import ElclError
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+from elcl.fileio import atomic_write_text
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -23,7 +23,6 @@ or a pair whose checksum mismatches — never a silently half-written file.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -35,6 +34,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import elcl
+from elcl.fileio import sha256_file
 from elcl.curvature.collect import CurvatureStats
 from elcl.errors import CheckpointError
 
@@ -80,12 +80,6 @@ def unpack_triu(v: torch.Tensor, where: str = "") -> torch.Tensor:
     return M
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _atomic_tmp(directory: Path, suffix: str) -> Path:
@@ -124,7 +118,7 @@ def save_curvature(
     tmp = _atomic_tmp(d, ".safetensors")
     try:
         save_file(tensors, str(tmp), metadata={"format": FORMAT})
-        digest = _sha256(tmp)
+        digest = sha256_file(tmp)
         os.replace(tmp, d / FACTORS_FILE)
     finally:
         if tmp.exists():
@@ -191,7 +185,7 @@ def load_curvature(
     fpath = d / FACTORS_FILE
     if not fpath.is_file():
         raise CheckpointError(f"{fpath}: curvature tensor file not found")
-    digest = _sha256(fpath)
+    digest = sha256_file(fpath)
     if digest != meta["factors_sha256"]:
         raise CheckpointError(
             f"{fpath}: sha256 {digest[:12]}… does not match {META_FILE} ({str(meta['factors_sha256'])[:12]}…); "

@@ -8,7 +8,6 @@ download never replaces a good file.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import os
 import shutil
@@ -18,6 +17,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from elcl.fileio import sha256_file
 from elcl.errors import ElclError
 
 # sha256 of the extracted files (../shared/corpora/SOURCES.md).  ``download=False``: the
@@ -76,12 +76,6 @@ ALIASES = {
 }
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def fetch_names() -> list[str]:

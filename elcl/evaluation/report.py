@@ -25,15 +25,14 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from elcl.fileio import atomic_write_bytes, atomic_write_text
 from elcl.evaluation import metrics as M
 from elcl.evaluation.runs import (
     METHODS,
@@ -188,7 +187,7 @@ class Report:
     def _table_rows(self, groups: list[GroupScores]) -> tuple[list[str], list[list[str]]]:
         multi_order = len(self.orders) > 1
         header = ["method", "λ"] + (["order"] if multi_order else [])
-        header += [f"avg acc@1 (%)", "avg acc@5 (%)"]
+        header += ["avg acc@1 (%)", "avg acc@5 (%)"]
         header += [f"forgetting {t} (pp)" for t in self.tasks]
         header += ["mean forgetting (pp)", "forgetting reduction (%)", "BWT (pp)", "n runs"]
         rows = []
@@ -269,7 +268,7 @@ class Report:
             "of j; forgetting reduction = mean over tasks j < n-1 of 1 - f_method/f_naive; "
             "BWT = mean over j < n-1 of R[n-1][j] - R[j][j].",
             "",
-            f"## Forgetting (chosen λ per method)",
+            "## Forgetting (chosen λ per method)",
             "",
             self.main_table_markdown(),
             "",
@@ -669,25 +668,6 @@ def build_report(
 
 
 # ---------------------------------------------------------------------- write
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    _atomic_write_bytes(path, text.encode("utf-8"))
-
-
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "x"
 
@@ -698,7 +678,7 @@ def _save_fig(fig, path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
-    _atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _plot_heatmap(g: GroupScores, split: str, path: Path) -> None:
@@ -798,7 +778,7 @@ def write_report(report: Report, out_dir: Path | str) -> list[Path]:
 
     def put_text(name: str, text: str) -> None:
         p = out / name
-        _atomic_write_text(p, text)
+        atomic_write_text(p, text)
         written.append(p)
 
     try:
