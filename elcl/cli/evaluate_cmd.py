@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from elcl.evaluation.report import run_head
 from elcl.errors import ElclError
 
 
@@ -22,13 +23,7 @@ def _print_run_tables(runs, as_json: bool) -> None:
     if as_json:
         payload = [
             {
-                "run": str(r.path),
-                "experiment": r.experiment,
-                "method": r.method,
-                "lambda": r.lam,
-                "seed": r.seed,
-                "order": list(r.order),
-                "status": r.status,
+                **run_head(r),
                 "steps_done": r.steps_done,
                 "rows": [
                     {

@@ -327,12 +327,7 @@ class Report:
         for g in self.groups:
             groups.append(
                 {
-                    "method": g.method,
-                    "lambda": g.lam,
-                    "order": list(g.order),
-                    "chosen": g.chosen,
-                    "n_runs": g.n_runs,
-                    "seeds": g.seeds,
+                    **group_head(g),
                     "metrics": {name: ms(g.scalars[name]) for name in SCALAR_METRICS},
                     "per_task": {
                         t: {name: ms(g.tasks[name].get(t)) for name in TASK_METRICS}
@@ -363,13 +358,7 @@ class Report:
             r = rs.run
             runs.append(
                 {
-                    "run": str(r.path),
-                    "experiment": r.experiment,
-                    "method": r.method,
-                    "lambda": r.lam,
-                    "seed": r.seed,
-                    "order": list(r.order),
-                    "status": r.status,
+                    **run_head(r),
                     "metrics": {name: _clean(rs.scalar(name)) for name in SCALAR_METRICS},
                     "per_task": {
                         t: {name: _clean(rs.per_task(name)[j]) for name in TASK_METRICS}
@@ -424,12 +413,7 @@ class Report:
         for g in self.groups:
             groups.append(
                 {
-                    "method": g.method,
-                    "lambda": g.lam,
-                    "order": list(g.order),
-                    "chosen": g.chosen,
-                    "n_runs": g.n_runs,
-                    "seeds": g.seeds,
+                    **group_head(g),
                     "trained": step_labels(g.method, g.order, g.R_mean.shape[0]),
                     "acc1_mean": _clean(g.R_mean),
                     "acc1_std": _clean(g.R_std),
@@ -668,6 +652,19 @@ def build_report(
 
 
 # ---------------------------------------------------------------------- write
+def group_head(g) -> dict:
+    """The identifying fields of an aggregated (method, λ, order) group."""
+    return {"method": g.method, "lambda": g.lam, "order": list(g.order), "chosen": g.chosen, "n_runs": g.n_runs, "seeds": g.seeds}
+
+
+def run_head(r) -> dict:
+    """The identifying fields of one run, as written in JSON outputs."""
+    return {
+        "run": str(r.path), "experiment": r.experiment, "method": r.method, "lambda": r.lam,
+        "seed": r.seed, "order": list(r.order), "status": r.status,
+    }
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "x"
 
