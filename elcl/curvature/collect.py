@@ -232,7 +232,7 @@ def collect_curvature(
         try:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=max_examples, desc="fisher", unit="ex", leave=False)
+            bar = tqdm(total=max_examples, desc="fisher", unit="ex", leave=False, disable=None)
         except Exception:  # pragma: no cover - tqdm missing
             bar = None
     seen = 0
