@@ -117,3 +117,17 @@ def test_sparse_weight_adds_the_retrievers_score(tiny_bert: Path) -> None:
 
     for a, b, e in zip(score_examples(mixed, exs, cache), score_examples(plain, exs, cache), exs):
         torch.testing.assert_close(a - b, 3.0 * torch.tensor(e.cand_scores), atol=1e-5, rtol=1e-5)
+
+
+def test_cnn_initialises_from_saved_weights(tiny_bert: Path, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    first = Linker(ModelConfig(type="cnn", name=str(tiny_bert), max_length=16))
+    path = save_checkpoint(first, tmp_path / "cnn.safetensors")
+    torch.manual_seed(1)
+    warm = Linker(ModelConfig(type="cnn", name=str(tiny_bert), max_length=16, cnn={"init_from": str(path)}))
+    for (n, p), (_, q) in zip(first.encoder.state_dict().items(), warm.encoder.state_dict().items()):
+        torch.testing.assert_close(p, q, msg=n)
+    with pytest.raises(CheckpointError, match="do not fit the configured CNN encoder"):
+        Linker(ModelConfig(type="cnn", name=str(tiny_bert), max_length=16, cnn={"init_from": str(path), "channels": 64}))
+    with pytest.raises(CheckpointError, match="not found"):
+        Linker(ModelConfig(type="cnn", name=str(tiny_bert), cnn={"init_from": str(tmp_path / "none.safetensors")}))

@@ -75,6 +75,8 @@ class Linker(nn.Module):
         else:
             pad = getattr(tokenizer, "pad_token_id", 0) or 0
             self.encoder = CNNTextEncoder(len(tokenizer), cfg.cnn, pad_id=pad)
+            if cfg.cnn.init_from:
+                load_encoder_weights(self.encoder, cfg.cnn.init_from)
         self.head = nn.Linear(self.encoder.dim, 1) if cfg.mode == "cross" else None
         self.config_hash = model_config_hash(cfg, len(tokenizer))
 
@@ -105,6 +107,36 @@ class Linker(nn.Module):
         if self.cfg.sparse_weight and batch.cand_sparse is not None:
             logits = logits + self.cfg.sparse_weight * batch.cand_sparse.to(logits.dtype)
         return logits.masked_fill(~batch.cand_valid, torch.finfo(logits.dtype).min / 4)
+
+
+def load_encoder_weights(encoder: nn.Module, path: str) -> None:
+    """Initialise an encoder from saved weights: a linker checkpoint or a bare encoder file.
+
+    Linker checkpoints name the encoder's tensors ``encoder.*``; a bare encoder file
+    names them as the module does. Shapes must match the configured encoder.
+    """
+    from pathlib import Path
+
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from elcl.errors import CheckpointError
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise CheckpointError(f"model.cnn.init_from: {p} not found")
+    try:
+        tensors = load_file(str(p))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{p}: not a readable safetensors file ({str(exc).splitlines()[0]})") from None
+    if any(k.startswith("encoder.") for k in tensors):
+        tensors = {k[len("encoder."):]: v for k, v in tensors.items() if k.startswith("encoder.")}
+    own = encoder.state_dict()
+    bad = [k for k, v in tensors.items() if k in own and own[k].shape != v.shape]
+    missing = [k for k in own if k not in tensors]
+    if bad or missing:
+        raise CheckpointError(f"{p}: weights do not fit the configured CNN encoder (missing {missing[:3]}, shape mismatch {bad[:3]})")
+    encoder.load_state_dict({k: tensors[k] for k in own})
 
 
 def multi_positive_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
