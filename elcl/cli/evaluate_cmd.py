@@ -35,6 +35,7 @@ def _print_run_tables(runs, as_json: bool) -> None:
                         "acc5": m.acc5,
                         "n": m.n,
                         "n_unlinkable": m.n_unlinkable,
+                        "tfidf_acc1": m.tfidf_acc1,
                     }
                     for m in r.rows
                 ],
@@ -60,6 +61,7 @@ def _print_run_tables(runs, as_json: bool) -> None:
             ("split", "left"),
             ("acc@1", "right"),
             ("acc@5", "right"),
+            ("tf-idf@1", "right"),
             ("n", "right"),
             ("unlinkable", "right"),
         ):
@@ -72,6 +74,7 @@ def _print_run_tables(runs, as_json: bool) -> None:
                 m.split,
                 f"{m.acc1:.4f}",
                 f"{m.acc5:.4f}",
+                "-" if m.tfidf_acc1 is None else f"{m.tfidf_acc1:.4f}",
                 str(m.n),
                 str(m.n_unlinkable),
             )

@@ -45,6 +45,8 @@ class MetricRow:
     acc5: float
     n: int
     n_unlinkable: int
+    tfidf_acc1: float | None = None
+    """The retriever's own top-1 on the same mentions (written by elcl >= 0.1; optional)."""
 
 
 @dataclass
@@ -201,6 +203,7 @@ def _load_metrics(path: Path, method: str, order: tuple[str, ...]) -> list[Metri
             acc5=float(obj["acc5"]),
             n=obj["n"],
             n_unlinkable=obj["n_unlinkable"],
+            tfidf_acc1=float(obj["tfidf_acc1"]) if isinstance(obj.get("tfidf_acc1"), (int, float)) else None,
         )
         if row.eval_task not in tasks:
             raise ElclError(
