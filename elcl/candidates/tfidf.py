@@ -24,6 +24,13 @@ from elcl.errors import ElclError
 CACHE_VERSION = 1
 
 
+def default_cache_dir() -> Path:
+    """Where fitted TF-IDF indexes are cached: $ELCL_CACHE_DIR or ~/.cache/elcl."""
+    import os
+
+    return Path(os.environ.get("ELCL_CACHE_DIR") or Path.home() / ".cache" / "elcl") / "candidates"
+
+
 @dataclass(frozen=True)
 class Candidate:
     """A concept proposed for a mention, with its best-matching name and that name's score."""

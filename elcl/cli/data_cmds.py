@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from elcl.candidates.tfidf import default_cache_dir
 from elcl.config import resolve_data_dir
 from elcl.errors import ElclError
 
@@ -24,9 +25,6 @@ def _console() -> Console:
     return Console(width=120)
 
 
-def default_cache_dir() -> Path:
-    """Where fitted TF-IDF indexes are cached: $ELCL_CACHE_DIR or ~/.cache/elcl."""
-    return Path(os.environ.get("ELCL_CACHE_DIR") or Path.home() / ".cache" / "elcl") / "candidates"
 
 
 @app.command()

@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from elcl.candidates.tfidf import TfidfCandidateGenerator
+from elcl.candidates.tfidf import TfidfCandidateGenerator, default_cache_dir
 from elcl.config import ExperimentConfig, resolve_data_dir
 from elcl.data.corpora import load_corpus
 from elcl.data.ontology import Ontology, ontology_for_task
@@ -52,9 +52,8 @@ def prepare_task(name: str, cfg: ExperimentConfig, splits: tuple[str, ...] = ("t
         return _CACHE[key]
     corpus = load_corpus(name, data_dir)
     ontology = ontology_for_task(name, data_dir, corpus, mode=cfg.data.ontology, dictionary_splits=tuple(cfg.data.dictionary_splits))
-    cache_dir = Path(data_dir) / ".cache" if _writable(Path(data_dir)) else Path("data/.cache")
     generator = TfidfCandidateGenerator(
-        ontology, (cfg.candidates.ngram_min, cfg.candidates.ngram_max), cfg.candidates.analyzer, cache_dir=cache_dir
+        ontology, (cfg.candidates.ngram_min, cfg.candidates.ngram_max), cfg.candidates.analyzer, cache_dir=default_cache_dir()
     ).fit()
     docs = {d.doc_id: d for s in corpus.splits.values() for d in s}
     gold_index = GoldIndex(ontology)
@@ -74,7 +73,3 @@ def prepare_task(name: str, cfg: ExperimentConfig, splits: tuple[str, ...] = ("t
     return data
 
 
-def _writable(path: Path) -> bool:
-    import os
-
-    return path.is_dir() and os.access(path, os.W_OK)
