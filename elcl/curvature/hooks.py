@@ -427,24 +427,15 @@ class CurvatureHooks:
         if st.A is None:
             d_full = d + (1 if st.has_bias else 0)
             st.A = torch.zeros(d_full, d_full, dtype=ACC_DTYPE, device=a.device)
-        if self.variant == "expand":
-            # [a, 1]ᵀ[a, 1] without materialising the ones column
-            st.A[:d, :d] += a.T @ a
-            if st.has_bias:
-                s = a.sum(0)
-                st.A[:d, d] += s
-                st.A[d, :d] += s
-                st.A[d, d] += a.shape[0]
-            st.n_positions += a.shape[0]
-        else:
-            abar = lay.segment_sum(a) / lay.counts(a.dtype).clamp_min(1)[:, None]
-            st.A[:d, :d] += abar.T @ abar
-            if st.has_bias:
-                s = abar.sum(0)
-                st.A[:d, d] += s
-                st.A[d, :d] += s
-                st.A[d, d] += abar.shape[0]
-            st.n_positions += a.shape[0]
+        rows = a if self.variant == "expand" else lay.segment_sum(a) / lay.counts(a.dtype).clamp_min(1)[:, None]
+        # [x, 1]ᵀ[x, 1] without materialising the ones column
+        st.A[:d, :d] += rows.T @ rows
+        if st.has_bias:
+            s = rows.sum(0)
+            st.A[:d, d] += s
+            st.A[d, :d] += s
+            st.A[d, d] += rows.shape[0]
+        st.n_positions += a.shape[0]
 
     # ------------------------------------------------------------- backward
     def process_backward(self, weight: float) -> None:

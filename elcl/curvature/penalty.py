@@ -147,6 +147,15 @@ class _DiagQuadratic:
         return total
 
 
+def _require_diag(st: CurvatureStats, t: int, method: str) -> None:
+    missing = [n for n in st.anchors if n not in st.diag]
+    if missing:
+        raise ElclError(
+            f"{method}: task {t} curvature has no diagonal Fisher for '{missing[0]}' (approx "
+            f"{st.approx!r}); collect it with curvature.approx 'diag' or 'both'"
+        )
+
+
 class EWCPenalty(Penalty):
     """``(λ/2) Σ_tasks Σ_i F_i (θ_i − θ*_i)²`` with each task's diagonal Fisher and anchor."""
 
@@ -154,12 +163,7 @@ class EWCPenalty(Penalty):
         self.lam = float(lam)
         terms: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         for t, st in enumerate(stats_list):
-            missing = [n for n in st.anchors if n not in st.diag]
-            if missing:
-                raise ElclError(
-                    f"ewc: task {t} curvature has no diagonal Fisher for '{missing[0]}' (approx "
-                    f"{st.approx!r}); collect it with curvature.approx 'diag' or 'both'"
-                )
+            _require_diag(st, t, "ewc")
             for name, F in st.diag.items():
                 terms.setdefault(name, []).append((F, st.anchors[name]))
         self._q = _DiagQuadratic.from_terms(terms, "ewc")
@@ -189,12 +193,7 @@ class OnlineEWCPenalty(Penalty):
         running: dict[str, torch.Tensor] = {}
         anchors: dict[str, torch.Tensor] = {}
         for t, st in enumerate(stats_list):
-            missing = [n for n in st.anchors if n not in st.diag]
-            if missing:
-                raise ElclError(
-                    f"online_ewc: task {t} curvature has no diagonal Fisher for '{missing[0]}' (approx "
-                    f"{st.approx!r}); collect it with curvature.approx 'diag' or 'both'"
-                )
+            _require_diag(st, t, "online_ewc")
             for n in running:
                 running[n] = gamma * running[n]
             for n, F in st.diag.items():
