@@ -181,6 +181,14 @@ def run_sequence(spec: RunSpec, cfg: ExperimentConfig, path: Path, rt: Runtime, 
             prev = spec.order[step - 1]
             load_checkpoint(model, rd.checkpoint(step - 1, prev))
         examples = list(guard.train_examples(task))
+        if rt.is_main:
+            data = prepare_task(task, cfg)
+            st = data.stats["train"]
+            rd.log(
+                f"{task}: ontology {data.ontology.source} ({len(data.ontology)} concepts); {len(examples)} training examples, "
+                f"{st.gold_inserted} with the gold candidate inserted, {st.gold_not_in_ontology} skipped (gold not in the ontology), "
+                f"{st.unlinkable} unlinkable"
+            )
         if memory is not None and len(memory):
             examples = examples + memory.examples()
         lr = cfg.train.lr
