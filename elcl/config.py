@@ -161,8 +161,7 @@ class ExperimentConfig(_Section):
 
 def _format_validation_error(err: ValidationError, source: str) -> str:
     first = err.errors()[0]
-    key = ".".join(str(p) for p in first["loc"] if not isinstance(p, int) or True)
-    key = key.replace("lambda_", "lambda")
+    key = ".".join(str(p) for p in first["loc"]).replace("lambda_", "lambda")
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
         parent_loc = first["loc"][:-1]

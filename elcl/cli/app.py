@@ -11,7 +11,7 @@ import sys
 import typer
 
 from elcl import __version__
-from elcl.cli import data_cmds
+from elcl.cli import data_cmds, evaluate_cmd, fisher_cmd, train_cmd
 from elcl.errors import ElclError
 
 app = typer.Typer(
@@ -23,27 +23,14 @@ app = typer.Typer(
 app.add_typer(data_cmds.app, name="data")
 
 
-def _register_optional() -> None:
-    """Import command modules; each registers itself on `app`."""
-    import importlib
-
-    for mod in ("elcl.cli.train_cmd", "elcl.cli.fisher_cmd", "elcl.cli.evaluate_cmd"):
-        try:
-            module = importlib.import_module(mod)
-        except ModuleNotFoundError as exc:
-            if exc.name == mod:
-                continue
-            raise
-        module.register(app)
-
-
 @app.command()
 def version() -> None:
     """Print the elcl version."""
     typer.echo(__version__)
 
 
-_register_optional()
+for _module in (train_cmd, fisher_cmd, evaluate_cmd):
+    _module.register(app)
 
 
 def main() -> None:

@@ -25,9 +25,9 @@ def fisher(
     """Compute (or inspect, with --stats on existing files) diagonal Fisher / K-FAC factors."""
     from elcl.config import load_config
     from elcl.continual.rundir import RunDir
-    from elcl.continual.runner import _DTYPES, build_linker, compute_curvature
+    from elcl.continual.runner import build_linker, compute_curvature
     from elcl.curvature.stats import factor_size_table, format_size_table
-    from elcl.curvature.storage import save_curvature
+    from elcl.curvature.storage import DTYPES, save_curvature
     from elcl.models.checkpoint import load_checkpoint
     from elcl.runtime import init_runtime
     from elcl.training.batching import TokenCache
@@ -59,7 +59,7 @@ def fisher(
     examples = prepare_task(task, cfg).examples["train"]
     result = compute_curvature(model, examples, TokenCache(model.tokenizer, cfg.model.max_length), cfg, which, int(state["seed"]) + step, rt)
     if rt.is_main:
-        save_curvature(result, target, model.config_hash, dtype=_DTYPES[cfg.curvature.dtype])
+        save_curvature(result, target, model.config_hash, dtype=DTYPES[cfg.curvature.dtype])
         typer.echo(f"wrote {target} ({which}, {cfg.curvature.kind}, {cfg.curvature.variant}, {result.n_examples} examples)")
         if stats:
             typer.echo(format_size_table(factor_size_table(target, model)))

@@ -48,7 +48,7 @@ def _print_summary(paths: list[Path]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from elcl.continual.rundir import read_jsonl
+    from elcl.continual.rundir import RunDir, read_jsonl
 
     table = Table(title="final accuracy@1 (test)")
     table.add_column("run")
@@ -60,7 +60,8 @@ def _print_summary(paths: list[Path]) -> None:
         if not rows:
             continue
         last = max(r["step"] for r in rows)
-        final = [r for r in rows if r["step"] == last] if not Path(p).name.startswith("single") else [r for r in rows if r["trained_task"] == r["eval_task"]]
+        single = RunDir(Path(p)).read_state().get("method") == "single"
+        final = [r for r in rows if r["trained_task"] == r["eval_task"]] if single else [r for r in rows if r["step"] == last]
         for r in final:
             table.add_row(str(p), r["eval_task"], f"{r['acc1']:.4f}", f"{r['acc5']:.4f}")
     Console().print(table)

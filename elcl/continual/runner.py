@@ -26,7 +26,7 @@ from elcl.continual.rundir import RunDir, RunSpec, append_jsonl, read_jsonl, wri
 from elcl.continual.share import adopt_first_step, adopted_train_log, find_sibling
 from elcl.curvature.collect import collect_curvature
 from elcl.curvature.penalty import build_penalty
-from elcl.curvature.storage import load_curvature, save_curvature
+from elcl.curvature.storage import DTYPES, load_curvature, save_curvature
 from elcl.errors import ElclError
 from elcl.models.checkpoint import load_checkpoint, save_checkpoint
 from elcl.models.linker import Linker, linker_logits_fn
@@ -36,9 +36,6 @@ from elcl.training.examples import LinkingExample
 from elcl.training.loop import train_steps
 from elcl.training.predict import evaluate_examples
 from elcl.training.tasks import prepare_task
-
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
-
 
 def expand_runs(cfg: ExperimentConfig) -> list[tuple[RunSpec, ExperimentConfig]]:
     """One run per (order, λ, seed); λ only varies for penalty methods."""
@@ -72,7 +69,7 @@ def evaluate_all(model: Linker, cache: TokenCache, cfg: ExperimentConfig, rd: Ru
     for task in tasks:
         data = prepare_task(task, cfg)
         for split in _eval_splits(cfg):
-            res = evaluate_examples(model, data.examples[split], cache, n_unlinkable=data.n_unlinkable(split))
+            res = evaluate_examples(model, data.examples[split], cache)
             rows.append({
                 "step": step, "trained_task": trained, "eval_task": task, "split": split,
                 "acc1": res.acc1, "acc5": res.acc5, "n": res.n, "n_unlinkable": data.n_unlinkable(split),
@@ -162,7 +159,7 @@ def run_sequence(spec: RunSpec, cfg: ExperimentConfig, path: Path, rt: Runtime, 
     if method == "joint":
         guard.begin("joint")
         examples = [e for t in spec.order for e in guard.train_examples(t)]
-        _train(model, examples, cfg, cfg.train.lr, None, spec.seed, "joint", rt, rd)
+        _train(model, examples, cache, cfg, cfg.train.lr, None, spec.seed, "joint", rt, rd)
         _finish_step(model, cache, cfg, rd, 0, "joint", spec, rt)
         if rt.is_main:
             rd.write_state(spec, "done", 1)
@@ -206,12 +203,12 @@ def run_sequence(spec: RunSpec, cfg: ExperimentConfig, path: Path, rt: Runtime, 
             barrier(rt)
         else:
             penalty = _penalty(method, rd, spec.order[:step], model, cfg, rt)
-            _train(model, examples, cfg, lr, groups, spec.seed + step, task, rt, rd, penalty=penalty)
+            _train(model, examples, cache, cfg, lr, groups, spec.seed + step, task, rt, rd, penalty=penalty)
             _finish_step(model, cache, cfg, rd, step, task, spec, rt)
         if approx != "none" and method != "single":
             stats = compute_curvature(model, guard.train_examples(task), cache, cfg, approx, spec.seed + step, rt)
             if rt.is_main:
-                save_curvature(stats, rd.curvature(task), model.config_hash, dtype=_DTYPES[cfg.curvature.dtype])
+                save_curvature(stats, rd.curvature(task), model.config_hash, dtype=DTYPES[cfg.curvature.dtype])
         if memory is not None:
             memory.add_task(task, guard.train_examples(task))
         if rt.is_main:
@@ -220,11 +217,11 @@ def run_sequence(spec: RunSpec, cfg: ExperimentConfig, path: Path, rt: Runtime, 
     return path
 
 
-def _train(model, examples, cfg, lr, groups, seed, task, rt: Runtime, rd: RunDir, penalty=None) -> None:
+def _train(model, examples, cache, cfg, lr, groups, seed, task, rt: Runtime, rd: RunDir, penalty=None) -> None:
     train_cfg = cfg.train.model_copy(update={"lr": lr})
     t0 = time.perf_counter()
     log = train_steps(
-        model, examples, TokenCache(model.tokenizer, cfg.model.max_length), train_cfg, seed=seed, param_groups=groups,
+        model, examples, cache, train_cfg, seed=seed, param_groups=groups,
         penalty=penalty, fast_grad=cfg.method.fast_grad, desc=f"train {task}", wrap=_ddp_wrap(rt), shard=(rt.rank, rt.world),
         on_step=(lambda e: rd.log(f"  {task} step {e['step']}: loss {e['loss']:.4f} penalty {e['penalty']:.4f} ({time.perf_counter() - t0:.0f}s)")) if rt.is_main else None,
     )

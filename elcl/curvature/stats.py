@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from elcl.curvature.collect import CurvatureStats
-from elcl.curvature.storage import _DTYPES, load_curvature, read_meta
+from elcl.curvature.storage import DTYPES, load_curvature, read_meta
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def factor_size_table(
         meta = read_meta(Path(stats_or_file))
         stats = load_curvature(stats_or_file)
         sym = symmetric or meta["symmetric_storage"]
-        dtype = dtype or _DTYPES[meta["dtype"]]
+        dtype = dtype or DTYPES[meta["dtype"]]
     params = dict(model.named_parameters()) if model is not None else {}
 
     def pinfo(name: str) -> tuple[int, int]:

@@ -41,7 +41,7 @@ from elcl.errors import CheckpointError
 FORMAT = "elcl-curvature/1"
 FACTORS_FILE = "factors.safetensors"
 META_FILE = "meta.json"
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 _REQUIRED_META = (
     "approximation",
     "fisher_kind",
@@ -56,10 +56,10 @@ _REQUIRED_META = (
 
 
 def dtype_name(dtype: torch.dtype) -> str:
-    for k, v in _DTYPES.items():
+    for k, v in DTYPES.items():
         if v == dtype:
             return k
-    raise CheckpointError(f"curvature storage: unsupported dtype {dtype}; use one of {', '.join(_DTYPES)}")
+    raise CheckpointError(f"curvature storage: unsupported dtype {dtype}; use one of {', '.join(DTYPES)}")
 
 
 def pack_triu(M: torch.Tensor) -> torch.Tensor:
@@ -165,7 +165,7 @@ def read_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(f"{mpath}: unknown format {meta.get('format')!r} (expected {FORMAT})")
     if meta["symmetric_storage"] not in ("full", "triu"):
         raise CheckpointError(f"{mpath}: symmetric_storage must be 'full' or 'triu', got {meta['symmetric_storage']!r}")
-    if meta["dtype"] not in _DTYPES:
+    if meta["dtype"] not in DTYPES:
         raise CheckpointError(f"{mpath}: unknown dtype {meta['dtype']!r}")
     return meta
 

