@@ -87,7 +87,7 @@ def candidates(
     name: str = typer.Argument(..., help="Task name, e.g. ncbi_disease."),
     k: list[int] = typer.Option([1, 5, 20, 64], "--k", help="Cut-offs for recall@k (repeatable)."),
     split: list[str] = typer.Option(["dev", "test"], "--split", help="Splits to evaluate (repeatable)."),
-    ontology: str = typer.Option("auto", "--ontology", help="auto (ontology file when present) or mentions (training-mention dictionary)."),
+    ontology: str = typer.Option("auto", "--ontology", help="auto (ontology file when present), mentions (training-mention dictionary) or auto+mentions (both)."),
     dictionary_split: list[str] = typer.Option(["train"], "--dictionary-split", help="Splits whose mentions build the dictionary."),
     abbreviations: bool = typer.Option(True, "--abbreviations/--no-abbreviations", help="Expand abbreviations defined in the abstract."),
     data_dir: Optional[Path] = _DATA_DIR,
