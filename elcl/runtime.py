@@ -72,3 +72,20 @@ def barrier(rt: Runtime) -> None:
         import torch.distributed as dist
 
         dist.barrier()
+
+
+def shutdown_runtime(rt: Runtime) -> None:
+    """Leave the process group cleanly after a successful run.
+
+    Every rank waits at a barrier first: a rank that tears gloo down while another is
+    still writing (rank 0 saves files after the last collective) makes the peer abort
+    with "terminate called without an active exception". Not called on errors, where
+    a barrier would hang; torchrun then stops the other ranks.
+    """
+    if not rt.distributed:
+        return
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -61,22 +61,20 @@ def _worker(rank: int, world: int, port: int, model_dir: str, out_dir: str) -> N
     import torch.distributed as dist
 
     from elcl.curvature.distributed import all_reduce_stats
+    from elcl.runtime import Runtime, shutdown_runtime
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        model = Linker(ModelConfig(name=model_dir, max_length=16))
-        shard = examples()[rank::world]
-        for approx, variant in SETTINGS:
-            stats = all_reduce_stats(collect(model, shard, approx, variant))
-            if rank == 0:
-                torch.save(
-                    {"kfac": stats.kfac, "diag": stats.diag, "meta": stats.meta},
-                    Path(out_dir) / f"{approx}_{variant}.pt",
-                )
-    finally:
-        dist.destroy_process_group()
+    model = Linker(ModelConfig(name=model_dir, max_length=16))
+    shard = examples()[rank::world]
+    for approx, variant in SETTINGS:
+        stats = all_reduce_stats(collect(model, shard, approx, variant))
+        if rank == 0:
+            torch.save({"kfac": stats.kfac, "diag": stats.diag, "meta": stats.meta}, Path(out_dir) / f"{approx}_{variant}.pt")
+    # the CLI's teardown: barrier, then destroy (a bare destroy while rank 0 was still
+    # saving aborted rank 1 in CI)
+    shutdown_runtime(Runtime(torch.device("cpu"), rank, world))
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +134,7 @@ def test_torchrun_ddp_training_two_processes(tmp_path: Path) -> None:
     path = tmp_path / "ddp.yaml"
     path.write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "ELCL_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            "-m", "elcl", "train", "--config", str(path)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)

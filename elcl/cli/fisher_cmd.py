@@ -29,7 +29,7 @@ def fisher(
     from elcl.curvature.stats import factor_size_table, format_size_table
     from elcl.curvature.storage import DTYPES, save_curvature
     from elcl.models.checkpoint import load_checkpoint
-    from elcl.runtime import init_runtime
+    from elcl.runtime import init_runtime, shutdown_runtime
     from elcl.training.batching import TokenCache
     from elcl.training.tasks import prepare_task
 
@@ -48,6 +48,7 @@ def fisher(
         if not stats:
             raise ElclError(f"{target}: statistics already exist; pass --force to recompute or --out DIR to write elsewhere")
         typer.echo(format_size_table(factor_size_table(target, model)))
+        shutdown_runtime(rt)
         return
     if state.get("method") == "joint":
         step, trained = 0, "joint"
@@ -63,6 +64,7 @@ def fisher(
         typer.echo(f"wrote {target} ({which}, {cfg.curvature.kind}, {cfg.curvature.variant}, {result.n_examples} examples)")
         if stats:
             typer.echo(format_size_table(factor_size_table(target, model)))
+    shutdown_runtime(rt)
 
 
 def register(app: typer.Typer) -> None:

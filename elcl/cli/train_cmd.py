@@ -20,7 +20,7 @@ def train(
     from elcl.config import load_config
     from elcl.continual.rundir import RunDir, RunSpec
     from elcl.continual.runner import run_experiment, run_sequence
-    from elcl.runtime import init_runtime
+    from elcl.runtime import init_runtime, shutdown_runtime
 
     if resume is not None and (resume / "run.json").is_file():
         cfg = load_config(resume / "config.yaml", set_)
@@ -42,6 +42,7 @@ def train(
         paths = run_experiment(cfg, rt, resume=resume is not None, exp_dir=exp_dir)
     if rt.is_main:
         _print_summary(paths)
+    shutdown_runtime(rt)
 
 
 def _print_summary(paths: list[Path]) -> None:
