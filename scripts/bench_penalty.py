@@ -2,7 +2,16 @@
 
     python scripts/bench_penalty.py [--model minilm] [--device cpu] [--tasks 2]
         [--batch-size 16] [--cands 16] [--tokens 12] [--rank 32] [--repeat 2]
+        [--config configs/reproduce_bert.yaml --task ncbi_disease --batches 4]
         [--out results/bench_penalty.json]
+
+Without ``--config`` a step is one synthetic batch (``--batch-size`` examples x
+``--cands`` distinct candidate sequences x ``--tokens`` tokens). With ``--config`` and
+``--task`` it is a real training step of that config: its model, batch size,
+``max_length``, ``amp`` and ``grad_clip``, on ``--batches`` shuffled training batches of
+the task (candidate names shared within a batch, padded to the batch's longest), so the
+ratio is the one a run of that config sees. The corpus comes from ``data.data_dir`` or
+``$ELCL_DATA_DIR``.
 
 Earlier tasks' statistics are synthetic (random SPD factors / positive diagonals,
 anchors = weights + noise): the cost depends only on the shapes. Reports one step
@@ -25,7 +34,8 @@ from bench_common import build_linker, machine, synthetic_batch, table, timeit, 
 
 from elcl.curvature.collect import CurvatureStats  # noqa: E402
 from elcl.curvature.penalty import EWCPenalty, KFACPenalty  # noqa: E402
-from elcl.models.linker import multi_positive_loss  # noqa: E402
+from elcl.models.linker import Linker, multi_positive_loss  # noqa: E402
+from elcl.training.loop import autocast_for  # noqa: E402
 
 
 def fake_stats(model: nn.Module, seed: int, approx: str) -> CurvatureStats:
@@ -53,6 +63,28 @@ def fake_stats(model: nn.Module, seed: int, approx: str) -> CurvatureStats:
     return CurvatureStats(kfac=kfac, diag=diag, anchors=anchors, meta={"approx": approx, "n_examples": 1})
 
 
+def real_batches(config: str, task: str, n: int, device: str):
+    """The config's linker and ``n`` of its shuffled training batches of ``task``."""
+    import random
+
+    from elcl.config import load_config
+    from elcl.training.batching import TokenCache, collate
+    from elcl.training.tasks import prepare_task
+
+    cfg = load_config(Path(config), [f"train.device={device}"])
+    examples = [e for e in prepare_task(task, cfg).examples["train"] if e.has_gold]
+    random.Random(0).shuffle(examples)
+    torch.manual_seed(0)
+    model = Linker(cfg.model).to(device).train()
+    cache = TokenCache(model.tokenizer, cfg.model.max_length)
+    bs = cfg.train.batch_size
+    batches = [collate(examples[i * bs : (i + 1) * bs], cache, share=True, cross=model.head is not None) for i in range(n)]
+    seqs = [b.mention_ids.shape[0] + b.cand_ids.shape[0] for b in batches]
+    width = [(b.mention_ids.numel() + b.cand_ids.numel()) / s for b, s in zip(batches, seqs)]
+    shape = {"batch_size": bs, "sequences": sum(seqs) / n, "width": sum(width) / n, "task": task, "batches": n}
+    return model, [b.to(device) for b in batches], cfg.train.amp, cfg.train.grad_clip, shape
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="minilm")
@@ -63,11 +95,20 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--tokens", type=int, default=12)
     ap.add_argument("--rank", type=int, default=32)
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--config", default=None, help="experiment config whose real training step is timed")
+    ap.add_argument("--task", default="ncbi_disease", help="task of --config whose training batches are used")
+    ap.add_argument("--batches", type=int, default=4, help="real batches per timed step (--config)")
     ap.add_argument("--out", default="results/bench_penalty.json")
     args = ap.parse_args(argv)
 
-    model = build_linker(args.model, args.device).train()
-    batch = synthetic_batch(model, args.batch_size, args.cands, args.tokens, 0, per_example=False, device=args.device)
+    amp, clip = "none", 0.0
+    if args.config:
+        model, batches, amp, clip, shape = real_batches(args.config, args.task, args.batches, args.device)
+        args.model, args.batch_size = f"{args.config}:{model.cfg.name}", shape["batch_size"]
+    else:
+        model = build_linker(args.model, args.device).train()
+        batches = [synthetic_batch(model, args.batch_size, args.cands, args.tokens, 0, per_example=False, device=args.device)]
+        shape = {"batch_size": args.batch_size, "sequences": args.batch_size * (args.cands + 1), "width": args.tokens}
     kstats = [fake_stats(model, t, "kfac") for t in range(args.tasks)]
     dstats = [fake_stats(model, 10 + t, "diag") for t in range(args.tasks)]
     import time as _time
@@ -85,15 +126,19 @@ def main(argv: list[str] | None = None) -> dict:
 
     def step(pen=None, fast=True):
         def run() -> None:
-            logits = model(batch)
-            loss = multi_positive_loss(logits.float(), batch.labels)
-            if pen is not None and not fast:
-                loss = loss + pen.value(model)
-            loss.backward()
-            if pen is not None and fast:
-                pen.add_grad_(model)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            for batch in batches:  # the training loop's step (elcl/training/loop.py)
+                with autocast_for(model.device, amp):
+                    logits = model(batch)
+                loss = multi_positive_loss(logits.float(), batch.labels)
+                if pen is not None and not fast:
+                    loss = loss + pen.value(model)
+                loss.backward()
+                if pen is not None and fast:
+                    pen.add_grad_(model)
+                if clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
         return run
 
     def with_grads(fn):
@@ -121,10 +166,11 @@ def main(argv: list[str] | None = None) -> dict:
         rows.append([f"step + {name} (add_grad_)", t_step, t_step / base, t_add, t_val])
         res[name] = {"step_seconds": t_step, "ratio_vs_plain": t_step / base, "add_grad_seconds": t_add,
                      "value_backward_seconds": t_val, "add_grad_over_plain_step": t_add / base}
-    print(f"training step, {args.model}, batch {args.batch_size} x {args.cands + 1} sequences x <= {args.tokens} tokens, "
-          f"{args.tasks} earlier tasks, device {args.device}")
+    print(f"{len(batches)} training step(s), {args.model}, batch {shape['batch_size']}: {shape['sequences']:.0f} sequences "
+          f"x {shape['width']:.1f} padded tokens (mean), amp {amp}, {args.tasks} earlier tasks, device {args.device}")
     print(table(["case", "step s", "x plain", "add_grad_ s", "value()+backward s"], rows))
     res["to_low_rank_seconds"] = t_low
+    res["batch_shape"] = shape
     out = {"args": vars(args), "machine": machine(), "results": res}
     write_json(args.out, out)
     return out

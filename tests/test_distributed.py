@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -35,12 +34,6 @@ QUERIES = [
 SETTINGS = [("kfac", "expand"), ("kfac", "reduce"), ("diag", "expand")]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def examples() -> list[LinkingExample]:
     out = []
     for i, q in enumerate(QUERIES):
@@ -57,15 +50,15 @@ def collect(model: Linker, exs: list[LinkingExample], approx: str, variant: str,
     return collect_curvature(model, batches, linker_logits_fn, approx=approx, variant=variant, progress=False)
 
 
-def _worker(rank: int, world: int, port: int, model_dir: str, out_dir: str) -> None:
+def _worker(rank: int, world: int, init_file: str, model_dir: str, out_dir: str) -> None:
     import torch.distributed as dist
 
     from elcl.curvature.distributed import all_reduce_stats
     from elcl.runtime import Runtime, shutdown_runtime
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    # file rendezvous: no port to pick, so no race with other processes for it
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     model = Linker(ModelConfig(name=model_dir, max_length=16))
     shard = examples()[rank::world]
     for approx, variant in SETTINGS:
@@ -83,7 +76,7 @@ def tiny_bert(tmp_path_factory) -> Path:
 
 
 def test_two_process_factors_equal_single_process(tiny_bert: Path, tmp_path: Path) -> None:
-    mp.spawn(_worker, args=(2, free_port(), str(tiny_bert), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, str(tmp_path / "rendezvous"), str(tiny_bert), str(tmp_path)), nprocs=2, join=True)
     model = Linker(ModelConfig(name=str(tiny_bert), max_length=16))
     n = len(examples())
     for approx, variant in SETTINGS:
@@ -135,7 +128,8 @@ def test_torchrun_ddp_training_two_processes(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "ELCL_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+    # --standalone: torchrun picks a free port itself (no race between choosing and binding)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "elcl", "train", "--config", str(path)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

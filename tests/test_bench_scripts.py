@@ -1,0 +1,65 @@
+"""The benchmark scripts run end to end on a tiny model (timings are not checked here,
+only that each script measures every case it promises and writes its JSON)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from synthetic import write_synthetic_corpora
+from tiny_models import write_tiny_bert
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def _load(name: str):
+    sys.path.insert(0, str(SCRIPTS))
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory) -> Path:
+    return write_tiny_bert(tmp_path_factory.mktemp("tinybert_bench"))
+
+
+def _check_penalty_result(out: dict, path: Path) -> None:
+    assert json.loads(path.read_text())["results"].keys() == out["results"].keys()
+    res = out["results"]
+    assert res["step_plain"]["seconds"] > 0
+    for case in ("kfac", "kfac low-rank r=4", "ewc"):
+        assert res[case]["step_seconds"] > 0 and res[case]["add_grad_seconds"] > 0, case
+
+
+def test_bench_penalty_synthetic_batch(tiny_bert: Path, tmp_path: Path) -> None:
+    out_path = tmp_path / "pen.json"
+    out = _load("bench_penalty").main(["--model", str(tiny_bert), "--rank", "4", "--repeat", "1", "--batch-size", "2",
+                                       "--cands", "3", "--tokens", "6", "--out", str(out_path)])
+    _check_penalty_result(out, out_path)
+    assert out["results"]["batch_shape"] == {"batch_size": 2, "sequences": 8, "width": 6}
+
+
+def test_bench_penalty_real_batches_of_a_config(tiny_bert: Path, tmp_path: Path, monkeypatch) -> None:
+    """--config/--task: the config's model, batch size and max_length on real training batches."""
+    data = write_synthetic_corpora(tmp_path / "data")
+    monkeypatch.setenv("ELCL_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = {
+        "name": "bench", "tasks": ["ncbi_disease"], "data": {"data_dir": str(data), "ontology": "mentions"},
+        "candidates": {"k": 4}, "model": {"name": str(tiny_bert), "max_length": 10},
+        "train": {"batch_size": 3, "amp": "bf16", "grad_clip": 1.0},
+    }
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    out_path = tmp_path / "pen.json"
+    out = _load("bench_penalty").main(["--config", str(tmp_path / "c.yaml"), "--task", "ncbi_disease", "--batches", "2",
+                                       "--rank", "4", "--repeat", "1", "--out", str(out_path)])
+    _check_penalty_result(out, out_path)
+    shape = out["results"]["batch_shape"]
+    assert shape["batch_size"] == 3 and shape["batches"] == 2
+    assert 3 < shape["sequences"] <= 3 * 5 and 1 < shape["width"] <= 10  # 3 mentions + shared candidates, ≤ max_length
