@@ -2,7 +2,7 @@
 
     python scripts/bench_penalty.py [--model minilm] [--device cpu] [--tasks 2]
         [--batch-size 16] [--cands 16] [--tokens 12] [--rank 32] [--repeat 2]
-        [--config configs/reproduce_bert.yaml --task ncbi_disease --batches 4]
+        [--config configs/reproduce_bert.yaml --task ncbi_disease --batches 4 [--set KEY=VALUE]]
         [--out results/bench_penalty.json]
 
 Without ``--config`` a step is one synthetic batch (``--batch-size`` examples x
@@ -15,8 +15,8 @@ ratio is the one a run of that config sees. The corpus comes from ``data.data_di
 
 Earlier tasks' statistics are synthetic (random SPD factors / positive diagonals,
 anchors = weights + noise): the cost depends only on the shapes. Reports one step
-without a penalty, with K-FAC (fast path ``add_grad_``), with K-FAC in low-rank form,
-with EWC, and the penalty operations alone (``add_grad_`` and autograd ``value()`` +
+without a penalty, with K-FAC (fast path ``add_grad_``; float32 and bfloat16 factor
+products, ``method.penalty_dtype``), with K-FAC in low-rank form, with EWC, and the penalty operations alone (``add_grad_`` and autograd ``value()`` +
 backward).
 """
 
@@ -63,7 +63,7 @@ def fake_stats(model: nn.Module, seed: int, approx: str) -> CurvatureStats:
     return CurvatureStats(kfac=kfac, diag=diag, anchors=anchors, meta={"approx": approx, "n_examples": 1})
 
 
-def real_batches(config: str, task: str, n: int, device: str):
+def real_batches(config: str, task: str, n: int, device: str, overrides: list[str] = ()):
     """The config's linker and ``n`` of its shuffled training batches of ``task``."""
     import random
 
@@ -71,7 +71,7 @@ def real_batches(config: str, task: str, n: int, device: str):
     from elcl.training.batching import TokenCache, collate
     from elcl.training.tasks import prepare_task
 
-    cfg = load_config(Path(config), [f"train.device={device}"])
+    cfg = load_config(Path(config), [f"train.device={device}", *overrides])
     examples = [e for e in prepare_task(task, cfg).examples["train"] if e.has_gold]
     random.Random(0).shuffle(examples)
     torch.manual_seed(0)
@@ -98,12 +98,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--config", default=None, help="experiment config whose real training step is timed")
     ap.add_argument("--task", default="ncbi_disease", help="task of --config whose training batches are used")
     ap.add_argument("--batches", type=int, default=4, help="real batches per timed step (--config)")
+    ap.add_argument("--set", action="append", default=[], dest="overrides", help="config override KEY=VALUE (--config)")
     ap.add_argument("--out", default="results/bench_penalty.json")
     args = ap.parse_args(argv)
 
     amp, clip = "none", 0.0
     if args.config:
-        model, batches, amp, clip, shape = real_batches(args.config, args.task, args.batches, args.device)
+        model, batches, amp, clip, shape = real_batches(args.config, args.task, args.batches, args.device, args.overrides)
         args.model, args.batch_size = f"{args.config}:{model.cfg.name}", shape["batch_size"]
     else:
         model = build_linker(args.model, args.device).train()
@@ -119,6 +120,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"to_low_rank({args.rank}) of {args.tasks} tasks' factors: {t_low:.2f}s")
     penalties = {
         "kfac": KFACPenalty(kstats, 1.0),
+        "kfac bf16 products": KFACPenalty(kstats, 1.0, torch.bfloat16),
         f"kfac low-rank r={args.rank}": KFACPenalty(low, 1.0),
         "ewc": EWCPenalty(dstats, 1.0),
     }

@@ -34,7 +34,7 @@ def _check_penalty_result(out: dict, path: Path) -> None:
     assert json.loads(path.read_text())["results"].keys() == out["results"].keys()
     res = out["results"]
     assert res["step_plain"]["seconds"] > 0
-    for case in ("kfac", "kfac low-rank r=4", "ewc"):
+    for case in ("kfac", "kfac bf16 products", "kfac low-rank r=4", "ewc"):
         assert res[case]["step_seconds"] > 0 and res[case]["add_grad_seconds"] > 0, case
 
 

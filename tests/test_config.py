@@ -23,6 +23,7 @@ def test_defaults_and_lambda_grid() -> None:
         ({"method": {"lambda": [-1]}}, "config key 'method.lambda'"),
         ({"candidates": {"ngram_min": 3, "ngram_max": 2}}, "ngram_max"),
         ({"bogus": 1}, "config key 'bogus': unknown key"),
+        ({"method": {"penalty_dtype": "fp8"}}, "config key 'method.penalty_dtype': invalid value 'fp8'"),
     ],
 )
 def test_bad_config_is_one_line_error(raw: dict, needle: str) -> None:
@@ -68,3 +69,17 @@ def test_shipped_configs_validate() -> None:
     assert configs
     for path in configs:
         load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("amp", "choice", "expected"),
+    [("bf16", "auto", "bfloat16"), ("none", "auto", None), ("fp16", "auto", None),
+     ("none", "bfloat16", "bfloat16"), ("bf16", "float32", None)],
+)
+def test_penalty_dtype_follows_amp_unless_set(amp: str, choice: str, expected: str | None) -> None:
+    import torch
+
+    from elcl.continual.runner import penalty_matmul_dtype
+
+    cfg = config_from_dict({"train": {"amp": amp}, "method": {"name": "kfac", "penalty_dtype": choice}})
+    assert penalty_matmul_dtype(cfg) == (getattr(torch, expected) if expected else None)

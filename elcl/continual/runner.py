@@ -114,7 +114,15 @@ def _penalty(method: str, rd: RunDir, done_tasks: Sequence[str], model: Linker, 
     stats = [load_curvature(rd.curvature(t), model.config_hash, device=rt.device) for t in done_tasks]
     if cfg.curvature.rank is not None and method == "kfac":
         stats = [s.to_low_rank(cfg.curvature.rank) for s in stats]
-    return build_penalty(method, stats, float(cfg.method.lambda_), cfg.method.gamma)
+    return build_penalty(method, stats, float(cfg.method.lambda_), cfg.method.gamma, penalty_matmul_dtype(cfg))
+
+
+def penalty_matmul_dtype(cfg: ExperimentConfig) -> torch.dtype | None:
+    """``method.penalty_dtype`` resolved: ``auto`` follows ``train.amp`` (bf16 only)."""
+    choice = cfg.method.penalty_dtype
+    if choice == "auto":
+        choice = "bfloat16" if cfg.train.amp == "bf16" else "float32"
+    return torch.bfloat16 if choice == "bfloat16" else None
 
 
 def _ddp_wrap(rt: Runtime):
