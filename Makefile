@@ -44,6 +44,7 @@ single:
 bench:
 	$(PY) scripts/bench_factors.py
 	$(PY) scripts/bench_penalty.py
+	$(PY) scripts/bench_penalty.py --config configs/reproduce_bert.yaml --task ncbi_disease --batches 2 --repeat 3 --out results/bench_penalty_reproduce_bert.json
 	$(PY) scripts/bench_memory.py
 
 clean-quick:
