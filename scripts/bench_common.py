@@ -105,3 +105,22 @@ def write_json(path: str | os.PathLike, payload: dict) -> None:
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"wrote {p}")
+
+
+def count_ops(fn: Callable[[], object]) -> int:
+    """Non-view aten operators dispatched by one call of ``fn`` (below autograd): on a GPU
+    about one kernel launch each, so it shows the launch overhead a CPU timing cannot
+    (views such as reshape, slice and unbind launch nothing and are not counted)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class _Count(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if not getattr(func, "is_view", False):
+                _Count.n += 1
+            return func(*args, **(kwargs or {}))
+
+    with _Count():
+        fn()
+    return _Count.n

@@ -17,7 +17,8 @@ Earlier tasks' statistics are synthetic (random SPD factors / positive diagonals
 anchors = weights + noise): the cost depends only on the shapes. Reports one step
 without a penalty, with K-FAC (fast path ``add_grad_``; float32 and bfloat16 factor
 products, ``method.penalty_dtype``), with K-FAC in low-rank form, with EWC, and the penalty operations alone (``add_grad_`` and autograd ``value()`` +
-backward).
+backward, and the non-view aten operators one ``add_grad_`` dispatches: about one kernel
+launch each on a GPU).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import build_linker, machine, synthetic_batch, table, timeit, write_json  # noqa: E402
+from bench_common import build_linker, count_ops, machine, synthetic_batch, table, timeit, write_json  # noqa: E402
 
 from elcl.curvature.collect import CurvatureStats  # noqa: E402
 from elcl.curvature.penalty import EWCPenalty, KFACPenalty  # noqa: E402
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> dict:
         for k, fn in cases.items():
             best[k] = min(best[k], timeit(fn, 1, warmup=0, device=args.device)[0])
     base = best["plain"]
-    rows = [["step, no penalty", base, 1.0, 1.0, "", ""]]
+    rows = [["step, no penalty", base, 1.0, 1.0, "", "", ""]]
     res: dict = {"step_plain": {"seconds": base}}
     for name, pen in penalties.items():
         t_step = best[name]
@@ -167,13 +168,15 @@ def main(argv: list[str] | None = None) -> dict:
         t_val = min(timeit(with_grads(lambda pen=pen: pen.value(model).backward()), 2, device=args.device))
         # plain step + the penalty operations it adds: free of the step-to-step noise
         est = 1 + len(batches) * t_add / base
-        rows.append([f"step + {name} (add_grad_)", t_step, t_step / base, est, t_add, t_val])
+        ops = count_ops(with_grads(lambda pen=pen: pen.add_grad_(model))) - count_ops(with_grads(lambda: None))
+        rows.append([f"step + {name} (add_grad_)", t_step, t_step / base, est, t_add, t_val, ops])
         res[name] = {"step_seconds": t_step, "ratio_vs_plain": t_step / base, "ratio_plain_plus_add_grad": est,
+                     "add_grad_ops": ops,
                      "add_grad_seconds": t_add, "value_backward_seconds": t_val,
                      "add_grad_over_plain_step": len(batches) * t_add / base}
     print(f"{len(batches)} training step(s), {args.model}, batch {shape['batch_size']}: {shape['sequences']:.0f} sequences "
           f"x {shape['width']:.1f} padded tokens (mean), amp {amp}, {args.tasks} earlier tasks, device {args.device}")
-    print(table(["case", "step s", "x plain", "x plain (plain + add_grad_)", "add_grad_ s", "value()+backward s"], rows))
+    print(table(["case", "step s", "x plain", "x plain (plain + add_grad_)", "add_grad_ s", "value()+backward s", "add_grad_ ops"], rows))
     res["to_low_rank_seconds"] = t_low
     res["batch_shape"] = shape
     out = {"args": vars(args), "machine": machine(), "results": res}

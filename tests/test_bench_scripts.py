@@ -36,6 +36,7 @@ def _check_penalty_result(out: dict, path: Path) -> None:
     assert res["step_plain"]["seconds"] > 0
     for case in ("kfac", "kfac bf16 products", "kfac low-rank r=4", "ewc"):
         assert res[case]["step_seconds"] > 0 and res[case]["add_grad_seconds"] > 0, case
+        assert 0 < res[case]["add_grad_ops"] < 200, case  # grouped/foreach: not a dozen per parameter
 
 
 def test_bench_penalty_synthetic_batch(tiny_bert: Path, tmp_path: Path) -> None:

@@ -194,6 +194,26 @@ def test_low_rank_penalty():
     torch.testing.assert_close(torch.trace(low.low_rank["lin"][0].dense()), torch.trace(A))
 
 
+def test_grouped_blocks_equal_one_by_one():
+    """Blocks of one shape are batched (lin and conv are both [3, 4+1]); dense and
+    low-rank groups give the penalty of the dense reconstruction of each block."""
+    model = make_model()
+    stats = [fake_stats(model, 21), fake_stats(model, 22)]
+    pen = KFACPenalty(stats, 2.0)
+    assert sorted(len(g.blocks) for g in pen.groups) == [1, 2] and not pen.mixed_blocks
+    torch.testing.assert_close(pen.value(model), kron_reference(model, stats, 2.0))
+    low = [s.to_low_rank(2) for s in stats]
+    dense = [
+        CurvatureStats(kfac={k: (a.dense(), g.dense()) for k, (a, g) in s.low_rank.items()},
+                       diag=s.diag, anchors=s.anchors, meta=s.meta)
+        for s in low
+    ]
+    pen = KFACPenalty(low, 2.0)
+    assert all(g.low for g in pen.groups) and not pen.mixed_blocks
+    torch.testing.assert_close(pen.value(model), kron_reference(model, dense, 2.0))
+    check_add_grad(model, pen)
+
+
 def test_kfac_penalty_bf16_products_stay_within_a_percent():
     """bf16 factor products (fp32 accumulation) against the float64 penalty: value and
     gradient of every K-FAC block within 1%, and really computed in bf16 (not equal)."""

@@ -90,12 +90,13 @@ class LowRankFactor:
         return (self.U * (self.s - self.rest)) @ self.U.T + self.rest * eye
 
     def right_mul(self, X: torch.Tensor) -> torch.Tensor:
-        """``X @ M`` for ``X [..., d]`` in O(r·d) per row."""
-        return (X @ self.U) * (self.s - self.rest) @ self.U.T + self.rest * X
+        """``X @ M`` for ``X [..., n, d]`` in O(r·d) per row. Also for a batch of factors
+        (``U [N, d, r]``, ``s [N, r]``, ``rest [N]``) against ``X [N, n, d]``."""
+        return (X @ self.U) * (self.s - self.rest[..., None])[..., None, :] @ self.U.mT + self.rest[..., None, None] * X
 
     def left_mul(self, X: torch.Tensor) -> torch.Tensor:
-        """``M @ X`` for ``X [d, ...]`` (M symmetric)."""
-        return self.U @ ((self.s - self.rest)[:, None] * (self.U.T @ X)) + self.rest * X
+        """``M @ X`` for ``X [..., d, n]`` (M symmetric); batched like :meth:`right_mul`."""
+        return self.U @ ((self.s - self.rest[..., None])[..., :, None] * (self.U.mT @ X)) + self.rest[..., None, None] * X
 
 
 @dataclass

@@ -20,8 +20,9 @@ Penalties (``λ`` = ``lam``, tasks ``t`` = entries of ``stats_list``, oldest fir
   ``[out, C, k]`` as ``[out, C*k]``, the unfolding order of the hooks):
   ``(λ/2) tr(ΔWᵀ G ΔW A) = (λ/2) vec(ΔW)ᵀ (A ⊗ G) vec(ΔW)`` (column-stacking vec);
   gradient ``λ G ΔW A``. Sums of Kronecker products are not Kronecker products and
-  anchors differ per task, so the per-task terms are kept and evaluated together with
-  batched matmuls (``[T, out, in]``). Parameters without a block use the EWC term of
+  anchors differ per task, so the per-task terms are kept; blocks of one shape (all
+  tasks, all layers) are evaluated together with batched matmuls (``[L·T, out, in]``)
+  and their gradients added with one foreach call. Parameters without a block use the EWC term of
   their diagonal. With ``stats.low_rank`` set (``CurvatureStats.to_low_rank``) the
   factors are applied in O(r·in·out).
 
@@ -82,6 +83,16 @@ def _add_grad(p: torch.Tensor, g: torch.Tensor) -> None:
         p.grad.add_(g)
 
 
+def _add_grads(params: list[torch.Tensor], grads: list[torch.Tensor], alpha: float = 1.0) -> None:
+    """``p.grad += alpha · g`` for all pairs, in one foreach call where grads exist."""
+    have = [(p, g) for p, g in zip(params, grads) if p.grad is not None and p.grad.dtype == g.dtype]
+    for p, g in zip(params, grads):
+        if p.grad is None or p.grad.dtype != g.dtype:
+            _add_grad(p, g * alpha if alpha != 1.0 else g)
+    if have:
+        torch._foreach_add_([p.grad for p, _ in have], [g for _, g in have], alpha=alpha)
+
+
 class Penalty:
     """Base class; ``lam`` may be changed between steps."""
 
@@ -103,6 +114,7 @@ class _DiagQuadratic:
         self.c: dict[str, torch.Tensor] = {}
         self.const = torch.zeros((), dtype=_F64)
         self.cast = _Cast()
+        self._roots: dict[str, torch.Tensor] = {}
 
     @classmethod
     def from_terms(cls, terms: dict[str, list[tuple[torch.Tensor, torch.Tensor]]], what: str) -> "_DiagQuadratic":
@@ -143,15 +155,26 @@ class _DiagQuadratic:
     def add_grad_(self, model: nn.Module, lam: float) -> torch.Tensor:
         """Adds ``lam · F (θ − c)``; returns the value of the (unscaled) quadratic.
 
-        Everything stays on the parameters' device (no host sync)."""
+        With ``u = √F ⊙ (θ − c)`` the value is ``Σ ‖u‖²`` and the gradient ``√F ⊙ u``:
+        a few foreach calls for all parameters, everything on the parameters' device
+        (no host sync)."""
         dev = next(iter(model.parameters())).device
         total = self.const_on(dev).clone()
-        for p, F, c in self._resolved(model):
-            d = p - c
-            Fd = F * d
-            _add_grad(p, lam * Fd)
-            total += (Fd * d).sum().to(_F64)
+        resolved = list(self._resolved(model))
+        if not resolved:
+            return total
+        ps = [p for p, _, _ in resolved]
+        roots = [self.cast(self._root(name), p) for name, p in zip(self.F, ps)]
+        u = torch._foreach_mul(torch._foreach_sub([p.detach() for p in ps], [c for _, _, c in resolved]), roots)
+        total += torch.stack(torch._foreach_norm(u)).to(_F64).square().sum()
+        _add_grads(ps, torch._foreach_mul(u, roots), alpha=lam)
         return total
+
+    def _root(self, name: str) -> torch.Tensor:
+        r = self._roots.get(name)
+        if r is None:
+            r = self._roots[name] = self.F[name].clamp_min(0).sqrt()
+        return r
 
 
 def _require_diag(st: CurvatureStats, t: int, method: str) -> None:
@@ -226,15 +249,41 @@ class _Block:
         self.W: list[torch.Tensor] = []  # anchors W̃* [out, in(+1)]
         self.low: list[tuple[LowRankFactor, LowRankFactor] | None] = []
         self.has_bias: bool | None = None
-        self._stacked: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.W[0].shape)  # type: ignore[return-value]
+
+
+class _Group:
+    """Blocks of one shape (e.g. the Q/K/V/O projections of every layer), evaluated with
+    one pair of batched products ``[L·T, out, in]``: a handful of kernels per step for
+    the whole model instead of a dozen per block, which is what a GPU step notices.
+    ``low``: every task's factors of every block are in low-rank form (same rank)."""
+
+    def __init__(self, blocks: list[_Block], low: bool) -> None:
+        self.blocks = blocks
+        self.low = low
+        self._stacked: tuple | None = None
         self._key: tuple | None = None
 
-    def stacked(self, ref: torch.Tensor, mm_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Factors in the matmul dtype, anchors in the parameters' dtype (cached)."""
+    def stacked(self, ref: torch.Tensor, mm_dtype: torch.dtype) -> tuple:
+        """(A, G, anchors ``[L, T, out, in]``), cached per device/dtype. Dense: A and G
+        are ``[L·T, ·, ·]`` in the matmul dtype; low-rank: batched :class:`LowRankFactor`
+        in the parameters' dtype."""
         key = (ref.device, ref.dtype, mm_dtype)
         if self._key != key:
             cv = lambda ts, dt: torch.stack([t.to(device=ref.device, dtype=dt) for t in ts])  # noqa: E731
-            self._stacked = (cv(self.A, mm_dtype), cv(self.G, mm_dtype), cv(self.W, ref.dtype))
+            W = cv([w for b in self.blocks for w in b.W], ref.dtype)
+            W = W.view(len(self.blocks), -1, *W.shape[1:])
+            if self.low:
+                lows = [lr for b in self.blocks for lr in b.low]
+                batch = lambda fs: LowRankFactor(cv([f.U for f in fs], ref.dtype), cv([f.s for f in fs], ref.dtype), cv([f.rest for f in fs], ref.dtype))  # noqa: E731
+                self._stacked = (batch([a for a, _ in lows]), batch([g for _, g in lows]), W)
+            else:
+                A = cv([a for b in self.blocks for a in b.A], mm_dtype)
+                G = cv([g for b in self.blocks for g in b.G], mm_dtype)
+                self._stacked = (A, G, W)
             self._key = key
         assert self._stacked is not None
         return self._stacked
@@ -289,9 +338,22 @@ class KFACPenalty(Penalty):
                     )
                 diag_terms.setdefault(name, []).append((st.diag[name], anchor))
         self._q = _DiagQuadratic.from_terms(diag_terms, "kfac")
+        by_kind: dict[tuple, list[_Block]] = {}
+        self.mixed_blocks: list[_Block] = []  # low-rank for some tasks only: one by one
+        for blk in self.blocks.values():
+            lows = [lr for lr in blk.low if lr is not None]
+            if not lows:
+                by_kind.setdefault((blk.shape, blk.has_bias, len(blk.A), None), []).append(blk)
+            elif len(lows) == len(blk.low) and len({(a.U.shape[1], g.U.shape[1]) for a, g in lows}) == 1:
+                ranks = (lows[0][0].U.shape[1], lows[0][1].U.shape[1])
+                by_kind.setdefault((blk.shape, blk.has_bias, len(blk.A), ranks), []).append(blk)
+            else:
+                self.mixed_blocks.append(blk)
+        self.groups = [_Group(bs, low=key[3] is not None) for key, bs in by_kind.items()]
 
     # -- helpers
-    def _module_params(self, model: nn.Module, blk: _Block) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    def _module_params(self, model: nn.Module, blk: _Block, fold: bool = True) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(weight, bias, ``[W, b]`` as ``[out, in(+1)]`` when ``fold``) of a block's module."""
         try:
             m = model.get_submodule(blk.path)
         except AttributeError:
@@ -300,60 +362,101 @@ class KFACPenalty(Penalty):
         b = getattr(m, "bias", None) if blk.has_bias else None
         out = blk.W[0].shape[0]
         d_in = blk.W[0].shape[1] - (1 if blk.has_bias else 0)
-        if not isinstance(w, torch.Tensor) or w.shape[0] != out or w[0].numel() != d_in or (blk.has_bias and b is None):
+        if not isinstance(w, torch.Tensor) or w.shape[0] != out or w.numel() != out * d_in or (blk.has_bias and b is None):
             raise ElclError(f"kfac: module '{blk.path}' does not match its curvature block ([{out}, {d_in}] weight)")
+        if not fold:
+            return w, b, None
         Wt = w.reshape(out, d_in)
         if b is not None:
             Wt = torch.cat([Wt, b.reshape(out, 1)], 1)
         return w, b, Wt
 
-    def _block_terms(self, blk: _Block, Wt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(Σ_t tr(ΔWᵀ G ΔW A), Σ_t G ΔW A).
+    def _mixed_terms(self, blk: _Block, Wt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Σ_t tr(ΔWᵀ G ΔW A), Σ_t G ΔW A) of a block whose tasks mix dense and low-rank
+        factors, task by task."""
+        val, grad = None, None
+        for t, lr in enumerate(blk.low):
+            dW = Wt - blk.W[t].to(device=Wt.device, dtype=Wt.dtype)
+            if lr is None:
+                M = blk.G[t].to(Wt) @ (dW @ blk.A[t].to(Wt))
+            else:
+                LA, LG = (LowRankFactor(f.U.to(Wt), f.s.to(Wt), f.rest.to(Wt)) for f in lr)
+                M = LG.left_mul(LA.right_mul(dW))
+            v = (dW * M).sum()
+            val = v if val is None else val + v
+            grad = M if grad is None else grad + M
+        assert val is not None and grad is not None
+        return val, grad
 
-        ``M_t = G_t (ΔW_t A_t)`` is both the gradient term and, through
-        ``tr(ΔWᵀ G ΔW A) = <ΔW, M>``, the value: two products per task (batched over
-        tasks), not three.
+    def _group_terms(self, grp: _Group, Wt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Σ_blocks Σ_t tr(ΔWᵀ G ΔW A), [Σ_t G ΔW A per block]) for ``Wt = [L, out, in]``.
+
+        ``M = G (ΔW A)`` is both the gradient term and, through
+        ``tr(ΔWᵀ G ΔW A) = <ΔW, M>``, the value: two products, not three.
         """
-        if any(lr is not None for lr in blk.low):
-            val, grad = None, None
-            for t, lr in enumerate(blk.low):
-                dW = Wt - blk.W[t].to(device=Wt.device, dtype=Wt.dtype)
-                if lr is None:
-                    M = blk.G[t].to(Wt) @ (dW @ blk.A[t].to(Wt))
-                else:
-                    LA, LG = (LowRankFactor(f.U.to(Wt), f.s.to(Wt), f.rest.to(Wt)) for f in lr)
-                    M = LG.left_mul(LA.right_mul(dW))
-                v = (dW * M).sum()
-                val = v if val is None else val + v
-                grad = M if grad is None else grad + M
-            assert val is not None and grad is not None
-            return val, grad
         mm = self.matmul_dtype or Wt.dtype
-        A, G, Ws = blk.stacked(Wt, mm)
-        dW = Wt.unsqueeze(0) - Ws  # [T, out, in], in the parameters' dtype
-        M = torch.bmm(G, torch.bmm(dW.to(mm), A)).to(Wt.dtype)
-        return (dW * M).sum(), M.sum(0)
+        A, G, Ws = grp.stacked(Wt, mm)
+        L, T, out, d = Ws.shape
+        dW = Wt.unsqueeze(1) - Ws  # [L, T, out, in], in the parameters' dtype
+        flat = dW.reshape(L * T, out, d)
+        if grp.low:
+            M = G.left_mul(A.right_mul(flat))
+        else:
+            M = torch.bmm(G, torch.bmm(flat.to(mm), A)).to(Wt.dtype)
+        M = M.view(L, T, out, d)
+        return (dW * M).sum(), M.sum(1)
+
+    def _stacked_params(self, model: nn.Module, blocks: Sequence[_Block]):
+        """The blocks' modules' (weight, bias) and their ``[L, out, in(+1)]`` stack (one
+        stack of weights, one of biases, one concatenation)."""
+        params = [self._module_params(model, b, fold=False) for b in blocks]
+        out = blocks[0].W[0].shape[0]
+        Ws = torch.stack([w.reshape(out, -1) for w, _, _ in params])
+        if blocks[0].has_bias:
+            Ws = torch.cat([Ws, torch.stack([b for _, b, _ in params]).unsqueeze(-1)], -1)
+        return params, Ws
 
     def value(self, model: nn.Module) -> torch.Tensor:
         total = self._q.value(model)
-        for blk in self.blocks.values():
+        for grp in self.groups:
+            _, Ws = self._stacked_params(model, grp.blocks)
+            v, _ = self._group_terms(grp, Ws)
+            total = total.to(v) + v
+        for blk in self.mixed_blocks:
             _, _, Wt = self._module_params(model, blk)
-            v, _ = self._block_terms(blk, Wt)
+            assert Wt is not None
+            v, _ = self._mixed_terms(blk, Wt)
             total = total.to(v) + v
         return 0.5 * self.lam * total
 
     @torch.no_grad()
     def add_grad_(self, model: nn.Module) -> torch.Tensor:
         total = self._q.add_grad_(model, self.lam)
-        for blk in self.blocks.values():
-            w, b, Wt = self._module_params(model, blk)
-            v, g = self._block_terms(blk, Wt.detach())
-            g = self.lam * g
-            d_in = w[0].numel()
-            _add_grad(w, g[:, :d_in].reshape(w.shape))
+        targets: list[torch.Tensor] = []
+        grads: list[torch.Tensor] = []
+
+        def collect(w: torch.Tensor, b: torch.Tensor | None, g: torch.Tensor) -> None:
+            d_in = w.numel() // w.shape[0]
+            targets.append(w)
+            grads.append(g[:, :d_in].reshape(w.shape))
             if b is not None:
-                _add_grad(b, g[:, d_in].reshape(b.shape))
+                targets.append(b)
+                grads.append(g[:, d_in].reshape(b.shape))
+
+        for grp in self.groups:
+            params, Ws = self._stacked_params(model, grp.blocks)
+            v, g = self._group_terms(grp, Ws)
+            g = g.mul_(self.lam)
+            for (w, b, _), gl in zip(params, g.unbind(0)):
+                collect(w, b, gl)
             total = total.to(device=v.device, dtype=_F64) + v.to(_F64)
+        for blk in self.mixed_blocks:
+            w, b, Wt = self._module_params(model, blk)
+            assert Wt is not None
+            v, g = self._mixed_terms(blk, Wt.detach())
+            collect(w, b, self.lam * g)
+            total = total.to(device=v.device, dtype=_F64) + v.to(_F64)
+        _add_grads(targets, grads)
         return 0.5 * self.lam * total
 
 
