@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from elcl.continual.rundir import RunSpec
 from elcl.errors import ElclError
 
 METHODS = ("naive", "lr_control", "replay", "ewc", "online_ewc", "kfac", "joint", "single")
@@ -49,17 +50,13 @@ class MetricRow:
     """The retriever's own top-1 on the same mentions (written by elcl >= 0.1; optional)."""
 
 
-@dataclass
-class Run:
-    path: Path
-    experiment: str
-    method: str
-    lam: float | None
-    seed: int
-    order: tuple[str, ...]
-    order_index: int
-    status: str
-    steps_done: int
+@dataclass(frozen=True)
+class Run(RunSpec):
+    """A run directory as read back: its spec plus where it is and what it measured."""
+
+    path: Path = Path()
+    status: str = ""
+    steps_done: int = 0
     rows: list[MetricRow] = field(default_factory=list)
 
     @property
