@@ -200,7 +200,7 @@ def test_grouped_blocks_equal_one_by_one():
     model = make_model()
     stats = [fake_stats(model, 21), fake_stats(model, 22)]
     pen = KFACPenalty(stats, 2.0)
-    assert sorted(len(g.blocks) for g in pen.groups) == [1, 2] and not pen.mixed_blocks
+    assert sorted(len(g.blocks) for g in pen.groups) == [1, 2]
     torch.testing.assert_close(pen.value(model), kron_reference(model, stats, 2.0))
     low = [s.to_low_rank(2) for s in stats]
     dense = [
@@ -209,7 +209,7 @@ def test_grouped_blocks_equal_one_by_one():
         for s in low
     ]
     pen = KFACPenalty(low, 2.0)
-    assert all(g.low for g in pen.groups) and not pen.mixed_blocks
+    assert all(g.low for g in pen.groups) and sum(len(g.blocks) for g in pen.groups) == len(pen.blocks)
     torch.testing.assert_close(pen.value(model), kron_reference(model, dense, 2.0))
     check_add_grad(model, pen)
 

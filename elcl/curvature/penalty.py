@@ -339,21 +339,21 @@ class KFACPenalty(Penalty):
                 diag_terms.setdefault(name, []).append((st.diag[name], anchor))
         self._q = _DiagQuadratic.from_terms(diag_terms, "kfac")
         by_kind: dict[tuple, list[_Block]] = {}
-        self.mixed_blocks: list[_Block] = []  # low-rank for some tasks only: one by one
         for blk in self.blocks.values():
-            lows = [lr for lr in blk.low if lr is not None]
-            if not lows:
-                by_kind.setdefault((blk.shape, blk.has_bias, len(blk.A), None), []).append(blk)
-            elif len(lows) == len(blk.low) and len({(a.U.shape[1], g.U.shape[1]) for a, g in lows}) == 1:
-                ranks = (lows[0][0].U.shape[1], lows[0][1].U.shape[1])
-                by_kind.setdefault((blk.shape, blk.has_bias, len(blk.A), ranks), []).append(blk)
-            else:
-                self.mixed_blocks.append(blk)
+            ranks = {(lr[0].U.shape[1], lr[1].U.shape[1]) if lr is not None else None for lr in blk.low}
+            low = ranks.pop() if len(ranks) == 1 else None
+            if low is None:
+                # dense, or low-rank for only some tasks (or at different ranks): those
+                # tasks' factors join the dense products as their dense reconstruction
+                for t, lr in enumerate(blk.low):
+                    if lr is not None:
+                        blk.A[t], blk.G[t] = lr[0].dense(), lr[1].dense()
+            by_kind.setdefault((blk.shape, blk.has_bias, len(blk.A), low), []).append(blk)
         self.groups = [_Group(bs, low=key[3] is not None) for key, bs in by_kind.items()]
 
     # -- helpers
-    def _module_params(self, model: nn.Module, blk: _Block, fold: bool = True) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """(weight, bias, ``[W, b]`` as ``[out, in(+1)]`` when ``fold``) of a block's module."""
+    def _module_params(self, model: nn.Module, blk: _Block) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(weight, bias) of a block's module, checked against the block's shape."""
         try:
             m = model.get_submodule(blk.path)
         except AttributeError:
@@ -364,29 +364,7 @@ class KFACPenalty(Penalty):
         d_in = blk.W[0].shape[1] - (1 if blk.has_bias else 0)
         if not isinstance(w, torch.Tensor) or w.shape[0] != out or w.numel() != out * d_in or (blk.has_bias and b is None):
             raise ElclError(f"kfac: module '{blk.path}' does not match its curvature block ([{out}, {d_in}] weight)")
-        if not fold:
-            return w, b, None
-        Wt = w.reshape(out, d_in)
-        if b is not None:
-            Wt = torch.cat([Wt, b.reshape(out, 1)], 1)
-        return w, b, Wt
-
-    def _mixed_terms(self, blk: _Block, Wt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(Σ_t tr(ΔWᵀ G ΔW A), Σ_t G ΔW A) of a block whose tasks mix dense and low-rank
-        factors, task by task."""
-        val, grad = None, None
-        for t, lr in enumerate(blk.low):
-            dW = Wt - blk.W[t].to(device=Wt.device, dtype=Wt.dtype)
-            if lr is None:
-                M = blk.G[t].to(Wt) @ (dW @ blk.A[t].to(Wt))
-            else:
-                LA, LG = (LowRankFactor(f.U.to(Wt), f.s.to(Wt), f.rest.to(Wt)) for f in lr)
-                M = LG.left_mul(LA.right_mul(dW))
-            v = (dW * M).sum()
-            val = v if val is None else val + v
-            grad = M if grad is None else grad + M
-        assert val is not None and grad is not None
-        return val, grad
+        return w, b
 
     def _group_terms(self, grp: _Group, Wt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(Σ_blocks Σ_t tr(ΔWᵀ G ΔW A), [Σ_t G ΔW A per block]) for ``Wt = [L, out, in]``.
@@ -409,11 +387,11 @@ class KFACPenalty(Penalty):
     def _stacked_params(self, model: nn.Module, blocks: Sequence[_Block]):
         """The blocks' modules' (weight, bias) and their ``[L, out, in(+1)]`` stack (one
         stack of weights, one of biases, one concatenation)."""
-        params = [self._module_params(model, b, fold=False) for b in blocks]
+        params = [self._module_params(model, b) for b in blocks]
         out = blocks[0].W[0].shape[0]
-        Ws = torch.stack([w.reshape(out, -1) for w, _, _ in params])
+        Ws = torch.stack([w.reshape(out, -1) for w, _ in params])
         if blocks[0].has_bias:
-            Ws = torch.cat([Ws, torch.stack([b for _, b, _ in params]).unsqueeze(-1)], -1)
+            Ws = torch.cat([Ws, torch.stack([b for _, b in params]).unsqueeze(-1)], -1)
         return params, Ws
 
     def value(self, model: nn.Module) -> torch.Tensor:
@@ -422,11 +400,6 @@ class KFACPenalty(Penalty):
             _, Ws = self._stacked_params(model, grp.blocks)
             v, _ = self._group_terms(grp, Ws)
             total = total.to(v) + v
-        for blk in self.mixed_blocks:
-            _, _, Wt = self._module_params(model, blk)
-            assert Wt is not None
-            v, _ = self._mixed_terms(blk, Wt)
-            total = total.to(v) + v
         return 0.5 * self.lam * total
 
     @torch.no_grad()
@@ -434,27 +407,17 @@ class KFACPenalty(Penalty):
         total = self._q.add_grad_(model, self.lam)
         targets: list[torch.Tensor] = []
         grads: list[torch.Tensor] = []
-
-        def collect(w: torch.Tensor, b: torch.Tensor | None, g: torch.Tensor) -> None:
-            d_in = w.numel() // w.shape[0]
-            targets.append(w)
-            grads.append(g[:, :d_in].reshape(w.shape))
-            if b is not None:
-                targets.append(b)
-                grads.append(g[:, d_in].reshape(b.shape))
-
         for grp in self.groups:
             params, Ws = self._stacked_params(model, grp.blocks)
             v, g = self._group_terms(grp, Ws)
-            g = g.mul_(self.lam)
-            for (w, b, _), gl in zip(params, g.unbind(0)):
-                collect(w, b, gl)
-            total = total.to(device=v.device, dtype=_F64) + v.to(_F64)
-        for blk in self.mixed_blocks:
-            w, b, Wt = self._module_params(model, blk)
-            assert Wt is not None
-            v, g = self._mixed_terms(blk, Wt.detach())
-            collect(w, b, self.lam * g)
+            g = g.mul_(self.lam)  # [L, out, in(+1)]: one block per row, bias last
+            d_in = g.shape[-1] - (1 if grp.blocks[0].has_bias else 0)
+            for (w, b), gl in zip(params, g.unbind(0)):
+                targets.append(w)
+                grads.append(gl[:, :d_in].reshape(w.shape))
+                if b is not None:
+                    targets.append(b)
+                    grads.append(gl[:, d_in])
             total = total.to(device=v.device, dtype=_F64) + v.to(_F64)
         _add_grads(targets, grads)
         return 0.5 * self.lam * total

@@ -50,13 +50,13 @@ class MetricRow:
     """The retriever's own top-1 on the same mentions (written by elcl >= 0.1; optional)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Run(RunSpec):
     """A run directory as read back: its spec plus where it is and what it measured."""
 
-    path: Path = Path()
-    status: str = ""
-    steps_done: int = 0
+    path: Path
+    status: str
+    steps_done: int
     rows: list[MetricRow] = field(default_factory=list)
 
     @property
