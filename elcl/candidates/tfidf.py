@@ -20,6 +20,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 
 from elcl.data.ontology import Ontology
 from elcl.errors import ElclError
+from elcl.fileio import atomic_path
 
 CACHE_VERSION = 1
 
@@ -103,10 +104,8 @@ class TfidfCandidateGenerator:
             matrix = vec.fit_transform(rows).tocsr()
             state = {"vectorizer": vec, "matrix": matrix, "display": display, "concepts": concepts, "concept_ids": concept_ids}
             if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(f".tmp{id(self)}")
-                joblib.dump(state, tmp)
-                tmp.replace(path)
+                with atomic_path(path) as tmp:
+                    joblib.dump(state, tmp)
         self._vec: TfidfVectorizer = state["vectorizer"]
         self._matrix_t = state["matrix"].T.tocsr()
         self._display: list[str] = state["display"]

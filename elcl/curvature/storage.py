@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import elcl
-from elcl.fileio import sha256_file
+from elcl.fileio import atomic_path, atomic_write_text, sha256_file
 from elcl.curvature.collect import CurvatureStats
 from elcl.errors import CheckpointError
 
@@ -82,12 +81,6 @@ def unpack_triu(v: torch.Tensor, where: str = "") -> torch.Tensor:
 
 
 
-def _atomic_tmp(directory: Path, suffix: str) -> Path:
-    fd, name = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
-    os.close(fd)
-    return Path(name)
-
-
 def save_curvature(
     stats: CurvatureStats,
     directory: str | os.PathLike[str],
@@ -115,14 +108,9 @@ def save_curvature(
         put(f"{name}.diag", v.to(dtype))
     for name, v in stats.anchors.items():
         put(f"{name}.anchor", v)
-    tmp = _atomic_tmp(d, ".safetensors")
-    try:
+    with atomic_path(d / FACTORS_FILE, ".safetensors") as tmp:
         save_file(tensors, str(tmp), metadata={"format": FORMAT})
         digest = sha256_file(tmp)
-        os.replace(tmp, d / FACTORS_FILE)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     meta: dict[str, Any] = {
         "format": FORMAT,
         "file": FACTORS_FILE,
@@ -137,13 +125,7 @@ def save_curvature(
         "factors_sha256": digest,
         "elcl_version": elcl.__version__,
     }
-    tmp = _atomic_tmp(d, ".json")
-    try:
-        tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(tmp, d / META_FILE)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write_text(d / META_FILE, json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return d
 
 

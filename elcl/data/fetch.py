@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import gzip
 import io
-import os
 import shutil
-import tempfile
 import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from elcl.fileio import sha256_file
+from elcl.fileio import atomic_path, sha256_file
 from elcl.errors import ElclError
 
 # sha256 of the extracted files (../shared/corpora/SOURCES.md).  ``download=False``: the
@@ -101,16 +99,10 @@ def _check(tmp: Path, dest_rel: str, origin: str, downloaded: bool) -> None:
 
 def _install(write: "callable", dest: Path, dest_rel: str, origin: str, downloaded: bool) -> None:
     """Write via ``write(fileobj)`` to a temp file beside ``dest``, verify, rename atomically."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as fh:
+    with atomic_path(dest, ".part") as tmp:
+        with open(tmp, "wb") as fh:
             write(fh)
         _check(tmp, dest_rel, origin, downloaded)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _is_good(dest: Path, dest_rel: str) -> bool:

@@ -11,6 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from elcl import __version__
 from elcl.errors import CheckpointError
+from elcl.fileio import atomic_path
 from elcl.models.linker import Linker
 
 
@@ -22,10 +23,8 @@ def _tensors(model: Linker) -> dict[str, torch.Tensor]:
 def save_checkpoint(model: Linker, path: str | os.PathLike[str]) -> Path:
     """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(_tensors(model), str(tmp), metadata={"model_config_hash": model.config_hash, "elcl_version": __version__})
-    os.replace(tmp, path)
+    with atomic_path(path, ".safetensors") as tmp:
+        save_file(_tensors(model), str(tmp), metadata={"model_config_hash": model.config_hash, "elcl_version": __version__})
     return path
 
 
