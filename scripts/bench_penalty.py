@@ -10,7 +10,8 @@ Without ``--config`` a step is one synthetic batch (``--batch-size`` examples x
 ``--task`` it is a real training step of that config: its model, batch size,
 ``max_length``, ``amp`` and ``grad_clip``, on ``--batches`` shuffled training batches of
 the task (candidate names shared within a batch, padded to the batch's longest), so the
-ratio is the one a run of that config sees. The corpus comes from ``data.data_dir`` or
+ratio is the one a run of that config sees. Either way a step is
+``elcl.training.loop.train_step`` with the loop's optimiser. The corpus comes from ``data.data_dir`` or
 ``$ELCL_DATA_DIR``.
 
 Earlier tasks' statistics are synthetic (random SPD factors / positive diagonals,
@@ -35,8 +36,9 @@ from bench_common import build_linker, count_ops, machine, synthetic_batch, tabl
 
 from elcl.curvature.collect import CurvatureStats  # noqa: E402
 from elcl.curvature.penalty import EWCPenalty, KFACPenalty  # noqa: E402
-from elcl.models.linker import Linker, multi_positive_loss  # noqa: E402
-from elcl.training.loop import autocast_for  # noqa: E402
+from elcl.config import TrainConfig  # noqa: E402
+from elcl.models.linker import Linker  # noqa: E402
+from elcl.training.loop import make_optimizer, train_step  # noqa: E402
 
 
 def fake_stats(model: nn.Module, seed: int, approx: str) -> CurvatureStats:
@@ -83,7 +85,7 @@ def real_batches(config: str, task: str, n: int, device: str, overrides: list[st
     seqs = [b.mention_ids.shape[0] + b.cand_ids.shape[0] for b in batches]
     width = [(b.mention_ids.numel() + b.cand_ids.numel()) / s for b, s in zip(batches, seqs)]
     shape = {"batch_size": bs, "sequences": sum(seqs) / n, "width": sum(width) / n, "task": task, "batches": n}
-    return model, [b.to(device) for b in batches], cfg.train.amp, cfg.train.grad_clip, shape
+    return model, [b.to(device) for b in batches], cfg.train, shape
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -103,9 +105,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", default="results/bench_penalty.json")
     args = ap.parse_args(argv)
 
-    amp, clip = "none", 0.0
+    train_cfg = TrainConfig(amp="none", grad_clip=0.0)
     if args.config:
-        model, batches, amp, clip, shape = real_batches(args.config, args.task, args.batches, args.device, args.overrides)
+        model, batches, train_cfg, shape = real_batches(args.config, args.task, args.batches, args.device, args.overrides)
         args.model, args.batch_size = f"{args.config}:{model.cfg.name}", shape["batch_size"]
     else:
         model = build_linker(args.model, args.device).train()
@@ -125,23 +127,13 @@ def main(argv: list[str] | None = None) -> dict:
         f"kfac low-rank r={args.rank}": KFACPenalty(low, 1.0),
         "ewc": EWCPenalty(dstats, 1.0),
     }
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.0)  # lr 0: weights stay put
+    train_cfg = train_cfg.model_copy(update={"lr": 0.0})  # lr 0: weights stay put
+    opt = make_optimizer([{"params": [p for p in model.parameters() if p.requires_grad]}], train_cfg)
 
-    def step(pen=None, fast=True):
+    def step(pen=None):
         def run() -> None:
-            for batch in batches:  # the training loop's step (elcl/training/loop.py)
-                with autocast_for(model.device, amp):
-                    logits = model(batch)
-                loss = multi_positive_loss(logits.float(), batch.labels)
-                if pen is not None and not fast:
-                    loss = loss + pen.value(model)
-                loss.backward()
-                if pen is not None and fast:
-                    pen.add_grad_(model)
-                if clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-                opt.step()
-                opt.zero_grad(set_to_none=True)
+            for batch in batches:  # the training loop's own step
+                train_step(model, batch, opt, train_cfg, penalty=pen)
         return run
 
     def with_grads(fn):
@@ -175,7 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
                      "add_grad_seconds": t_add, "value_backward_seconds": t_val,
                      "add_grad_over_plain_step": len(batches) * t_add / base}
     print(f"{len(batches)} training step(s), {args.model}, batch {shape['batch_size']}: {shape['sequences']:.0f} sequences "
-          f"x {shape['width']:.1f} padded tokens (mean), amp {amp}, {args.tasks} earlier tasks, device {args.device}")
+          f"x {shape['width']:.1f} padded tokens (mean), amp {train_cfg.amp}, {args.tasks} earlier tasks, device {args.device}")
     print(table(["case", "step s", "x plain", "x plain (plain + add_grad_)", "add_grad_ s", "value()+backward s", "add_grad_ ops"], rows))
     res["to_low_rank_seconds"] = t_low
     res["batch_shape"] = shape

@@ -40,6 +40,48 @@ def make_optimizer(groups: list[dict], cfg: TrainConfig) -> torch.optim.Optimize
         return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
 
 
+def train_step(
+    model: Linker,
+    batch,
+    opt: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    *,
+    penalty=None,
+    fast_grad: bool = True,
+    forward_model: torch.nn.Module | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One optimiser step on a device batch: forward under ``cfg.amp``, task loss, the
+    penalty (closed-form gradient, or through autograd when ``fast_grad`` is off),
+    clipping, update. Returns the detached loss and penalty value, still on the device
+    (no host sync). The benchmarks time this very function."""
+    device = model.device
+    with autocast_for(device, cfg.amp):
+        logits = (forward_model or model)(batch)
+    loss = multi_positive_loss(logits.float(), batch.labels)
+    pen_value = None
+    if penalty is not None and not fast_grad:
+        pen_value = penalty.value(model)
+        loss = loss + pen_value
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+    else:
+        loss.backward()
+    if penalty is not None and fast_grad:
+        pen_value = penalty.add_grad_(model)
+    if cfg.grad_clip > 0:
+        # returns a device tensor; no .item(), no error_if_nonfinite: no host sync
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=device.type == "cuda" or None)
+    if scaler is not None:
+        scaler.step(opt)
+        scaler.update()
+    else:
+        opt.step()
+    opt.zero_grad(set_to_none=True)
+    return loss.detach(), None if pen_value is None else pen_value.detach()
+
+
 def train_steps(
     model: Linker,
     examples: Sequence[LinkingExample],
@@ -93,33 +135,12 @@ def train_steps(
             if device.type == "cuda":
                 batch = batch.pin_memory()  # async host-to-device copy (non_blocking in LinkerBatch.to)
             batch = batch.to(device)
-            with autocast_for(device, cfg.amp):
-                logits = forward_model(batch)
-            loss = multi_positive_loss(logits.float(), batch.labels)
-            pen_value = None
-            if penalty is not None and not fast_grad:
-                pen_value = penalty.value(model)
-                loss = loss + pen_value
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(opt)
-            else:
-                loss.backward()
-            if penalty is not None and fast_grad:
-                pen_value = penalty.add_grad_(model)
-            if cfg.grad_clip > 0:
-                # returns a device tensor; no .item(), no error_if_nonfinite: no host sync
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=device.type == "cuda" or None)
-            if scaler is not None:
-                scaler.step(opt)
-                scaler.update()
-            else:
-                opt.step()
-            opt.zero_grad(set_to_none=True)
+            loss, pen_value = train_step(model, batch, opt, cfg, penalty=penalty, fast_grad=fast_grad,
+                                         forward_model=forward_model, scaler=scaler)
             sched.step()
-            running += loss.detach()
+            running += loss
             if pen_value is not None:
-                running_pen += pen_value.detach()
+                running_pen += pen_value
             step += 1
             bar.update(1)
             if step % 50 == 0 or step == total:
