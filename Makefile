@@ -40,6 +40,7 @@ reproduce-cnn:
 single:
 	$(ELCL) train --config configs/single_ncbi_disease_bert.yaml --output-dir $(RUNS)
 	$(ELCL) train --config configs/single_ncbi_disease_cnn.yaml --output-dir $(RUNS)
+	$(ELCL) train --config configs/single_ncbi_disease_bert_synonyms.yaml --output-dir $(RUNS)
 
 bench:
 	$(PY) scripts/bench_factors.py
