@@ -26,6 +26,7 @@ import yaml
 
 from elcl.errors import ElclError
 from elcl.fileio import atomic_write_text
+from elcl.schemas import RunRecord
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -102,18 +103,18 @@ class RunDir:
             raise ElclError(f"{self.run_json}: not valid JSON") from None
 
     def write_state(self, spec: RunSpec, status: str, steps_done: int, extra: dict | None = None) -> None:
-        state = {
-            "experiment": spec.experiment,
-            "method": spec.method,
-            "lambda": spec.lam,
-            "seed": spec.seed,
-            "order": list(spec.order),
-            "order_index": spec.order_index,
-            "status": status,
-            "steps_done": steps_done,
+        record = RunRecord(
+            experiment=spec.experiment,
+            method=spec.method,
+            lam=spec.lam,
+            seed=spec.seed,
+            order=list(spec.order),
+            order_index=spec.order_index,
+            status=status,  # type: ignore[arg-type]
+            steps_done=steps_done,
             **(extra or {}),
-        }
-        write_json(self.run_json, state)
+        )
+        write_json(self.run_json, record.dump())
 
     def write_config(self, cfg_dict: dict) -> None:
         atomic_write_text(self.path / "config.yaml", yaml.safe_dump(cfg_dict, sort_keys=False))

@@ -31,11 +31,13 @@ from elcl.errors import ElclError
 from elcl.models.checkpoint import load_checkpoint, save_checkpoint
 from elcl.models.linker import Linker, linker_logits_fn
 from elcl.runtime import Runtime, barrier, seed_everything
+from elcl.schemas import MetricRow
 from elcl.training.batching import TokenCache, collate
 from elcl.training.examples import LinkingExample
 from elcl.training.loop import train_steps
 from elcl.training.predict import evaluate_examples
 from elcl.training.tasks import prepare_task
+
 
 def expand_runs(cfg: ExperimentConfig) -> list[tuple[RunSpec, ExperimentConfig]]:
     """One run per (order, λ, seed); λ only varies for penalty methods."""
@@ -70,12 +72,12 @@ def evaluate_all(model: Linker, cache: TokenCache, cfg: ExperimentConfig, rd: Ru
         data = prepare_task(task, cfg)
         for split in _eval_splits(cfg):
             res = evaluate_examples(model, data.examples[split], cache)
-            rows.append({
-                "step": step, "trained_task": trained, "eval_task": task, "split": split,
-                "acc1": res.acc1, "acc5": res.acc5, "n": res.n, "n_unlinkable": data.n_unlinkable(split),
+            rows.append(MetricRow(
+                step=step, trained_task=trained, eval_task=task, split=split,
+                acc1=res.acc1, acc5=res.acc5, n=res.n, n_unlinkable=data.n_unlinkable(split),
                 # The retriever's own top-1 on the same mentions: the floor the linker must beat.
-                "tfidf_acc1": tfidf_top1(data.examples[split]),
-            })
+                tfidf_acc1=tfidf_top1(data.examples[split]),
+            ).dump())
             if rd is not None and rt.is_main:
                 write_jsonl(rd.predictions(step, trained, task, split), res.predictions)
     return rows

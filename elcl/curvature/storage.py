@@ -23,7 +23,6 @@ or a pair whose checksum mismatches — never a silently half-written file.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -33,25 +32,15 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import elcl
-from elcl.fileio import atomic_path, atomic_write_text, sha256_file
 from elcl.curvature.collect import CurvatureStats
 from elcl.errors import CheckpointError
+from elcl.fileio import atomic_path, atomic_write_text, sha256_file
+from elcl.schemas import CURVATURE_FORMAT, CurvatureMeta, dump_json, parse_json_file
 
-FORMAT = "elcl-curvature/1"
+FORMAT = CURVATURE_FORMAT
 FACTORS_FILE = "factors.safetensors"
 META_FILE = "meta.json"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
-_REQUIRED_META = (
-    "approximation",
-    "fisher_kind",
-    "sequence_variant",
-    "n_examples",
-    "n_samples",
-    "model_config_hash",
-    "dtype",
-    "symmetric_storage",
-    "factors_sha256",
-)
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -111,45 +100,30 @@ def save_curvature(
     with atomic_path(d / FACTORS_FILE, ".safetensors") as tmp:
         save_file(tensors, str(tmp), metadata={"format": FORMAT})
         digest = sha256_file(tmp)
-    meta: dict[str, Any] = {
-        "format": FORMAT,
-        "file": FACTORS_FILE,
-        "approximation": stats.meta.get("approx"),
-        "fisher_kind": stats.meta.get("kind"),
-        "sequence_variant": stats.meta.get("variant"),
-        "n_examples": int(stats.meta.get("n_examples", 0)),
-        "n_samples": int(stats.meta.get("n_samples", 1)),
-        "model_config_hash": model_config_hash,
-        "dtype": dtype_name(dtype),
-        "symmetric_storage": symmetric,
-        "factors_sha256": digest,
-        "elcl_version": elcl.__version__,
-    }
-    atomic_write_text(d / META_FILE, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    meta = CurvatureMeta(
+        format=FORMAT,
+        file=FACTORS_FILE,
+        approximation=stats.meta.get("approx"),
+        fisher_kind=stats.meta.get("kind"),
+        sequence_variant=stats.meta.get("variant"),
+        n_examples=int(stats.meta.get("n_examples", 0)),
+        n_samples=int(stats.meta.get("n_samples", 1)),
+        model_config_hash=model_config_hash,
+        dtype=dtype_name(dtype),  # type: ignore[arg-type]
+        symmetric_storage=symmetric,  # type: ignore[arg-type]
+        factors_sha256=digest,
+        elcl_version=elcl.__version__,
+    )
+    atomic_write_text(d / META_FILE, dump_json(meta))
     return d
 
 
 def read_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
-    """The validated ``meta.json`` of a curvature directory."""
+    """The validated ``meta.json`` of a curvature directory (schema: :class:`CurvatureMeta`)."""
     mpath = Path(directory) / META_FILE
     if not mpath.is_file():
         raise CheckpointError(f"{mpath}: curvature metadata file not found")
-    try:
-        meta = json.loads(mpath.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{mpath}: not valid JSON ({exc.__class__.__name__})") from None
-    if not isinstance(meta, dict):
-        raise CheckpointError(f"{mpath}: expected a JSON object")
-    missing = [k for k in _REQUIRED_META if k not in meta]
-    if missing:
-        raise CheckpointError(f"{mpath}: missing key(s) {', '.join(missing)}")
-    if meta.get("format", FORMAT) != FORMAT:
-        raise CheckpointError(f"{mpath}: unknown format {meta.get('format')!r} (expected {FORMAT})")
-    if meta["symmetric_storage"] not in ("full", "triu"):
-        raise CheckpointError(f"{mpath}: symmetric_storage must be 'full' or 'triu', got {meta['symmetric_storage']!r}")
-    if meta["dtype"] not in DTYPES:
-        raise CheckpointError(f"{mpath}: unknown dtype {meta['dtype']!r}")
-    return meta
+    return parse_json_file(CurvatureMeta, mpath, error=CheckpointError).dump()
 
 
 def load_curvature(

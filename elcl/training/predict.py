@@ -9,6 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from elcl.models.linker import Linker
+from elcl.schemas import PredictionRow
 from elcl.training.batching import TokenCache, collate
 from elcl.training.examples import LinkingExample
 
@@ -77,15 +78,15 @@ def evaluate_examples(model: Linker, examples: Sequence[LinkingExample], cache: 
         hits5 += int(any(top[:5]))
         m = e.mention
         preds.append(
-            {
-                "doc_id": m.doc_id,
-                "start": m.start,
-                "end": m.end,
-                "mention": m.text,
-                "gold": list(m.concept_ids),
-                "predicted": [[e.cand_ids[i], round(float(s[i]), 5)] for i in order],
-                "correct": bool(top[:1] and top[0]),
-            }
+            PredictionRow(
+                doc_id=m.doc_id,
+                start=m.start,
+                end=m.end,
+                mention=m.text,
+                gold=list(m.concept_ids),
+                predicted=[(e.cand_ids[i], round(float(s[i]), 5)) for i in order],
+                correct=bool(top[:1] and top[0]),
+            ).dump()
         )
     n = len(examples)
     return EvalResult(hits1 / n if n else 0.0, hits5 / n if n else 0.0, n, preds)

@@ -1,0 +1,328 @@
+"""One typed schema per file a run writes, shared by the writers, the readers and tests.
+
+* :class:`RunRecord` — ``<run>/run.json``: what the run is (method, λ, seed, order) and
+  how far it got (status, steps done).
+* :class:`MetricRow` — one line of ``<run>/metrics.jsonl``: acc@1/@5 of the model after
+  step ``step`` (trained on ``trained_task``) on ``eval_task``'s ``split``.
+* :class:`PredictionRow` — one line of ``<run>/predictions/<i>_<task>/<eval>.<split>.jsonl``:
+  one mention, its gold ids, the ranked candidates and whether the top one is right.
+* :class:`CurvatureMeta` — ``<run>/curvature/<task>/meta.json`` (format ``elcl-curvature/1``).
+
+The trainer builds these objects and writes :meth:`dump`; readers call :func:`parse`,
+which turns every validation failure into one :class:`~elcl.errors.ElclError` line
+``FILE[:LINE]: key 'X' = value: expected ...`` (or ``missing key 'X' (expected ...)``).
+Keys a newer elcl adds are kept and ignored by older code (``extra="allow"``), so a file
+written by any elcl that wrote these keys loads.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar, get_args
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from elcl.config import MethodName
+from elcl.errors import CheckpointError, ElclError
+
+__all__ = [
+    "CURVATURE_DTYPES",
+    "CURVATURE_FORMAT",
+    "METHODS",
+    "SPLITS",
+    "STATUSES",
+    "CurvatureMeta",
+    "MetricRow",
+    "PredictionRow",
+    "RunRecord",
+    "dump_json",
+    "format_error",
+    "parse",
+    "parse_json_file",
+    "parse_jsonl_file",
+]
+
+METHODS: tuple[str, ...] = get_args(MethodName)
+STATUSES = ("running", "done")
+SPLITS = ("dev", "test")
+CURVATURE_FORMAT = "elcl-curvature/1"
+CURVATURE_DTYPES = ("float32", "float16", "bfloat16", "float64")
+
+
+def _fraction(v: float) -> float:
+    # NaN is a legitimate score of an empty split; anything else must be a fraction.
+    if not (math.isnan(v) or 0.0 <= v <= 1.0):
+        raise ValueError("out of range")
+    return v
+
+
+Fraction = Annotated[float, AfterValidator(_fraction)]
+
+
+def _expected(text: str) -> Any:
+    return Field(json_schema_extra={"expected": text})
+
+
+class _Schema(BaseModel):
+    # strict: "13" is not a seed and true is not a count; ints are accepted as floats.
+    model_config = ConfigDict(strict=True, extra="allow", populate_by_name=True, frozen=True)
+
+    def dump(self) -> dict[str, Any]:
+        """The JSON object written to disk (aliases as keys, extra keys kept)."""
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class RunRecord(_Schema):
+    """``run.json``."""
+
+    experiment: str = _expected("a string")
+    method: str = _expected("one of " + "|".join(METHODS))
+    lam: float | str | None = Field(
+        alias="lambda",
+        json_schema_extra={"expected": "a non-negative number, 'auto…' or null"},
+    )
+    """The penalty strength of this run; ``auto…`` labels a rule that sets λ per task
+    (``lambda: auto``) instead of one value; null for methods without a penalty."""
+    seed: int = _expected("an integer")
+    order: list[str] = _expected("a non-empty list of distinct task names")
+    order_index: int = _expected("an integer")
+    status: Literal["running", "done"] = _expected("one of " + "|".join(STATUSES))
+    steps_done: int = Field(ge=0, json_schema_extra={"expected": "a non-negative integer"})
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, v: str) -> str:
+        if v not in METHODS:
+            raise ValueError("unknown method")
+        return v
+
+    @field_validator("lam")
+    @classmethod
+    def _lam(cls, v: float | str | None) -> float | str | None:
+        if isinstance(v, str):
+            if not v.startswith("auto"):
+                raise ValueError("not a λ")
+        elif v is not None and not (math.isfinite(v) and v >= 0):
+            raise ValueError("not a non-negative finite number")
+        return v
+
+    @field_validator("order")
+    @classmethod
+    def _order(cls, v: list[str]) -> list[str]:
+        if not v or not all(v) or len(set(v)) != len(v):
+            raise ValueError("bad order")
+        return v
+
+
+class MetricRow(_Schema):
+    """One line of ``metrics.jsonl``.
+
+    Validated with ``context={"order": [...], "method": ...}`` (as :func:`parse_jsonl_file`
+    is given by the run reader), a row must also belong to its run: ``eval_task`` in the
+    order, ``trained_task`` the order's task at ``step`` (``joint``: step 0, "joint").
+    """
+
+    step: int = Field(ge=0, json_schema_extra={"expected": "a non-negative integer"})
+    trained_task: str = _expected("a string")
+    eval_task: str = _expected("a string")
+    split: Literal["dev", "test"] = _expected("dev|test")
+    acc1: Fraction = _expected("a number in [0, 1]")
+    acc5: Fraction = _expected("a number in [0, 1]")
+    n: int = Field(ge=0, json_schema_extra={"expected": "a non-negative integer"})
+    n_unlinkable: int = Field(ge=0, json_schema_extra={"expected": "a non-negative integer"})
+    tfidf_acc1: Fraction | None = Field(
+        None, json_schema_extra={"expected": "a number in [0, 1] or null"}
+    )
+    """The retriever's own top-1 on the same mentions (absent in files of elcl < 0.1)."""
+
+    @model_validator(mode="after")
+    def _belongs_to_run(self, info: ValidationInfo) -> MetricRow:
+        ctx = info.context or {}
+        order = ctx.get("order")
+        if order is None:
+            return self
+        if self.eval_task not in order:
+            raise _RunMismatch(
+                f"eval_task '{self.eval_task}' is not in the run's order ({', '.join(order)})"
+            )
+        if ctx.get("method") == "joint":
+            if self.step != 0 or self.trained_task != "joint":
+                raise _RunMismatch(
+                    f"joint runs have one step (step 0, trained_task 'joint'), got step "
+                    f"{self.step}, trained_task '{self.trained_task}'"
+                )
+        elif self.step >= len(order):
+            raise _RunMismatch(
+                f"step {self.step} but the order has only {len(order)} task(s)"
+            )
+        elif self.trained_task != order[self.step]:
+            raise _RunMismatch(
+                f"trained_task '{self.trained_task}' at step {self.step}, but "
+                f"order[{self.step}] is '{order[self.step]}'"
+            )
+        return self
+
+
+class PredictionRow(_Schema):
+    """One mention in a predictions file: the unit the bootstrap resamples."""
+
+    doc_id: str = _expected("a string")
+    start: int = _expected("an integer")
+    end: int = _expected("an integer")
+    mention: str = _expected("a string")
+    gold: list[str] = _expected("a list of concept ids")
+    predicted: list[tuple[str, float]] = _expected("a list of [concept id, score] pairs")
+    """Candidates ranked best first."""
+    correct: bool = _expected("true|false")
+    """Whether the top candidate is one of the gold ids (what acc@1 counts)."""
+
+    @field_validator("predicted", mode="before")
+    @classmethod
+    def _pairs(cls, v: Any) -> Any:
+        # JSON has no tuples: a [id, score] list is the pair.
+        return [tuple(p) if isinstance(p, list) else p for p in v] if isinstance(v, list) else v
+
+    @property
+    def key(self) -> tuple[str, int, int]:
+        return (self.doc_id, self.start, self.end)
+
+
+class CurvatureMeta(_Schema):
+    """``meta.json`` of a curvature directory (see :mod:`elcl.curvature.storage`)."""
+
+    format: Literal["elcl-curvature/1"] = Field(
+        CURVATURE_FORMAT, json_schema_extra={"expected": CURVATURE_FORMAT}
+    )
+    file: str = Field("factors.safetensors", json_schema_extra={"expected": "a file name"})
+    approximation: str | None = _expected("kfac|diag|both")
+    fisher_kind: str | None = _expected("empirical|sampled")
+    sequence_variant: str | None = _expected("expand|reduce")
+    n_examples: int = Field(ge=0, json_schema_extra={"expected": "a non-negative integer"})
+    n_samples: int = Field(ge=1, json_schema_extra={"expected": "a positive integer"})
+    model_config_hash: str = _expected("a string")
+    dtype: Literal["float32", "float16", "bfloat16", "float64"] = _expected(
+        "|".join(CURVATURE_DTYPES)
+    )
+    symmetric_storage: Literal["full", "triu"] = _expected("full|triu")
+    factors_sha256: str = _expected("a sha256 hex digest")
+    elcl_version: str | None = Field(None, json_schema_extra={"expected": "a string"})
+
+
+class _RunMismatch(ValueError):
+    """A well-formed row that does not belong to its run (message used as is)."""
+
+
+S = TypeVar("S", bound=_Schema)
+
+
+def _expected_of(model: type[BaseModel], key: str) -> str:
+    field = model.model_fields.get(key)
+    if field is None:
+        for f in model.model_fields.values():
+            if f.alias == key:
+                field = f
+                break
+    extra = field.json_schema_extra if field is not None else None
+    if isinstance(extra, dict) and "expected" in extra:
+        return str(extra["expected"])
+    return "a valid value"
+
+
+def format_error(model: type[BaseModel], err: ValidationError, where: str) -> str:
+    """The first problem of ``err`` as one line naming ``where`` and the key."""
+    first = err.errors()[0]
+    loc = first["loc"]
+    if not loc:  # a model-level check
+        ctx_err = (first.get("ctx") or {}).get("error")
+        if isinstance(ctx_err, _RunMismatch):
+            return f"{where}: {ctx_err}"
+        if first["type"] == "model_type":
+            return f"{where}: expected a JSON object"
+        return f"{where}: {first['msg']}"
+    key = str(loc[0])
+    what = _expected_of(model, key)
+    if first["type"] == "missing":
+        return f"{where}: missing key '{key}' (expected {what})"
+    shown = repr(first.get("input"))
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return f"{where}: key '{key}' = {shown}, expected {what}"
+
+
+def parse(model: type[S], obj: Any, where: str, context: dict | None = None,
+          error: type[ElclError] = ElclError) -> S:
+    """Validate one decoded JSON object; a failure is ``error`` with one line."""
+    if not isinstance(obj, dict):
+        raise error(f"{where}: expected a JSON object")
+    try:
+        return model.model_validate(obj, context=context)
+    except ValidationError as err:
+        if len(err.errors()[0]["loc"]) > 1 and isinstance(obj, dict):
+            # Report the key's own value, not the inner item pydantic points at.
+            key = str(err.errors()[0]["loc"][0])
+            if key in obj:
+                shown = repr(obj[key])
+                shown = shown if len(shown) <= 60 else shown[:57] + "..."
+                raise error(
+                    f"{where}: key '{key}' = {shown}, expected {_expected_of(model, key)}"
+                ) from None
+        raise error(format_error(model, err, where)) from None
+
+
+def _read_text(path: Path, error: type[ElclError]) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error(f"{path}: missing") from None
+    except UnicodeDecodeError:
+        raise error(f"{path}: not UTF-8 text") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def parse_json_file(model: type[S], path: Path | str, error: type[ElclError] = ElclError) -> S:
+    """Read and validate a JSON file holding one ``model`` object."""
+    path = Path(path)
+    text = _read_text(path, error)
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise error(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    return parse(model, obj, str(path), error=error)
+
+
+def parse_jsonl_file(
+    model: type[S], path: Path | str, context: dict | None = None
+) -> list[tuple[int, S]]:
+    """Read and validate a JSON-lines file: (line number, object) per non-blank line."""
+    path = Path(path)
+    out: list[tuple[int, S]] = []
+    for lineno, line in enumerate(_read_text(path, ElclError).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            raise ElclError(f"{path}:{lineno}: not valid JSON") from None
+        out.append((lineno, parse(model, obj, f"{path}:{lineno}", context)))
+    return out
+
+
+def dump_json(record: _Schema) -> str:
+    """``record`` as the indented, key-sorted JSON text elcl writes."""
+    return json.dumps(record.dump(), indent=2, sort_keys=True) + "\n"
+
+
+# Curvature files report problems as CheckpointError, like the rest of that format.
+CURVATURE_ERROR: type[ElclError] = CheckpointError
