@@ -5,16 +5,16 @@ task ``j`` (index in the run's training order) after training step ``i``. Missin
 entries are NaN. For a finished sequential run ``n_steps == n_tasks``; the *final* row
 is always the last row (``R[-1]``), so a partial run is scored on what it has done.
 
-Definitions (see DESIGN.md, "Sequential learning"):
+Definitions:
 
 * forgetting vs single baseline: ``single[j] - R[-1, j]``
 * forgetting vs best earlier accuracy: ``max_{j <= i < n-1} R[i, j] - R[-1, j]`` for
   ``j < n - 1`` (``n = n_steps``), NaN otherwise
 * average final accuracy: ``mean_j R[-1, j]``
 * backward transfer: ``mean_{j < n-1} (R[-1, j] - R[j, j])``
-* forgetting reduction: per task ``j < n-1``, ``1 - f_method[j] / f_naive[j]`` (both vs
-  the single baseline), averaged over tasks, skipping tasks whose naive forgetting is
-  not positive.
+
+Statistics across runs (forgetting reduction as a ratio of means over paired runs,
+bootstrap intervals) live in :mod:`elcl.evaluation.stats`.
 """
 
 from __future__ import annotations
@@ -26,23 +26,24 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
-    "as_matrix",
-    "final_accuracies",
-    "average_final_accuracy",
-    "forgetting_vs_single",
-    "forgetting_vs_best",
-    "backward_transfer",
-    "ReductionResult",
-    "forgetting_reduction",
-    "mean_std",
-    "LambdaChoice",
-    "select_lambda",
     "Baseline",
+    "LambdaChoice",
+    "as_matrix",
+    "average_final_accuracy",
+    "backward_transfer",
+    "final_accuracies",
+    "forgetting_vs_best",
+    "forgetting_vs_single",
+    "lam_key",
     "match_baseline",
+    "mean_std",
+    "nanmean",
+    "select_lambda",
 ]
 
 
-def _nanmean(values: np.ndarray) -> float:
+def nanmean(values: Sequence[float] | np.ndarray) -> float:
+    """Mean of the non-NaN values (NaN when there is none)."""
     values = np.asarray(values, dtype=float)
     finite = values[~np.isnan(values)]
     return float(finite.mean()) if finite.size else math.nan
@@ -63,7 +64,7 @@ def final_accuracies(R: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
 
 def average_final_accuracy(R: Sequence[Sequence[float]] | np.ndarray) -> float:
     """``mean_j R[-1, j]`` (NaN entries ignored; NaN when all are NaN)."""
-    return _nanmean(final_accuracies(R))
+    return nanmean(final_accuracies(R))
 
 
 def forgetting_vs_single(
@@ -101,47 +102,7 @@ def backward_transfer(R: Sequence[Sequence[float]] | np.ndarray) -> float:
     if k <= 0:
         return math.nan
     diffs = np.array([arr[-1, j] - arr[j, j] for j in range(k)])
-    return _nanmean(diffs)
-
-
-@dataclass(frozen=True)
-class ReductionResult:
-    """Forgetting reduction of one method against naive fine-tuning."""
-
-    mean: float  # averaged over the tasks used; NaN when none is usable
-    per_task: np.ndarray  # 1 - f_method/f_naive per task, NaN for tasks not used
-    used: tuple[int, ...]  # task indices entering the mean
-    skipped: tuple[int, ...]  # tasks j < n-1 skipped (naive forgetting <= 0 or missing)
-
-
-def forgetting_reduction(
-    f_method: Sequence[float] | np.ndarray,
-    f_naive: Sequence[float] | np.ndarray,
-    n_steps: int | None = None,
-) -> ReductionResult:
-    """``1 - f_method[j] / f_naive[j]`` for tasks ``j < n_steps - 1``, averaged.
-
-    ``f_method`` and ``f_naive`` are forgetting vs the single baseline, per task in the
-    same order. ``n_steps`` defaults to the number of tasks (so the last task, which
-    cannot be forgotten, is excluded). Tasks whose naive forgetting is ``<= 0`` or NaN,
-    or whose method forgetting is NaN, are skipped and reported in ``skipped``.
-    """
-    fm = np.asarray(f_method, dtype=float)
-    fn = np.asarray(f_naive, dtype=float)
-    if fm.shape != fn.shape or fm.ndim != 1:
-        raise ValueError(f"forgetting vectors differ in shape: {fm.shape} vs {fn.shape}")
-    n = fm.shape[0] if n_steps is None else n_steps
-    per_task = np.full(fm.shape, math.nan)
-    used: list[int] = []
-    skipped: list[int] = []
-    for j in range(min(fm.shape[0], n - 1)):
-        if math.isnan(fn[j]) or fn[j] <= 0 or math.isnan(fm[j]):
-            skipped.append(j)
-            continue
-        per_task[j] = 1.0 - fm[j] / fn[j]
-        used.append(j)
-    mean = float(np.mean(per_task[used])) if used else math.nan
-    return ReductionResult(mean, per_task, tuple(used), tuple(skipped))
+    return nanmean(diffs)
 
 
 def mean_std(values: Sequence[float] | np.ndarray) -> tuple[float, float, int]:
@@ -176,8 +137,13 @@ SELECTION_RULE = (
 )
 
 
-def _lam_key(lam: float | None) -> tuple[int, float]:
-    return (0, 0.0) if lam is None else (1, float(lam))
+def lam_key(lam: float | str | None) -> tuple[int, float, str]:
+    """Sort key of λ values: no penalty first, then numbers ascending, then rules ('auto…')."""
+    if lam is None:
+        return (0, 0.0, "")
+    if isinstance(lam, str):
+        return (2, 0.0, lam)
+    return (1, float(lam), "")
 
 
 def select_lambda(dev_scores: Mapping[float | None, Sequence[float]]) -> LambdaChoice:
@@ -190,7 +156,7 @@ def select_lambda(dev_scores: Mapping[float | None, Sequence[float]]) -> LambdaC
     """
     if not dev_scores:
         raise ValueError("no λ to select from")
-    lams = sorted(dev_scores, key=_lam_key)
+    lams = sorted(dev_scores, key=lam_key)
     scores: dict = {}
     counts: dict = {}
     for lam in lams:
@@ -202,7 +168,7 @@ def select_lambda(dev_scores: Mapping[float | None, Sequence[float]]) -> LambdaC
     finite = [lam for lam in lams if not math.isnan(scores[lam])]
     if not finite:
         return LambdaChoice(lams[0], scores, counts, "no dev scores; smallest λ taken")
-    best = max(finite, key=lambda lam: (scores[lam], [-x for x in _lam_key(lam)]))
+    best = max(finite, key=lambda lam: (scores[lam], -lam_key(lam)[0], -lam_key(lam)[1]))
     return LambdaChoice(best, scores, counts, "max mean dev acc@1")
 
 

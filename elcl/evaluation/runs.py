@@ -1,53 +1,48 @@
 """Reading run directories written by the trainer.
 
-A run directory holds ``run.json`` and ``metrics.jsonl`` (format in the module
-docstring of :mod:`elcl.evaluation.report` and in the trainer). An experiment directory
-holds run directories (found recursively: any directory with a ``run.json``).
-Every format problem raises :class:`~elcl.errors.ElclError` naming the file (and line).
+A run directory holds ``run.json``, ``metrics.jsonl``, ``config.yaml`` and the
+per-mention ``predictions/`` (formats: :mod:`elcl.schemas`, the same models the trainer
+writes with). An experiment directory holds run directories (found recursively: any
+directory with a ``run.json``). Every format problem raises one
+:class:`~elcl.errors.ElclError` line naming the file (and line) and the key.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from elcl.continual.rundir import RunSpec
 from elcl.errors import ElclError
+from elcl.schemas import (
+    METHODS,
+    MetricRow,
+    PredictionRow,
+    RunRecord,
+    parse_json_file,
+    parse_jsonl_file,
+)
 
-METHODS = ("naive", "lr_control", "replay", "ewc", "online_ewc", "kfac", "joint", "single")
-STATUSES = ("running", "done")
-SPLITS = ("dev", "test")
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "config.yaml"
 
 __all__ = [
     "METHODS",
     "MetricRow",
     "Run",
-    "load_run",
-    "is_run_dir",
-    "discover_runs",
     "accuracy_matrix",
+    "discover_runs",
+    "is_run_dir",
+    "load_run",
+    "prediction_file",
+    "read_correctness",
     "single_baseline",
 ]
-
-
-@dataclass(frozen=True)
-class MetricRow:
-    step: int
-    trained_task: str
-    eval_task: str
-    split: str
-    acc1: float
-    acc5: float
-    n: int
-    n_unlinkable: int
-    tfidf_acc1: float | None = None
-    """The retriever's own top-1 on the same mentions (written by elcl >= 0.1; optional)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,6 +53,8 @@ class Run(RunSpec):
     status: str
     steps_done: int
     rows: list[MetricRow] = field(default_factory=list)
+    config: dict | None = None
+    """The run's resolved config.yaml (None for a run directory without one)."""
 
     @property
     def done(self) -> bool:
@@ -71,10 +68,6 @@ class Run(RunSpec):
     def n_steps(self) -> int:
         return 1 + max((r.step for r in self.rows), default=-1)
 
-    @property
-    def order_label(self) -> str:
-        return ">".join(self.order)
-
     def splits(self) -> set[str]:
         return {r.split for r in self.rows}
 
@@ -83,171 +76,46 @@ def is_run_dir(path: Path) -> bool:
     return (Path(path) / RUN_FILE).is_file()
 
 
-def _is_int(x: object) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _is_num(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
-def _load_run_json(path: Path) -> dict:
-    where = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ElclError(f"{where}: missing (not a run directory)") from None
-    except OSError as exc:
-        raise ElclError(f"{where}: cannot read: {exc.strerror or exc}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ElclError(f"{where}:{exc.lineno}: not valid JSON ({exc.msg})") from None
-    if not isinstance(data, dict):
-        raise ElclError(f"{where}: expected a JSON object")
-    checks = {
-        "experiment": lambda v: isinstance(v, str),
-        "method": lambda v: v in METHODS,
-        "lambda": lambda v: v is None or (_is_num(v) and math.isfinite(v) and v >= 0),
-        "seed": _is_int,
-        "order": lambda v: isinstance(v, list)
-        and len(v) > 0
-        and all(isinstance(t, str) and t for t in v)
-        and len(set(v)) == len(v),
-        "order_index": _is_int,
-        "status": lambda v: v in STATUSES,
-        "steps_done": lambda v: _is_int(v) and v >= 0,
-    }
-    expected = {
-        "experiment": "a string",
-        "method": "one of " + "|".join(METHODS),
-        "lambda": "a non-negative number or null",
-        "seed": "an integer",
-        "order": "a non-empty list of distinct task names",
-        "order_index": "an integer",
-        "status": "one of " + "|".join(STATUSES),
-        "steps_done": "a non-negative integer",
-    }
-    for key, ok in checks.items():
-        if key not in data:
-            raise ElclError(f"{where}: missing key '{key}' (expected {expected[key]})")
-        if not ok(data[key]):
-            raise ElclError(f"{where}: key '{key}' = {data[key]!r}, expected {expected[key]}")
-    return data
-
-
-_ROW_KEYS = {
-    "step": "a non-negative integer",
-    "trained_task": "a string",
-    "eval_task": "a string",
-    "split": "dev|test",
-    "acc1": "a number in [0, 1]",
-    "acc5": "a number in [0, 1]",
-    "n": "a non-negative integer",
-    "n_unlinkable": "a non-negative integer",
-}
-
-
-def _acc_ok(v: object) -> bool:
-    return _is_num(v) and (math.isnan(v) or 0.0 <= v <= 1.0)
-
-
 def _load_metrics(path: Path, method: str, order: tuple[str, ...]) -> list[MetricRow]:
-    where = str(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise ElclError(f"{where}: missing") from None
-    except OSError as exc:
-        raise ElclError(f"{where}: cannot read: {exc.strerror or exc}") from None
-    tasks = set(order)
     # Last occurrence wins: a resumed trainer may re-append a step.
     latest: dict[tuple[int, str, str], MetricRow] = {}
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            raise ElclError(f"{where}:{lineno}: not valid JSON") from None
-        if not isinstance(obj, dict):
-            raise ElclError(f"{where}:{lineno}: expected a JSON object")
-        for key, what in _ROW_KEYS.items():
-            if key not in obj:
-                raise ElclError(f"{where}:{lineno}: missing key '{key}' (expected {what})")
-        ok = (
-            _is_int(obj["step"])
-            and obj["step"] >= 0,
-            isinstance(obj["trained_task"], str),
-            isinstance(obj["eval_task"], str),
-            obj["split"] in SPLITS,
-            _acc_ok(obj["acc1"]),
-            _acc_ok(obj["acc5"]),
-            _is_int(obj["n"]) and obj["n"] >= 0,
-            _is_int(obj["n_unlinkable"]) and obj["n_unlinkable"] >= 0,
-        )
-        for key, good in zip(_ROW_KEYS, ok):
-            if not good:
-                raise ElclError(
-                    f"{where}:{lineno}: key '{key}' = {obj[key]!r}, expected {_ROW_KEYS[key]}"
-                )
-        row = MetricRow(
-            step=obj["step"],
-            trained_task=obj["trained_task"],
-            eval_task=obj["eval_task"],
-            split=obj["split"],
-            acc1=float(obj["acc1"]),
-            acc5=float(obj["acc5"]),
-            n=obj["n"],
-            n_unlinkable=obj["n_unlinkable"],
-            tfidf_acc1=float(obj["tfidf_acc1"]) if isinstance(obj.get("tfidf_acc1"), (int, float)) else None,
-        )
-        if row.eval_task not in tasks:
-            raise ElclError(
-                f"{where}:{lineno}: eval_task '{row.eval_task}' is not in the run's order "
-                f"({', '.join(order)})"
-            )
-        if method == "joint":
-            if row.step != 0 or row.trained_task != "joint":
-                raise ElclError(
-                    f"{where}:{lineno}: joint runs have one step (step 0, trained_task "
-                    f"'joint'), got step {row.step}, trained_task '{row.trained_task}'"
-                )
-        else:
-            if row.step >= len(order):
-                raise ElclError(
-                    f"{where}:{lineno}: step {row.step} but the order has only "
-                    f"{len(order)} task(s)"
-                )
-            if row.trained_task != order[row.step]:
-                raise ElclError(
-                    f"{where}:{lineno}: trained_task '{row.trained_task}' at step "
-                    f"{row.step}, but order[{row.step}] is '{order[row.step]}'"
-                )
+    for _, row in parse_jsonl_file(MetricRow, path, {"order": order, "method": method}):
         latest[(row.step, row.eval_task, row.split)] = row
-    return sorted(
-        latest.values(), key=lambda r: (r.step, r.split, order.index(r.eval_task))
-    )
+    return sorted(latest.values(), key=lambda r: (r.step, r.split, order.index(r.eval_task)))
+
+
+def _load_config(path: Path) -> dict | None:
+    """The run's resolved ``config.yaml`` as a dict (None when the run has none)."""
+    if not path.is_file():
+        return None
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ElclError(f"{path}: not a valid YAML file ({exc.__class__.__name__})") from None
+    if not isinstance(raw, dict):
+        raise ElclError(f"{path}: expected a mapping of config sections")
+    return raw
 
 
 def load_run(path: Path | str) -> Run:
-    """Read and validate ``run.json`` and ``metrics.jsonl`` of one run directory."""
+    """Read and validate ``run.json``, ``metrics.jsonl`` (and ``config.yaml``) of a run."""
     path = Path(path)
-    meta = _load_run_json(path / RUN_FILE)
-    order = tuple(meta["order"])
-    rows = _load_metrics(path / METRICS_FILE, meta["method"], order)
-    lam = meta["lambda"]
+    rec = parse_json_file(RunRecord, path / RUN_FILE)
+    order = tuple(rec.order)
+    rows = _load_metrics(path / METRICS_FILE, rec.method, order)
+    lam = rec.lam
     return Run(
         path=path,
-        experiment=meta["experiment"],
-        method=meta["method"],
-        lam=None if lam is None else float(lam),
-        seed=meta["seed"],
+        experiment=rec.experiment,
+        method=rec.method,
+        lam=float(lam) if isinstance(lam, (int, float)) else lam,  # type: ignore[arg-type]
+        seed=rec.seed,
         order=order,
-        order_index=meta["order_index"],
-        status=meta["status"],
-        steps_done=meta["steps_done"],
+        order_index=rec.order_index,
+        status=rec.status,
+        steps_done=rec.steps_done,
         rows=rows,
+        config=_load_config(path / CONFIG_FILE),
     )
 
 
@@ -336,3 +204,20 @@ def single_baseline(run: Run, split: str = "test", metric: str = "acc1") -> dict
         if r.split == split and r.trained_task == r.eval_task:
             out[r.eval_task] = getattr(r, metric)
     return out
+
+
+def prediction_file(run: Run, step: int, eval_task: str, split: str = "test") -> Path:
+    """Where the trainer wrote the predictions of step ``step`` on ``eval_task``."""
+    trained = "joint" if run.method == "joint" else run.order[step]
+    return run.path / "predictions" / f"{step}_{trained}" / f"{eval_task}.{split}.jsonl"
+
+
+def read_correctness(path: Path) -> tuple[list[tuple[str, int, int]], np.ndarray] | None:
+    """Per-mention top-1 correctness from a predictions file: (mention keys, 0/1 array).
+
+    None when the file does not exist (runs of older elcl, or copied without predictions).
+    """
+    if not path.is_file():
+        return None
+    rows = [r for _, r in parse_jsonl_file(PredictionRow, path)]
+    return [r.key for r in rows], np.array([r.correct for r in rows], dtype=float)
