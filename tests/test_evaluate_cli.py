@@ -63,9 +63,9 @@ def test_experiment_report(tmp_path):
     exp = make_exp(tmp_path)
     res = runner.invoke(app, ["evaluate", str(exp)])
     assert res.exit_code == 0, res.output
-    # kfac forgets A by 0.1 and B by 0.1, naive by 0.4 and 0.2: (75% + 50%)/2
+    # kfac forgets A by 0.1 and B by 0.1, naive by 0.4 and 0.2: 1 - 0.1 / 0.3
     kfac = next(line for line in res.stdout.splitlines() if line.startswith("| kfac |"))
-    assert "62.5" in kfac and "| 10 |" in kfac
+    assert "66.7" in kfac and "| 10 |" in kfac
     assert "λ selection" in res.stdout
     assert "ewc_partial" in res.stderr and "skipped" in res.stderr
     out = exp / "report"

@@ -53,29 +53,6 @@ def test_backward_transfer():
     assert math.isnan(M.backward_transfer(R[:1]))
 
 
-def test_forgetting_reduction_average():
-    res = M.forgetting_reduction([0.10, 0.05, 0.3], [0.40, 0.10, 0.0])
-    assert res.per_task[0] == pytest.approx(0.75)
-    assert res.per_task[1] == pytest.approx(0.50)
-    assert math.isnan(res.per_task[2])  # last task never counts
-    assert res.mean == pytest.approx(0.625)
-    assert res.used == (0, 1) and res.skipped == ()
-
-
-def test_forgetting_reduction_skips_non_positive_naive_forgetting():
-    res = M.forgetting_reduction([0.10, 0.05, 0.02, 0.0], [0.40, 0.0, -0.1, 0.2])
-    assert res.used == (0,)
-    assert res.skipped == (1, 2)
-    assert res.mean == pytest.approx(0.75)
-    none = M.forgetting_reduction([0.1, 0.0], [0.0, 0.0])
-    assert math.isnan(none.mean) and none.skipped == (0,)
-
-
-def test_forgetting_reduction_negative_when_worse_than_naive():
-    res = M.forgetting_reduction([0.3, 0.0], [0.2, 0.0])
-    assert res.mean == pytest.approx(-0.5)
-
-
 def test_mean_std_ddof1():
     assert M.mean_std([0.1, 0.2, 0.3]) == pytest.approx((0.2, 0.1, 3))
     mean, std, n = M.mean_std([0.5])

@@ -6,38 +6,64 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from elcl.config import config_from_dict
+from elcl.continual.rundir import RunDir, RunSpec, write_jsonl
 from elcl.errors import ElclError
 from elcl.evaluation.report import build_report, write_report
 from elcl.evaluation.runs import discover_runs, load_run
+from elcl.schemas import MetricRow, PredictionRow
 
 ORDER = ["A", "B", "C"]
 SINGLE = {0: [0.80, 0.70, 0.90], 1: [0.82, 0.72, 0.88]}
 
 
 def write_run(root, name, method, lam, seed, R, *, order=ORDER, dev_offset=0.0, status="done",
-              experiment="exp"):
-    """Write run.json + metrics.jsonl exactly as the trainer does (R[step][task])."""
+              experiment="exp", n=100, predictions=False, config=None):
+    """Write a run directory through the trainer's own schemas (R[step][task]).
+
+    With ``predictions`` every acc@1 is rounded to k/n and a prediction file with k
+    correct mentions (a fixed per-task subset, so runs share mentions) is written for it;
+    ``config`` (a dict of overrides) writes a config.yaml resolved like the trainer's.
+    """
     d = Path(root) / name
     d.mkdir(parents=True)
-    (d / "run.json").write_text(json.dumps({
-        "experiment": experiment, "method": method, "lambda": lam, "seed": seed,
-        "order": list(order), "order_index": 0, "status": status, "steps_done": len(R),
-    }))
-    lines = []
+    rd = RunDir(d)
+    spec = RunSpec(experiment, method, lam, seed, tuple(order), 0)
+    rd.write_state(spec, status, len(R))
+    if config is not None:
+        cfg = config_from_dict({"name": experiment, "tasks": list(order), "seeds": [seed],
+                                "method": {"name": method}} | config)
+        rd.write_config(cfg.to_dict())
+    rows = []
     for i, row in enumerate(R):
         trained = "joint" if method == "joint" else order[i]
         for split, off in (("test", 0.0), ("dev", dev_offset)):
             for j, task in enumerate(order):
                 acc = round(row[j] + off, 6)
-                lines.append(json.dumps({
-                    "step": i, "trained_task": trained, "eval_task": task, "split": split,
-                    "acc1": acc, "acc5": min(1.0, round(acc + 0.05, 6)), "n": 100,
-                    "n_unlinkable": 3,
-                }))
-    (d / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+                if predictions and split == "test":
+                    k = round(acc * n)
+                    acc = k / n
+                    write_predictions(rd.predictions(i, trained, task, split), task, k, n)
+                rows.append(MetricRow(
+                    step=i, trained_task=trained, eval_task=task, split=split, acc1=acc,
+                    acc5=min(1.0, round(acc + 0.05, 6)), n=n, n_unlinkable=3,
+                ).dump())
+    write_jsonl(rd.metrics, rows)
     return d
+
+
+def write_predictions(path, task, k, n):
+    """n mentions of ``task``, the first k of a fixed per-task permutation correct."""
+    perm = np.random.default_rng(sum(map(ord, task))).permutation(n)
+    correct = np.zeros(n, dtype=bool)
+    correct[perm[:k]] = True
+    write_jsonl(path, [PredictionRow(
+        doc_id=f"{task}-{m // 10}", start=m, end=m + 3, mention=f"m{m}", gold=[f"C{m}"],
+        predicted=[(f"C{m}" if correct[m] else "C-other", 1.0)], correct=bool(correct[m]),
+    ).dump() for m in range(n)])
 
 
 def seq(seed, fA, fB, mid=0.5):
@@ -91,9 +117,11 @@ def test_build_report_numbers(tmp_path):
     assert naive[col["n runs"]] == "2"
     ewc = _row(main, "| ewc |")  # λ chosen on dev: λ=1 although λ=10 is better on test
     assert ewc[col["λ"]] == "1"
-    assert ewc[col["forgetting reduction (%)"]] == "25.0 ± 0.0"
+    # ratio of means: 1 - mean(0.30, 0.15) / mean(0.40, 0.20); both seeds equal -> no width
+    assert ewc[col["forgetting reduction (%)"]] == "25.0"
     kfac = _row(main, "| kfac |")
-    assert kfac[col["forgetting reduction (%)"]] == "70.0 ± 0.0"
+    # 1 - mean(0.08, 0.08) / mean(0.40, 0.20) (the old mean of per-task ratios gave 70.0)
+    assert kfac[col["forgetting reduction (%)"]] == "73.3"
     assert kfac[col["n runs"]] == "2"
     joint = _row(main, "| joint |")
     assert joint[col["forgetting reduction (%)"]] == "95.0"  # one run: no std
@@ -102,9 +130,12 @@ def test_build_report_numbers(tmp_path):
     # BWT of naive: ((0.4 - 0.8) + (0.5 - 0.7)) / 2 = -0.3 for both seeds
     assert naive[col["BWT (pp)"]] == "-30.0 ± 0.0"
     alll = rep.all_lambda_markdown()
-    assert _row(alll, "| ewc | 10 |")[col["forgetting reduction (%)"]] == "55.0 ± 7.1"
+    # seed 0 forgets 0.15 on average, seed 1 0.11: 1 - 0.13 / 0.30; resampling the two
+    # seeds gives 1 - 0.15/0.30 and 1 - 0.11/0.30 at the ends of the interval
+    assert _row(alll, "| ewc | 10 |")[col["forgetting reduction (%)"]] == "56.7 [50.0, 63.3]"
     g = {(g.method, g.lam): g for g in rep.groups}
-    assert g[("ewc", 10.0)].scalars["forgetting_reduction"][0] == pytest.approx(0.55)
+    assert g[("ewc", 10.0)].reduction.point == pytest.approx(1 - 0.13 / 0.30)
+    assert g[("ewc", 10.0)].n_paired == 2
     assert g[("ewc", 1.0)].chosen and not g[("ewc", 10.0)].chosen
     choice = rep.selections[("ewc", tuple(ORDER))]
     assert choice.chosen == 1.0
@@ -132,17 +163,25 @@ def test_seed_matching_of_single_baseline(tmp_path):
     assert rs0.single_from == "seed 0"
 
 
-def test_skipped_tasks_noted(tmp_path):
+def test_tasks_and_seeds_without_naive_forgetting_count(tmp_path):
+    """Ratio of means: a task (or seed) where naive does not forget stays in the mean."""
     exp = tmp_path / "exp"
-    write_run(exp, "single", "single", None, 0, [[0.8, 0.1, 0.1], [0.1, 0.7, 0.1],
-                                                   [0.1, 0.1, 0.9]])
-    # naive does not forget B (improves on it): B leaves the reduction
-    write_run(exp, "naive", "naive", None, 0, seq(0, 0.4, 0.75))
-    write_run(exp, "kfac", "kfac", 1.0, 0, seq(0, 0.7, 0.7))
+    for s in (0, 1):
+        sA, sB, sC = SINGLE[s]
+        write_run(exp, f"single{s}", "single", None, s,
+                  [[sA, 0.1, 0.1], [0.1, sB, 0.1], [0.1, 0.1, sC]])
+    # seed 0: naive improves on B (forgetting -0.05); seed 1: naive forgets nothing at all
+    write_run(exp, "naive0", "naive", None, 0, seq(0, 0.40, 0.75))
+    write_run(exp, "naive1", "naive", None, 1, seq(1, 0.82, 0.72))
+    write_run(exp, "kfac0", "kfac", 1.0, 0, seq(0, 0.70, 0.70))
+    write_run(exp, "kfac1", "kfac", 1.0, 1, seq(1, 0.80, 0.72))
     rep = build_report([exp])
     kfac = next(g for g in rep.groups if g.method == "kfac")
-    assert kfac.scalars["forgetting_reduction"][0] == pytest.approx(0.75)
-    assert any("kfac" in n and "B" in n and "left out" in n for n in rep.notes)
+    f_kfac = np.mean([0.10, 0.00, 0.02, 0.00])
+    f_naive = np.mean([0.40, -0.05, 0.00, 0.00])
+    assert kfac.reduction.point == pytest.approx(1 - f_kfac / f_naive)
+    assert kfac.n_paired == 2
+    assert not any("left out" in n for n in rep.notes)
 
 
 def test_write_report_files(tmp_path):
@@ -162,20 +201,21 @@ def test_write_report_files(tmp_path):
             assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
     md = (out / "report.md").read_text()
-    assert "70.0 ± 0.0" in md and "## Warnings" in md
+    assert "| kfac | 100 |" in md and "73.3" in md and "## Warnings" in md
     summary = json.loads((out / "summary.json").read_text())
     kfac = next(g for g in summary["groups"] if g["method"] == "kfac")
-    assert kfac["metrics"]["forgetting_reduction"]["mean"] == pytest.approx(0.70)
+    assert kfac["forgetting_reduction"]["point"] == pytest.approx(1 - 0.08 / 0.30)
     assert kfac["n_runs"] == 2 and kfac["seeds"] == [0, 1]
     joint = next(g for g in summary["groups"] if g["method"] == "joint")
-    assert joint["metrics"]["forgetting_reduction"]["std"] is None
+    red = joint["forgetting_reduction"]  # one seed, no prediction files: nothing to resample
+    assert red["point"] == pytest.approx(0.95) and red["lo"] == red["hi"] == red["point"]
     sel = next(s for s in summary["lambda_selection"] if s["method"] == "ewc")
     assert sel["chosen_lambda"] == 1.0
     import pandas as pd
 
     df = pd.read_csv(out / "summary.csv")
     row = df[(df.method == "ewc") & (df["lambda"] == 10.0)].iloc[0]
-    assert row["forgetting_reduction_mean"] == pytest.approx(0.55)
+    assert row["forgetting_reduction"] == pytest.approx(1 - 0.13 / 0.30)
     assert row["forgetting_single[A]_mean"] == pytest.approx(0.16)
     assert not bool(row["chosen"])
     mats = json.loads((out / "accuracy_matrices.json").read_text())

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from elcl.evaluation.report import run_head
 from elcl.errors import ElclError
+from elcl.evaluation.render import run_head
 
 
 def _default_out(path: Path) -> Path:
@@ -85,7 +85,7 @@ def evaluate(
     paths: list[Path] = typer.Argument(
         ..., help="Run directories (with run.json) or experiment directories.", show_default=False
     ),
-    out: Optional[Path] = typer.Option(
+    out: Path | None = typer.Option(
         None, "--out", help="Report directory (default: <experiment>/report/)."
     ),
     split: str = typer.Option("test", "--split", help="Split for accuracies: test or dev."),
@@ -93,13 +93,18 @@ def evaluate(
         False, "--include-partial", help="Also use runs whose status is not 'done'."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+    bootstrap: int = typer.Option(
+        2000, "--bootstrap", help="Bootstrap resamples for the 95% intervals (fixed seed)."
+    ),
 ) -> None:
     """Per-run accuracy tables, or a forgetting report over an experiment.
 
     One run directory (or several of one method) prints acc@1/acc@5 per step and task.
     An experiment directory, or runs of several methods, gives the forgetting report:
-    Markdown table on stdout, and report.md, summary.csv, summary.json,
-    accuracy_matrices.json and PNG plots in --out.
+    Markdown table on stdout (drawn by rich on a terminal), and report.md, summary.csv,
+    comparison.csv, frontier.csv, summary.json, accuracy_matrices.json and PNG plots in
+    --out. Only runs whose experiment-defining config agrees are compared; the others
+    are listed with the keys that differ.
     """
     from elcl.evaluation.report import build_report, write_report
     from elcl.evaluation.runs import discover_runs
@@ -116,7 +121,11 @@ def evaluate(
         _print_run_tables(runs, as_json)
         return
 
-    report = build_report(paths, split=split, include_partial=include_partial)
+    report = build_report(paths, split=split, include_partial=include_partial, n_boot=bootstrap)
+    for w in report.left_out:
+        typer.echo(f"warning: {w}", err=True)
+    for w in report.unpaired:
+        typer.echo(f"warning: {w}", err=True)
     for w in report.warnings:
         typer.echo(f"warning: {w}", err=True)
     for n in report.notes:
@@ -125,6 +134,10 @@ def evaluate(
     written = write_report(report, out_dir)
     if as_json:
         typer.echo(json.dumps(report.summary_dict(), indent=2, allow_nan=False, ensure_ascii=False))
+    elif sys.stdout.isatty():
+        from elcl.evaluation.render import print_terminal
+
+        print_terminal(report)
     else:
         typer.echo(report.stdout_markdown())
     typer.echo(f"wrote {len(written)} file(s) to {out_dir}", err=True)

@@ -1,89 +1,80 @@
-"""Forgetting report over many runs: tables (Markdown / CSV / JSON) and PNG plots.
+"""Forgetting report over many runs: scoring and aggregation.
 
-Library entry points: :func:`build_report` (run or experiment directories -> a
-:class:`Report`) and :func:`write_report` (a report -> files in a directory).
+The report is built in three parts:
 
-Files written by :func:`write_report` (all atomically: temp file + ``os.replace``):
-
-* ``report.md``: main forgetting table (chosen λ per method), λ selection table,
-  table of all λ, forgetting vs best earlier accuracy, warnings and notes.
-* ``summary.csv``: one row per (method, λ, order) group; columns ``method, lambda,
-  order, chosen, n_runs, seeds``, then ``<metric>_mean, <metric>_std`` for
-  ``avg_final_acc1, avg_final_acc5, avg_final_dev_acc1, mean_forgetting,
-  forgetting_reduction, bwt``, then per task ``<per-task metric>[<task>]_mean/_std`` for
-  ``final_acc1, forgetting_single, forgetting_best, reduction``. Fractions (0..1), NaN
-  written as empty cells.
-* ``summary.json``: the same plus λ selection, per-run scores, warnings and notes (NaN
-  as ``null``).
-* ``accuracy_matrices.json``: per run and per group the matrices ``R[step][task]``.
-* ``heatmap_<method>[_<order>].png``, ``forgetting_reduction.png``,
-  ``acc_vs_lambda_<method>[_<order>].png``.
+* scoring — pure functions over accuracy matrices and per-mention correctness:
+  :mod:`elcl.evaluation.metrics` (one run), :mod:`elcl.evaluation.stats` (paired
+  ratio-of-means reduction, bootstrap intervals), :mod:`elcl.evaluation.frontier`;
+* this module — reads the runs, keeps the comparable ones, pairs every run with naive
+  and single on the same (seed, order), groups by (method, λ, order), selects λ on
+  dev data, and fills a :class:`Report` (data only);
+* rendering — :mod:`elcl.evaluation.render` (DataFrames → Markdown / CSV / JSON, rich
+  on a terminal) and :mod:`elcl.evaluation.plots` (matplotlib PNGs);
+  :func:`write_report` writes both.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import math
-import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import combinations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from elcl.fileio import atomic_write_bytes, atomic_write_text
+from elcl.continual.methods import PENALTY_METHODS, SEQUENTIAL_METHODS
+from elcl.errors import ElclError
 from elcl.evaluation import metrics as M
+from elcl.evaluation import stats as S
+from elcl.evaluation.comparable import split_comparable
+from elcl.evaluation.frontier import (
+    FrontierPoint,
+    MatchedComparison,
+    matched_plasticity,
+)
 from elcl.evaluation.runs import (
     METHODS,
     Run,
     accuracy_matrix,
     discover_runs,
+    lam_label,
+    order_label,
+    prediction_file,
+    read_correctness,
     single_baseline,
 )
-from elcl.errors import ElclError
 
 __all__ = [
-    "RunScores",
-    "GroupScores",
-    "Report",
-    "build_report",
-    "write_report",
     "SCALAR_METRICS",
     "TASK_METRICS",
+    "ArmStats",
+    "Comparison",
+    "DiffStats",
+    "GroupScores",
+    "Report",
+    "RunScores",
+    "build_report",
+    "write_report",
 ]
 
 SCALAR_METRICS = (
     "avg_final_acc1",
     "avg_final_acc5",
     "avg_final_dev_acc1",
+    "newest_acc1",
     "mean_forgetting",
-    "forgetting_reduction",
     "bwt",
 )
-TASK_METRICS = ("final_acc1", "forgetting_single", "forgetting_best", "reduction")
-SEQUENTIAL = ("naive", "lr_control", "replay", "ewc", "online_ewc", "kfac")
+TASK_METRICS = ("final_acc1", "forgetting_single", "forgetting_best")
+
+Cell = tuple[int, tuple[str, ...]]
+"""(seed, task order): the unit runs are paired on."""
 
 
-def _nanmean(x) -> float:
-    arr = np.asarray(x, dtype=float)
-    arr = arr[~np.isnan(arr)]
-    return float(arr.mean()) if arr.size else math.nan
-
-
-def _diag(R: np.ndarray) -> np.ndarray:
-    out = np.full(R.shape[1], math.nan)
-    for j in range(min(R.shape)):
-        out[j] = R[j, j]
-    return out
-
-
-def _fmt_lam(lam: float | None) -> str:
-    return "-" if lam is None else f"{lam:g}"
-
-
-def _order_label(order: tuple[str, ...]) -> str:
-    return ">".join(order)
+def is_rule(lam: float | str | None) -> bool:
+    """λ set by a rule per task (``lambda: auto…``) rather than one value of a grid."""
+    return isinstance(lam, str)
 
 
 @dataclass
@@ -98,31 +89,26 @@ class RunScores:
     avg_final_acc1: float
     avg_final_acc5: float
     avg_final_dev_acc1: float
-    single: np.ndarray  # matched single baseline per task
-    single_from: str
-    forgetting_single: np.ndarray
+    newest_acc1: float  # final acc1 on the order's last task (plasticity)
     forgetting_best: np.ndarray
-    mean_forgetting: float
     bwt: float
-    reduction: M.ReductionResult | None = None
-    naive_from: str = ""
+    single: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    single_from: str = "none"
+    forgetting_single: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    mean_forgetting: float = math.nan
+
+    @property
+    def cell(self) -> Cell:
+        return (self.run.seed, self.run.order)
 
     def per_task(self, name: str) -> np.ndarray:
-        if name == "final_acc1":
-            return self.final
-        if name == "forgetting_single":
-            return self.forgetting_single
-        if name == "forgetting_best":
-            return self.forgetting_best
-        if name == "reduction":
-            if self.reduction is None:
-                return np.full(len(self.final), math.nan)
-            return self.reduction.per_task
-        raise KeyError(name)
+        return {
+            "final_acc1": self.final,
+            "forgetting_single": self.forgetting_single,
+            "forgetting_best": self.forgetting_best,
+        }[name]
 
     def scalar(self, name: str) -> float:
-        if name == "forgetting_reduction":
-            return self.reduction.mean if self.reduction is not None else math.nan
         return float(getattr(self, name))
 
 
@@ -131,7 +117,7 @@ class GroupScores:
     """Runs sharing (method, λ, order), aggregated over seeds: (mean, std, n)."""
 
     method: str
-    lam: float | None
+    lam: float | str | None
     order: tuple[str, ...]
     runs: list[RunScores]
     chosen: bool = False
@@ -139,6 +125,9 @@ class GroupScores:
     tasks: dict = field(default_factory=dict)  # name -> task -> (mean, std, n)
     R_mean: np.ndarray | None = None
     R_std: np.ndarray | None = None
+    reduction: S.Interval | None = None
+    """Ratio-of-means forgetting reduction vs naive over the paired seeds, with its interval."""
+    n_paired: int = 0
 
     @property
     def seeds(self) -> list[int]:
@@ -152,6 +141,46 @@ class GroupScores:
     def key(self) -> tuple:
         return (self.method, self.lam, self.order)
 
+    @property
+    def shown(self) -> bool:
+        """In the main table: the dev-selected λ, or a rule-set λ (its own point)."""
+        return self.chosen or is_rule(self.lam)
+
+
+@dataclass(frozen=True)
+class ArmStats:
+    """One method (at its selected λ per order, or a λ rule) against naive, pooled over orders."""
+
+    method: str
+    lam: str  # "1000" or "o0: 100, o1: 1000" or "auto"
+    n_cells: int
+    forgetting: S.Interval
+    reduction: S.Interval
+
+
+@dataclass(frozen=True)
+class DiffStats:
+    """``a − b`` in mean forgetting and in reduction, over the cells both have."""
+
+    a: str
+    b: str
+    n_cells: int
+    forgetting: S.Interval
+    reduction: S.Interval
+
+
+@dataclass
+class Comparison:
+    """The paired statistics of the report: every method against naive, and penalty pairs."""
+
+    naive: S.Interval | None
+    n_cells: int
+    arms: list[ArmStats]
+    diffs: list[DiffStats]
+    resampling: str
+    n_boot: int
+    seed: int
+
 
 @dataclass
 class Report:
@@ -162,319 +191,69 @@ class Report:
     warnings: list[str]
     notes: list[str]
     experiments: list[str]
+    comparison: Comparison | None = None
+    frontier: list[FrontierPoint] = field(default_factory=list)
+    matched: list[MatchedComparison] = field(default_factory=list)
+    unpaired: list[str] = field(default_factory=list)
+    left_out: list[str] = field(default_factory=list)
 
-    # ------------------------------------------------------------------ tables
     @property
     def orders(self) -> list[tuple[str, ...]]:
-        seen: list[tuple[str, ...]] = []
-        for g in self.groups:
-            if g.order not in seen:
-                seen.append(g.order)
-        return seen
+        return list(dict.fromkeys(g.order for g in self.groups))
 
     @property
     def tasks(self) -> list[str]:
-        seen: list[str] = []
-        for order in self.orders:
-            for t in order:
-                if t not in seen:
-                    seen.append(t)
-        return seen
+        return list(dict.fromkeys(t for order in self.orders for t in order))
 
     def chosen_groups(self) -> list[GroupScores]:
-        return [g for g in self.groups if g.chosen]
+        return [g for g in self.groups if g.shown]
 
-    def _table_rows(self, groups: list[GroupScores]) -> tuple[list[str], list[list[str]]]:
-        multi_order = len(self.orders) > 1
-        header = ["method", "λ"] + (["order"] if multi_order else [])
-        header += ["avg acc@1 (%)", "avg acc@5 (%)"]
-        header += [f"forgetting {t} (pp)" for t in self.tasks]
-        header += ["mean forgetting (pp)", "forgetting reduction (%)", "BWT (pp)", "n runs"]
-        rows = []
-        for g in groups:
-            row = [g.method, _fmt_lam(g.lam)] + ([_order_label(g.order)] if multi_order else [])
-            row += [_pm(g.scalars["avg_final_acc1"]), _pm(g.scalars["avg_final_acc5"])]
-            for t in self.tasks:
-                row.append(_pm(g.tasks["forgetting_single"].get(t)))
-            row += [
-                _pm(g.scalars["mean_forgetting"]),
-                _pm(g.scalars["forgetting_reduction"]),
-                _pm(g.scalars["bwt"]),
-                str(g.n_runs),
-            ]
-            rows.append(row)
-        return header, rows
-
+    # Rendering lives in render.py; these keep the report's own API short to use.
     def main_table_markdown(self) -> str:
-        header, rows = self._table_rows(self.chosen_groups())
-        return _markdown(header, rows)
+        from elcl.evaluation import render
+
+        return render.markdown(render.group_table(self, self.chosen_groups()))
 
     def all_lambda_markdown(self) -> str:
-        header, rows = self._table_rows(self.groups)
-        return _markdown(header, rows)
+        from elcl.evaluation import render
+
+        return render.markdown(render.group_table(self, self.groups))
 
     def selection_markdown(self) -> str:
-        multi_order = len(self.orders) > 1
-        header = ["method"] + (["order"] if multi_order else [])
-        header += ["λ", "dev acc@1 (%)", f"{self.split} acc@1 (%)", "n runs", "chosen"]
-        rows = []
-        for g in self.groups:
-            row = [g.method] + ([_order_label(g.order)] if multi_order else [])
-            row += [
-                _fmt_lam(g.lam),
-                _pm(g.scalars["avg_final_dev_acc1"]),
-                _pm(g.scalars["avg_final_acc1"]),
-                str(g.n_runs),
-                "yes" if g.chosen else "",
-            ]
-            rows.append(row)
-        return _markdown(header, rows)
+        from elcl.evaluation import render
 
-    def best_forgetting_markdown(self) -> str:
-        header = ["method", "λ"] + (["order"] if len(self.orders) > 1 else [])
-        header += [f"{t} (pp)" for t in self.tasks]
-        rows = []
-        for g in self.chosen_groups():
-            if g.method not in SEQUENTIAL:
-                continue
-            row = [g.method, _fmt_lam(g.lam)]
-            row += [_order_label(g.order)] if len(self.orders) > 1 else []
-            row += [_pm(g.tasks["forgetting_best"].get(t)) for t in self.tasks]
-            rows.append(row)
-        return _markdown(header, rows)
+        return render.markdown(render.selection_table(self))
 
     def stdout_markdown(self) -> str:
-        """What `elcl evaluate` prints: the main table, the rule and the λ table."""
-        parts = [
-            f"## Forgetting ({self.split} split, chosen λ per method; "
-            f"accuracies in %, forgetting in points, mean ± std over seeds)",
-            "",
-            self.main_table_markdown(),
-            "",
-            M.SELECTION_RULE,
-            "",
-            self.selection_markdown(),
-        ]
-        return "\n".join(parts) + "\n"
+        from elcl.evaluation import render
+
+        return render.stdout_markdown(self)
 
     def to_markdown(self) -> str:
-        lines = [
-            "# elcl continual entity-linking report",
-            "",
-            f"- runs: {len(self.runs)}; split: {self.split}; experiment(s): "
-            + (", ".join(self.experiments) or "-"),
-            "- accuracy = acc@1 averaged over the tasks after the last step ('single': each "
-            "task's own model); forgetting of task j = single-task acc of j minus final acc "
-            "of j; forgetting reduction = mean over tasks j < n-1 of 1 - f_method/f_naive; "
-            "BWT = mean over j < n-1 of R[n-1][j] - R[j][j].",
-            "",
-            "## Forgetting (chosen λ per method)",
-            "",
-            self.main_table_markdown(),
-            "",
-            "## λ selection",
-            "",
-            M.SELECTION_RULE,
-            "",
-            self.selection_markdown(),
-            "",
-            "## All λ",
-            "",
-            self.all_lambda_markdown(),
-            "",
-            "## Forgetting vs best earlier accuracy (chosen λ)",
-            "",
-            "max over steps j..n-2 of R[i][j] minus R[n-1][j], tasks j < n-1.",
-            "",
-            self.best_forgetting_markdown(),
-            "",
-        ]
-        if self.warnings:
-            lines += ["## Warnings", ""] + [f"- {w}" for w in self.warnings] + [""]
-        if self.notes:
-            lines += ["## Notes", ""] + [f"- {n}" for n in self.notes] + [""]
-        return "\n".join(lines)
+        from elcl.evaluation import render
 
-    def summary_frame(self) -> pd.DataFrame:
-        records = []
-        for g in self.groups:
-            rec: dict = {
-                "method": g.method,
-                "lambda": g.lam,
-                "order": _order_label(g.order),
-                "chosen": g.chosen,
-                "n_runs": g.n_runs,
-                "seeds": " ".join(str(s) for s in g.seeds),
-            }
-            for name in SCALAR_METRICS:
-                mean, std, _ = g.scalars[name]
-                rec[f"{name}_mean"] = mean
-                rec[f"{name}_std"] = std
-            for name in TASK_METRICS:
-                for t in self.tasks:
-                    mean, std, _ = g.tasks[name].get(t, (math.nan, math.nan, 0))
-                    rec[f"{name}[{t}]_mean"] = mean
-                    rec[f"{name}[{t}]_std"] = std
-            records.append(rec)
-        return pd.DataFrame.from_records(records)
+        return render.report_markdown(self)
 
     def summary_dict(self) -> dict:
-        def ms(t):
-            mean, std, n = t if t is not None else (math.nan, math.nan, 0)
-            return {"mean": _clean(mean), "std": _clean(std), "n": n}
+        from elcl.evaluation import render
 
-        groups = []
-        for g in self.groups:
-            groups.append(
-                {
-                    **group_head(g),
-                    "metrics": {name: ms(g.scalars[name]) for name in SCALAR_METRICS},
-                    "per_task": {
-                        t: {name: ms(g.tasks[name].get(t)) for name in TASK_METRICS}
-                        for t in g.order
-                    },
-                }
-            )
-        selections = []
-        for (method, order), choice in self.selections.items():
-            selections.append(
-                {
-                    "method": method,
-                    "order": list(order),
-                    "chosen_lambda": choice.chosen,
-                    "reason": choice.reason,
-                    "candidates": [
-                        {
-                            "lambda": lam,
-                            "dev_acc1_mean": _clean(choice.scores[lam]),
-                            "n": choice.counts[lam],
-                        }
-                        for lam in choice.scores
-                    ],
-                }
-            )
-        runs = []
-        for rs in self.runs:
-            r = rs.run
-            runs.append(
-                {
-                    **run_head(r),
-                    "metrics": {name: _clean(rs.scalar(name)) for name in SCALAR_METRICS},
-                    "per_task": {
-                        t: {name: _clean(rs.per_task(name)[j]) for name in TASK_METRICS}
-                        for j, t in enumerate(r.order)
-                    },
-                    "single_baseline": {
-                        t: _clean(rs.single[j]) for j, t in enumerate(r.order)
-                    },
-                    "single_baseline_from": rs.single_from,
-                    "naive_from": rs.naive_from,
-                    "reduction_skipped_tasks": (
-                        [r.order[j] for j in rs.reduction.skipped] if rs.reduction else []
-                    ),
-                }
-            )
-        return {
-            "split": self.split,
-            "selection_rule": M.SELECTION_RULE,
-            "experiments": self.experiments,
-            "n_runs": len(self.runs),
-            "tasks": self.tasks,
-            "lambda_selection": selections,
-            "groups": groups,
-            "runs": runs,
-            "warnings": self.warnings,
-            "notes": self.notes,
-        }
-
-    def matrices_dict(self) -> dict:
-        def step_labels(method: str, order: tuple[str, ...], n_steps: int) -> list[str]:
-            if method == "joint":
-                return ["joint"]
-            return [order[i] for i in range(n_steps)]
-
-        runs = []
-        for rs in self.runs:
-            r = rs.run
-            runs.append(
-                {
-                    "run": str(r.path),
-                    "method": r.method,
-                    "lambda": r.lam,
-                    "seed": r.seed,
-                    "order": list(r.order),
-                    "trained": step_labels(r.method, r.order, rs.R.shape[0]),
-                    "acc1": _clean(rs.R),
-                    "acc5": _clean(rs.R5),
-                    "dev_acc1": _clean(rs.R_dev),
-                }
-            )
-        groups = []
-        for g in self.groups:
-            groups.append(
-                {
-                    **group_head(g),
-                    "trained": step_labels(g.method, g.order, g.R_mean.shape[0]),
-                    "acc1_mean": _clean(g.R_mean),
-                    "acc1_std": _clean(g.R_std),
-                }
-            )
-        return {
-            "split": self.split,
-            "layout": "acc1[i][j] = acc@1 on order[j] after training step i (trained[i])",
-            "runs": runs,
-            "groups": groups,
-        }
+        return render.summary_dict(self)
 
 
-# ---------------------------------------------------------------------- helpers
-def _clean(x):
-    """NaN -> None, numpy -> python (recursively) for strict JSON."""
-    if isinstance(x, np.ndarray):
-        return [_clean(v) for v in x.tolist()]
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if isinstance(x, (float, np.floating)):
-        return None if math.isnan(x) else float(x)
-    if isinstance(x, np.integer):
-        return int(x)
-    return x
+# ---------------------------------------------------------------------- scoring
+def _diag(R: np.ndarray) -> np.ndarray:
+    out = np.full(R.shape[1], math.nan)
+    for j in range(min(R.shape)):
+        out[j] = R[j, j]
+    return out
 
 
-def _pm(t, scale: float = 100.0) -> str:
-    """(mean, std, n) -> 'mean ± std' in % (or points); 'n/a' for NaN."""
-    if t is None:
-        return "n/a"
-    mean, std, _ = t
-    if mean is None or math.isnan(mean):
-        return "n/a"
-    if std is None or math.isnan(std):
-        return f"{mean * scale:.1f}"
-    return f"{mean * scale:.1f} ± {std * scale:.1f}"
+def _earlier(rs: RunScores) -> int:
+    """How many tasks were trained before the last step (joint sees all at once)."""
+    steps = rs.run.n_tasks if rs.run.method == "joint" else rs.R.shape[0]
+    return max(0, min(rs.run.n_tasks, steps - 1))
 
 
-def _markdown(header: list[str], rows: list[list[str]]) -> str:
-    def esc(s: str) -> str:
-        return str(s).replace("|", "\\|")
-
-    lines = ["| " + " | ".join(esc(h) for h in header) + " |"]
-    lines.append("|" + "|".join("---" for _ in header) + "|")
-    for row in rows:
-        lines.append("| " + " | ".join(esc(c) for c in row) + " |")
-    if not rows:
-        lines.append("| " + " | ".join("" for _ in header) + " |")
-    return "\n".join(lines)
-
-
-def _method_rank(method: str) -> int:
-    return METHODS.index(method) if method in METHODS else len(METHODS)
-
-
-def _lam_sort(lam: float | None) -> tuple[int, float]:
-    return (0, 0.0) if lam is None else (1, lam)
-
-
-# ---------------------------------------------------------------------- build
 def _score_run(run: Run, split: str) -> RunScores:
     R = accuracy_matrix(run, split, "acc1")
     R5 = accuracy_matrix(run, split, "acc5")
@@ -483,34 +262,23 @@ def _score_run(run: Run, split: str) -> RunScores:
         final, final5, final_dev = _diag(R), _diag(R5), _diag(R_dev)
     else:
         final, final5, final_dev = R[-1].copy(), R5[-1].copy(), R_dev[-1].copy()
+    sequential = run.method in SEQUENTIAL_METHODS
     n = run.n_tasks
-    if run.method in SEQUENTIAL:
-        f_best = M.forgetting_vs_best(R)
-        bwt = M.backward_transfer(R)
-    else:
-        f_best = np.full(n, math.nan)
-        bwt = math.nan
     return RunScores(
         run=run,
         R=R,
         R5=R5,
         R_dev=R_dev,
         final=final,
-        avg_final_acc1=_nanmean(final),
-        avg_final_acc5=_nanmean(final5),
-        avg_final_dev_acc1=_nanmean(final_dev),
+        avg_final_acc1=M.nanmean(final),
+        avg_final_acc5=M.nanmean(final5),
+        avg_final_dev_acc1=M.nanmean(final_dev),
+        newest_acc1=float(final[-1]),
+        forgetting_best=M.forgetting_vs_best(R) if sequential else np.full(n, math.nan),
+        bwt=M.backward_transfer(R) if sequential else math.nan,
         single=np.full(n, math.nan),
-        single_from="none",
         forgetting_single=np.full(n, math.nan),
-        forgetting_best=f_best,
-        mean_forgetting=math.nan,
-        bwt=bwt,
     )
-
-
-def _reduction_steps(rs: RunScores) -> int:
-    # Tasks j < n_steps - 1 were trained before the last step; joint sees all at once.
-    return rs.run.n_tasks if rs.run.method == "joint" else rs.R.shape[0]
 
 
 def _aggregate(g: GroupScores) -> None:
@@ -532,35 +300,147 @@ def _aggregate(g: GroupScores) -> None:
             g.R_mean[i, j], g.R_std[i, j] = mean, std
 
 
+def _method_rank(method: str) -> int:
+    return METHODS.index(method) if method in METHODS else len(METHODS)
+
+
+# ---------------------------------------------------------------------- pairing
+class _Correctness:
+    """Per-mention correctness read from prediction files, each file once."""
+
+    def __init__(self) -> None:
+        self._cache: dict[Path, tuple[list, np.ndarray] | None] = {}
+
+    def __call__(self, path: Path) -> tuple[list, np.ndarray] | None:
+        if path not in self._cache:
+            self._cache[path] = read_correctness(path)
+        return self._cache[path]
+
+
+@dataclass
+class _Paired:
+    cells: list[Cell]
+    point: np.ndarray  # [K] mean forgetting per arm
+    boot: np.ndarray  # [B, K]
+    mention_level: bool
+    why_not: str
+
+
+def _mention_blocks(
+    cols: dict[str, list[tuple[Path, tuple[int, int, int], float]]], read: _Correctness
+) -> tuple[list[S.MentionBlock] | None, str]:
+    blocks = []
+    for task, entries in cols.items():
+        keys0 = None
+        columns = []
+        for path, _, acc in entries:
+            got = read(path)
+            if got is None:
+                return None, f"no prediction file {path}"
+            keys, corr = got
+            if keys0 is None:
+                keys0 = keys
+            elif keys != keys0:
+                return None, f"{path}: its test mentions differ from the other runs' on {task}"
+            if corr.size and not math.isnan(acc) and abs(float(corr.mean()) - acc) > 1e-6:
+                return None, f"{path}: its correctness does not match the run's acc@1 ({acc:.4f})"
+            columns.append(corr)
+        blocks.append(S.MentionBlock(np.stack(columns, axis=1), [t for _, t, _ in entries]))
+    return blocks, ""
+
+
+def _pair(
+    arms: Sequence[dict[Cell, RunScores]],
+    singles: dict[Cell, RunScores],
+    split: str,
+    read: _Correctness,
+    n_boot: int,
+    seed: int,
+) -> _Paired | None:
+    """Mean forgetting per arm over the cells every arm and the single baseline have."""
+    common = set(singles).intersection(*[set(a) for a in arms])
+    cells = sorted(common, key=lambda c: (c[1], c[0]))
+    if not cells:
+        return None
+    J = max(len(order) - 1 for _, order in cells)
+    K = len(arms)
+    if J <= 0:
+        return None
+    single = np.full((len(cells), J), math.nan)
+    final = np.full((K, len(cells), J), math.nan)
+    cols: dict[str, list[tuple[Path, tuple[int, int, int], float]]] = {}
+    for c, cell in enumerate(cells):
+        order = cell[1]
+        srs = singles[cell]
+        for j in range(len(order) - 1):
+            task = order[j]
+            single[c, j] = srs.final[j]
+            cols.setdefault(task, []).append(
+                (prediction_file(srs.run, j, task, split), (-1, c, j), single[c, j])
+            )
+            for k, arm in enumerate(arms):
+                rs = arm[cell]
+                final[k, c, j] = rs.final[j] if j < _earlier(rs) else math.nan
+                cols[task].append(
+                    (prediction_file(rs.run, rs.R.shape[0] - 1, task, split), (k, c, j),
+                     final[k, c, j])
+                )
+    blocks, why = _mention_blocks(cols, read)
+    point = S.mean_forgetting(single, final)
+    boot = S.bootstrap_mean_forgetting(single, final, blocks, n_boot, seed)
+    return _Paired(cells, point, boot, blocks is not None, why)
+
+
+def _by_cell(runs: Sequence[RunScores]) -> dict[Cell, RunScores]:
+    out: dict[Cell, RunScores] = {}
+    for rs in sorted(runs, key=lambda r: str(r.run.path)):
+        out.setdefault(rs.cell, rs)
+    return out
+
+
+def _reduction_interval(p: _Paired, k: int, naive: int = 0) -> S.Interval:
+    point = S.reduction(p.point[k], p.point[naive])
+    return S.percentile_interval(float(point), S.reduction(p.boot[:, k], p.boot[:, naive]))
+
+
+# ---------------------------------------------------------------------- build
 def build_report(
     run_dirs: list[Path] | list[str],
     split: str = "test",
     include_partial: bool = False,
+    n_boot: int = S.DEFAULT_BOOTSTRAP,
+    boot_seed: int = S.DEFAULT_BOOTSTRAP_SEED,
 ) -> Report:
-    """Score every run under ``run_dirs`` (run or experiment directories) and aggregate.
+    """Score every comparable run under ``run_dirs`` and aggregate.
 
     Raises :class:`ElclError` on a bad split, unreadable/invalid files or no usable run.
     """
     if split not in ("dev", "test"):
         raise ElclError(f"--split: '{split}' is not one of dev, test")
+    if n_boot < 100:
+        raise ElclError(f"--bootstrap: {n_boot} resamples are too few for a 95% interval; use >= 100")
     runs, warnings, _ = discover_runs(list(run_dirs), include_partial=include_partial)
+    kept, left_out, cfg_warnings = split_comparable([(r.path, r.config) for r in runs])
+    runs = [runs[i] for i in kept]
+    warnings += cfg_warnings
     if not runs:
         raise ElclError(
             "no usable run under " + ", ".join(str(p) for p in run_dirs)
             + (f" ({len(warnings)} skipped; see warnings)" if warnings else "")
         )
     notes: list[str] = []
-    missing_split = [r for r in runs if split not in r.splits()]
-    for r in missing_split:
-        warnings.append(f"{r.path}: no '{split}' rows in metrics.jsonl; its accuracies are n/a")
+    for r in runs:
+        if split not in r.splits():
+            warnings.append(f"{r.path}: no '{split}' rows in metrics.jsonl; its accuracies are n/a")
 
     scores = [_score_run(r, split) for r in runs]
 
-    # Single-task baselines, matched by seed (else the mean over single runs).
+    # Single-task baseline of each run (for its own per-task forgetting): the single run
+    # of the same seed and order when there is one, else the mean of the single runs.
+    single_runs = [rs for rs in scores if rs.run.method == "single"]
     singles = [
         M.Baseline(rs.run.seed, rs.run.order, single_baseline(rs.run, split), str(rs.run.path))
-        for rs in scores
-        if rs.run.method == "single"
+        for rs in single_runs
     ]
     if not singles:
         notes.append(
@@ -569,252 +449,213 @@ def build_report(
         )
     for rs in scores:
         if singles:
-            vals, how = M.match_baseline(rs.run.seed, rs.run.order, singles)
+            vals, how = M.match_baseline(rs.run.seed, rs.run.order, singles, match_order=True)
             rs.single = np.array([vals[t] for t in rs.run.order], dtype=float)
             rs.single_from = how
         rs.forgetting_single = rs.single - rs.final
-        k = min(rs.run.n_tasks, _reduction_steps(rs) - 1)
-        rs.mean_forgetting = _nanmean(rs.forgetting_single[:k]) if k > 0 else math.nan
+        k = _earlier(rs)
+        rs.mean_forgetting = M.nanmean(rs.forgetting_single[:k]) if k > 0 else math.nan
 
-    # Naive forgetting, matched by seed and order (else mean).
-    naives = [
-        M.Baseline(
-            rs.run.seed,
-            rs.run.order,
-            {t: rs.forgetting_single[j] for j, t in enumerate(rs.run.order)},
-            str(rs.run.path),
-        )
-        for rs in scores
-        if rs.run.method == "naive"
-    ]
-    if not naives:
+    # Pairing: the paired statistics use only runs with naive and single on their cell.
+    single_cells = _by_cell(single_runs)
+    naive_cells = _by_cell([rs for rs in scores if rs.run.method == "naive"])
+    if singles and not naive_cells:
         notes.append("no 'naive' run: forgetting reduction is n/a")
+    unpaired: list[str] = []
     for rs in scores:
-        if not naives or rs.run.method == "single":
+        if rs.run.method == "single":
             continue
-        vals, how = M.match_baseline(rs.run.seed, rs.run.order, naives, match_order=True)
-        f_naive = np.array([vals[t] for t in rs.run.order], dtype=float)
-        rs.reduction = M.forgetting_reduction(rs.forgetting_single, f_naive, _reduction_steps(rs))
-        rs.naive_from = how
+        missing = [
+            what for what, pool in (("single", single_cells), ("naive", naive_cells))
+            if rs.cell not in pool and not (what == "naive" and rs.run.method == "naive")
+        ]
+        if missing and (single_cells or naive_cells):
+            unpaired.append(
+                f"{rs.run.path}: no {' and no '.join(missing)} run with seed {rs.run.seed} and "
+                f"order {order_label(rs.run.order)}; left out of the paired statistics"
+            )
 
     # Groups (method, λ, order).
+    order_rank = list(dict.fromkeys(rs.run.order for rs in scores))
     by_key: dict[tuple, GroupScores] = {}
     for rs in scores:
         key = (rs.run.method, rs.run.lam, rs.run.order)
-        if key not in by_key:
-            by_key[key] = GroupScores(rs.run.method, rs.run.lam, rs.run.order, [])
+        by_key.setdefault(key, GroupScores(rs.run.method, rs.run.lam, rs.run.order, []))
         by_key[key].runs.append(rs)
     groups = sorted(
         by_key.values(),
-        key=lambda g: (
-            [o for o in dict.fromkeys(r.run.order for r in scores)].index(g.order),
-            _method_rank(g.method),
-            _lam_sort(g.lam),
-        ),
+        key=lambda g: (order_rank.index(g.order), _method_rank(g.method), M.lam_key(g.lam)),
     )
     for g in groups:
         _aggregate(g)
         if len(set(g.seeds)) < len(g.seeds):
             warnings.append(
-                f"{g.method} λ={_fmt_lam(g.lam)} {_order_label(g.order)}: several runs share "
-                f"a seed ({', '.join(str(r.run.path) for r in g.runs)}); all are averaged"
+                f"{g.method} λ={lam_label(g.lam)} {order_label(g.order)}: several runs share "
+                f"a seed ({', '.join(str(r.run.path) for r in g.runs)}); the first is paired, "
+                f"all are averaged in the per-group means"
             )
 
-    # Skipped tasks in the reduction, one note per group.
-    for g in groups:
-        skipped: dict[str, int] = {}
-        for rs in g.runs:
-            if rs.reduction is not None:
-                for j in rs.reduction.skipped:
-                    skipped[rs.run.order[j]] = skipped.get(rs.run.order[j], 0) + 1
-        if skipped and g.method != "naive":
-            what = ", ".join(f"{t} ({c} run(s))" for t, c in skipped.items())
-            notes.append(
-                f"{g.method} λ={_fmt_lam(g.lam)} {_order_label(g.order)}: task(s) {what} "
-                f"left out of the forgetting reduction (naive forgetting <= 0 or n/a)"
-            )
-
-    # λ selection per (method, order).
+    # λ selection per (method, order), over the grid values (a λ rule is its own point).
     selections: dict = {}
     per_mo: dict[tuple, list[GroupScores]] = {}
     for g in groups:
-        per_mo.setdefault((g.method, g.order), []).append(g)
+        if not is_rule(g.lam):
+            per_mo.setdefault((g.method, g.order), []).append(g)
     for (method, order), gs in per_mo.items():
         choice = M.select_lambda({g.lam: [rs.avg_final_dev_acc1 for rs in g.runs] for g in gs})
         selections[(method, order)] = choice
         for g in gs:
             g.chosen = g.lam == choice.chosen
         if len(gs) > 1 and choice.reason != "max mean dev acc@1":
-            notes.append(f"{method} {_order_label(order)}: λ selection: {choice.reason}")
+            notes.append(f"{method} {order_label(order)}: λ selection: {choice.reason}")
 
-    experiments = sorted({r.experiment for r in runs})
-    return Report(split, scores, groups, selections, warnings, notes, experiments)
+    read = _Correctness()
 
-
-# ---------------------------------------------------------------------- write
-def group_head(g) -> dict:
-    """The identifying fields of an aggregated (method, λ, order) group."""
-    return {"method": g.method, "lambda": g.lam, "order": list(g.order), "chosen": g.chosen, "n_runs": g.n_runs, "seeds": g.seeds}
-
-
-def run_head(r) -> dict:
-    """The identifying fields of one run, as written in JSON outputs."""
-    return {
-        "run": str(r.path), "experiment": r.experiment, "method": r.method, "lambda": r.lam,
-        "seed": r.seed, "order": list(r.order), "status": r.status,
-    }
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "x"
-
-
-def _save_fig(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def _plot_heatmap(g: GroupScores, split: str, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    R = g.R_mean * 100.0
-    n_steps, n_tasks = R.shape
-    fig, ax = plt.subplots(figsize=(1.2 * n_tasks + 2.5, 0.8 * n_steps + 1.8))
-    masked = np.ma.masked_invalid(R)
-    im = ax.imshow(masked, vmin=0, vmax=100, cmap="viridis", aspect="auto")
-    ax.set_xticks(range(n_tasks), labels=list(g.order))
-    if g.method == "joint":
-        ylabels = ["joint"]
-    elif g.method == "single":
-        ylabels = [f"only {g.order[i]}" for i in range(n_steps)]
-    else:
-        ylabels = [f"after {g.order[i]}" for i in range(n_steps)]
-    ax.set_yticks(range(n_steps), labels=ylabels)
-    ax.set_xlabel(f"evaluated on ({split})")
-    ax.set_ylabel("trained")
-    for i in range(n_steps):
-        for j in range(n_tasks):
-            if not math.isnan(R[i, j]):
-                ax.text(
-                    j, i, f"{R[i, j]:.1f}", ha="center", va="center",
-                    color="white" if R[i, j] < 60 else "black", fontsize=9,
-                )
-    lam = "" if g.lam is None else f" λ={g.lam:g}"
-    ax.set_title(f"{g.method}{lam}: acc@1 (%), mean of {g.n_runs} run(s)")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    _save_fig(fig, path)
-
-
-def _plot_reduction(groups: list[GroupScores], multi_order: bool, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    labels, means, stds = [], [], []
+    # Per group: the ratio-of-means reduction over its paired seeds, with an interval.
     for g in groups:
-        mean, std, _ = g.scalars["forgetting_reduction"]
-        labels.append(g.method + (f"\n{_order_label(g.order)}" if multi_order else ""))
-        means.append(mean * 100.0)
-        stds.append(0.0 if math.isnan(std) else std * 100.0)
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(labels) + 2), 3.8))
-    x = np.arange(len(labels))
-    ax.bar(x, means, yerr=stds, capsize=4, color="tab:blue")
-    ax.axhline(0.0, color="black", linewidth=0.8)
-    ax.set_xticks(x, labels=labels)
-    ax.set_ylabel("forgetting reduction vs naive (%)")
-    ax.set_title("Forgetting reduction (mean ± std over seeds)")
-    for xi, m in zip(x, means):
-        ax.annotate(f"{m:.0f}%", (xi, m), ha="center", va="bottom", fontsize=8,
-                    xytext=(0, 3), textcoords="offset points")
-    _save_fig(fig, path)
-
-
-def _plot_lambda(gs: list[GroupScores], split: str, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    lams = np.array([g.lam for g in gs], dtype=float)
-    fig, ax = plt.subplots(figsize=(5.0, 3.6))
-    for name, label in (("avg_final_acc1", f"{split} acc@1"), ("avg_final_dev_acc1", "dev acc@1")):
-        if split == "dev" and name == "avg_final_dev_acc1":
+        if g.method in ("single", "naive"):
             continue
-        m = np.array([g.scalars[name][0] for g in gs]) * 100.0
-        s = np.array([g.scalars[name][1] for g in gs]) * 100.0
-        s = np.where(np.isnan(s), 0.0, s)
-        ax.errorbar(lams, m, yerr=s, marker="o", capsize=3, label=label)
-    chosen = [g.lam for g in gs if g.chosen]
-    if chosen:
-        ax.axvline(chosen[0], color="gray", linestyle="--", linewidth=0.8, label="chosen λ")
-    if np.all(lams > 0):
-        ax.set_xscale("log")
-    elif np.any(lams > 0):
-        ax.set_xscale("symlog", linthresh=float(np.min(lams[lams > 0])))
-    ax.set_xlabel("λ")
-    ax.set_ylabel("avg final acc@1 (%)")
-    ax.set_title(f"{gs[0].method}: accuracy vs λ")
-    ax.legend(fontsize=8)
-    _save_fig(fig, path)
+        p = _pair([naive_cells, _by_cell(g.runs)], single_cells, split, read, n_boot, boot_seed)
+        if p is not None:
+            g.reduction = _reduction_interval(p, 1)
+            g.n_paired = len(p.cells)
+
+    comparison = _compare(groups, naive_cells, single_cells, split, read, n_boot, boot_seed)
+    if comparison is not None and comparison.naive is not None and not comparison.naive.point > 0:
+        notes.append(
+            f"naive forgetting is {comparison.naive.point * 100:.1f} points on average: the "
+            f"forgetting reduction is undefined (it divides by it)"
+        )
+    frontier = _frontier(groups)
+    matched = _matched(frontier)
+    experiments = sorted({r.experiment for r in runs})
+    return Report(
+        split, scores, groups, selections, warnings, notes, experiments,
+        comparison=comparison, frontier=frontier, matched=matched, unpaired=unpaired,
+        left_out=left_out,
+    )
+
+
+def _arm_label(gs: Sequence[GroupScores]) -> str:
+    lams = {g.order: g.lam for g in gs}
+    values = set(lams.values())
+    if len(values) == 1:
+        return lam_label(next(iter(values)))
+    return ", ".join(f"{order_label(o)}: {lam_label(v)}" for o, v in lams.items())
+
+
+def _compare(
+    groups: list[GroupScores],
+    naive_cells: dict[Cell, RunScores],
+    single_cells: dict[Cell, RunScores],
+    split: str,
+    read: _Correctness,
+    n_boot: int,
+    seed: int,
+) -> Comparison | None:
+    """Every method at its selected λ (pooled over orders) against naive, and the
+    penalty methods against each other, with paired bootstrap intervals."""
+    if not naive_cells or not single_cells:
+        return None
+    base = _pair([naive_cells], single_cells, split, read, n_boot, seed)
+    if base is None:
+        return None
+    naive = S.percentile_interval(float(base.point[0]), base.boot[:, 0])
+    resampling = {"cells": True, "mentions": base.mention_level, "why": base.why_not}
+
+    arms: dict[tuple[str, str], list[GroupScores]] = {}
+    for g in groups:
+        if g.method in ("single", "naive") or not g.shown:
+            continue
+        arms.setdefault((g.method, "rule" if is_rule(g.lam) else "chosen"), []).append(g)
+    arm_runs = {k: _by_cell([rs for g in gs for rs in g.runs]) for k, gs in arms.items()}
+    out_arms: list[ArmStats] = []
+    for (method, kind), gs in arms.items():
+        p = _pair([naive_cells, arm_runs[(method, kind)]], single_cells, split, read, n_boot, seed)
+        if p is None:
+            continue
+        if not p.mention_level:
+            resampling["mentions"] = False
+            resampling["why"] = resampling["why"] or p.why_not
+        out_arms.append(
+            ArmStats(
+                method, _arm_label(gs), len(p.cells),
+                S.percentile_interval(float(p.point[1]), p.boot[:, 1]),
+                _reduction_interval(p, 1),
+            )
+        )
+    diffs: list[DiffStats] = []
+    penalty = [k for k in arms if k[0] in PENALTY_METHODS and k[1] == "chosen"]
+    pairs = [(a, b) for b, a in combinations(penalty, 2)]  # later − earlier in method order
+    pairs.sort(key=lambda ab: (ab[0][0], ab[1][0]) != ("kfac", "ewc"))
+    for a, b in pairs:
+        p = _pair([naive_cells, arm_runs[a], arm_runs[b]], single_cells, split, read, n_boot, seed)
+        if p is None:
+            continue
+        d_f = S.percentile_interval(
+            float(p.point[1] - p.point[2]), p.boot[:, 1] - p.boot[:, 2]
+        )
+        ra, rb = S.reduction(p.point[1], p.point[0]), S.reduction(p.point[2], p.point[0])
+        d_r = S.percentile_interval(
+            float(ra - rb),
+            S.reduction(p.boot[:, 1], p.boot[:, 0]) - S.reduction(p.boot[:, 2], p.boot[:, 0]),
+        )
+        diffs.append(DiffStats(a[0], b[0], len(p.cells), d_f, d_r))
+    text = "seeds and orders (paired cells)"
+    if resampling["mentions"]:
+        text += " and test mentions (one draw per task, shared by all runs)"
+    else:
+        text += f"; test mentions not resampled ({resampling['why']})"
+    return Comparison(naive, len(base.cells), out_arms, diffs, text, n_boot, seed)
+
+
+def _frontier(groups: list[GroupScores]) -> list[FrontierPoint]:
+    """(method, λ) points pooled over orders: newest-task accuracy vs mean forgetting."""
+    pooled: dict[tuple, list[RunScores]] = {}
+    for g in groups:
+        if g.method == "single":
+            continue
+        pooled.setdefault((g.method, g.lam), []).extend(g.runs)
+    points = []
+    for (method, lam), rss in pooled.items():
+        points.append(
+            FrontierPoint(
+                method, lam,
+                newest_acc=M.nanmean([rs.newest_acc1 for rs in rss]),
+                forgetting=M.nanmean([rs.mean_forgetting for rs in rss]),
+                avg_final_acc=M.nanmean([rs.avg_final_acc1 for rs in rss]),
+                n_runs=len(rss),
+            )
+        )
+    return points
+
+
+def _matched(points: list[FrontierPoint]) -> list[MatchedComparison]:
+    curves: dict[str, list[FrontierPoint]] = {}
+    for p in points:
+        if p.method in PENALTY_METHODS and not is_rule(p.lam) and p.lam is not None:
+            curves.setdefault(p.method, []).append(p)
+    out = []
+    methods = sorted(curves, key=_method_rank)
+    for b, a in combinations(methods, 2):
+        m = matched_plasticity(curves[a], curves[b])
+        if m is not None:
+            out.append(m)
+    out.sort(key=lambda m: (m.a, m.b) != ("kfac", "ewc"))
+    return out
 
 
 def write_report(report: Report, out_dir: Path | str) -> list[Path]:
-    """Write report.md, summary.csv, summary.json, accuracy_matrices.json and PNG plots.
-
-    Returns the paths written, in that order.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
+    """Write report.md, summary.csv, summary.json, accuracy_matrices.json, frontier.csv
+    and the PNG plots; returns the paths written."""
+    from elcl.evaluation import plots, render
 
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ElclError(f"{out}: cannot create output directory: {exc.strerror or exc}") from None
-    written: list[Path] = []
-
-    def put_text(name: str, text: str) -> None:
-        p = out / name
-        atomic_write_text(p, text)
-        written.append(p)
-
     try:
-        put_text("report.md", report.to_markdown())
-        put_text("summary.csv", report.summary_frame().to_csv(index=False))
-        put_text(
-            "summary.json",
-            json.dumps(report.summary_dict(), indent=2, allow_nan=False, ensure_ascii=False) + "\n",
-        )
-        put_text(
-            "accuracy_matrices.json",
-            json.dumps(report.matrices_dict(), indent=2, allow_nan=False) + "\n",
-        )
-        multi_order = len(report.orders) > 1
-        suffix = {o: (f"_{_slug('-'.join(o))}" if multi_order else "") for o in report.orders}
-        for g in report.chosen_groups():
-            p = out / f"heatmap_{_slug(g.method)}{suffix[g.order]}.png"
-            _plot_heatmap(g, report.split, p)
-            written.append(p)
-        red = [
-            g
-            for g in report.chosen_groups()
-            if g.method not in ("naive", "single")
-            and not math.isnan(g.scalars["forgetting_reduction"][0])
-        ]
-        if red:
-            p = out / "forgetting_reduction.png"
-            _plot_reduction(red, multi_order, p)
-            written.append(p)
-        per_mo: dict[tuple, list[GroupScores]] = {}
-        for g in report.groups:
-            if g.lam is not None:
-                per_mo.setdefault((g.method, g.order), []).append(g)
-        for (method, order), gs in per_mo.items():
-            if len(gs) < 2:
-                continue
-            p = out / f"acc_vs_lambda_{_slug(method)}{suffix[order]}.png"
-            _plot_lambda(sorted(gs, key=lambda g: g.lam), report.split, p)
-            written.append(p)
+        return render.write_tables(report, out) + plots.write_plots(report, out)
     except OSError as exc:
         raise ElclError(f"{out}: cannot write report: {exc.strerror or exc}") from None
-    return written

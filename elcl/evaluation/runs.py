@@ -38,7 +38,9 @@ __all__ = [
     "accuracy_matrix",
     "discover_runs",
     "is_run_dir",
+    "lam_label",
     "load_run",
+    "order_label",
     "prediction_file",
     "read_correctness",
     "single_baseline",
@@ -70,6 +72,18 @@ class Run(RunSpec):
 
     def splits(self) -> set[str]:
         return {r.split for r in self.rows}
+
+
+def order_label(order: tuple[str, ...] | list[str]) -> str:
+    """A task order as written in reports: ``a>b>c``."""
+    return ">".join(order)
+
+
+def lam_label(lam: float | str | None) -> str:
+    """λ as written in reports: ``-`` (no penalty), ``1000``, or the rule's name (``auto``)."""
+    if lam is None:
+        return "-"
+    return lam if isinstance(lam, str) else f"{lam:g}"
 
 
 def is_run_dir(path: Path) -> bool:
