@@ -299,3 +299,118 @@ def test_resumed_run_last_row_wins(tmp_path):
     run = load_run(d)
     assert [r.acc1 for r in run.rows if r.split == "test" and r.eval_task == "A"] == [0.9]
     assert not math.isnan(run.rows[0].acc1)
+
+
+def test_unpaired_runs_are_reported_not_paired(tmp_path):
+    exp = make_experiment(tmp_path)
+    # seed 5 has no single run; seed 7 has neither naive nor single
+    write_run(exp, "naive_s5", "naive", None, 5, seq(0, 0.41, 0.51))
+    write_run(exp, "kfac_s7", "kfac", 100.0, 7, seq(0, 0.79, 0.69))
+    rep = build_report([exp])
+    assert any("naive_s5" in u and "no single run with seed 5" in u for u in rep.unpaired)
+    assert any("kfac_s7" in u and "no single and no naive" in u for u in rep.unpaired)
+    kfac = next(g for g in rep.groups if g.method == "kfac")
+    assert kfac.n_runs == 3 and kfac.n_paired == 2
+    assert kfac.reduction.point == pytest.approx(1 - 0.08 / 0.30)
+    assert rep.comparison.n_cells == 2
+    assert "## Unpaired runs" in rep.to_markdown()
+
+
+def test_frontier_points_and_matched_plasticity(tmp_path):
+    rep = build_report([make_experiment(tmp_path)])
+    pts = {(p.method, p.lam): p for p in rep.frontier}
+    assert ("single", None) not in pts
+    assert pts[("ewc", 1.0)].forgetting == pytest.approx(0.225)
+    assert pts[("ewc", 10.0)].forgetting == pytest.approx(0.13)
+    assert pts[("ewc", 10.0)].newest_acc == pytest.approx(0.89)
+    assert pts[("kfac", 100.0)].forgetting == pytest.approx(0.08)
+    assert pts[("naive", None)].forgetting == pytest.approx(0.30)
+    assert pts[("joint", None)].forgetting == pytest.approx(0.015)
+    assert pts[("joint", None)].n_runs == 1
+    (m,) = rep.matched
+    # both penalty methods sit at newest-task acc 0.89; ewc's two λ average there
+    assert (m.a, m.b) == ("kfac", "ewc") and m.at == pytest.approx([0.89])
+    assert m.mean_diff == pytest.approx(0.08 - (0.225 + 0.13) / 2)
+    assert "kfac forgets less than ewc" in rep.to_markdown()
+
+
+def test_mention_level_bootstrap_and_verdicts(tmp_path):
+    exp = tmp_path / "exp"
+    sA, sB, sC = SINGLE[0]
+    kw = {"predictions": True, "n": 200}
+    write_run(exp, "single", "single", None, 0,
+              [[sA, 0.1, 0.1], [0.1, sB, 0.1], [0.1, 0.1, sC]], **kw)
+    write_run(exp, "naive", "naive", None, 0, seq(0, sA - 0.40, sB - 0.20), **kw)
+    write_run(exp, "ewc", "ewc", 1.0, 0, seq(0, sA - 0.30, sB - 0.15), **kw)
+    write_run(exp, "kfac", "kfac", 1.0, 0, seq(0, sA - 0.05, sB - 0.05), **kw)
+    rep = build_report([exp], n_boot=500)
+    c = rep.comparison
+    assert "test mentions" in c.resampling and c.n_boot == 500
+    kfac = next(a for a in c.arms if a.method == "kfac")
+    assert kfac.reduction.point == pytest.approx(1 - 0.05 / 0.30)
+    assert kfac.reduction.lo < kfac.reduction.point < kfac.reduction.hi  # one seed, still wide
+    (d,) = c.diffs
+    assert (d.a, d.b) == ("kfac", "ewc")
+    assert d.forgetting.point == pytest.approx(0.05 - 0.225)
+    assert d.forgetting.hi < 0 and d.forgetting.excludes_zero
+    md = rep.to_markdown()
+    assert "kfac − ewc mean forgetting: -17.5 points" in md and "excludes 0" in md
+    written = {p.name for p in write_report(rep, tmp_path / "out")}
+    assert {"comparison.csv", "frontier.csv", "frontier.png"} <= written
+    import pandas as pd
+
+    comp = pd.read_csv(tmp_path / "out" / "comparison.csv")
+    row = comp[comp["kind"] == "difference"].iloc[0]
+    assert row["method"] == "kfac - ewc" and row["mean_forgetting_hi"] < 0
+    # the same seed gives the same interval
+    again = build_report([exp], n_boot=500).comparison.diffs[0].forgetting
+    assert again == d.forgetting
+
+
+def test_prediction_files_that_disagree_fall_back_to_seeds(tmp_path):
+    exp = tmp_path / "exp"
+    kw = {"predictions": True, "n": 100}
+    write_run(exp, "single", "single", None, 0,
+              [[0.8, 0.1, 0.1], [0.1, 0.7, 0.1], [0.1, 0.1, 0.9]], **kw)
+    write_run(exp, "naive", "naive", None, 0, seq(0, 0.4, 0.5), **kw)
+    d = write_run(exp, "kfac", "kfac", 1.0, 0, seq(0, 0.7, 0.6), **kw)
+    (d / "predictions" / "2_C" / "A.test.jsonl").unlink()
+    rep = build_report([exp], n_boot=200)
+    assert "test mentions not resampled" in rep.comparison.resampling
+    assert "A.test.jsonl" in rep.comparison.resampling
+
+
+def test_only_comparable_runs_are_grouped(tmp_path):
+    exp = tmp_path / "exp"
+    cfg = {"train": {"max_eval_mentions": 800}, "model": {"type": "cnn"}}
+    write_run(exp, "single", "single", None, 0,
+              [[0.8, 0.1, 0.1], [0.1, 0.7, 0.1], [0.1, 0.1, 0.9]], config=cfg)
+    write_run(exp, "naive", "naive", None, 0, seq(0, 0.4, 0.5), config=cfg)
+    # the method's own settings may differ ...
+    write_run(exp, "kfac", "kfac", 1.0, 0, seq(0, 0.7, 0.6),
+              config=cfg | {"method": {"name": "kfac", "lambda": 1.0, "gamma": 0.9}})
+    # ... the evaluation subset may not
+    write_run(exp, "ewc400", "ewc", 1.0, 0, seq(0, 0.6, 0.6),
+              config={"train": {"max_eval_mentions": 400}, "model": {"type": "cnn"}})
+    rep = build_report([exp])
+    assert {rs.run.method for rs in rep.runs} == {"single", "naive", "kfac"}
+    (msg,) = rep.left_out
+    assert "ewc400: left out" in msg and "train.max_eval_mentions = 400" in msg
+    assert "(compared runs: 800)" in msg
+    assert "## Runs left out" in rep.to_markdown()
+
+
+def test_lambda_rule_runs_are_their_own_points(tmp_path):
+    exp = make_experiment(tmp_path)
+    for s in (0, 1):
+        sA, sB, _ = SINGLE[s]
+        write_run(exp, f"kfac_auto_s{s}", "kfac", "auto", s, seq(s, sA - 0.20, sB - 0.10))
+    rep = build_report([exp])
+    auto = next(g for g in rep.groups if g.lam == "auto")
+    assert auto.shown and not auto.chosen
+    assert auto.reduction.point == pytest.approx(0.5)
+    assert rep.selections[("kfac", tuple(ORDER))].chosen == 100.0
+    assert "| kfac | auto |" in rep.main_table_markdown()
+    assert any(p.lam == "auto" for p in rep.frontier)
+    assert any(a.method == "kfac" and a.lam == "auto" for a in rep.comparison.arms)
+    assert "heatmap_kfac_lamauto.png" in {p.name for p in write_report(rep, tmp_path / "o")}

@@ -74,6 +74,8 @@ def split_comparable(
     defs: dict[int, dict[str, Any]] = {}
     warnings: list[str] = []
     kept: list[int] = []
+    if items and all(cfg is None for _, cfg in items):
+        return list(range(len(items))), [], ["no run has a config.yaml: comparability not checked"]
     for i, (path, cfg) in enumerate(items):
         if cfg is None:
             warnings.append(f"{path}: no config.yaml; comparability with the other runs not checked")

@@ -64,6 +64,8 @@ def clean(x: Any) -> Any:
     """NaN -> None, numpy -> python (recursively) for strict JSON."""
     if isinstance(x, np.ndarray):
         return [clean(v) for v in x.tolist()]
+    if isinstance(x, dict):
+        return {k: clean(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [clean(v) for v in x]
     if isinstance(x, (float, np.floating)):
