@@ -202,7 +202,7 @@ class CurvatureMeta(_Schema):
     """``meta.json`` of a curvature directory (see :mod:`elcl.curvature.storage`)."""
 
     format: Literal["elcl-curvature/1"] = Field(
-        CURVATURE_FORMAT, json_schema_extra={"expected": CURVATURE_FORMAT}
+        "elcl-curvature/1", json_schema_extra={"expected": CURVATURE_FORMAT}
     )
     file: str = Field("factors.safetensors", json_schema_extra={"expected": "a file name"})
     approximation: str | None = _expected("kfac|diag|both")

@@ -6,13 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from synthetic import write_synthetic_corpora
+from tiny_models import write_tiny_bert
 
 from elcl.config import config_from_dict
 from elcl.continual.runner import run_experiment
 from elcl.evaluation.report import build_report
 from elcl.runtime import Runtime
-from synthetic import write_synthetic_corpora
-from tiny_models import write_tiny_bert
 
 
 def test_report_over_trained_runs(tmp_path: Path) -> None:

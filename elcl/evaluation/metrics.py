@@ -124,7 +124,7 @@ def mean_std(values: Sequence[float] | np.ndarray) -> tuple[float, float, int]:
 class LambdaChoice:
     """Result of the λ selection rule for one (method, order)."""
 
-    chosen: float | None
+    chosen: float | str | None
     scores: dict  # λ -> mean dev score over seeds (NaN when no dev score)
     counts: dict  # λ -> number of runs with a dev score
     reason: str
@@ -146,7 +146,7 @@ def lam_key(lam: float | str | None) -> tuple[int, float, str]:
     return (1, float(lam), "")
 
 
-def select_lambda(dev_scores: Mapping[float | None, Sequence[float]]) -> LambdaChoice:
+def select_lambda(dev_scores: Mapping[float | str | None, Sequence[float]]) -> LambdaChoice:
     """Choose the λ whose mean dev score over seeds is highest.
 
     ``dev_scores`` maps each λ (``None`` allowed: a method without penalty) to the

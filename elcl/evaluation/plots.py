@@ -106,9 +106,9 @@ def acc_vs_lambda(gs: list[GroupScores], split: str, path: Path) -> None:
         m = np.array([g.scalars[name][0] for g in gs]) * 100.0
         s = np.nan_to_num(np.array([g.scalars[name][1] for g in gs]) * 100.0)
         ax.errorbar(lams, m, yerr=s, marker="o", capsize=3, label=label)
-    chosen = [g.lam for g in gs if g.chosen]
+    chosen = [float(g.lam) for g in gs if g.chosen and isinstance(g.lam, (int, float))]
     if chosen:
-        ax.axvline(float(chosen[0]), color="gray", linestyle="--", linewidth=0.8, label="chosen λ")
+        ax.axvline(chosen[0], color="gray", linestyle="--", linewidth=0.8, label="chosen λ")
     if np.all(lams > 0):
         ax.set_xscale("log")
     elif np.any(lams > 0):

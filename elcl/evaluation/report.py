@@ -419,7 +419,7 @@ def build_report(
         raise ElclError(f"--split: '{split}' is not one of dev, test")
     if n_boot < 100:
         raise ElclError(f"--bootstrap: {n_boot} resamples are too few for a 95% interval; use >= 100")
-    runs, warnings, _ = discover_runs(list(run_dirs), include_partial=include_partial)
+    runs, warnings, _ = discover_runs(run_dirs, include_partial=include_partial)
     kept, left_out, cfg_warnings = split_comparable([(r.path, r.config) for r in runs])
     runs = [runs[i] for i in kept]
     warnings += cfg_warnings

@@ -153,7 +153,9 @@ def bootstrap_mean_forgetting(
         return np.where(n > 0, total / np.where(n > 0, n, 1.0), math.nan)
 
 
-def percentile_interval(point: float, samples: np.ndarray, level: float = 0.95) -> Interval:
+def percentile_interval(
+    point: float, samples: np.ndarray | float, level: float = 0.95
+) -> Interval:
     """``point`` with the central ``level`` percentile interval of finite ``samples``."""
     s = np.asarray(samples, dtype=float)
     s = s[np.isfinite(s)]
