@@ -234,7 +234,8 @@ def comparison_sentences(report: Report) -> list[str]:
         return []
     out = []
     for a in c.arms:
-        out.append(a.reduction.words(f"{a.method} (λ {a.lam}) forgetting reduction vs naive", "%"))
+        lam = "" if a.lam == "-" else f" (λ {a.lam})"
+        out.append(a.reduction.words(f"{a.method}{lam} forgetting reduction vs naive", "%"))
     for d in c.diffs:
         out.append(d.forgetting.words(f"{d.a} − {d.b} mean forgetting"))
         out.append(d.reduction.words(f"{d.a} − {d.b} forgetting reduction"))

@@ -567,7 +567,8 @@ def _compare(
     for g in groups:
         if g.method in ("single", "naive") or not g.shown:
             continue
-        arms.setdefault((g.method, "rule" if is_rule(g.lam) else "chosen"), []).append(g)
+        # The selected λ of each order forms one arm; each λ rule ('auto…') its own.
+        arms.setdefault((g.method, str(g.lam) if is_rule(g.lam) else "chosen"), []).append(g)
     arm_runs = {k: _by_cell([rs for g in gs for rs in g.runs]) for k, gs in arms.items()}
     out_arms: list[ArmStats] = []
     for (method, kind), gs in arms.items():
@@ -592,6 +593,9 @@ def _compare(
         p = _pair([naive_cells, arm_runs[a], arm_runs[b]], single_cells, split, read, n_boot, seed)
         if p is None:
             continue
+        if not p.mention_level:
+            resampling["mentions"] = False
+            resampling["why"] = resampling["why"] or p.why_not
         d_f = S.percentile_interval(
             float(p.point[1] - p.point[2]), p.boot[:, 1] - p.boot[:, 2]
         )
@@ -605,7 +609,10 @@ def _compare(
     if resampling["mentions"]:
         text += " and test mentions (one draw per task, shared by all runs)"
     else:
-        text += f"; test mentions not resampled ({resampling['why']})"
+        text += (
+            f"; test mentions not resampled in the comparisons whose prediction files are "
+            f"missing or disagree ({resampling['why']})"
+        )
     return Comparison(naive, len(base.cells), out_arms, diffs, text, n_boot, seed)
 
 

@@ -56,15 +56,16 @@ class Interval:
         """One sentence: the estimate, its interval, and whether it excludes 0."""
         if math.isnan(self.point):
             return f"{what}: n/a"
+        unit = unit if unit == "%" else " " + unit
         if math.isnan(self.lo):
-            return f"{what}: {self.point * scale:.1f} {unit} (no interval)"
+            return f"{what}: {self.point * scale:.1f}{unit} (no interval)"
         side = "" if not self.excludes_zero else (" (above 0)" if self.lo > 0 else " (below 0)")
         verdict = (
             f"the interval excludes 0{side}" if self.excludes_zero
             else "the interval includes 0: not separated"
         )
         return (
-            f"{what}: {self.point * scale:.1f} {unit}, 95% CI [{self.lo * scale:.1f}, "
+            f"{what}: {self.point * scale:.1f}{unit}, 95% CI [{self.lo * scale:.1f}, "
             f"{self.hi * scale:.1f}]; {verdict}"
         )
 
