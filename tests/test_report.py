@@ -249,12 +249,12 @@ def test_two_orders_get_separate_groups(tmp_path):
     [
         ("{not json", "metrics.jsonl:2: not valid JSON"),
         ('{"step": 0}', "metrics.jsonl:2: missing key 'trained_task'"),
-        ('{"step": 0, "trained_task": "A", "eval_task": "Z", "split": "test", "acc1": 0.5,'
-         ' "acc5": 0.6, "n": 1, "n_unlinkable": 0}', "metrics.jsonl:2: eval_task 'Z'"),
-        ('{"step": 0, "trained_task": "A", "eval_task": "A", "split": "test", "acc1": 50,'
-         ' "acc5": 0.6, "n": 1, "n_unlinkable": 0}', "metrics.jsonl:2: key 'acc1'"),
-        ('{"step": 1, "trained_task": "A", "eval_task": "A", "split": "test", "acc1": 0.5,'
-         ' "acc5": 0.6, "n": 1, "n_unlinkable": 0}', "metrics.jsonl:2: trained_task 'A' at step 1"),
+        (('{"step": 0, "trained_task": "A", "eval_task": "Z", "split": "test", "acc1": 0.5,'
+         ' "acc5": 0.6, "n": 1, "n_unlinkable": 0}'), "metrics.jsonl:2: eval_task 'Z'"),
+        (('{"step": 0, "trained_task": "A", "eval_task": "A", "split": "test", "acc1": 50,'
+         ' "acc5": 0.6, "n": 1, "n_unlinkable": 0}'), "metrics.jsonl:2: key 'acc1'"),
+        (('{"step": 1, "trained_task": "A", "eval_task": "A", "split": "test", "acc1": 0.5,'
+         ' "acc5": 0.6, "n": 1, "n_unlinkable": 0}'), "metrics.jsonl:2: trained_task 'A' at step 1"),
     ],
 )
 def test_invalid_metrics_line(tmp_path, line, message):
