@@ -19,7 +19,7 @@ from elcl.continual.rundir import RunSpec
 from elcl.errors import ElclError
 
 METHODS = ("naive", "lr_control", "replay", "ewc", "online_ewc", "kfac", "joint", "single")
-STATUSES = ("running", "done")
+STATUSES = ("running", "done", "interrupted", "failed")
 SPLITS = ("dev", "test")
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
@@ -294,6 +294,10 @@ def discover_runs(
             continue
         seen.add(key)
         run = load_run(d)
+        if run.status == "failed":
+            # A diverged run is never reported, not even with --include-partial.
+            warnings.append(f"{d}: status 'failed' ({run.steps_done} step(s) done); skipped")
+            continue
         if not run.done:
             if include_partial:
                 warnings.append(
