@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-
 TEMP_PREFIX = ".elcl-tmp."
 """Every temporary file starts with this, so leftovers of a killed write are recognisable
 (:func:`remove_stale_temps`) and never mistaken for data."""

@@ -39,7 +39,7 @@ class RunLock:
         self.path = self.directory / LOCK_FILE
         self.held = False
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -72,7 +72,7 @@ class RunLock:
             self.path.unlink(missing_ok=True)
             self.held = False
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:  # noqa: PYI034
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:

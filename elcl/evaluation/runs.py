@@ -293,11 +293,12 @@ def discover_runs(
         if key in seen:
             continue
         seen.add(key)
-        run = load_run(d)
-        if run.status == "failed":
+        meta = _load_run_json(d / RUN_FILE)
+        if meta["status"] == "failed":
             # A diverged run is never reported, not even with --include-partial.
-            warnings.append(f"{d}: status 'failed' ({run.steps_done} step(s) done); skipped")
+            warnings.append(f"{d}: status 'failed' ({meta.get('reason', 'no reason recorded')}); skipped")
             continue
+        run = load_run(d)
         if not run.done:
             if include_partial:
                 warnings.append(
