@@ -236,9 +236,17 @@ _TYPE_TAGS = re.compile(r"^(float|int|str|bool|list\[.*\]|dict\[.*\]|function-\w
 
 
 def _format_validation_error(err: ValidationError, source: str) -> str:
-    first = err.errors()[0]
-    # Union members add their type name to the location (method.lambda.float): drop it.
-    key = ".".join(str(p) for p in first["loc"] if not _TYPE_TAGS.match(str(p))).replace("lambda_", "lambda")
+    errors = err.errors()
+
+    def path(e: Any) -> list[str]:
+        # Union members add their type name to the location (method.lambda.float): drop it.
+        return [str(p) for p in e["loc"] if not _TYPE_TAGS.match(str(p))]
+
+    # Of the alternatives a union tried for the first failing key, report the one that got
+    # furthest ([1, .inf]: "item 1 is not finite", not "a list is not a number").
+    head = path(errors[0])
+    first = max((e for e in errors if path(e)[: len(head)] == head), key=lambda e: len(path(e)))
+    key = ".".join(path(first)).replace("lambda_", "lambda")
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
         parent_loc = first["loc"][:-1]
@@ -248,7 +256,7 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
         msg = f"invalid value {short_repr(first.get('input'))}; {msg}"
     elif "input" in first and first["type"] != "missing":
         msg = f"invalid value {short_repr(first.get('input'))}: {msg}"
-    more = len(err.errors()) - 1
+    more = sum(1 for e in errors if path(e)[: len(head)] != head)
     suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
     return f"{source}: config key '{key}': {msg}{suffix}"
 
