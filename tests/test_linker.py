@@ -82,6 +82,16 @@ def test_checkpoint_round_trip_and_refusals(tiny_bert: Path, tmp_path: Path) -> 
         load_checkpoint(different, path)
     corrupt = tmp_path / "bad.safetensors"
     corrupt.write_bytes(b"\x00\x01garbage")
+    with pytest.raises(CheckpointError, match="bad.meta.json: checkpoint metadata not found"):
+        load_checkpoint(model, corrupt)
+    # Garbage whose meta vouches for it (checksum matches) is still not a checkpoint.
+    import json
+
+    from elcl.fileio import sha256_file
+    from elcl.models.checkpoint import meta_path
+
+    meta = json.loads(meta_path(path).read_text())
+    meta_path(corrupt).write_text(json.dumps({**meta, "sha256": sha256_file(corrupt)}))
     with pytest.raises(CheckpointError, match="not a readable safetensors checkpoint"):
         load_checkpoint(model, corrupt)
     with pytest.raises(CheckpointError, match="checkpoint not found"):
