@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from elcl import __version__
@@ -66,7 +66,10 @@ def verify_checkpoint(path: str | os.PathLike[str], expected_model_config_hash: 
         raise CheckpointError(f"{path}: checkpoint not found")
     mpath = meta_path(path)
     if not mpath.is_file():
-        raise CheckpointError(f"{mpath}: checkpoint metadata not found (checkpoints carry a sha256 since {FORMAT})")
+        raise CheckpointError(
+            f"{mpath}: checkpoint metadata not found (checkpoints carry a sha256 since {FORMAT}); "
+            f"a run written by an older elcl is brought up to date with: elcl migrate {path.parent.parent.parent}"
+        )
     try:
         meta = json.loads(mpath.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -84,6 +87,42 @@ def verify_checkpoint(path: str | os.PathLike[str], expected_model_config_hash: 
             f"but the configured model is {expected_model_config_hash}; use the run's own config.yaml"
         )
     return meta
+
+
+def migrate_legacy_checkpoint(path: str | os.PathLike[str]) -> bool:
+    """Give a checkpoint written before ``elcl-checkpoint/1`` its meta file.
+
+    Such a file carries its model hash only in the safetensors header. It gets a meta
+    (sha256 of its bytes as they are now) only if it reads back whole and every tensor
+    is finite, so a corrupt or diverged legacy checkpoint stays refused. Returns whether
+    a meta was written; a checkpoint that has one is left alone.
+    """
+    path = Path(path)
+    if meta_path(path).is_file():
+        return False
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({str(exc).splitlines()[0]})") from None
+    model_hash = header.get("model_config_hash")
+    if not model_hash:
+        raise CheckpointError(f"{path}: no model_config_hash in its safetensors header; not a checkpoint written by elcl")
+    for name, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise CheckpointError(f"{path}: tensor {name!r} holds NaN or infinite values; the model diverged, it cannot be migrated")
+    meta = {
+        "format": FORMAT,
+        "file": path.name,
+        "model_config_hash": model_hash,
+        "sha256": sha256_file(path),
+        "n_tensors": len(tensors),
+        "elcl_version": header.get("elcl_version", "unknown"),
+        "migrated_by": __version__,
+    }
+    atomic_write_text(meta_path(path), json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return True
 
 
 def load_checkpoint(model: Linker, path: str | os.PathLike[str]) -> Linker:
