@@ -54,7 +54,7 @@ __all__ = [
 ]
 
 METHODS: tuple[str, ...] = get_args(MethodName)
-STATUSES = ("running", "done")
+STATUSES = ("running", "done", "interrupted", "failed")
 SPLITS = ("dev", "test")
 CURVATURE_FORMAT = "elcl-curvature/1"
 CURVATURE_DTYPES = ("float32", "float16", "bfloat16", "float64")
@@ -97,7 +97,9 @@ class RunRecord(_Schema):
     seed: int = _expected("an integer")
     order: list[str] = _expected("a non-empty list of distinct task names")
     order_index: int = _expected("an integer")
-    status: Literal["running", "done"] = _expected("one of " + "|".join(STATUSES))
+    status: Literal["running", "done", "interrupted", "failed"] = _expected(
+        "one of " + "|".join(STATUSES)
+    )
     steps_done: int = Field(ge=0, json_schema_extra={"expected": "a non-negative integer"})
 
     @field_validator("method")

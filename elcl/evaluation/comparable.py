@@ -15,18 +15,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from elcl.config import RESUME_SAFE_KEYS
+
 __all__ = ["NOT_DEFINING", "defining_config", "split_comparable"]
 
 NOT_DEFINING = (
+    *RESUME_SAFE_KEYS,  # where and how fast a run executes (train.device, threads, paths)
     "name",
-    "output_dir",
     "seeds",
     "orders",
     "tasks",  # replaced by the set of tasks: the order is a report dimension
     "method",
-    "data.data_dir",
-    "train.device",
-    "train.num_threads",
     "train.share_first_task",
 )
 """Dotted config keys ignored when deciding whether runs are comparable."""

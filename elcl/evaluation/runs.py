@@ -175,6 +175,12 @@ def discover_runs(
         if key in seen:
             continue
         seen.add(key)
+        rec = parse_json_file(RunRecord, d / RUN_FILE)
+        if rec.status == "failed":
+            # A diverged run is never reported, not even with --include-partial.
+            reason = (rec.model_extra or {}).get("reason", "no reason recorded")
+            warnings.append(f"{d}: status 'failed' ({reason}); skipped")
+            continue
         run = load_run(d)
         if not run.done:
             if include_partial:
