@@ -34,9 +34,11 @@ def write_run(root, name, method, lam, seed, R, *, order=ORDER, dev_offset=0.0, 
     spec = RunSpec(experiment, method, lam, seed, tuple(order), 0)
     rd.write_state(spec, status, len(R))
     if config is not None:
-        cfg = config_from_dict({"name": experiment, "tasks": list(order), "seeds": [seed],
+        # validated with a real task name (the config knows its tasks), then given the
+        # fixture's made-up order
+        cfg = config_from_dict({"name": experiment, "tasks": ["ncbi_disease"], "seeds": [seed],
                                 "method": {"name": method}} | config)
-        rd.write_config(cfg.to_dict())
+        rd.write_config(cfg.to_dict() | {"tasks": list(order)})
     rows = []
     for i, row in enumerate(R):
         trained = "joint" if method == "joint" else order[i]
