@@ -42,7 +42,8 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
-from elcl.curvature.hooks import KFAC_TYPES, SUPPORTED_TYPES, CurvatureHooks, check_conv1d, check_embedding
+from elcl.curvature.hooks import CurvatureHooks
+from elcl.curvature.layers import layer_kind, supported_names
 from elcl.errors import ElclError
 
 LogitsFn = Callable[[nn.Module, Any], "tuple[torch.Tensor, torch.Tensor]"]
@@ -166,19 +167,17 @@ def _plan(model: nn.Module, approx: str) -> tuple[set[str], dict[str, list[str]]
                     "supported (set requires_grad=False on one of them to skip it)"
                 )
             owner[id(p)] = full(n)
-        if not isinstance(module, SUPPORTED_TYPES):
+        kind = layer_kind(module)
+        if kind is None:
             n0 = local[0][0]
             raise ElclError(
                 f"curvature: trainable parameter '{full(n0)}' belongs to a {type(module).__name__}, which the "
-                "curvature hooks do not support (supported: Linear, Conv1d, Embedding, LayerNorm); "
+                f"curvature hooks do not support (supported: {supported_names()}); "
                 "freeze it with requires_grad=False to skip it"
             )
-        if isinstance(module, nn.Conv1d):
-            check_conv1d(mname, module)
-        if isinstance(module, nn.Embedding):
-            check_embedding(mname, module)
+        kind.check(mname, module)
         names = [n for n, _ in local]
-        block = want_kfac and isinstance(module, KFAC_TYPES) and module.weight.requires_grad
+        block = want_kfac and kind.kfac and module.weight.requires_grad
         if block:
             kfac_modules.add(mname)
         if want_diag_all or not block:
