@@ -125,15 +125,6 @@ class CurvatureStats:
     def n_examples(self) -> int:
         return int(self.meta.get("n_examples", 0))
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "CurvatureStats":
-        """Factors/diagonals moved to ``device``/``dtype`` (anchors keep their dtype)."""
-        return CurvatureStats(
-            kfac={k: (A.to(device=device, dtype=dtype), G.to(device=device, dtype=dtype)) for k, (A, G) in self.kfac.items()},
-            diag={k: v.to(device=device, dtype=dtype) for k, v in self.diag.items()},
-            anchors={k: v.to(device=device) for k, v in self.anchors.items()},
-            meta=dict(self.meta),
-        )
-
     def to_low_rank(self, rank: int) -> "CurvatureStats":
         """A copy whose K-FAC factors are replaced by top-``rank`` eigenpairs + a scalar.
 
@@ -322,10 +313,6 @@ def _check_reached(hooks: CurvatureHooks, named: list, grads: tuple, model: nn.M
                     f"curvature: parameter '{full}' received a gradient but its {type(st.module).__name__} module "
                     "was never called (used functionally?); its curvature cannot be collected"
                 )
-
-
-def n_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 __all__ = ["CurvatureStats", "LowRankFactor", "collect_curvature"]

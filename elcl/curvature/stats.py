@@ -35,9 +35,6 @@ class SizeRow:
     def ratio(self) -> float:
         return self.factor_bytes / self.param_bytes if self.param_bytes else float("nan")
 
-    def as_tuple(self) -> tuple[str, str, int, int, int, float]:
-        return (self.layer, self.kind, self.params, self.param_bytes, self.factor_bytes, self.ratio)
-
 
 def _elem(dtype: torch.dtype) -> int:
     return torch.empty((), dtype=dtype).element_size()
