@@ -13,7 +13,10 @@ from elcl.errors import ElclError
 
 def test_each_supported_type_has_its_kind_and_subclasses_inherit_it() -> None:
     assert {t.__name__: type(k).__name__ for t, k in LAYER_KINDS.items()} == {
-        "Linear": "Linear", "Conv1d": "Conv1d", "Embedding": "Embedding", "LayerNorm": "LayerNorm",
+        "Linear": "Linear",
+        "Conv1d": "Conv1d",
+        "Embedding": "Embedding",
+        "LayerNorm": "LayerNorm",
     }
     # MultiheadAttention's out_proj is a Linear subclass: it must be treated as a Linear.
     out_proj = nn.MultiheadAttention(4, 2).out_proj

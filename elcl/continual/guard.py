@@ -10,7 +10,8 @@ works on :class:`~elcl.training.tasks.EvalTask` objects, which carry no training
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Generic, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from elcl.errors import ElclError
 

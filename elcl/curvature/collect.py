@@ -36,8 +36,9 @@ in float64 on the model's device; results are returned in ``dtype``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -76,7 +77,7 @@ class LowRankFactor:
     rest: torch.Tensor  # scalar
 
     @classmethod
-    def from_matrix(cls, M: torch.Tensor, rank: int) -> "LowRankFactor":
+    def from_matrix(cls, M: torch.Tensor, rank: int) -> LowRankFactor:
         d = M.shape[0]
         evals, evecs = _eigh64(M)
         r = min(rank, d)
@@ -125,7 +126,7 @@ class CurvatureStats:
     def n_examples(self) -> int:
         return int(self.meta.get("n_examples", 0))
 
-    def to_low_rank(self, rank: int) -> "CurvatureStats":
+    def to_low_rank(self, rank: int) -> CurvatureStats:
         """A copy whose K-FAC factors are replaced by top-``rank`` eigenpairs + a scalar.
 
         The scalar is the mean of the dropped eigenvalues (so the trace is preserved);
@@ -150,19 +151,19 @@ def _plan(model: nn.Module, approx: str) -> tuple[set[str], dict[str, list[str]]
         local = [(n, p) for n, p in module.named_parameters(recurse=False) if p.requires_grad]
         if not local:
             continue
-        full = lambda n: f"{mname}.{n}" if mname else n  # noqa: E731
+        prefix = f"{mname}." if mname else ""
         for n, p in local:
             if id(p) in owner:
                 raise ElclError(
-                    f"curvature: parameter '{full(n)}' is shared with '{owner[id(p)]}'; tied parameters are not "
+                    f"curvature: parameter '{prefix}{n}' is shared with '{owner[id(p)]}'; tied parameters are not "
                     "supported (set requires_grad=False on one of them to skip it)"
                 )
-            owner[id(p)] = full(n)
+            owner[id(p)] = prefix + n
         kind = layer_kind(module)
         if kind is None:
             n0 = local[0][0]
             raise ElclError(
-                f"curvature: trainable parameter '{full(n0)}' belongs to a {type(module).__name__}, which the "
+                f"curvature: trainable parameter '{prefix}{n0}' belongs to a {type(module).__name__}, which the "
                 f"curvature hooks do not support (supported: {supported_names()}); "
                 "freeze it with requires_grad=False to skip it"
             )

@@ -32,8 +32,8 @@ the running sums are float64 accumulators on the model's device.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import nn
@@ -72,7 +72,7 @@ class _ModuleState:
     diag: dict[str, torch.Tensor] = field(default_factory=dict)
     # per batch: selected inputs of all records [P, d] and their layout
     a: torch.Tensor | None = None
-    layout: "Layout | None" = None
+    layout: Layout | None = None
 
     @property
     def has_bias(self) -> bool:
@@ -363,6 +363,7 @@ class CurvatureHooks:
                 continue
             gs = []
             for r in st.records:
+                assert r.idx is not None  # set by process_forward
                 if r.grads:
                     g = r.grads.pop()
                     gs.append(st.kind.grad_rows(st.module, g.to(compute_dtype(g)), r.idx))
@@ -405,7 +406,7 @@ class CurvatureHooks:
             prefix = f"{name}." if name else ""
             if st.kfac:
                 d_in, d_out = st.kind.factor_dims(st.module, st.has_bias)
-                dev = st.module.weight.device
+                dev = next(st.module.parameters()).device
                 A = st.A if st.A is not None else torch.zeros(d_in, d_in, dtype=ACC_DTYPE, device=dev)
                 G = st.G if st.G is not None else torch.zeros(d_out, d_out, dtype=ACC_DTYPE, device=dev)
                 a_norm = max(st.n_positions, 1) if self.variant == "expand" else n

@@ -24,7 +24,8 @@ normalises, and its rows are the normalised inputs ``x̂`` (so ``∂l/∂weight 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, ClassVar, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +38,12 @@ if TYPE_CHECKING:
 
 # at most this many elements in one chunk of per-example weight gradients
 _PER_EXAMPLE_BUDGET = 1 << 26
+
+
+def _tensor(module: nn.Module, name: str) -> torch.Tensor:
+    t = getattr(module, name)
+    assert isinstance(t, torch.Tensor), name
+    return t
 
 
 def compute_dtype(t: torch.Tensor) -> torch.dtype:
@@ -64,14 +71,16 @@ class LayerKind:
         """Width of :meth:`grad_rows` (for a call whose output the loss never reached)."""
         return int(out_shape[-1])
 
-    def diag(self, module: nn.Module, wanted: list[str], g: torch.Tensor, a: torch.Tensor, lay: Layout) -> Iterator[tuple[str, torch.Tensor]]:
+    def diag(
+        self, module: nn.Module, wanted: list[str], g: torch.Tensor, a: torch.Tensor, lay: Layout
+    ) -> Iterator[tuple[str, torch.Tensor]]:
         """``(parameter, Σ_n (∂l_n/∂θ)²)`` for the ``wanted`` local parameters, unweighted."""
         if "bias" in wanted:
-            yield "bias", lay.segment_sum(g).square().sum(0).reshape(module.bias.shape)
+            yield "bias", lay.segment_sum(g).square().sum(0).reshape(_tensor(module, "bias").shape)
         if "weight" in wanted:
             w = self.weight_diag(module, g, a.to(g.dtype), lay)
             if w is not None:
-                yield "weight", w.reshape(module.weight.shape)
+                yield "weight", w.reshape(_tensor(module, "weight").shape)
 
     def weight_diag(self, module: nn.Module, g: torch.Tensor, a: torch.Tensor, lay: Layout) -> torch.Tensor | None:
         raise NotImplementedError
@@ -102,8 +111,8 @@ class _Kronecker(LayerKind):
         return d
 
     def factor_dims(self, module: nn.Module, has_bias: bool) -> tuple[int, int]:
-        w = module.weight
-        return w[0].numel() + (1 if has_bias else 0), w.shape[0]
+        w = _tensor(module, "weight")
+        return w[0].numel() + (1 if has_bias else 0), int(w.shape[0])
 
 
 class Linear(_Kronecker):
@@ -124,7 +133,7 @@ def conv1d_patches(module: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
         total = dil * (k - 1)
         left = total // 2
         x = F.pad(x, (left, total - left))
-    elif module.padding != "valid":
+    elif isinstance(module.padding, tuple):  # else "valid": no padding
         (p,) = module.padding
         if p:
             x = F.pad(x, (p, p))
@@ -142,7 +151,9 @@ class Conv1d(_Kronecker):
         if module.groups != 1:
             raise ElclError(f"curvature: Conv1d '{name}' has groups={module.groups}; only groups=1 is supported")
         if module.padding_mode != "zeros":
-            raise ElclError(f"curvature: Conv1d '{name}' has padding_mode={module.padding_mode!r}; only 'zeros' is supported")
+            raise ElclError(
+                f"curvature: Conv1d '{name}' has padding_mode={module.padding_mode!r}; only 'zeros' is supported"
+            )
 
     def input_rows(self, name: str, module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
         assert isinstance(module, nn.Conv1d)
@@ -171,7 +182,9 @@ class Embedding(LayerKind):
         n_pos = x.numel() // max(n, 1)
         return x.reshape(-1), n, n_pos
 
-    def diag(self, module: nn.Module, wanted: list[str], g: torch.Tensor, a: torch.Tensor, lay: Layout) -> Iterator[tuple[str, torch.Tensor]]:
+    def diag(
+        self, module: nn.Module, wanted: list[str], g: torch.Tensor, a: torch.Tensor, lay: Layout
+    ) -> Iterator[tuple[str, torch.Tensor]]:
         # Per example, the gradient of a row is the sum of g over the positions holding its id.
         assert isinstance(module, nn.Embedding)
         ids, ex = a.long(), lay.ex

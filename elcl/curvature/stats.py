@@ -63,7 +63,7 @@ def factor_size_table(
     params = dict(model.named_parameters()) if model is not None else {}
 
     def pinfo(name: str) -> tuple[int, int]:
-        t = params.get(name)
+        t: torch.Tensor | None = params.get(name)
         if t is None:
             t = stats.anchors.get(name)
         if t is None:

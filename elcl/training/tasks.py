@@ -13,9 +13,10 @@ process, because a sequential run visits each task several times.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence, overload
+from typing import overload
 
 from elcl.candidates.tfidf import TfidfCandidateGenerator, default_cache_dir
 from elcl.config import ExperimentConfig, resolve_data_dir
@@ -86,8 +87,13 @@ def _subsample(items: list, n: int | None, salt: str) -> list:
 def _key(name: str, cfg: ExperimentConfig) -> tuple:
     data_dir = resolve_data_dir(cfg.data.data_dir)
     return (
-        name, str(Path(data_dir).resolve()), cfg.data.model_dump_json(), cfg.candidates.model_dump_json(),
-        cfg.model.context_window, cfg.train.max_train_mentions, cfg.train.max_eval_mentions,
+        name,
+        str(Path(data_dir).resolve()),
+        cfg.data.model_dump_json(),
+        cfg.candidates.model_dump_json(),
+        cfg.model.context_window,
+        cfg.train.max_train_mentions,
+        cfg.train.max_eval_mentions,
     )
 
 
@@ -96,9 +102,14 @@ def _sources(name: str, cfg: ExperimentConfig) -> _Sources:
     if key not in _SOURCES:
         data_dir = resolve_data_dir(cfg.data.data_dir)
         corpus = load_corpus(name, data_dir)
-        ontology = ontology_for_task(name, data_dir, corpus, mode=cfg.data.ontology, dictionary_splits=tuple(cfg.data.dictionary_splits))
+        ontology = ontology_for_task(
+            name, data_dir, corpus, mode=cfg.data.ontology, dictionary_splits=tuple(cfg.data.dictionary_splits)
+        )
         generator = TfidfCandidateGenerator(
-            ontology, (cfg.candidates.ngram_min, cfg.candidates.ngram_max), cfg.candidates.analyzer, cache_dir=default_cache_dir()
+            ontology,
+            (cfg.candidates.ngram_min, cfg.candidates.ngram_max),
+            cfg.candidates.analyzer,
+            cache_dir=default_cache_dir(),
         ).fit()
         docs = {d.doc_id: d for s in corpus.splits.values() for d in s}
         _SOURCES[key] = _Sources(corpus, ontology, generator, docs, GoldIndex(ontology))
@@ -110,8 +121,15 @@ def _split_examples(name: str, cfg: ExperimentConfig, split: str) -> tuple[list[
     limit = cfg.train.max_train_mentions if split == "train" else cfg.train.max_eval_mentions
     mentions = _subsample(src.corpus.mentions(split), limit, f"{name}:{split}")
     return build_examples(
-        mentions, src.docs, src.generator, src.ontology, cfg.candidates.k, training=(split == "train"),
-        context_window=cfg.model.context_window, task=name, gold_index=src.gold_index,
+        mentions,
+        src.docs,
+        src.generator,
+        src.ontology,
+        cfg.candidates.k,
+        training=(split == "train"),
+        context_window=cfg.model.context_window,
+        task=name,
+        gold_index=src.gold_index,
     )
 
 
@@ -121,7 +139,10 @@ def prepare_eval_task(name: str, cfg: ExperimentConfig) -> EvalTask:
     if key not in _EVAL:
         parts = {split: _split_examples(name, cfg, split) for split in EVAL_SPLITS}
         _EVAL[key] = EvalTask(
-            name, _sources(name, cfg).ontology, {s: exs for s, (exs, _) in parts.items()}, {s: st for s, (_, st) in parts.items()}
+            name,
+            _sources(name, cfg).ontology,
+            {s: exs for s, (exs, _) in parts.items()},
+            {s: st for s, (_, st) in parts.items()},
         )
     return _EVAL[key]
 
