@@ -144,7 +144,7 @@ class MetricRow(_Schema):
     n: int = Field(ge=0, json_schema_extra={"expected": "a non-negative integer"})
     n_unlinkable: int = Field(ge=0, json_schema_extra={"expected": "a non-negative integer"})
     tfidf_acc1: Fraction | None = Field(
-        None, json_schema_extra={"expected": "a number in [0, 1] or null"}
+        default=None, json_schema_extra={"expected": "a number in [0, 1] or null"}
     )
     """The retriever's own top-1 on the same mentions (absent in files of elcl < 0.1)."""
 
@@ -204,9 +204,9 @@ class CurvatureMeta(_Schema):
     """``meta.json`` of a curvature directory (see :mod:`elcl.curvature.storage`)."""
 
     format: Literal["elcl-curvature/1"] = Field(
-        "elcl-curvature/1", json_schema_extra={"expected": CURVATURE_FORMAT}
+        default="elcl-curvature/1", json_schema_extra={"expected": CURVATURE_FORMAT}
     )
-    file: str = Field("factors.safetensors", json_schema_extra={"expected": "a file name"})
+    file: str = Field(default="factors.safetensors", json_schema_extra={"expected": "a file name"})
     approximation: str | None = _expected("kfac|diag|both")
     fisher_kind: str | None = _expected("empirical|sampled")
     sequence_variant: str | None = _expected("expand|reduce")
@@ -218,7 +218,7 @@ class CurvatureMeta(_Schema):
     )
     symmetric_storage: Literal["full", "triu"] = _expected("full|triu")
     factors_sha256: str = _expected("a sha256 hex digest")
-    elcl_version: str | None = Field(None, json_schema_extra={"expected": "a string"})
+    elcl_version: str | None = Field(default=None, json_schema_extra={"expected": "a string"})
 
 
 class _RunMismatch(ValueError):

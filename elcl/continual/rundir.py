@@ -18,9 +18,10 @@ half-written file and ``elcl train --resume`` can trust what it finds.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 
@@ -103,17 +104,17 @@ class RunDir:
             raise ElclError(f"{self.run_json}: not valid JSON") from None
 
     def write_state(self, spec: RunSpec, status: str, steps_done: int, extra: dict | None = None) -> None:
-        record = RunRecord(
-            experiment=spec.experiment,
-            method=spec.method,
-            lam=spec.lam,
-            seed=spec.seed,
-            order=list(spec.order),
-            order_index=spec.order_index,
-            status=status,  # type: ignore[arg-type]
-            steps_done=steps_done,
+        record = RunRecord.model_validate({
+            "experiment": spec.experiment,
+            "method": spec.method,
+            "lambda": spec.lam,
+            "seed": spec.seed,
+            "order": list(spec.order),
+            "order_index": spec.order_index,
+            "status": status,
+            "steps_done": steps_done,
             **(extra or {}),
-        )
+        })
         write_json(self.run_json, record.dump())
 
     def write_config(self, cfg_dict: dict) -> None:

@@ -76,7 +76,7 @@ def evaluate_all(model: Linker, cache: TokenCache, cfg: ExperimentConfig, rd: Ru
         for split in _eval_splits(cfg):
             res = evaluate_examples(model, data.examples[split], cache)
             rows.append(MetricRow(
-                step=step, trained_task=trained, eval_task=task, split=split,
+                step=step, trained_task=trained, eval_task=task, split=split,  # type: ignore[arg-type]
                 acc1=res.acc1, acc5=res.acc5, n=res.n, n_unlinkable=data.n_unlinkable(split),
                 # The retriever's own top-1 on the same mentions: the floor the linker must beat.
                 tfidf_acc1=tfidf_top1(data.examples[split]),

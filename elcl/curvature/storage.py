@@ -101,7 +101,6 @@ def save_curvature(
         save_file(tensors, str(tmp), metadata={"format": FORMAT})
         digest = sha256_file(tmp)
     meta = CurvatureMeta(
-        format=FORMAT,
         file=FACTORS_FILE,
         approximation=stats.meta.get("approx"),
         fisher_kind=stats.meta.get("kind"),
