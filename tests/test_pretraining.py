@@ -13,18 +13,22 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from synthetic import DISEASES, write_synthetic_corpora
+from tiny_models import write_tiny_bert
 from typer.testing import CliRunner
 
 from elcl.cli.app import app
 from elcl.data.ontology import Ontology
 from elcl.errors import ElclError
-from elcl.pretraining.losses import info_nce_loss, mine_hard_pairs, multi_similarity_loss, pair_masks
+from elcl.pretraining.losses import (
+    info_nce_loss,
+    mine_hard_pairs,
+    multi_similarity_loss,
+    pair_masks,
+)
 from elcl.pretraining.sources import load_name_table, load_pretraining_ontology
 from elcl.pretraining.synonyms import SynonymBatcher, SynonymSets
 from elcl.pretraining.trainer import PretrainConfig, pretrain
-
-from synthetic import DISEASES, write_synthetic_corpora
-from tiny_models import write_tiny_bert
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +90,7 @@ def test_mining_keeps_only_pairs_of_violating_triplets() -> None:
 
 
 def test_same_string_under_two_concepts_is_no_negative() -> None:
-    pos, neg = pair_masks(torch.tensor([0, 0, 1, 1]), torch.tensor([5, 6, 5, 7]))
+    _, neg = pair_masks(torch.tensor([0, 0, 1, 1]), torch.tensor([5, 6, 5, 7]))
     assert not neg[0, 2] and not neg[2, 0] and neg[0, 3]
 
 
@@ -110,7 +114,7 @@ def test_batches_hold_positives_and_are_a_function_of_the_step() -> None:
     assert b.steps_per_epoch == 3
     for step in range(7):
         batch = b.batch(step)
-        assert len(batch.texts) == 4 and sorted(batch.labels)[0] == sorted(batch.labels)[1]
+        assert len(batch.texts) == 4
         assert all(batch.labels.count(c) == 2 for c in batch.labels)
         assert batch == SynonymBatcher(sets, 4, 2, 3).batch(step)  # fresh batcher, same batch: nothing to save
     assert sorted(c for s in range(3) for c in b.batch(s).labels[::2]) == list(range(6))  # an epoch covers every concept
@@ -199,8 +203,7 @@ def test_name_table_and_sources(tmp_path: Path) -> None:
 
 def test_pretraining_never_reads_a_corpus(tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Corpora sit next to the ontology, yet no corpus loader runs and no corpus file is opened."""
-    import elcl.data.corpora as corpora
-    import elcl.data.pubtator as pubtator
+    from elcl.data import corpora, pubtator
 
     data = write_synthetic_corpora(tmp_path / "data")
     write_medic(data / "ontologies" / "CTD_diseases.tsv.gz", DISEASES)

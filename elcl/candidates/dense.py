@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from elcl.candidates.tfidf import Candidate, TfidfCandidateGenerator, default_cache_dir
+from elcl.candidates.tfidf import Candidate, TfidfCandidateGenerator
 from elcl.data.ontology import Ontology
 from elcl.errors import ElclError
 from elcl.fileio import atomic_path

@@ -16,7 +16,12 @@ from elcl.config import ExperimentConfig, resolve_data_dir
 from elcl.data.corpora import load_corpus
 from elcl.data.ontology import Ontology, ontology_for_task
 from elcl.data.types import Corpus
-from elcl.training.examples import ExampleStats, GoldIndex, LinkingExample, build_examples
+from elcl.training.examples import (
+    ExampleStats,
+    GoldIndex,
+    LinkingExample,
+    build_examples,
+)
 
 
 @dataclass
