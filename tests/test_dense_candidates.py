@@ -127,3 +127,23 @@ def test_config_hook_and_cli_rows(tiny_bert: Path, tmp_path: Path, monkeypatch: 
     row = json.loads(res.output[res.output.index("{\n"):])["splits"]["test"]
     assert set(row) >= {"recall", "recall_dense", "recall_merged", "recall_union"}
     assert row["recall_union"]["3"] >= max(row["recall"]["3"], row["recall_dense"]["3"])
+
+
+def test_cli_dense_pool_indexes_only_tfidf_names(tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from elcl.cli.app import app
+
+    from synthetic import write_synthetic_corpora
+
+    monkeypatch.setenv("ELCL_CACHE_DIR", str(tmp_path / "cache"))
+    data = write_synthetic_corpora(tmp_path / "data")
+    runs = {}
+    for pool in ([], ["--dense-pool", "1"]):
+        res = CliRunner().invoke(app, ["data", "candidates", "ncbi_disease", "--data-dir", str(data), "--ontology", "mentions",
+                                       "--split", "test", "--k", "1", "--dense", str(tiny_bert), "--json", *pool])
+        assert res.exit_code == 0, res.output
+        runs[bool(pool)] = json.loads(res.output[res.output.index("{\n"):])
+    assert runs[True]["dense"]["indexed_names"] < runs[False]["dense"]["indexed_names"]
+    res = CliRunner().invoke(app, ["data", "candidates", "ncbi_disease", "--data-dir", str(data), "--dense", str(tiny_bert), "--dense-pool", "0"])
+    assert res.exit_code != 0
