@@ -36,7 +36,7 @@ def embed_texts(
 
     device = torch.device(device)
     if not texts:
-        return torch.zeros(0, int(model.config.hidden_size), device=device)
+        return torch.zeros(0, int(getattr(model, "config").hidden_size), device=device)  # noqa: B009 - HF config, untyped
     ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
     order = sorted(range(len(texts)), key=lambda i: (len(ids[i]), i))
     pad = tokenizer.pad_token_id or 0
