@@ -11,7 +11,14 @@ import sys
 import typer
 
 from elcl import __version__, interrupt
-from elcl.cli import data_cmds, evaluate_cmd, fisher_cmd, migrate_cmd, pretrain_cmd, train_cmd
+from elcl.cli import (
+    data_cmds,
+    evaluate_cmd,
+    fisher_cmd,
+    migrate_cmd,
+    pretrain_cmd,
+    train_cmd,
+)
 from elcl.errors import ElclError
 
 app = typer.Typer(
