@@ -254,3 +254,12 @@ def test_pretraining_works_without_any_corpus(tiny_bert: Path, tmp_path: Path) -
 def test_cli_bad_option_is_one_line(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["pretrain", "--ontology", "medic", "--out", str(tmp_path / "x"), "--loss", "triplet"])
     assert res.exit_code != 0 and "loss" in str(res.exception or res.output)
+
+
+def test_ctrl_c_note_names_the_checkpoint(tmp_path: Path) -> None:
+    from elcl.cli.pretrain_cmd import _resume_note
+
+    assert "no checkpoint written yet" in _resume_note(tmp_path)
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "latest.json").write_text(json.dumps({"step": 25, "dir": "step-00000025"}))
+    assert "step 25" in _resume_note(tmp_path) and "--resume" in _resume_note(tmp_path)

@@ -38,6 +38,7 @@ def pretrain(
     import yaml
 
     from elcl.config import apply_overrides, resolve_data_dir
+    from elcl.interrupt import interrupt_note
     from elcl.pretraining.sources import load_pretraining_ontology
     from elcl.pretraining.trainer import config_from_options
     from elcl.pretraining.trainer import pretrain as run_pass
@@ -58,10 +59,23 @@ def pretrain(
     options.update({k: v for k, v in flags.items() if v is not None})
     cfg = config_from_options(apply_overrides(options, set_))
     onto = load_pretraining_ontology(ontology, resolve_data_dir(str(data_dir) if data_dir else None))
-    result = run_pass(cfg, onto, out, resume=resume, progress=progress, keep_checkpoints=keep_checkpoints)
+    with interrupt_note(lambda: _resume_note(out)):
+        result = run_pass(cfg, onto, out, resume=resume, progress=progress, keep_checkpoints=keep_checkpoints)
     tail = result.losses[-10:]
     typer.echo(f"{out}: {result.steps_done} steps over {onto.source} in {result.seconds:.0f}s; "
                f"mean loss of the last {len(tail)} steps {sum(tail) / max(1, len(tail)):.4f}; use it as model.name={out}")
+
+
+def _resume_note(out: Path) -> str:
+    """What a Ctrl-C leaves: the last checkpoint's step, and the flag that continues from it."""
+    import json
+
+    pointer = out / "checkpoints" / "latest.json"
+    try:
+        step = json.loads(pointer.read_text())["step"]
+    except (OSError, ValueError, KeyError):
+        return f"{out}: no checkpoint written yet; rerun the same command to start again"
+    return f"{out} keeps its checkpoint at step {step}; continue with the same command plus --resume"
 
 
 def register(app: typer.Typer) -> None:
