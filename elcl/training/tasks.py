@@ -84,6 +84,19 @@ def _subsample(items: list, n: int | None, salt: str) -> list:
     return [items[i] for i in idx]
 
 
+def _with_dense(sparse: TfidfCandidateGenerator, ontology: Ontology, cfg: ExperimentConfig):
+    """TF-IDF merged with the encoder's nearest names (``candidates.dense``); embeddings cached on disk."""
+    from elcl.candidates.dense import DenseCandidateGenerator, MergedCandidateGenerator
+
+    encoder = cfg.candidates.dense_encoder or cfg.model.name
+    if cfg.model.type != "bert" and cfg.candidates.dense_encoder is None:
+        from elcl.errors import ConfigError
+
+        raise ConfigError("candidates.dense: the CNN linker has no pretrained encoder to rank names with; set candidates.dense_encoder")
+    dense = DenseCandidateGenerator(ontology, encoder, pooling=cfg.model.pooling, max_length=cfg.model.max_length, cache_dir=default_cache_dir())
+    return MergedCandidateGenerator(sparse, dense, cfg.candidates.dense_k).fit()
+
+
 def _key(name: str, cfg: ExperimentConfig) -> tuple:
     data_dir = resolve_data_dir(cfg.data.data_dir)
     return (
@@ -111,6 +124,8 @@ def _sources(name: str, cfg: ExperimentConfig) -> _Sources:
             cfg.candidates.analyzer,
             cache_dir=default_cache_dir(),
         ).fit()
+        if cfg.candidates.dense:
+            generator = _with_dense(generator, ontology, cfg)
         docs = {d.doc_id: d for s in corpus.splits.values() for d in s}
         _SOURCES[key] = _Sources(corpus, ontology, generator, docs, GoldIndex(ontology))
     return _SOURCES[key]
