@@ -109,13 +109,13 @@ def test_config_hook_and_cli_rows(tiny_bert: Path, tmp_path: Path, monkeypatch: 
 
     from elcl.cli.app import app
     from elcl.config import config_from_dict
-    from elcl.training.tasks import prepare_task
+    from elcl.training.tasks import prepare_eval_task
 
     monkeypatch.setenv("ELCL_CACHE_DIR", str(tmp_path / "cache"))
     data = write_synthetic_corpora(tmp_path / "data")
     cfg = config_from_dict({"data": {"data_dir": str(data), "ontology": "mentions"}, "tasks": ["ncbi_disease"],
                             "candidates": {"k": 4, "dense": True, "dense_k": 2}, "model": {"name": str(tiny_bert), "max_length": 16}})
-    task = prepare_task("ncbi_disease", cfg)
+    task = prepare_eval_task("ncbi_disease", cfg)
     ex = task.examples["test"][0]
     assert len(ex.cand_ids) == 4 and len(set(ex.cand_ids)) == 4
     assert list((tmp_path / "cache" / "candidates").glob("dense-*.safetensors"))
