@@ -37,3 +37,19 @@ def test_report_over_trained_runs(tmp_path: Path) -> None:
     (kfac,) = c.arms
     assert kfac.n_cells == 1 and kfac.lam in ("1", "100")
     assert {p.lam for p in rep.frontier if p.method == "kfac"} == {1.0, 100.0}
+
+    # Exported (small files + compact correctness, no predictions or checkpoints), the
+    # experiment gives the same report, mention bootstrap included.
+    from typer.testing import CliRunner
+
+    from elcl.cli.app import app
+
+    out = tmp_path / "results" / "t"
+    first = CliRunner().invoke(app, ["evaluate", str(exp / "t"), "--out", str(tmp_path / "r1"), "--bootstrap", "200", "--export", str(out)])
+    assert first.exit_code == 0, first.output
+    assert not list(out.rglob("*.safetensors")) and not list(out.rglob("predictions"))
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in (exp / "t").iterdir() if (p / "run.json").is_file())
+    again = CliRunner().invoke(app, ["evaluate", str(out), "--out", str(tmp_path / "r2"), "--bootstrap", "200"])
+    assert again.exit_code == 0, again.output
+    assert (tmp_path / "r1" / "report.md").read_text() == (tmp_path / "r2" / "report.md").read_text()
+    assert "test mentions (one draw per task" in build_report([out], n_boot=200).comparison.resampling

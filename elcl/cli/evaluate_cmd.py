@@ -96,6 +96,12 @@ def evaluate(
     bootstrap: int = typer.Option(
         2000, "--bootstrap", help="Bootstrap resamples for the 95% intervals (fixed seed)."
     ),
+    export: Path | None = typer.Option(
+        None,
+        "--export",
+        help="Also copy each compared run's small files (run.json, config.yaml, metrics.jsonl, "
+        "compact per-mention correctness) here, e.g. results/<experiment>/runs; evaluate reads them back.",
+    ),
 ) -> None:
     """Per-run accuracy tables, or a forgetting report over an experiment.
 
@@ -131,6 +137,13 @@ def evaluate(
     for n in report.notes:
         typer.echo(f"note: {n}", err=True)
     out_dir = out if out is not None else _default_out(Path(paths[0]))
+    if export is not None:
+        from elcl.evaluation.export import export_experiment
+
+        if len(paths) != 1 or not Path(paths[0]).is_dir():
+            raise ElclError("--export takes one experiment directory")
+        done = export_experiment([r.path for r in runs], Path(paths[0]), export)
+        typer.echo(f"exported {len(done)} run(s) to {export}", err=True)
     written = write_report(report, out_dir)
     if as_json:
         typer.echo(json.dumps(report.summary_dict(), indent=2, allow_nan=False, ensure_ascii=False))

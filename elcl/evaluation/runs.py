@@ -235,9 +235,12 @@ def prediction_file(run: Run, step: int, eval_task: str, split: str = "test") ->
 def read_correctness(path: Path) -> tuple[list[tuple[str, int, int]], np.ndarray] | None:
     """Per-mention top-1 correctness from a predictions file: (mention keys, 0/1 array).
 
-    None when the file does not exist (runs of older elcl, or copied without predictions).
+    Falls back to the run's compact ``correctness.json`` (:mod:`elcl.evaluation.export`);
+    None when neither exists (runs of older elcl, or copied without predictions).
     """
     if not path.is_file():
-        return None
+        from elcl.evaluation.export import read_compact_correctness
+
+        return read_compact_correctness(path)
     rows = [r for _, r in parse_jsonl_file(PredictionRow, path)]
     return [r.key for r in rows], np.array([r.correct for r in rows], dtype=float)
