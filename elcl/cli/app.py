@@ -11,7 +11,7 @@ import sys
 import typer
 
 from elcl import __version__
-from elcl.cli import data_cmds, evaluate_cmd, fisher_cmd, train_cmd
+from elcl.cli import data_cmds, evaluate_cmd, export_cmd, fisher_cmd, link_cmd, train_cmd
 from elcl.errors import ElclError
 
 app = typer.Typer(
@@ -29,7 +29,7 @@ def version() -> None:
     typer.echo(__version__)
 
 
-for _module in (train_cmd, fisher_cmd, evaluate_cmd):
+for _module in (train_cmd, fisher_cmd, evaluate_cmd, link_cmd, export_cmd):
     _module.register(app)
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from elcl.candidates.tfidf import TfidfCandidateGenerator, default_cache_dir
-from elcl.config import ExperimentConfig, resolve_data_dir
+from elcl.config import CandidatesConfig, ExperimentConfig, resolve_data_dir
 from elcl.data.corpora import load_corpus
 from elcl.data.ontology import Ontology, ontology_for_task
 from elcl.data.types import Corpus
@@ -42,6 +42,19 @@ def _subsample(items: list, n: int | None, salt: str) -> list:
     return [items[i] for i in idx]
 
 
+def task_ontology(name: str, cfg: ExperimentConfig) -> tuple[Corpus, Ontology]:
+    """The task's corpus and the ontology its linker links against (as the trainer built it)."""
+    data_dir = resolve_data_dir(cfg.data.data_dir)
+    corpus = load_corpus(name, data_dir)
+    ontology = ontology_for_task(name, data_dir, corpus, mode=cfg.data.ontology, dictionary_splits=tuple(cfg.data.dictionary_splits))
+    return corpus, ontology
+
+
+def candidate_generator(ontology: Ontology, cfg: CandidatesConfig) -> TfidfCandidateGenerator:
+    """The fitted TF-IDF index of the configured kind (from the on-disk cache when there)."""
+    return TfidfCandidateGenerator(ontology, (cfg.ngram_min, cfg.ngram_max), cfg.analyzer, cache_dir=default_cache_dir()).fit()
+
+
 def prepare_task(name: str, cfg: ExperimentConfig, splits: tuple[str, ...] = ("train", "dev", "test")) -> TaskData:
     data_dir = resolve_data_dir(cfg.data.data_dir)
     key = (
@@ -50,11 +63,8 @@ def prepare_task(name: str, cfg: ExperimentConfig, splits: tuple[str, ...] = ("t
     )
     if key in _CACHE:
         return _CACHE[key]
-    corpus = load_corpus(name, data_dir)
-    ontology = ontology_for_task(name, data_dir, corpus, mode=cfg.data.ontology, dictionary_splits=tuple(cfg.data.dictionary_splits))
-    generator = TfidfCandidateGenerator(
-        ontology, (cfg.candidates.ngram_min, cfg.candidates.ngram_max), cfg.candidates.analyzer, cache_dir=default_cache_dir()
-    ).fit()
+    corpus, ontology = task_ontology(name, cfg)
+    generator = candidate_generator(ontology, cfg.candidates)
     docs = {d.doc_id: d for s in corpus.splits.values() for d in s}
     gold_index = GoldIndex(ontology)
     examples: dict[str, list[LinkingExample]] = {}
