@@ -42,7 +42,9 @@ def link(
         raise ElclError(f"--device: {device!r} is not one of auto, cpu, cuda")
     # A bad input file fails before the model loads; stdin is read once the model is ready.
     inp = read_input(input_, fmt, docs) if input_ != "-" else None
-    src = open_source(model if model is not None else source, step=step, task=task, device=pick_device(device))
+    where = model if model is not None else source
+    assert where is not None
+    src = open_source(where, step=step, task=task, device=pick_device(device))
     if inp is None:
         inp = read_input(input_, fmt, docs)
     if pubtator_out is not None and not inp.has_documents:

@@ -39,6 +39,7 @@ from elcl import __version__
 from elcl.config import CandidatesConfig, ModelConfig
 from elcl.data.ontology import Ontology
 from elcl.errors import CheckpointError, ElclError
+from elcl.models.encoders import CNNTextEncoder, TransformerTextEncoder
 from elcl.models.linker import Linker
 
 EXPORT_FORMAT = "elcl-export/1"
@@ -122,18 +123,20 @@ def export_linker(model: Linker, candidates: CandidatesConfig, ontology: Ontolog
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        if cfg.type == "bert":
-            model.encoder.model.save_pretrained(tmp)
+        enc = model.encoder
+        if isinstance(enc, TransformerTextEncoder):
+            enc.model.save_pretrained(tmp)
             model.tokenizer.save_pretrained(tmp)
             if model.head is None:
-                _sentence_transformers_files(tmp, cfg, model.encoder.dim)
+                _sentence_transformers_files(tmp, cfg, enc.dim)
             encoder = {"format": "huggingface", "pooling": cfg.pooling}
         else:
+            assert isinstance(enc, CNNTextEncoder)
             c = cfg.cnn
             meta = {"vocab": c.vocab, "embedding_dim": str(c.embedding_dim), "channels": str(c.channels), "blocks": str(c.blocks),
-                    "kernel_size": str(c.kernel_size), "vocab_size": str(model.encoder.embed.num_embeddings), "pooling": "masked max",
+                    "kernel_size": str(c.kernel_size), "vocab_size": str(enc.embed.num_embeddings), "pooling": "masked max",
                     "elcl_version": __version__}
-            save_file(_cpu(model.encoder.state_dict()), str(tmp / CNN_FILE), metadata=meta)
+            save_file(_cpu(enc.state_dict()), str(tmp / CNN_FILE), metadata=meta)
             if c.vocab == "wordpiece":
                 model.tokenizer.save_pretrained(tmp)
             encoder = {"format": "elcl-cnn", "file": CNN_FILE}
