@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -166,6 +167,11 @@ def test_export_loads_with_transformers_alone_and_links_like_the_run(trained, tm
     card = (out / "README.md").read_text()
     for needed in ("naive", "ncbi_disease → **bc5cdr_disease**", "acc@1", "elcl version: 0.1.0", "bc5cdr_disease | test"):
         assert needed in card, needed
+    umask = os.umask(0)
+    os.umask(umask)
+    # the modes of a plain mkdir/open, not a private temporary folder's
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask
+    assert all(f.stat().st_mode & 0o777 == 0o666 & ~umask for f in out.rglob("*") if f.is_file())
     meta = json.loads((out / "elcl_linker.json").read_text())
     assert meta["task"] == "bc5cdr_disease" and meta["run"]["step"] == 1 and meta["ontology"]["concepts"] == len(src.ontology)
 

@@ -110,6 +110,16 @@ def _cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
 
 
+def _readable_by_all(root: Path) -> None:
+    """The modes a plain mkdir/open would give (mkdtemp makes the folder private), so the
+    folder can be handed on as it is."""
+    umask = os.umask(0)
+    os.umask(umask)
+    root.chmod(0o777 & ~umask)
+    for p in root.rglob("*"):
+        p.chmod((0o777 if p.is_dir() else 0o666) & ~umask)
+
+
 def export_linker(model: Linker, candidates: CandidatesConfig, ontology: Ontology, out: Path, info: dict, card: str) -> Path:
     """Write ``model`` (with the candidates settings and ontology it links with) to ``out``.
 
@@ -156,6 +166,7 @@ def export_linker(model: Linker, candidates: CandidatesConfig, ontology: Ontolog
         }
         (tmp / META_FILE).write_text(json.dumps(meta_json, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         (tmp / "README.md").write_text(card, encoding="utf-8")
+        _readable_by_all(tmp)
         if out.exists():
             out.rmdir()  # empty, checked above
         os.rename(tmp, out)
