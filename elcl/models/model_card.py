@@ -17,7 +17,8 @@ def render_card(cfg: ExperimentConfig, state: dict, step: int, trained: str, tas
     method = state.get("method", cfg.method.name)
     seq = " → ".join(f"**{t}**" if (i == step or method == "joint") else t for i, t in enumerate(order))
     kind = "ResCNN" if m.type == "cnn" else f"`{m.name}`"
-    mode = "cross-encoder (mention [SEP] name, linear head)" if m.mode == "cross" else f"bi-encoder ({m.pooling} pooling, {m.scorer} / {m.temperature:g})"
+    pooling = "masked max" if m.type == "cnn" else m.pooling
+    mode = "cross-encoder (mention [SEP] name, linear head)" if m.mode == "cross" else f"bi-encoder ({pooling} pooling, {m.scorer} / {m.temperature:g})"
     lines = [
         f"# elcl linker: {task}",
         "",
@@ -27,10 +28,10 @@ def render_card(cfg: ExperimentConfig, state: dict, step: int, trained: str, tas
         "",
         "## Training",
         "",
-        f"- sequence: {seq} (step {step} of {len(order)}, trained on {trained})",
+        f"- sequence: {seq} (step {step + 1} of {len(order)}, trained on {trained})",
         f"- method: {method}, λ = {_fmt_lambda(state.get('lambda'))}, seed {state.get('seed')}",
         f"- curvature: {cfg.curvature.approx}, {cfg.curvature.kind} Fisher" if method in ("ewc", "online_ewc", "kfac") else "- curvature: not used",
-        f"- data: ontology mode `{cfg.data.ontology}`, max {cfg.train.max_train_mentions or 'all'} training mentions per task, "
+        f"- data: ontology mode `{cfg.data.ontology}`, training mentions per task: {cfg.train.max_train_mentions or 'all'}, "
         f"{cfg.train.epochs:g} epoch(s), lr {cfg.train.lr:g}, batch {cfg.train.batch_size}",
         f"- mention text: max {m.max_length} tokens, {m.context_window} words of context each side"
         + (f", TF-IDF score weight {m.sparse_weight:g}" if m.sparse_weight else ""),
@@ -75,6 +76,6 @@ def render_card(cfg: ExperimentConfig, state: dict, step: int, trained: str, tas
         if m.mode == "bi":
             lines.append("The folder also loads with sentence-transformers (modules.json, 1_Pooling/).")
     else:
-        lines.append("The ResCNN encoder is in `cnn_encoder.safetensors` (layout: elcl's README, \"Export folder\").")
+        lines.append("The ResCNN encoder is in `cnn_encoder.safetensors` (layout: elcl's README, section `elcl export`).")
     lines += ["", f"elcl version: {__version__}", ""]
     return "\n".join(lines)
