@@ -108,6 +108,9 @@ class TrainConfig(_Section):
     AVX512-BF16/AMX), else none; an explicit bf16 on a device that emulates it warns."""
     eval_splits: list[Literal["train", "dev", "test"]] = Field(default_factory=lambda: ["dev", "test"])
     num_threads: int | None = Field(None, ge=1)
+    log_to: list[Literal["jsonl", "tensorboard"]] = Field(default_factory=lambda: ["jsonl"])
+    """Where training curves go: jsonl (train_log.jsonl) and/or tensorboard (<run>/tensorboard/,
+    needs the tensorboard package). metrics.jsonl is written either way."""
     share_first_task: bool = True
     """Adopt the first task's step from a sibling run of the same experiment when data, model,
     training settings, seed and order match (it would be trained identically)."""

@@ -186,8 +186,9 @@ class PredictionRow(_Schema):
     gold: list[str] = _expected("a list of concept ids")
     predicted: list[tuple[str, float]] = _expected("a list of [concept id, score] pairs")
     """Candidates ranked best first."""
-    correct: bool = _expected("true|false")
-    """Whether the top candidate is one of the gold ids (what acc@1 counts)."""
+    correct: bool | None = _expected("true|false|null")
+    """Whether the top candidate is one of the gold ids (what acc@1 counts); null for a
+    mention without gold ids (``elcl link`` on unannotated text)."""
 
     @field_validator("predicted", mode="before")
     @classmethod

@@ -189,11 +189,11 @@ def test_resume_after_crash_redoes_only_unfinished_steps(setup, tmp_path: Path, 
     trained: list[str] = []
     original_train = runner_mod._train
 
-    def counting_train(model, examples, cache, cfg_, lr, groups, seed, task, rt, rd, penalty=None):
+    def counting_train(model, examples, cache, cfg_, lr, groups, seed, task, rt, rd, penalty=None, **kw):
         trained.append(task)
         if task == ORDER[1] and len(trained) == 2:
             raise KeyboardInterrupt("simulated crash")
-        return original_train(model, examples, cache, cfg_, lr, groups, seed, task, rt, rd, penalty=penalty)
+        return original_train(model, examples, cache, cfg_, lr, groups, seed, task, rt, rd, penalty=penalty, **kw)
 
     monkeypatch.setattr(runner_mod, "_train", counting_train)
     with pytest.raises(KeyboardInterrupt):

@@ -14,7 +14,9 @@ from elcl import __version__, interrupt
 from elcl.cli import (
     data_cmds,
     evaluate_cmd,
+    export_cmd,
     fisher_cmd,
+    link_cmd,
     migrate_cmd,
     pretrain_cmd,
     train_cmd,
@@ -36,7 +38,7 @@ def version() -> None:
     typer.echo(__version__)
 
 
-for _module in (train_cmd, fisher_cmd, evaluate_cmd, migrate_cmd, pretrain_cmd):
+for _module in (train_cmd, fisher_cmd, evaluate_cmd, migrate_cmd, pretrain_cmd, link_cmd, export_cmd):
     _module.register(app)
 
 

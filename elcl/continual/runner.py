@@ -36,6 +36,7 @@ from elcl.models.linker import Linker, linker_logits_fn
 from elcl.runtime import Runtime, barrier, seed_everything
 from elcl.schemas import MetricRow
 from elcl.training.batching import TokenCache, collate
+from elcl.training.curves import Curves
 from elcl.training.examples import LinkingExample
 from elcl.training.loop import train_steps
 from elcl.training.predict import evaluate_examples
@@ -165,6 +166,7 @@ def _run_sequence(spec: RunSpec, cfg: ExperimentConfig, path: Path, rt: Runtime,
             write_jsonl(rd.metrics, [r for r in read_jsonl(rd.metrics) if int(r["step"]) < steps_done])
     elif rd.run_json.is_file() and rd.read_state().get("status") == "done" and not resume:
         raise ElclError(f"{path}: a finished run is already there; pass --resume to skip it or choose another output_dir")
+    curves = Curves(cfg.train.log_to, rd.path) if rt.is_main else None
     if rt.is_main:
         rd.write_config(cfg.to_dict())
         rd.write_state(spec, "running", steps_done)
@@ -179,10 +181,11 @@ def _run_sequence(spec: RunSpec, cfg: ExperimentConfig, path: Path, rt: Runtime,
     if method == "joint":
         guard.begin("joint")
         examples = [e for t in spec.order for e in guard.train_examples(t)]
-        _train(model, examples, cache, cfg, cfg.train.lr, None, spec.seed, "joint", rt, rd)
-        _finish_step(model, cache, cfg, rd, 0, "joint", spec, rt)
+        _train(model, examples, cache, cfg, cfg.train.lr, None, spec.seed, "joint", rt, rd, curves=curves)
+        _finish_step(model, cache, cfg, rd, 0, "joint", spec, rt, curves)
         if rt.is_main:
             rd.write_state(spec, "done", 1)
+            curves.close()
         return path
 
     for step, task in enumerate(spec.order):
@@ -217,14 +220,19 @@ def _run_sequence(spec: RunSpec, cfg: ExperimentConfig, path: Path, rt: Runtime,
         if sibling is not None:
             load_checkpoint(model, sibling.checkpoint(0, task))
             if rt.is_main:
-                append_jsonl(rd.metrics, adopt_first_step(sibling, rd, task))
-                append_jsonl(rd.path / "train_log.jsonl", adopted_train_log(sibling, task))
+                adopted_rows = adopt_first_step(sibling, rd, task)
+                append_jsonl(rd.metrics, adopted_rows)
+                adopted_log = [{k: v for k, v in e.items() if k != "task"} for e in adopted_train_log(sibling, task)]
+                for e in adopted_log:
+                    curves.train_entry(task, e)
+                curves.train_log(task, adopted_log)
+                curves.evaluation(adopted_rows)
                 rd.log(f"step 0 ({task}) adopted from {sibling.path.name}: same data, model, training settings, seed and order")
             barrier(rt)
         else:
             penalty = _penalty(method, rd, spec.order[:step], model, cfg, rt)
-            _train(model, examples, cache, cfg, lr, groups, spec.seed + step, task, rt, rd, penalty=penalty)
-            _finish_step(model, cache, cfg, rd, step, task, spec, rt)
+            _train(model, examples, cache, cfg, lr, groups, spec.seed + step, task, rt, rd, penalty=penalty, curves=curves)
+            _finish_step(model, cache, cfg, rd, step, task, spec, rt, curves)
         if approx != "none" and method != "single":
             stats = compute_curvature(model, guard.train_examples(task), cache, cfg, approx, spec.seed + step, rt)
             if rt.is_main:
@@ -234,28 +242,40 @@ def _run_sequence(spec: RunSpec, cfg: ExperimentConfig, path: Path, rt: Runtime,
         if rt.is_main:
             rd.write_state(spec, "running" if step + 1 < n_steps else "done", step + 1)
         barrier(rt)
+    if curves is not None:
+        curves.close()
     return path
 
 
-def _train(model, examples, cache, cfg, lr, groups, seed, task, rt: Runtime, rd: RunDir, penalty=None) -> None:
+def _train(model, examples, cache, cfg, lr, groups, seed, task, rt: Runtime, rd: RunDir, penalty=None, curves: Curves | None = None) -> None:
     train_cfg = cfg.train.model_copy(update={"lr": lr})
     t0 = time.perf_counter()
     log = train_steps(
         model, examples, cache, train_cfg, seed=seed, param_groups=groups,
         penalty=penalty, fast_grad=cfg.method.fast_grad, desc=f"train {task}", wrap=_ddp_wrap(rt), shard=(rt.rank, rt.world),
-        on_step=(lambda e: rd.log(f"  {task} step {e['step']}: loss {e['loss']:.4f} penalty {e['penalty']:.4f} ({time.perf_counter() - t0:.0f}s)")) if rt.is_main else None,
+        on_step=(lambda e: _on_step(e, task, t0, rd, curves)) if rt.is_main else None,
     )
+    if rt.is_main and curves is not None:
+        curves.train_log(task, log)
     if rt.is_main:
-        append_jsonl(rd.path / "train_log.jsonl", [{"task": task, **e} for e in log])
         rd.log(f"trained {task}: {len(examples)} examples, {time.perf_counter() - t0:.1f}s, final loss {log[-1]['loss'] if log else float('nan'):.4f}")
 
 
-def _finish_step(model: Linker, cache: TokenCache, cfg: ExperimentConfig, rd: RunDir, step: int, trained: str, spec: RunSpec, rt: Runtime) -> None:
+def _on_step(entry: dict, task: str, t0: float, rd: RunDir, curves: Curves | None) -> None:
+    rd.log(f"  {task} step {entry['step']}: loss {entry['loss']:.4f} penalty {entry['penalty']:.4f} ({time.perf_counter() - t0:.0f}s)")
+    if curves is not None:
+        curves.train_entry(task, entry)
+
+
+def _finish_step(model: Linker, cache: TokenCache, cfg: ExperimentConfig, rd: RunDir, step: int, trained: str, spec: RunSpec, rt: Runtime,
+                 curves: Curves | None = None) -> None:
     if rt.is_main:
         save_checkpoint(model, rd.checkpoint(step, trained))
     rows = evaluate_all(model, cache, cfg, rd, step, trained, spec.order, rt)
     if rt.is_main:
         append_jsonl(rd.metrics, rows)
+        if curves is not None:
+            curves.evaluation(rows)
         for r in rows:
             rd.log(f"step {step} ({trained}) -> {r['eval_task']} {r['split']}: acc@1 {r['acc1']:.4f} acc@5 {r['acc5']:.4f} (n={r['n']})")
 

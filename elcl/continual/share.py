@@ -27,7 +27,11 @@ _IGNORED_SECTIONS = ("method", "curvature", "output_dir", "name")
 
 
 def first_step_key(cfg_dict: dict) -> str:
-    return json.dumps({k: v for k, v in cfg_dict.items() if k not in _IGNORED_SECTIONS}, sort_keys=True)
+    key = {k: v for k, v in cfg_dict.items() if k not in _IGNORED_SECTIONS}
+    if isinstance(key.get("train"), dict):
+        # Where curves are logged does not change the step (and older runs lack the key).
+        key["train"] = {k: v for k, v in key["train"].items() if k != "log_to"}
+    return json.dumps(key, sort_keys=True)
 
 
 def find_sibling(rd: RunDir, spec: RunSpec, cfg_dict: dict) -> RunDir | None:

@@ -124,7 +124,9 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
         raise CorpusFormatError(path, None, f"cannot read file ({exc})") from None
 
 
-def _parse_mention(path: Path, no: int, cols: list[str], text: str, strict: bool, warnings: list[str]) -> Mention:
+def _parse_mention(path: Path, no: int, cols: list[str], text: str, strict: bool, warnings: list[str], ids_optional: bool = False) -> Mention:
+    if ids_optional and len(cols) in (4, 5):
+        cols = cols + [""] * (6 - len(cols))
     if len(cols) < 6:
         raise CorpusFormatError(path, no, f"mention line has {len(cols)} tab-separated columns, expected at least 6 (PMID start end text type ids)")
     pmid, s_start, s_end, mtext, stype, raw_ids = cols[:6]
@@ -142,6 +144,9 @@ def _parse_mention(path: Path, no: int, cols: list[str], text: str, strict: bool
         # Whitespace-only difference (NCBI train has one, with trailing spaces): keep the span.
         warnings.append(f"{path}:{no}: {msg}")
         mtext = span
+    if ids_optional and not raw_ids.strip():
+        # A mention to be linked: no gold ids, but not marked unlinkable either.
+        return Mention(doc_id=pmid, start=start, end=end, text=mtext, semantic_type=stype, concept_ids=())
     parsed = parse_ids(raw_ids)
     if parsed is None:
         raise CorpusFormatError(path, no, f"unknown concept id format {raw_ids!r} (expected D012345, C012345, MESH:..., OMIM:123456, UMLS:C0000000 or -1, composites joined by '|' or '+')")
@@ -158,7 +163,7 @@ def _parse_mention(path: Path, no: int, cols: list[str], text: str, strict: bool
     )
 
 
-def parse_pubtator_file(path: str | Path, strict_offsets: bool = False) -> ParseResult:
+def parse_pubtator_file(path: str | Path, strict_offsets: bool = False, ids_optional: bool = False) -> ParseResult:
     """Parse one PubTator file (plain or ``.gz``).
 
     An offset/text mismatch is an error, except one that differs only in surrounding
@@ -166,6 +171,8 @@ def parse_pubtator_file(path: str | Path, strict_offsets: bool = False) -> Parse
     mention keeps the span's text; ``strict_offsets`` makes it an error too.  A
     repeated PMID is also only a warning (NCBI Disease train repeats 8528200, and the
     official 593-document count includes both copies).  Structural problems always raise.
+    ``ids_optional`` accepts mention lines without an id column (or with an empty one),
+    as in documents given to `elcl link` for linking.
     """
     path = Path(path)
     docs: list[Document] = []
@@ -217,7 +224,7 @@ def parse_pubtator_file(path: str | Path, strict_offsets: bool = False) -> Parse
             cur.relations.append(tuple(c.strip() for c in cols[1:]))
             continue
         text = f"{cur.title} {cur.abstract}"
-        cur.mentions.append(_parse_mention(path, no, cols, text, strict_offsets, warnings))
+        cur.mentions.append(_parse_mention(path, no, cols, text, strict_offsets, warnings, ids_optional))
     finish()
     return ParseResult(docs, warnings)
 

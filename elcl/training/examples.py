@@ -106,11 +106,16 @@ def build_examples(
     context_window: int = 0,
     task: str = "",
     gold_index: GoldIndex | None = None,
+    keep_unlabelled: bool = False,
 ) -> tuple[list[LinkingExample], ExampleStats]:
-    """Retrieve candidates for every linkable mention and label them."""
+    """Retrieve candidates for every linkable mention and label them.
+
+    ``keep_unlabelled`` (`elcl link`) also keeps mentions without gold ids, every label
+    False, so new text is ranked the same way as evaluation mentions.
+    """
     stats = ExampleStats(total=len(mentions))
-    linkable = [m for m in mentions if m.linkable]
-    stats.unlinkable = len(mentions) - len(linkable)
+    linkable = [m for m in mentions if m.linkable or keep_unlabelled]
+    stats.unlinkable = sum(1 for m in mentions if not m.linkable)
     gold_index = gold_index or GoldIndex(ontology)
     queries = _expanded_queries(linkable, docs)
     retrieved = generator.top_k(queries, k) if linkable else []

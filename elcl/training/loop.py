@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from contextlib import nullcontext
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -43,6 +43,22 @@ def make_optimizer(groups: list[dict], cfg: TrainConfig) -> torch.optim.Optimize
         return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
 
 
+class StepResult(NamedTuple):
+    """What one step reports, as device tensors (read on the host only at log time)."""
+
+    loss: torch.Tensor
+    penalty: torch.Tensor | None
+    grad_norm: torch.Tensor
+    """Total gradient norm before clipping (task loss + penalty)."""
+
+
+def _total_grad_norm(model: torch.nn.Module) -> torch.Tensor:
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return torch.zeros((), device=next(model.parameters()).device)
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+
+
 def train_step(
     model: Linker,
     batch,
@@ -53,11 +69,11 @@ def train_step(
     fast_grad: bool = True,
     forward_model: torch.nn.Module | None = None,
     scaler: torch.amp.GradScaler | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+) -> StepResult:
     """One optimiser step on a device batch: forward under ``cfg.amp``, task loss, the
     penalty (closed-form gradient, or through autograd when ``fast_grad`` is off),
-    clipping, update. Returns the detached loss and penalty value, still on the device
-    (no host sync). The benchmarks time this very function."""
+    clipping, update. Returns the detached loss, penalty value and gradient norm, still
+    on the device (no host sync). The benchmarks time this very function."""
     device = model.device
     with autocast_for(device, cfg.amp):
         logits = (forward_model or model)(batch)
@@ -75,14 +91,16 @@ def train_step(
         pen_value = penalty.add_grad_(model)
     if cfg.grad_clip > 0:
         # returns a device tensor; no .item(), no error_if_nonfinite: no host sync
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=device.type == "cuda" or None)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=device.type == "cuda" or None)
+    else:
+        grad_norm = _total_grad_norm(model)
     if scaler is not None:
         scaler.step(opt)
         scaler.update()
     else:
         opt.step()
     opt.zero_grad(set_to_none=True)
-    return loss.detach(), None if pen_value is None else pen_value.detach()
+    return StepResult(loss.detach(), None if pen_value is None else pen_value.detach(), grad_norm.detach())
 
 
 def train_steps(
@@ -126,6 +144,7 @@ def train_steps(
     log: list[dict] = []
     running = torch.zeros((), device=device)
     running_pen = torch.zeros((), device=device)
+    running_norm = torch.zeros((), device=device)
     step = 0
     # Step of the first non-finite loss, tracked on the device (no per-step host sync) and
     # read where the loss is read anyway: a diverged run stops there with its step named.
@@ -141,10 +160,11 @@ def train_steps(
             if device.type == "cuda":
                 batch = batch.pin_memory()  # async host-to-device copy (non_blocking in LinkerBatch.to)
             batch = batch.to(device)
-            loss, pen_value = train_step(model, batch, opt, cfg, penalty=penalty, fast_grad=fast_grad,
-                                         forward_model=forward_model, scaler=scaler)
+            loss, pen_value, grad_norm = train_step(model, batch, opt, cfg, penalty=penalty, fast_grad=fast_grad,
+                                                    forward_model=forward_model, scaler=scaler)
             sched.step()
             running += loss
+            running_norm += grad_norm
             if pen_value is not None:
                 running_pen += pen_value
             bad = ~torch.isfinite(loss) if pen_value is None else ~(torch.isfinite(loss) & torch.isfinite(pen_value))
@@ -157,9 +177,11 @@ def train_steps(
                     bad_step = int(first_bad)
                     raise DivergedError(f"{desc}: the loss became non-finite at step {bad_step} of {total}")
                 n = 50 if step % 50 == 0 else step % 50
-                entry = {"step": step, "loss": float(running) / n, "penalty": float(running_pen) / n, "lr": sched.get_last_lr()[0]}
+                entry = {"step": step, "loss": float(running) / n, "penalty": float(running_pen) / n, "lr": sched.get_last_lr()[0],
+                         "grad_norm": float(running_norm) / n}
                 running.zero_()
                 running_pen.zero_()
+                running_norm.zero_()
                 log.append(entry)
                 bar.set_postfix(loss=f"{entry['loss']:.3f}")
                 if on_step:

@@ -1,4 +1,9 @@
-"""Rank each mention's candidates with a trained linker and score accuracy@1/@5."""
+"""Rank each mention's candidates with a trained linker and score accuracy@1/@5.
+
+The one prediction path: `elcl train` (evaluation after each step), `elcl evaluate`'s
+numbers and `elcl link` all go through :func:`evaluate_examples`, so a mention linked
+by `elcl link` gets exactly the ranking the trainer's evaluation gave it.
+"""
 
 from __future__ import annotations
 
@@ -23,11 +28,11 @@ class EvalResult:
 
 
 @torch.no_grad()
-def _embed_texts(model: Linker, cache: TokenCache, texts: list[str], batch_size: int) -> torch.Tensor:
+def _embed_texts(model: Linker, cache: TokenCache, texts: list[str], batch_size: int, desc: str = "embed") -> torch.Tensor:
     out = []
     # Sorting by length keeps padding (wasted compute) small.
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    for s in range(0, len(order), batch_size):
+    for s in tqdm(range(0, len(order), batch_size), desc=desc, leave=False, disable=None):
         idx = order[s : s + batch_size]
         ids, mask = cache.pad([texts[i] for i in idx])
         out.append((idx, model.embed(ids.to(model.device), mask.to(model.device)).float()))
@@ -53,8 +58,8 @@ def score_examples(model: Linker, examples: Sequence[LinkingExample], cache: Tok
         return scores
     queries = list(dict.fromkeys(e.query for e in examples))
     names = list(dict.fromkeys(n for e in examples for n in e.cand_names))
-    qv = _embed_texts(model, cache, queries, batch_size)
-    nv = _embed_texts(model, cache, names, batch_size)
+    qv = _embed_texts(model, cache, queries, batch_size, "embed mentions")
+    nv = _embed_texts(model, cache, names, batch_size, "embed names")
     qpos = {t: i for i, t in enumerate(queries)}
     npos = {t: i for i, t in enumerate(names)}
     out = []
@@ -68,15 +73,24 @@ def score_examples(model: Linker, examples: Sequence[LinkingExample], cache: Tok
 
 
 def evaluate_examples(model: Linker, examples: Sequence[LinkingExample], cache: TokenCache, batch_size: int = 256) -> EvalResult:
+    """Rank every example's candidates; accuracy over the examples whose mention has gold ids.
+
+    Evaluation examples all have gold ids; `elcl link` also ranks mentions without them
+    (``gold`` empty, ``correct`` None), which then count in no accuracy.
+    """
     scores = score_examples(model, examples, cache, batch_size)
-    hits1 = hits5 = 0
+    hits1 = hits5 = n = 0
     preds = []
     for e, s in zip(examples, scores):
         order = torch.argsort(s, descending=True, stable=True).tolist()
         top = [e.labels[i] for i in order]
-        hits1 += int(bool(top[:1]) and top[0])
-        hits5 += int(any(top[:5]))
         m = e.mention
+        correct = None
+        if m.linkable:
+            n += 1
+            correct = bool(top[:1] and top[0])
+            hits1 += int(correct)
+            hits5 += int(any(top[:5]))
         preds.append(
             PredictionRow(
                 doc_id=m.doc_id,
@@ -85,8 +99,7 @@ def evaluate_examples(model: Linker, examples: Sequence[LinkingExample], cache: 
                 mention=m.text,
                 gold=list(m.concept_ids),
                 predicted=[(e.cand_ids[i], round(float(s[i]), 5)) for i in order],
-                correct=bool(top[:1] and top[0]),
+                correct=correct,
             ).dump()
         )
-    n = len(examples)
     return EvalResult(hits1 / n if n else 0.0, hits5 / n if n else 0.0, n, preds)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import overload
 
 from elcl.candidates.tfidf import TfidfCandidateGenerator, default_cache_dir
-from elcl.config import ExperimentConfig, resolve_data_dir
+from elcl.config import CandidatesConfig, ExperimentConfig, resolve_data_dir
 from elcl.data.corpora import load_corpus
 from elcl.data.ontology import Ontology, ontology_for_task
 from elcl.data.types import Corpus, Document
@@ -84,6 +84,23 @@ def _subsample(items: list, n: int | None, salt: str) -> list:
     return [items[i] for i in idx]
 
 
+def task_ontology(name: str, cfg: ExperimentConfig) -> tuple[Corpus, Ontology]:
+    """The task's corpus and the ontology its linker links against (as the trainer built it)."""
+    data_dir = resolve_data_dir(cfg.data.data_dir)
+    corpus = load_corpus(name, data_dir)
+    ontology = ontology_for_task(
+        name, data_dir, corpus, mode=cfg.data.ontology, dictionary_splits=tuple(cfg.data.dictionary_splits)
+    )
+    return corpus, ontology
+
+
+def candidate_generator(ontology: Ontology, cfg: CandidatesConfig) -> TfidfCandidateGenerator:
+    """The fitted TF-IDF index of the configured kind (from the on-disk cache when there)."""
+    return TfidfCandidateGenerator(
+        ontology, (cfg.ngram_min, cfg.ngram_max), cfg.analyzer, cache_dir=default_cache_dir()
+    ).fit()
+
+
 def _with_dense(sparse: TfidfCandidateGenerator, ontology: Ontology, cfg: ExperimentConfig):
     """TF-IDF merged with the encoder's nearest names (``candidates.dense``); embeddings cached on disk."""
     from elcl.candidates.dense import DenseCandidateGenerator, MergedCandidateGenerator
@@ -113,17 +130,8 @@ def _key(name: str, cfg: ExperimentConfig) -> tuple:
 def _sources(name: str, cfg: ExperimentConfig) -> _Sources:
     key = _key(name, cfg)
     if key not in _SOURCES:
-        data_dir = resolve_data_dir(cfg.data.data_dir)
-        corpus = load_corpus(name, data_dir)
-        ontology = ontology_for_task(
-            name, data_dir, corpus, mode=cfg.data.ontology, dictionary_splits=tuple(cfg.data.dictionary_splits)
-        )
-        generator = TfidfCandidateGenerator(
-            ontology,
-            (cfg.candidates.ngram_min, cfg.candidates.ngram_max),
-            cfg.candidates.analyzer,
-            cache_dir=default_cache_dir(),
-        ).fit()
+        corpus, ontology = task_ontology(name, cfg)
+        generator = candidate_generator(ontology, cfg.candidates)
         if cfg.candidates.dense:
             generator = _with_dense(generator, ontology, cfg)
         docs = {d.doc_id: d for s in corpus.splits.values() for d in s}

@@ -1,0 +1,1 @@
+"""Linking new text with a trained model: inputs, model sources, outputs."""

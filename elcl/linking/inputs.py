@@ -1,0 +1,145 @@
+"""What `elcl link` reads: PubTator documents, a TSV of spans beside the documents'
+text, or plain mention strings, all turned into the corpus records the rest of elcl
+uses (:class:`~elcl.data.types.Document`, :class:`~elcl.data.types.Mention`).
+
+Gold ids are optional everywhere; where they are given (PubTator's id column, the
+TSV's fifth column) `elcl link` also reports accuracy.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from elcl.data.pubtator import _lines, parse_ids, parse_pubtator_file
+from elcl.data.types import Document, Mention
+from elcl.errors import CorpusFormatError, ElclError
+
+FORMATS = ("auto", "pubtator", "tsv", "text")
+
+
+@dataclass
+class LinkInput:
+    """Documents (none for plain strings) and the mentions to link, in input order."""
+
+    documents: list[Document]
+    mentions: list[Mention]
+    kind: str
+
+    @property
+    def has_documents(self) -> bool:
+        return bool(self.documents)
+
+
+def resolve_format(path: str, fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise ElclError(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}")
+    if fmt != "auto":
+        return fmt
+    if path == "-":
+        return "text"
+    return "tsv" if path.lower().endswith((".tsv", ".tsv.gz")) else "pubtator"
+
+
+def read_pubtator_input(path: Path) -> LinkInput:
+    docs = parse_pubtator_file(path, ids_optional=True).documents
+    return LinkInput(docs, [m for d in docs for m in d.mentions], "pubtator")
+
+
+def _looks_like_pubtator(path: Path) -> bool:
+    for _, line in _lines(path):
+        if line.strip():
+            return "|t|" in line.split("\t", 1)[0]
+    return False
+
+
+def read_documents(path: Path) -> dict[str, Document]:
+    """Document texts for a span TSV: a PubTator file, or lines ``doc_id<TAB>text``."""
+    if _looks_like_pubtator(path):
+        return {d.doc_id: d for d in parse_pubtator_file(path, ids_optional=True).documents}
+    docs: dict[str, Document] = {}
+    for no, line in _lines(path):
+        if not line.strip():
+            continue
+        if "\t" not in line:
+            raise CorpusFormatError(path, no, "expected 'doc_id<TAB>text' (or a PubTator file)")
+        doc_id, text = line.split("\t", 1)
+        if doc_id in docs:
+            raise CorpusFormatError(path, no, f"document {doc_id} given twice")
+        # Offsets count from the start of the text; Document.text is "title abstract".
+        docs[doc_id] = Document(doc_id, text, "", ())
+    return docs
+
+
+def read_span_tsv(path: Path, docs_path: Path | None) -> LinkInput:
+    """Spans ``doc_id, start, end, text[, ids]`` checked against the documents' text."""
+    if docs_path is None:
+        raise ElclError(f"{path}: a span TSV needs the documents' text: pass --docs FILE (doc_id<TAB>text lines, or PubTator)")
+    docs = read_documents(docs_path)
+    mentions: dict[str, list[Mention]] = {}
+    order: list[Mention] = []
+    for no, line in _lines(path):
+        if not line.strip():
+            continue
+        cols = line.split("\t")
+        if no == 1 and cols[:3] == ["doc_id", "start", "end"]:
+            continue  # header
+        if len(cols) < 4:
+            raise CorpusFormatError(path, no, f"{len(cols)} tab-separated columns, expected doc_id, start, end, text[, ids]")
+        doc_id, s_start, s_end, text = cols[:4]
+        doc = docs.get(doc_id)
+        if doc is None:
+            raise CorpusFormatError(path, no, f"document {doc_id!r} is not in {docs_path}")
+        try:
+            start, end = int(s_start), int(s_end)
+        except ValueError:
+            raise CorpusFormatError(path, no, f"offsets {s_start!r} {s_end!r} are not integers") from None
+        full = doc.text
+        if not 0 <= start < end <= len(full):
+            raise CorpusFormatError(path, no, f"offsets {start}-{end} outside document {doc_id} of length {len(full)}")
+        if full[start:end] != text:
+            raise CorpusFormatError(path, no, f"offsets {start}-{end} give {full[start:end]!r} but the span text is {text!r}")
+        ids: tuple[str, ...] = ()
+        unlinkable = False
+        if len(cols) > 4 and cols[4].strip():
+            parsed = parse_ids(cols[4])
+            if parsed is None:
+                raise CorpusFormatError(path, no, f"unknown concept id format {cols[4]!r} (expected D012345, OMIM:123456, UMLS:C0000000 or -1, composites joined by '|' or '+')")
+            ids, unlinkable = parsed
+        m = Mention(doc_id, start, end, text, "", ids, unlinkable=unlinkable)
+        mentions.setdefault(doc_id, []).append(m)
+        order.append(m)
+    used = [d for d in docs.values() if d.doc_id in mentions]
+    from dataclasses import replace
+
+    return LinkInput([replace(d, mentions=tuple(mentions[d.doc_id])) for d in used], order, "tsv")
+
+
+def read_text_lines(lines: Iterable[str]) -> LinkInput:
+    """One mention string a line (blank lines skipped): no document, no offsets."""
+    mentions = []
+    for no, line in enumerate(lines, 1):
+        text = line.rstrip("\r\n").strip()
+        if text:
+            mentions.append(Mention(f"line{no}", 0, len(text), text, "", ()))
+    return LinkInput([], mentions, "text")
+
+
+def read_input(path: str, fmt: str = "auto", docs: Path | None = None) -> LinkInput:
+    """Dispatch on ``--format`` (auto: ``-`` = text on stdin, ``*.tsv`` = spans, else PubTator)."""
+    kind = resolve_format(path, fmt)
+    if kind == "text":
+        if path == "-":
+            return read_text_lines(sys.stdin)
+        p = Path(path)
+        if not p.is_file():
+            raise ElclError(f"{p}: input file not found")
+        return read_text_lines(line for _, line in _lines(p))
+    p = Path(path)
+    if path == "-" or not p.is_file():
+        raise ElclError(f"{path}: input file not found ({kind} input is read from a file)")
+    if kind == "tsv":
+        return read_span_tsv(p, docs)
+    return read_pubtator_input(p)
