@@ -98,7 +98,7 @@ def candidates(
     from elcl.candidates.recall import recall_at_k
     from elcl.candidates.tfidf import TfidfCandidateGenerator
     from elcl.data.corpora import load_corpus
-    from elcl.data.ontology import ontology_for_task
+    from elcl.data.ontology import gold_coverage, ontology_for_task
     from elcl.data.types import SPLITS
 
     for s in split:
@@ -121,9 +121,12 @@ def candidates(
         texts = query_texts(docs) if abbreviations else [m.text for m in mentions]
         cands = gen.top_k(texts, max(k))
         rec = recall_at_k(mentions, cands, onto, ks=tuple(sorted(set(k))))
+        cov = gold_coverage(mentions, onto)
         result["splits"][s] = {  # type: ignore[index]
-            "mentions": len(mentions), "linkable": sum(1 for m in mentions if m.linkable),
+            "mentions": len(mentions), "linkable": cov.linkable,
             "recall": {str(kk): round(v, 4) for kk, v in rec.items()}, "seconds": round(time.perf_counter() - t1, 3),
+            # Gold ids the ontology lacks (retired or out of scope): no linker can get these right.
+            "gold_absent": cov.absent, "gold_absent_ids": dict(cov.absent_ids),
         }
     if as_json:
         typer.echo(json.dumps(result, indent=2))
@@ -133,8 +136,13 @@ def candidates(
     table.add_column("linkable", justify="right")
     for kk in sorted(set(k)):
         table.add_column(f"R@{kk}", justify="right")
+    table.add_column("gold absent", justify="right")
     table.add_column("seconds", justify="right")
     for s, row in result["splits"].items():  # type: ignore[union-attr]
-        table.add_row(s, str(row["linkable"]), *(f"{row['recall'][str(kk)]:.4f}" for kk in sorted(set(k))), f"{row['seconds']:.2f}")
+        table.add_row(s, str(row["linkable"]), *(f"{row['recall'][str(kk)]:.4f}" for kk in sorted(set(k))), str(row["gold_absent"]), f"{row['seconds']:.2f}")
     _console().print(table)
+    for s, row in result["splits"].items():  # type: ignore[union-attr]
+        if row["gold_absent"]:
+            top = ", ".join(f"{i} ({n})" for i, n in list(row["gold_absent_ids"].items())[:8])
+            typer.echo(f"{s}: {row['gold_absent']} linkable mentions have gold ids absent from the ontology (retired or out of scope): {top}")
     typer.echo(f"index: {t_fit:.2f}s ({'cache hit' if gen.cache_hit else 'fitted'})")

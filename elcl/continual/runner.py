@@ -26,6 +26,7 @@ from elcl.continual.rundir import RunDir, RunSpec, append_jsonl, read_jsonl, wri
 from elcl.continual.share import adopt_first_step, adopted_train_log, find_sibling
 from elcl.curvature.collect import collect_curvature
 from elcl.curvature.penalty import build_penalty
+from elcl.data.ontology import gold_coverage
 from elcl.curvature.storage import DTYPES, load_curvature, save_curvature
 from elcl.errors import ElclError
 from elcl.models.checkpoint import load_checkpoint, save_checkpoint
@@ -194,6 +195,8 @@ def run_sequence(spec: RunSpec, cfg: ExperimentConfig, path: Path, rt: Runtime, 
                 f"{st.gold_inserted} with the gold candidate inserted, {st.gold_not_in_ontology} skipped (gold not in the ontology), "
                 f"{st.unlinkable} unlinkable"
             )
+            for split in ("train", "dev", "test"):
+                rd.log(f"{task} {split}: {gold_coverage(data.corpus.mentions(split), data.ontology).summary()}")
         if memory is not None and len(memory):
             examples = examples + memory.examples()
         lr = cfg.train.lr

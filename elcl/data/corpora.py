@@ -49,9 +49,9 @@ TASKS: dict[str, TaskSpec] = {
                      _pubtator_split("CDR_TrainingSet.PubTator.txt", "CDR_DevelopmentSet.PubTator.txt", "CDR_TestSet.PubTator.txt"),
                      ("bc5cdr", "CDR_Data/CDR.Corpus.v010516", "."), types, onto)
             for name, types, onto in (
-                ("bc5cdr", (), "MEDIC+CTD chemicals"),
+                ("bc5cdr", (), "MEDIC + CTD chemicals or MeSH"),
                 ("bc5cdr_disease", ("Disease",), "MEDIC"),
-                ("bc5cdr_chemical", ("Chemical",), "CTD chemicals"),
+                ("bc5cdr_chemical", ("Chemical",), "CTD chemicals or MeSH"),
             )
         ),
         TaskSpec("medmentions_st21pv", "medmentions", {}, ("medmentions_st21pv", "medmentions/st21pv/data", "medmentions/st21pv", "medmentions"), (), "UMLS"),

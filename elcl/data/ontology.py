@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from elcl.data.pubtator import canonical_id, split_ids
-from elcl.data.types import Corpus
+from elcl.data.types import Corpus, Mention
 from elcl.errors import CorpusFormatError, ElclError
 
 
@@ -237,6 +237,17 @@ def _first(*paths: Path) -> Path | None:
     return next((p for p in paths if p.is_file()), None)
 
 
+def chemical_ontology(onto_dir: Path) -> Ontology | None:
+    """CTD chemicals when present, else MeSH (tree-D descriptors + supplementary concepts),
+    else None (the caller falls back to a dictionary of training mentions)."""
+    from elcl.data.mesh import load_mesh_chemicals
+
+    chem = _first(onto_dir / "CTD_chemicals.tsv.gz", onto_dir / "CTD_chemicals.tsv")
+    if chem is not None:
+        return load_ctd_chemicals(chem)
+    return load_mesh_chemicals(onto_dir)
+
+
 def ontology_for_task(
     task_name: str,
     data_dir: Path | str,
@@ -246,8 +257,9 @@ def ontology_for_task(
 ) -> Ontology:
     """The ontology a task links against; ``.source`` records which one was used.
 
-    auto: MEDIC for disease tasks, CTD chemicals for BC5CDR chemicals, UMLS MRCONSO for
-    MedMentions, each when its file exists under ``data_dir/ontologies`` (else a
+    auto: MEDIC for disease tasks; for chemical tasks CTD chemicals, else MeSH (tree-D
+    descriptors + supplementary concepts, :mod:`elcl.data.mesh`); UMLS MRCONSO for
+    MedMentions; each when its file exists under ``data_dir/ontologies`` (else a
     dictionary of ``dictionary_splits`` mentions; MEDIC is required for disease tasks).
     """
     from elcl.data.corpora import load_corpus, task_spec
@@ -274,18 +286,19 @@ def ontology_for_task(
         return mentions()
     onto_dir = data_dir / "ontologies"
     medic = _first(onto_dir / "CTD_diseases.tsv.gz", onto_dir / "CTD_diseases.tsv")
-    chem = _first(onto_dir / "CTD_chemicals.tsv.gz", onto_dir / "CTD_chemicals.tsv")
     if task_name in ("ncbi_disease", "bc5cdr_disease"):
         if medic is None:
             raise ElclError(f"{task_name}: MEDIC not found at {onto_dir / 'CTD_diseases.tsv.gz'}; run `elcl data fetch medic --data-dir {data_dir}` or use ontology mode 'mentions'")
         return load_medic(medic)
     if task_name == "bc5cdr_chemical":
-        return load_ctd_chemicals(chem) if chem is not None else mentions()
+        chemicals = chemical_ontology(onto_dir)
+        return chemicals if chemicals is not None else mentions()
     if task_name == "bc5cdr":
         if medic is None:
             return mentions()
-        if chem is not None:
-            return load_medic(medic).merged(load_ctd_chemicals(chem))
+        chemicals = chemical_ontology(onto_dir)
+        if chemicals is not None:
+            return load_medic(medic).merged(chemicals)
         full = corpus if corpus is not None else load_corpus(task_name, data_dir)
         from dataclasses import replace
 
@@ -293,3 +306,37 @@ def ontology_for_task(
         return load_medic(medic).merged(build_from_mentions(chem_only, splits))
     mrconso = _first(onto_dir / "MRCONSO.RRF", onto_dir / "MRCONSO.RRF.gz", data_dir / "umls" / "MRCONSO.RRF")
     return load_mrconso(mrconso) if mrconso is not None else mentions()
+
+
+@dataclass(frozen=True)
+class GoldCoverage:
+    """How many linkable mentions have a gold id the ontology knows.
+
+    Retired ids (BC5CDR annotates with 2015 MeSH; our MeSH copies are other years) and
+    ids outside the ontology's scope cannot be predicted by any linker; they are counted
+    so the reader sees the ceiling, never dropped silently."""
+
+    linkable: int
+    absent: int
+    """Linkable mentions none of whose gold ids (or their equivalents) is in the ontology."""
+    absent_ids: tuple[tuple[str, int], ...]
+    """The missing ids with their mention counts, most frequent first."""
+
+    def summary(self, top: int = 5) -> str:
+        ids = ", ".join(f"{i} ({n})" for i, n in self.absent_ids[:top])
+        more = f", {len(self.absent_ids) - top} more ids" if len(self.absent_ids) > top else ""
+        return f"{self.absent}/{self.linkable} linkable mentions have gold ids absent from the ontology" + (f": {ids}{more}" if ids else "")
+
+
+def gold_coverage(mentions: Iterable[Mention], ontology: Ontology) -> GoldCoverage:
+    """Count linkable mentions whose gold concept is not in ``ontology``."""
+    linkable = absent = 0
+    missing: Counter[str] = Counter()
+    for m in mentions:
+        if not m.linkable:
+            continue
+        linkable += 1
+        if not any(g in ontology for g in m.concept_ids):
+            absent += 1
+            missing.update(m.concept_ids)
+    return GoldCoverage(linkable, absent, tuple(sorted(missing.items(), key=lambda kv: (-kv[1], kv[0]))))
