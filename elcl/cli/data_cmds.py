@@ -29,7 +29,7 @@ def _console() -> Console:
 
 @app.command()
 def fetch(
-    name: str = typer.Argument(..., help="ncbi_disease, bc5cdr, medmentions, medic (task names work too)."),
+    name: str = typer.Argument(..., help="ncbi_disease, bc5cdr, biored, medmentions, medic, mesh, gene_info (task names work too)."),
     mirror: Optional[Path] = typer.Option(None, "--mirror", help="Copy from this directory instead of downloading (default: ../shared/corpora when present)."),
     data_dir: Optional[Path] = _DATA_DIR,
     download: bool = typer.Option(False, "--download", help="Download from the official site even when a mirror exists."),
@@ -80,6 +80,19 @@ def stats(
         for split, row in per_split.items():  # type: ignore[union-attr]
             table.add_row(name, split, *(str(row[c]) for c in cols))
     _console().print(table)
+    mixed = {name: per_split for name, per_split in out.items()
+             if len({t for row in per_split.values() for t in row["types"]}) > 1}  # type: ignore[union-attr]
+    if mixed:
+        by_type = Table(title="mentions per entity type")
+        by_type.add_column("corpus")
+        by_type.add_column("type")
+        for split in ("train", "dev", "test"):
+            by_type.add_column(split, justify="right")
+        for name, per_split in mixed.items():
+            types = sorted({t for row in per_split.values() for t in row["types"]})  # type: ignore[union-attr]
+            for t in types:
+                by_type.add_row(name, t, *(str(per_split.get(s, {}).get("types", {}).get(t, 0)) for s in ("train", "dev", "test")))  # type: ignore[union-attr]
+        _console().print(by_type)
 
 
 @app.command()
