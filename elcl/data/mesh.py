@@ -120,7 +120,7 @@ def _xml_records(path: Path, record_tag: str) -> Iterator[tuple[int, object]]:
     count = 0
     try:
         with _open(path) as fh:
-            for event, elem in ET.iterparse(fh, events=("end",)):
+            for _event, elem in ET.iterparse(fh, events=("end",)):
                 if elem.tag == record_tag:
                     count += 1
                     yield count, elem
