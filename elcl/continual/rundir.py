@@ -72,6 +72,8 @@ class RunSpec:
 class RunDir:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self.state_extra: dict[str, Any] = {}
+        """Facts about the run's data decided before training (e.g. ``train_documents_removed``)."""
 
     @property
     def run_json(self) -> Path:
@@ -102,6 +104,7 @@ class RunDir:
             raise ElclError(f"{self.run_json}: not valid JSON") from None
 
     def write_state(self, spec: RunSpec, status: str, steps_done: int, extra: dict | None = None) -> None:
+        """run.json: the spec, progress, ``state_extra`` (set once by the runner) and ``extra``."""
         state = {
             "experiment": spec.experiment,
             "method": spec.method,
@@ -111,6 +114,7 @@ class RunDir:
             "order_index": spec.order_index,
             "status": status,
             "steps_done": steps_done,
+            **self.state_extra,
             **(extra or {}),
         }
         write_json(self.run_json, state)

@@ -36,7 +36,7 @@ from elcl.training.batching import TokenCache, collate
 from elcl.training.examples import LinkingExample
 from elcl.training.loop import train_steps
 from elcl.training.predict import evaluate_examples
-from elcl.training.tasks import prepare_task
+from elcl.training.tasks import prepare_task, sequence_train_removals, train_examples
 
 def expand_runs(cfg: ExperimentConfig) -> list[tuple[RunSpec, ExperimentConfig]]:
     """One run per (order, λ, seed); λ only varies for penalty methods."""
@@ -154,15 +154,20 @@ def run_sequence(spec: RunSpec, cfg: ExperimentConfig, path: Path, rt: Runtime, 
             write_jsonl(rd.metrics, [r for r in read_jsonl(rd.metrics) if int(r["step"]) < steps_done])
     elif rd.run_json.is_file() and rd.read_state().get("status") == "done" and not resume:
         raise ElclError(f"{path}: a finished run is already there; pass --resume to skip it or choose another output_dir")
+    # No document in two tasks: another task's dev/test abstracts leave this task's training data.
+    removals = sequence_train_removals(spec.order, cfg)
+    rd.state_extra["train_documents_removed"] = {t: r.to_json() for t, r in removals.items()}
     if rt.is_main:
         rd.write_config(cfg.to_dict())
         rd.write_state(spec, "running", steps_done)
+        for r in removals.values():
+            rd.log(r.summary())
         rd.log(f"{time.strftime('%Y-%m-%d %H:%M:%S')} start {spec.dirname} at step {steps_done}")
     seed_everything(spec.seed)
     model = build_linker(cfg, rt)
     cache = TokenCache(model.tokenizer, cfg.model.max_length)
     approx = curvature_approx(cfg)
-    guard = TrainDataGuard(lambda t: prepare_task(t, cfg).examples["train"], method)
+    guard = TrainDataGuard(lambda t: train_examples(t, cfg, removals.get(t)), method)
     memory = ReplayMemory(cfg.method.replay_size, spec.seed) if method == "replay" else None
 
     if method == "joint":

@@ -15,6 +15,7 @@ from elcl.candidates.tfidf import TfidfCandidateGenerator, default_cache_dir
 from elcl.config import ExperimentConfig, resolve_data_dir
 from elcl.data.corpora import load_corpus
 from elcl.data.ontology import Ontology, ontology_for_task
+from elcl.data.overlap import TrainRemoval, cross_task_removals
 from elcl.data.types import Corpus
 from elcl.training.examples import ExampleStats, GoldIndex, LinkingExample, build_examples
 
@@ -73,3 +74,17 @@ def prepare_task(name: str, cfg: ExperimentConfig, splits: tuple[str, ...] = ("t
     return data
 
 
+
+
+def sequence_train_removals(tasks: list[str] | tuple[str, ...], cfg: ExperimentConfig) -> dict[str, TrainRemoval]:
+    """Per task of a sequence, the training documents another task holds out (dev/test)."""
+    data_dir = resolve_data_dir(cfg.data.data_dir)
+    return cross_task_removals({t: load_corpus(t, data_dir) for t in dict.fromkeys(tasks)})
+
+
+def train_examples(name: str, cfg: ExperimentConfig, removal: TrainRemoval | None = None) -> list[LinkingExample]:
+    """A task's training examples without the documents ``removal`` takes out."""
+    examples = prepare_task(name, cfg).examples["train"]
+    if removal is None or not removal.doc_ids:
+        return examples
+    return [e for e in examples if e.mention.doc_id not in removal.doc_ids]
