@@ -77,22 +77,26 @@ def stats(
     for c in cols:
         table.add_column(c, justify="right")
     for name, per_split in out.items():
-        for split, row in per_split.items():  # type: ignore[union-attr]
+        for split, row in per_split.items():  # type: ignore[attr-defined]
             table.add_row(name, split, *(str(row[c]) for c in cols))
     _console().print(table)
-    mixed = {name: per_split for name, per_split in out.items()
-             if len({t for row in per_split.values() for t in row["types"]}) > 1}  # type: ignore[union-attr]
-    if mixed:
-        by_type = Table(title="mentions per entity type")
-        by_type.add_column("corpus")
-        by_type.add_column("type")
-        for split in ("train", "dev", "test"):
-            by_type.add_column(split, justify="right")
-        for name, per_split in mixed.items():
-            types = sorted({t for row in per_split.values() for t in row["types"]})  # type: ignore[union-attr]
-            for t in types:
-                by_type.add_row(name, t, *(str(per_split.get(s, {}).get("types", {}).get(t, 0)) for s in ("train", "dev", "test")))  # type: ignore[union-attr]
-        _console().print(by_type)
+    _print_types(out)  # type: ignore[arg-type]
+
+
+def _print_types(out: dict[str, dict[str, dict]]) -> None:
+    """Mentions per entity type, for corpora with more than one (BioRED has six)."""
+    mixed = {name: per_split for name, per_split in out.items() if len({t for row in per_split.values() for t in row["types"]}) > 1}
+    if not mixed:
+        return
+    by_type = Table(title="mentions per entity type")
+    by_type.add_column("corpus")
+    by_type.add_column("type")
+    for split in ("train", "dev", "test"):
+        by_type.add_column(split, justify="right")
+    for name, per_split in mixed.items():
+        for t in sorted({t for row in per_split.values() for t in row["types"]}):
+            by_type.add_row(name, t, *(str(per_split.get(s, {}).get("types", {}).get(t, 0)) for s in ("train", "dev", "test")))
+    _console().print(by_type)
 
 
 @app.command()
@@ -126,9 +130,11 @@ def candidates(
     gen = TfidfCandidateGenerator(onto, cache_dir=default_cache_dir()).fit()
     t_fit = time.perf_counter() - t0
     # CPU seconds beside wall seconds: on a shared machine only the former says what the command costs.
+    fit_cpu = round(time.process_time() - c0, 3)
+    rows: dict[str, dict] = {}
     result: dict[str, object] = {"task": name, "ontology": onto.source, "concepts": len(onto), "names": gen.num_names,
-                                 "fit_seconds": round(t_fit, 3), "fit_cpu_seconds": round(time.process_time() - c0, 3),
-                                 "index_cache_hit": gen.cache_hit, "splits": {}}
+                                 "fit_seconds": round(t_fit, 3), "fit_cpu_seconds": fit_cpu,
+                                 "index_cache_hit": gen.cache_hit, "splits": rows}
     for s in split:
         t1, c1 = time.perf_counter(), time.process_time()
         docs = corpus.documents(s)
@@ -137,7 +143,7 @@ def candidates(
         cands = gen.top_k(texts, max(k))
         rec = recall_at_k(mentions, cands, onto, ks=tuple(sorted(set(k))))
         cov = gold_coverage(mentions, onto)
-        result["splits"][s] = {  # type: ignore[index]
+        rows[s] = {
             "mentions": len(mentions), "linkable": cov.linkable,
             "recall": {str(kk): round(v, 4) for kk, v in rec.items()}, "seconds": round(time.perf_counter() - t1, 3),
             "cpu_seconds": round(time.process_time() - c1, 3),
@@ -154,12 +160,12 @@ def candidates(
         table.add_column(f"R@{kk}", justify="right")
     table.add_column("gold absent", justify="right")
     table.add_column("seconds", justify="right")
-    for s, row in result["splits"].items():  # type: ignore[union-attr]
+    for s, row in rows.items():
         table.add_row(s, str(row["linkable"]), *(f"{row['recall'][str(kk)]:.4f}" for kk in sorted(set(k))), str(row["gold_absent"]), f"{row['seconds']:.2f}")
     _console().print(table)
-    for s, row in result["splits"].items():  # type: ignore[union-attr]
+    for s, row in rows.items():
         if row["gold_absent"]:
             top = ", ".join(f"{i} ({n})" for i, n in list(row["gold_absent_ids"].items())[:8])
             typer.echo(f"{s}: {row['gold_absent']} linkable mentions have gold ids absent from the ontology (retired or out of scope): {top}")
-    typer.echo(f"ontology + index: {t_fit:.2f}s wall, {result['fit_cpu_seconds']:.2f}s CPU ({'cache hit' if gen.cache_hit else 'fitted'}); "
-               + ", ".join(f"{s} {row['cpu_seconds']:.2f}s CPU" for s, row in result["splits"].items()))  # type: ignore[union-attr]
+    typer.echo(f"ontology + index: {t_fit:.2f}s wall, {fit_cpu:.2f}s CPU ({'cache hit' if gen.cache_hit else 'fitted'}); "
+               + ", ".join(f"{s} {row['cpu_seconds']:.2f}s CPU" for s, row in rows.items()))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import gzip
 import re
+import xml.etree.ElementTree as ET
 import zlib
 from pathlib import Path
 from typing import Iterator
@@ -111,10 +112,8 @@ def _supplementary_tsv(path: Path) -> dict[str, list[str]]:
     return names
 
 
-def _xml_records(path: Path, record_tag: str) -> Iterator[tuple[int, object]]:
+def _xml_records(path: Path, record_tag: str) -> Iterator[tuple[int, ET.Element]]:
     """Each ``record_tag`` element of an official MeSH XML file, cleared after use."""
-    import xml.etree.ElementTree as ET
-
     if not path.is_file():
         raise ElclError(f"{path}: ontology file not found")
     count = 0
@@ -132,7 +131,7 @@ def _xml_records(path: Path, record_tag: str) -> Iterator[tuple[int, object]]:
         raise CorpusFormatError(path, None, f"compressed stream ends early or is corrupt ({exc}) after {count} records; fetch it again") from None
 
 
-def _xml_names(elem, ui: str, main_name: str | None) -> list[str]:
+def _xml_names(elem: ET.Element, main_name: str | None) -> list[str]:
     out = [main_name] if main_name else []
     for s in elem.iterfind("ConceptList/Concept/TermList/Term/String"):
         if s.text and s.text not in out:
@@ -148,7 +147,7 @@ def _descriptors_xml(path: Path, prefixes: tuple[str, ...] | None) -> dict[str, 
             raise CorpusFormatError(path, None, f"DescriptorRecord #{i}: DescriptorUI {ui!r}, expected D followed by 6-9 digits")
         trees = [t.text.strip() for t in rec.iterfind("TreeNumberList/TreeNumber") if t.text]
         if _keep(trees, prefixes):
-            for n in _xml_names(rec, ui, rec.findtext("DescriptorName/String")):
+            for n in _xml_names(rec, rec.findtext("DescriptorName/String")):
                 _add(names, ui, n)
     return names
 
@@ -159,7 +158,7 @@ def _supplementary_xml(path: Path) -> dict[str, list[str]]:
         ui = (rec.findtext("SupplementalRecordUI") or "").strip()
         if not _SUPP_ID.match(ui):
             raise CorpusFormatError(path, None, f"SupplementalRecord #{i}: SupplementalRecordUI {ui!r}, expected C followed by 6-9 digits")
-        for n in _xml_names(rec, ui, rec.findtext("SupplementalRecordName/String")):
+        for n in _xml_names(rec, rec.findtext("SupplementalRecordName/String")):
             _add(names, ui, n)
     return names
 
