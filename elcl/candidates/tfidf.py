@@ -110,8 +110,14 @@ class TfidfCandidateGenerator:
             state = {"vectorizer": vec, "postings": postings, "display": display, "row_ptr": row_ptr,
                      "row_concepts": row_concepts, "concept_ids": concept_ids}
             if path is not None:
-                with atomic_path(path) as tmp:
-                    joblib.dump(state, tmp)
+                try:
+                    with atomic_path(path) as tmp:
+                        joblib.dump(state, tmp)
+                except OSError as exc:
+                    raise ElclError(
+                        f"{self.cache_dir}: cannot write the candidate cache ({exc.strerror or exc}); "
+                        "set ELCL_CACHE_DIR to a writable directory"
+                    ) from None
         self._vec: TfidfVectorizer = state["vectorizer"]
         self._postings = state["postings"]
         self._display: list[str] = state["display"]

@@ -14,8 +14,9 @@ from typing import Sequence
 
 import torch
 
-from elcl.config import ExperimentConfig
+from elcl.config import ExperimentConfig, resolve_data_dir
 from elcl.continual.guard import TrainDataGuard
+from elcl.continual.lifecycle import guarded_run
 from elcl.continual.methods import (
     PENALTY_METHODS,
     ReplayMemory,
@@ -28,7 +29,9 @@ from elcl.curvature.collect import collect_curvature
 from elcl.curvature.penalty import build_penalty
 from elcl.data.ontology import gold_coverage
 from elcl.curvature.storage import DTYPES, load_curvature, save_curvature
+from elcl.data.corpora import load_corpus
 from elcl.errors import ElclError
+from elcl.hardware import bf16_native, resolve_amp
 from elcl.models.checkpoint import load_checkpoint, save_checkpoint
 from elcl.models.linker import Linker, linker_logits_fn
 from elcl.runtime import Runtime, barrier, seed_everything
@@ -115,14 +118,16 @@ def _penalty(method: str, rd: RunDir, done_tasks: Sequence[str], model: Linker, 
     stats = [load_curvature(rd.curvature(t), model.config_hash, device=rt.device) for t in done_tasks]
     if cfg.curvature.rank is not None and method == "kfac":
         stats = [s.to_low_rank(cfg.curvature.rank) for s in stats]
-    return build_penalty(method, stats, float(cfg.method.lambda_), cfg.method.gamma, penalty_matmul_dtype(cfg))
+    return build_penalty(method, stats, float(cfg.method.lambda_), cfg.method.gamma, penalty_matmul_dtype(cfg, rt.device))
 
 
-def penalty_matmul_dtype(cfg: ExperimentConfig) -> torch.dtype | None:
-    """``method.penalty_dtype`` resolved: ``auto`` follows ``train.amp`` (bf16 only)."""
+def penalty_matmul_dtype(cfg: ExperimentConfig, device: torch.device | str | None = None) -> torch.dtype | None:
+    """``method.penalty_dtype`` resolved: ``auto`` is bfloat16 when training runs in bf16
+    on a device that computes bfloat16 natively (see :mod:`elcl.hardware`), else float32."""
     choice = cfg.method.penalty_dtype
     if choice == "auto":
-        choice = "bfloat16" if cfg.train.amp == "bf16" else "float32"
+        native = bf16_native(device)
+        choice = "bfloat16" if native and resolve_amp(cfg.train.amp, device) == "bf16" else "float32"
     return torch.bfloat16 if choice == "bfloat16" else None
 
 
@@ -139,7 +144,12 @@ def _ddp_wrap(rt: Runtime):
 
 
 def run_sequence(spec: RunSpec, cfg: ExperimentConfig, path: Path, rt: Runtime, resume: bool = False) -> Path:
-    """Train and evaluate one run; resumes at the first unfinished step."""
+    """Train and evaluate one run under its lock; resumes at the first unfinished step."""
+    with guarded_run(RunDir(path), spec, cfg.to_dict(), rt, resume):
+        return _run_sequence(spec, cfg, path, rt, resume)
+
+
+def _run_sequence(spec: RunSpec, cfg: ExperimentConfig, path: Path, rt: Runtime, resume: bool) -> Path:
     rd = RunDir(path)
     method = spec.method
     n_steps = 1 if method == "joint" else len(spec.order)
@@ -264,6 +274,11 @@ def run_experiment(cfg: ExperimentConfig, rt: Runtime, resume: bool = False, exp
     if bad:
         raise ElclError(f"--order {bad[0]}: the config has {n_orders} task order(s), indices 0..{n_orders - 1}")
     exp = Path(exp_dir) if exp_dir else Path(cfg.output_dir) / cfg.name
+    # Every task's corpus is read before anything is trained: a missing or truncated file
+    # fails now, not after hours of training on the tasks before it.
+    data_dir = resolve_data_dir(cfg.data.data_dir)
+    for task in dict.fromkeys(t for order in cfg.task_orders() for t in order):
+        load_corpus(task, data_dir)
     paths = []
     for spec, run_cfg in expand_runs(cfg):
         if orders and spec.order_index not in orders:

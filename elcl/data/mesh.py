@@ -27,8 +27,8 @@ from typing import Iterator
 
 from elcl.errors import CorpusFormatError, ElclError
 
-_DESC_ID = re.compile(r"^D\d{6,9}$")
-_SUPP_ID = re.compile(r"^C\d{6,9}$")
+_DESC_ID = re.compile(r"^D(\d{6}|\d{9})$")
+_SUPP_ID = re.compile(r"^C(\d{6}|\d{9})$")
 _DESC_HEADER = ("DescriptorUI", "PreferredName", "TreeNumbers", "Synonyms")
 _SUPP_HEADER = ("SupplementaryUI", "Name")
 CHEMICAL_TREES = ("D",)
@@ -86,7 +86,7 @@ def _descriptors_tsv(path: Path, prefixes: tuple[str, ...] | None) -> dict[str, 
     for no, (ui, preferred, trees, synonyms) in _rows(path, 4, _DESC_HEADER):
         ui = ui.strip()
         if not _DESC_ID.match(ui):
-            raise CorpusFormatError(path, no, f"descriptor id {ui!r}: expected D followed by 6-9 digits (e.g. D000001)")
+            raise CorpusFormatError(path, no, f"descriptor id {ui!r}: expected D followed by 6 or 9 digits (e.g. D000001)")
         if not preferred.strip():
             raise CorpusFormatError(path, no, f"descriptor {ui} has an empty PreferredName")
         if ui in seen:
@@ -105,7 +105,7 @@ def _supplementary_tsv(path: Path) -> dict[str, list[str]]:
     for no, (ui, name) in _rows(path, 2, _SUPP_HEADER):
         ui = ui.strip()
         if not _SUPP_ID.match(ui):
-            raise CorpusFormatError(path, no, f"supplementary concept id {ui!r}: expected C followed by 6-9 digits (e.g. C000002)")
+            raise CorpusFormatError(path, no, f"supplementary concept id {ui!r}: expected C followed by 6 or 9 digits (e.g. C000002)")
         if not name.strip():
             raise CorpusFormatError(path, no, f"supplementary concept {ui} has an empty Name")
         _add(names, ui, name)
@@ -144,7 +144,7 @@ def _descriptors_xml(path: Path, prefixes: tuple[str, ...] | None) -> dict[str, 
     for i, rec in _xml_records(path, "DescriptorRecord"):
         ui = (rec.findtext("DescriptorUI") or "").strip()
         if not _DESC_ID.match(ui):
-            raise CorpusFormatError(path, None, f"DescriptorRecord #{i}: DescriptorUI {ui!r}, expected D followed by 6-9 digits")
+            raise CorpusFormatError(path, None, f"DescriptorRecord #{i}: DescriptorUI {ui!r}, expected D followed by 6 or 9 digits")
         trees = [t.text.strip() for t in rec.iterfind("TreeNumberList/TreeNumber") if t.text]
         if _keep(trees, prefixes):
             for n in _xml_names(rec, rec.findtext("DescriptorName/String")):
@@ -157,7 +157,7 @@ def _supplementary_xml(path: Path) -> dict[str, list[str]]:
     for i, rec in _xml_records(path, "SupplementalRecord"):
         ui = (rec.findtext("SupplementalRecordUI") or "").strip()
         if not _SUPP_ID.match(ui):
-            raise CorpusFormatError(path, None, f"SupplementalRecord #{i}: SupplementalRecordUI {ui!r}, expected C followed by 6-9 digits")
+            raise CorpusFormatError(path, None, f"SupplementalRecord #{i}: SupplementalRecordUI {ui!r}, expected C followed by 6 or 9 digits")
         for n in _xml_names(rec, rec.findtext("SupplementalRecordName/String")):
             _add(names, ui, n)
     return names

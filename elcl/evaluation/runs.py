@@ -19,7 +19,7 @@ from elcl.continual.rundir import RunSpec
 from elcl.errors import ElclError
 
 METHODS = ("naive", "lr_control", "replay", "ewc", "online_ewc", "kfac", "joint", "single")
-STATUSES = ("running", "done")
+STATUSES = ("running", "done", "interrupted", "failed")
 SPLITS = ("dev", "test")
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
@@ -293,6 +293,11 @@ def discover_runs(
         if key in seen:
             continue
         seen.add(key)
+        meta = _load_run_json(d / RUN_FILE)
+        if meta["status"] == "failed":
+            # A diverged run is never reported, not even with --include-partial.
+            warnings.append(f"{d}: status 'failed' ({meta.get('reason', 'no reason recorded')}); skipped")
+            continue
         run = load_run(d)
         if not run.done:
             if include_partial:
