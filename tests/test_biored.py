@@ -43,10 +43,10 @@ DOC_A = _doc(
     ["Association\t3175\tD003924\tNo", "Positive_Correlation\tD005947\t3630\tNovel"],
 )
 DOC_B = _doc(
-    "200", "Aspirin and asthma.", "Aspirin worsened asthma in mice.",
+    "200", "Aspirin and asthma.", "Aspirin worsened asthma in mice via IL6.",
     [("Aspirin", "ChemicalEntity", "D001241"), ("asthma", "DiseaseOrPhenotypicFeature", "D001249"),
      ("Aspirin", "ChemicalEntity", "D001241"), ("asthma", "DiseaseOrPhenotypicFeature", "D001249"),
-     ("mice", "OrganismTaxon", "10090")],
+     ("mice", "OrganismTaxon", "10090"), ("IL6", "GeneOrGeneProduct", "3569")],
     ["Positive_Correlation\tD001241\tD001249\tNovel"],
 )
 
@@ -71,7 +71,7 @@ def _write_biored(root: Path, train: str = DOC_A, dev: str = DOC_B, test: str | 
     d.mkdir(parents=True, exist_ok=True)
     (d / "Train.PubTator").write_text(train)
     (d / "Dev.PubTator").write_text(dev)
-    (d / "Test.PubTator").write_text(test if test is not None else _doc("300", "Lithium.", "Lithium in rats.", [("Lithium", "ChemicalEntity", "D008094"), ("rats", "OrganismTaxon", "10116")], []))
+    (d / "Test.PubTator").write_text(test if test is not None else _doc("300", "Lithium.", "Lithium and BDNF in rats with mania.", [("Lithium", "ChemicalEntity", "D008094"), ("BDNF", "GeneOrGeneProduct", "627"), ("rats", "OrganismTaxon", "10116"), ("mania", "DiseaseOrPhenotypicFeature", "D001714")], []))
     clear_cache()
     return root
 
@@ -113,7 +113,7 @@ def test_tasks_and_ontologies(tmp_path: Path) -> None:
     root = _write_biored(tmp_path)
     c = load_corpus("biored", root)
     assert [len(c.documents(s)) for s in ("train", "dev", "test")] == [1, 1, 1]
-    assert [len(c.mentions(s)) for s in ("train", "dev", "test")] == [9, 5, 2]
+    assert [len(c.mentions(s)) for s in ("train", "dev", "test")] == [9, 6, 4]
     genes = load_corpus("biored_gene", root)
     assert {m.semantic_type for m in genes.mentions("train")} == {"GeneOrGeneProduct"}
     onto = ontology_for_task("biored_gene", root, genes)
