@@ -39,7 +39,7 @@ from elcl.training.batching import TokenCache, collate
 from elcl.training.examples import LinkingExample
 from elcl.training.loop import train_steps
 from elcl.training.predict import evaluate_examples
-from elcl.training.tasks import prepare_task, sequence_train_removals, train_examples
+from elcl.training.tasks import prepare_eval_task, sequence_train_removals
 
 def expand_runs(cfg: ExperimentConfig) -> list[tuple[RunSpec, ExperimentConfig]]:
     """One run per (order, λ, seed); λ only varies for penalty methods."""
@@ -71,7 +71,7 @@ def _eval_splits(cfg: ExperimentConfig) -> list[str]:
 def evaluate_all(model: Linker, cache: TokenCache, cfg: ExperimentConfig, rd: RunDir | None, step: int, trained: str, tasks: Sequence[str], rt: Runtime) -> list[dict]:
     rows = []
     for task in tasks:
-        data = prepare_task(task, cfg)
+        data = prepare_eval_task(task, cfg)
         for split in _eval_splits(cfg):
             res = evaluate_examples(model, data.examples[split], cache)
             rows.append({
@@ -177,7 +177,7 @@ def _run_sequence(spec: RunSpec, cfg: ExperimentConfig, path: Path, rt: Runtime,
     model = build_linker(cfg, rt)
     cache = TokenCache(model.tokenizer, cfg.model.max_length)
     approx = curvature_approx(cfg)
-    guard = TrainDataGuard(lambda t: train_examples(t, cfg, removals.get(t)), method)
+    guard = TrainDataGuard.for_config(cfg, method, removals)
     memory = ReplayMemory(cfg.method.replay_size, spec.seed) if method == "replay" else None
 
     if method == "joint":
@@ -201,17 +201,18 @@ def _run_sequence(spec: RunSpec, cfg: ExperimentConfig, path: Path, rt: Runtime,
         elif step > 0 and steps_done == step:
             prev = spec.order[step - 1]
             load_checkpoint(model, rd.checkpoint(step - 1, prev))
-        examples = list(guard.train_examples(task))
+        split = guard.train_examples(task)
+        examples = list(split)
         if rt.is_main:
-            data = prepare_task(task, cfg)
-            st = data.stats["train"]
+            ontology, st = prepare_eval_task(task, cfg).ontology, split.stats
             rd.log(
-                f"{task}: ontology {data.ontology.source} ({len(data.ontology)} concepts); {len(examples)} training examples, "
+                f"{task}: ontology {ontology.source} ({len(ontology)} concepts); {len(examples)} training examples, "
                 f"{st.gold_inserted} with the gold candidate inserted, {st.gold_not_in_ontology} skipped (gold not in the ontology), "
                 f"{st.unlinkable} unlinkable"
             )
-            for split in ("train", "dev", "test"):
-                rd.log(f"{task} {split}: {gold_coverage(data.corpus.mentions(split), data.ontology).summary()}")
+            corpus = load_corpus(task, resolve_data_dir(cfg.data.data_dir))
+            for part in ("train", "dev", "test"):
+                rd.log(f"{task} {part}: {gold_coverage(corpus.mentions(part), ontology).summary()}")
         if memory is not None and len(memory):
             examples = examples + memory.examples()
         lr = cfg.train.lr
