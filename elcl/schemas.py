@@ -83,6 +83,15 @@ class _Schema(BaseModel):
         return self.model_dump(mode="json", by_alias=True)
 
 
+class TrainDocumentsRemoved(_Schema):
+    """What the no-document-in-two-tasks rule removed from one task's training data."""
+
+    documents: int = Field(ge=0, json_schema_extra={"expected": "a non-negative integer"})
+    mentions: int = Field(ge=0, json_schema_extra={"expected": "a non-negative integer"})
+    by_task: dict[str, int] = _expected("task name -> documents")
+    doc_ids: list[str] = _expected("a list of document ids")
+
+
 class RunRecord(_Schema):
     """``run.json``."""
 
@@ -101,6 +110,10 @@ class RunRecord(_Schema):
         "one of " + "|".join(STATUSES)
     )
     steps_done: int = Field(ge=0, json_schema_extra={"expected": "a non-negative integer"})
+    train_documents_removed: dict[str, TrainDocumentsRemoved] | None = None
+    """Per task of the order: its training documents held out because another task of
+    the sequence has them in dev/test (no document in two tasks); absent in runs of
+    older elcl."""
 
     @field_validator("method")
     @classmethod

@@ -39,7 +39,7 @@ def test_fetch_from_mirror_and_stats(tmp_path: Path, monkeypatch: pytest.MonkeyP
     res = runner.invoke(app, ["data", "stats", "ncbi_disease", "--data-dir", str(data), "--json"])
     assert res.exit_code == 0, res.output
     stats = json.loads(res.output)
-    assert stats["ncbi_disease"]["test"] == {"documents": 1, "mentions": 1, "concepts": 1, "unlinkable": 0, "composite": 0, "warnings": 0}
+    assert stats["ncbi_disease"]["test"] == {"documents": 1, "mentions": 1, "concepts": 1, "unlinkable": 0, "composite": 0, "warnings": 0, "types": {"Disease": 1}}
     res = runner.invoke(app, ["data", "stats", "ncbi_disease", "--data-dir", str(data)])
     assert res.exit_code == 0 and "ncbi_disease" in res.output
 

@@ -10,13 +10,14 @@ works on :class:`~elcl.training.tasks.EvalTask` objects, which carry no training
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from elcl.errors import ElclError
 
 if TYPE_CHECKING:
     from elcl.config import ExperimentConfig
+    from elcl.data.overlap import TrainRemoval
     from elcl.training.tasks import TrainSplit
 
 S = TypeVar("S", bound=Sequence)
@@ -36,11 +37,12 @@ class TrainDataGuard(Generic[S]):
         self.accesses: list[str] = []
 
     @classmethod
-    def for_config(cls, cfg: ExperimentConfig, method: str) -> TrainDataGuard[TrainSplit]:
-        """A guard over the tasks' real training splits as ``cfg`` prepares them."""
+    def for_config(cls, cfg: ExperimentConfig, method: str, removals: Mapping[str, TrainRemoval] | None = None) -> TrainDataGuard[TrainSplit]:
+        """A guard over the tasks' real training splits as ``cfg`` prepares them, less the
+        documents ``removals`` takes out (another task's dev/test abstracts)."""
         from elcl.training.tasks import load_train_split
 
-        return TrainDataGuard(lambda task: load_train_split(task, cfg), method)
+        return TrainDataGuard(lambda task: load_train_split(task, cfg, (removals or {}).get(task)), method)
 
     def begin(self, task: str) -> None:
         if self.current is not None:

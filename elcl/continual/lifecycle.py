@@ -64,10 +64,13 @@ def _mark(rd: RunDir, spec: RunSpec, status: str, reason: str | None = None) -> 
     if not rd.run_json.is_file():
         return
     try:
-        steps_done = int(rd.read_state().get("steps_done", 0))
+        state = rd.read_state()
+        steps_done = int(state.get("steps_done", 0))
     except (ElclError, ValueError, TypeError):
-        steps_done = 0
-    rd.write_state(spec, status, steps_done, {"reason": reason} if reason else None)
+        state, steps_done = {}, 0
+    # Facts the runner stored about the run's data survive a failed or interrupted run.
+    kept = {k: state[k] for k in ("train_documents_removed",) if k in state}
+    rd.write_state(spec, status, steps_done, {**kept, **({"reason": reason} if reason else {})} or None)
 
 
 def kept_note(rd: RunDir) -> str:

@@ -74,6 +74,8 @@ class RunSpec:
 class RunDir:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self.state_extra: dict[str, Any] = {}
+        """Facts about the run's data decided before training (e.g. ``train_documents_removed``)."""
 
     @property
     def run_json(self) -> Path:
@@ -104,6 +106,7 @@ class RunDir:
             raise ElclError(f"{self.run_json}: not valid JSON") from None
 
     def write_state(self, spec: RunSpec, status: str, steps_done: int, extra: dict | None = None) -> None:
+        """run.json: the spec, progress, ``state_extra`` (set once by the runner) and ``extra``."""
         record = RunRecord.model_validate({
             "experiment": spec.experiment,
             "method": spec.method,
@@ -113,6 +116,7 @@ class RunDir:
             "order_index": spec.order_index,
             "status": status,
             "steps_done": steps_done,
+            **self.state_extra,
             **(extra or {}),
         })
         write_json(self.run_json, record.dump())

@@ -27,6 +27,7 @@ from elcl.continual.rundir import RunDir, RunSpec, append_jsonl, read_jsonl, wri
 from elcl.continual.share import adopt_first_step, adopted_train_log, find_sibling
 from elcl.curvature.collect import collect_curvature
 from elcl.curvature.penalty import build_penalty
+from elcl.data.ontology import gold_coverage
 from elcl.curvature.storage import DTYPES, load_curvature, save_curvature
 from elcl.data.corpora import load_corpus
 from elcl.errors import ElclError
@@ -40,7 +41,7 @@ from elcl.training.curves import Curves
 from elcl.training.examples import LinkingExample
 from elcl.training.loop import train_steps
 from elcl.training.predict import evaluate_examples
-from elcl.training.tasks import prepare_eval_task
+from elcl.training.tasks import prepare_eval_task, sequence_train_removals
 
 
 def expand_runs(cfg: ExperimentConfig) -> list[tuple[RunSpec, ExperimentConfig]]:
@@ -167,15 +168,20 @@ def _run_sequence(spec: RunSpec, cfg: ExperimentConfig, path: Path, rt: Runtime,
     elif rd.run_json.is_file() and rd.read_state().get("status") == "done" and not resume:
         raise ElclError(f"{path}: a finished run is already there; pass --resume to skip it or choose another output_dir")
     curves = Curves(cfg.train.log_to, rd.path) if rt.is_main else None
+    # No document in two tasks: another task's dev/test abstracts leave this task's training data.
+    removals = sequence_train_removals(spec.order, cfg)
+    rd.state_extra["train_documents_removed"] = {t: r.to_json() for t, r in removals.items()}
     if rt.is_main:
         rd.write_config(cfg.to_dict())
         rd.write_state(spec, "running", steps_done)
+        for r in removals.values():
+            rd.log(r.summary())
         rd.log(f"{time.strftime('%Y-%m-%d %H:%M:%S')} start {spec.dirname} at step {steps_done}")
     seed_everything(spec.seed)
     model = build_linker(cfg, rt)
     cache = TokenCache(model.tokenizer, cfg.model.max_length)
     approx = curvature_approx(cfg)
-    guard = TrainDataGuard.for_config(cfg, method)
+    guard = TrainDataGuard.for_config(cfg, method, removals)
     memory = ReplayMemory(cfg.method.replay_size, spec.seed) if method == "replay" else None
 
     if method == "joint":
@@ -209,6 +215,9 @@ def _run_sequence(spec: RunSpec, cfg: ExperimentConfig, path: Path, rt: Runtime,
                 f"{st.gold_inserted} with the gold candidate inserted, {st.gold_not_in_ontology} skipped (gold not in the ontology), "
                 f"{st.unlinkable} unlinkable"
             )
+            corpus = load_corpus(task, resolve_data_dir(cfg.data.data_dir))
+            for part in ("train", "dev", "test"):
+                rd.log(f"{task} {part}: {gold_coverage(corpus.mentions(part), ontology).summary()}")
         if memory is not None and len(memory):
             examples = examples + memory.examples()
         lr = cfg.train.lr

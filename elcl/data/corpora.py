@@ -30,6 +30,11 @@ class TaskSpec:
     semantic_types: tuple[str, ...] = ()
     """Keep only mentions of these types (empty: all)."""
     ontology_name: str = ""
+    ontology_kind: str = "mentions"
+    """What ``data.ontology: auto`` links against (see :func:`elcl.data.ontology.ontology_for_task`):
+    medic, chemicals, medic+chemicals, genes, medic+chemicals+mentions, umls."""
+    id_scheme: str = "mesh"
+    """How the id column is read: ``mesh`` (MeSH/OMIM/UMLS) or ``biored`` (per entity type)."""
 
 
 def _pubtator_split(train: str, dev: str, test: str) -> dict[str, tuple[str, ...]]:
@@ -43,19 +48,29 @@ TASKS: dict[str, TaskSpec] = {
     for t in (
         TaskSpec("ncbi_disease", "ncbi_disease",
                  _pubtator_split("NCBItrainset_corpus.txt", "NCBIdevelopset_corpus.txt", "NCBItestset_corpus.txt"),
-                 ("ncbi_disease", "NCBI_disease", "."), (), "MEDIC"),
+                 ("ncbi_disease", "NCBI_disease", "."), (), "MEDIC", "medic"),
         *(
             TaskSpec(name, "bc5cdr",
                      _pubtator_split("CDR_TrainingSet.PubTator.txt", "CDR_DevelopmentSet.PubTator.txt", "CDR_TestSet.PubTator.txt"),
-                     ("bc5cdr", "CDR_Data/CDR.Corpus.v010516", "."), types, onto)
-            for name, types, onto in (
-                ("bc5cdr", (), "MEDIC+CTD chemicals"),
-                ("bc5cdr_disease", ("Disease",), "MEDIC"),
-                ("bc5cdr_chemical", ("Chemical",), "CTD chemicals"),
+                     ("bc5cdr", "CDR_Data/CDR.Corpus.v010516", "."), types, onto, kind)
+            for name, types, onto, kind in (
+                ("bc5cdr", (), "MEDIC + CTD chemicals or MeSH", "medic+chemicals"),
+                ("bc5cdr_disease", ("Disease",), "MEDIC", "medic"),
+                ("bc5cdr_chemical", ("Chemical",), "CTD chemicals or MeSH", "chemicals"),
             )
         ),
-        TaskSpec("medmentions_st21pv", "medmentions", {}, ("medmentions_st21pv", "medmentions/st21pv/data", "medmentions/st21pv", "medmentions"), (), "UMLS"),
-        TaskSpec("medmentions_full", "medmentions", {}, ("medmentions_full", "medmentions/full/data", "medmentions/full", "medmentions"), (), "UMLS"),
+        *(
+            TaskSpec(name, "biored", _pubtator_split("Train.PubTator", "Dev.PubTator", "Test.PubTator"),
+                     ("biored", "BioRED", "BIORED", "."), types, onto, kind, "biored")
+            for name, types, onto, kind in (
+                ("biored", (), "MEDIC + CTD chemicals or MeSH + training mentions of the other types", "medic+chemicals+mentions"),
+                ("biored_disease", ("DiseaseOrPhenotypicFeature",), "MEDIC", "medic"),
+                ("biored_chemical", ("ChemicalEntity",), "CTD chemicals or MeSH", "chemicals"),
+                ("biored_gene", ("GeneOrGeneProduct",), "NCBI Gene (gene_info) or training mentions", "genes"),
+            )
+        ),
+        TaskSpec("medmentions_st21pv", "medmentions", {}, ("medmentions_st21pv", "medmentions/st21pv/data", "medmentions/st21pv", "medmentions"), (), "UMLS", "umls"),
+        TaskSpec("medmentions_full", "medmentions", {}, ("medmentions_full", "medmentions/full/data", "medmentions/full", "medmentions"), (), "UMLS", "umls"),
     )
 }
 
@@ -119,6 +134,14 @@ def _load_medmentions(spec: TaskSpec, data_dir: Path) -> tuple[dict[str, tuple[D
     return splits, warnings, files
 
 
+def _id_rules(spec: TaskSpec) -> dict:
+    if spec.id_scheme == "biored":
+        from elcl.data.biored import ID_HELP, parse_biored_ids
+
+        return {"id_parser": parse_biored_ids, "id_help": ID_HELP}
+    return {}
+
+
 @functools.lru_cache(maxsize=16)
 def _load_cached(name: str, data_dir: Path) -> Corpus:
     spec = task_spec(name)
@@ -128,7 +151,7 @@ def _load_cached(name: str, data_dir: Path) -> Corpus:
         splits, warnings, files = {}, {}, {}
         for split in SPLITS:
             path = _find(data_dir, spec.subdirs, spec.split_files[split], spec.name, spec.corpus)
-            result = parse_pubtator_file(path)
+            result = parse_pubtator_file(path, **_id_rules(spec))
             splits[split] = _filter(result.documents, spec.semantic_types)
             warnings[split] = tuple(result.warnings)
             files[split] = str(path)

@@ -29,6 +29,14 @@ KNOWN_SHA256: dict[str, tuple[str, bool]] = {
     "bc5cdr/CDR_DevelopmentSet.PubTator.txt": ("9e18d8e700168887a7919e62f67ac2ce2357e3f409a48ee992906abdd80fe3e5", True),
     "bc5cdr/CDR_TestSet.PubTator.txt": ("a3c48d5f35bdfce20c2371778abedc9fd24d1da092207072e5181ad53c8d0e2f", True),
     "ontologies/CTD_diseases.tsv.gz": ("3a83865362b11f996fec18562d2e7996f66e94d01d2e0c6360770d64184e3326", False),
+    # BioRED: the mirror's copies of the PubTator files (from a public redistribution of
+    # BIORED.zip); NCBI has not published sums, so a download is not held to them.
+    "biored/Train.PubTator": ("57f96059c1dc5b8a738ee0b7ec5254cf38a1cbb50cd12682809cad627f8c6b36", False),
+    "biored/Dev.PubTator": ("b648faefe4d8b76029746afbec437f31398ce35d2e691eb734aaac5db5dc5736", False),
+    "biored/Test.PubTator": ("eee53e2da22cd49a92f300d8d76df610cc04b22bf9f8b09e874bfb8b280ab240", False),
+    # MeSH as TSV exists only in the mirror (converted copies); downloads are NLM's XML.
+    "ontologies/mesh_descriptors_2024.tsv.gz": ("5729d570a50cb63b0ea176defbe3d58745fcecc5cd26805bc564b2f6432de69b", False),
+    "ontologies/mesh_supplementary_2018.tsv.gz": ("afabf2a0fc51e6a7718e6e5ffc04044083b7508cd4ef6a9d036f8e10c76ec6fd", False),
 }
 
 
@@ -40,11 +48,17 @@ class Source:
     url: str
     member: str | None = None
     """Path inside a zip archive at ``url`` (None: the URL is the file itself)."""
+    mirror_rel: str | None = None
+    """Where the mirror keeps this file when its form differs from the download (MeSH:
+    converted TSV in the mirror, NLM's XML from the site); it is installed under that name."""
 
 
 _NCBI = "https://www.ncbi.nlm.nih.gov/CBBresearch/Dogan/DISEASE/"
 _CDR = "https://biocreative.bioinformatics.udel.edu/media/store/files/2016/CDR_Data.zip"
 _MM = "https://github.com/chanzuckerberg/MedMentions/raw/master/"
+_BIORED = "https://ftp.ncbi.nlm.nih.gov/pub/lu/BioRED/BIORED.zip"
+_MESH = "https://nlmpubs.nlm.nih.gov/projects/mesh/MESH_FILES/xmlmesh/"
+MESH_YEAR = 2025
 
 SOURCES: dict[str, tuple[Source, ...]] = {
     "ncbi_disease": tuple(
@@ -64,6 +78,18 @@ SOURCES: dict[str, tuple[Source, ...]] = {
         ),
     ),
     "medic": (Source("ontologies/CTD_diseases.tsv.gz", "http://ctdbase.org/reports/CTD_diseases.tsv.gz"),),
+    "biored": tuple(
+        Source(f"biored/{n}.PubTator", _BIORED, f"BioRED/{n}.PubTator") for n in ("Train", "Dev", "Test")
+    ),
+    # NLM's current release as XML (read as a stream by elcl.data.mesh); the mirror holds
+    # converted TSVs of the 2024 descriptors and 2018 supplementary concepts instead.
+    "mesh": (
+        Source(f"ontologies/desc{MESH_YEAR}.xml", f"{_MESH}desc{MESH_YEAR}.xml", mirror_rel="ontologies/mesh_descriptors_2024.tsv.gz"),
+        Source(f"ontologies/supp{MESH_YEAR}.xml", f"{_MESH}supp{MESH_YEAR}.xml", mirror_rel="ontologies/mesh_supplementary_2018.tsv.gz"),
+    ),
+    "gene_info": (
+        Source("ontologies/Homo_sapiens.gene_info.gz", "https://ftp.ncbi.nlm.nih.gov/gene/DATA/GENE_INFO/Mammalia/Homo_sapiens.gene_info.gz"),
+    ),
 }
 
 # Task names fetch their corpus.
@@ -71,6 +97,8 @@ ALIASES = {
     "bc5cdr_disease": "bc5cdr", "bc5cdr_chemical": "bc5cdr",
     "medmentions_st21pv": "medmentions", "medmentions_full": "medmentions",
     "ctd_diseases": "medic",
+    "biored_disease": "biored", "biored_chemical": "biored", "biored_gene": "biored",
+    "mesh_descriptors": "mesh", "mesh_supplementary": "mesh", "ncbi_gene": "gene_info",
 }
 
 
@@ -139,19 +167,20 @@ def fetch(name: str, data_dir: Path, mirror: Path | None = None, force: bool = F
     report: list[tuple[str, str]] = []
     archives: dict[str, bytes] = {}
     for src in SOURCES[key]:
-        dest = data_dir / src.dest
-        if not force and _is_good(dest, src.dest):
+        rel = src.mirror_rel if (mirror is not None and src.mirror_rel) else src.dest
+        dest = data_dir / rel
+        if not force and _is_good(dest, rel):
             report.append((str(dest), "present"))
             continue
         if mirror is not None:
-            found = _mirror_file(Path(mirror), src.dest)
+            found = _mirror_file(Path(mirror), rel)
             if found is None:
-                raise ElclError(f"{Path(mirror) / src.dest}: not in the mirror; fetch without --mirror to download it")
+                raise ElclError(f"{Path(mirror) / rel}: not in the mirror; fetch with --download to get {src.url}")
             if found.resolve() == dest.resolve():
                 report.append((str(dest), "present"))
                 continue
 
-            def write(fh, found: Path = found, dest_gz: bool = src.dest.endswith(".gz")) -> None:
+            def write(fh, found: Path = found, dest_gz: bool = rel.endswith(".gz")) -> None:
                 opener = gzip.open if found.suffix == ".gz" and not dest_gz else open
                 with opener(found, "rb") as inp:
                     if dest_gz and found.suffix != ".gz":
@@ -160,7 +189,7 @@ def fetch(name: str, data_dir: Path, mirror: Path | None = None, force: bool = F
                     else:
                         shutil.copyfileobj(inp, fh)
 
-            _install(write, dest, src.dest, str(found), downloaded=False)
+            _install(write, dest, rel, str(found), downloaded=False)
             report.append((str(dest), f"copied from {found}"))
             continue
         if src.url not in archives:

@@ -16,10 +16,10 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from elcl.data.pubtator import canonical_id, split_ids
-from elcl.data.types import Corpus
+from elcl.data.types import Corpus, Mention
 from elcl.errors import CorpusFormatError, ElclError
 
 
@@ -153,6 +153,8 @@ def _cached_file(kind: str, path: Path, mtime: float) -> Ontology:
         return _load_ctd(path, "CTD chemicals", 0, 1, 7, None)
     if kind == "mrconso":
         return _load_mrconso(path)
+    if kind == "gene_info":
+        return _load_gene_info(path)
     return _load_dictionary(path)
 
 
@@ -245,6 +247,17 @@ def _first(*paths: Path) -> Path | None:
     return next((p for p in paths if p.is_file()), None)
 
 
+def chemical_ontology(onto_dir: Path) -> Ontology | None:
+    """CTD chemicals when present, else MeSH (tree-D descriptors + supplementary concepts),
+    else None (the caller falls back to a dictionary of training mentions)."""
+    from elcl.data.mesh import load_mesh_chemicals
+
+    chem = _first(onto_dir / "CTD_chemicals.tsv.gz", onto_dir / "CTD_chemicals.tsv")
+    if chem is not None:
+        return load_ctd_chemicals(chem)
+    return load_mesh_chemicals(onto_dir)
+
+
 def ontology_for_task(
     task_name: str,
     data_dir: Path | str,
@@ -254,13 +267,17 @@ def ontology_for_task(
 ) -> Ontology:
     """The ontology a task links against; ``.source`` records which one was used.
 
-    auto: MEDIC for disease tasks, CTD chemicals for BC5CDR chemicals, UMLS MRCONSO for
-    MedMentions, each when its file exists under ``data_dir/ontologies`` (else a
-    dictionary of ``dictionary_splits`` mentions; MEDIC is required for disease tasks).
+    auto, by the task's ``ontology_kind``: MEDIC for disease tasks; for chemical tasks
+    CTD chemicals, else MeSH (tree-D descriptors + supplementary concepts,
+    :mod:`elcl.data.mesh`); NCBI Gene (``gene_info``) for BioRED genes; UMLS MRCONSO for
+    MedMentions; each when its file exists under ``data_dir/ontologies``, else a
+    dictionary of ``dictionary_splits`` mentions (MEDIC is required for disease tasks).
+    Whole corpora merge these; BioRED's types without an ontology file (species,
+    variants, cell lines) always come from its training mentions.
     """
     from elcl.data.corpora import load_corpus, task_spec
 
-    task_spec(task_name)
+    spec = task_spec(task_name)
     if mode not in ("auto", "mentions", "auto+mentions"):
         raise ElclError(f"ontology mode {mode!r}: expected 'auto', 'mentions' or 'auto+mentions'")
     if mode == "auto+mentions":
@@ -282,22 +299,112 @@ def ontology_for_task(
         return mentions()
     onto_dir = data_dir / "ontologies"
     medic = _first(onto_dir / "CTD_diseases.tsv.gz", onto_dir / "CTD_diseases.tsv")
-    chem = _first(onto_dir / "CTD_chemicals.tsv.gz", onto_dir / "CTD_chemicals.tsv")
-    if task_name in ("ncbi_disease", "bc5cdr_disease"):
+    kind = spec.ontology_kind
+
+    def need_medic() -> Path:
         if medic is None:
             raise ElclError(f"{task_name}: MEDIC not found at {onto_dir / 'CTD_diseases.tsv.gz'}; run `elcl data fetch medic --data-dir {data_dir}` or use ontology mode 'mentions'")
-        return load_medic(medic)
-    if task_name == "bc5cdr_chemical":
-        return load_ctd_chemicals(chem) if chem is not None else mentions()
-    if task_name == "bc5cdr":
+        return medic
+
+    def mentions_of(keep: Callable[[str], bool]) -> Ontology:
+        """Training-mention dictionary of only the entity types ``keep`` accepts."""
+        full = corpus if corpus is not None else load_corpus(task_name, data_dir)
+        return build_from_mentions(_only_types(full, keep), splits)
+
+    if kind == "medic":
+        return load_medic(need_medic())
+    if kind == "chemicals":
+        chemicals = chemical_ontology(onto_dir)
+        return chemicals if chemicals is not None else mentions()
+    if kind == "genes":
+        genes = _first(*(onto_dir / n for n in GENE_INFO_NAMES))
+        return load_gene_info(genes) if genes is not None else mentions()
+    if kind in ("medic+chemicals", "medic+chemicals+mentions"):
         if medic is None:
             return mentions()
-        if chem is not None:
-            return load_medic(medic).merged(load_ctd_chemicals(chem))
-        full = corpus if corpus is not None else load_corpus(task_name, data_dir)
-        from dataclasses import replace
+        chem_types = CHEMICAL_TYPES
+        chemicals = chemical_ontology(onto_dir)
+        base = load_medic(medic).merged(chemicals) if chemicals is not None else load_medic(medic).merged(mentions_of(lambda t: t in chem_types))
+        if kind == "medic+chemicals":
+            return base
+        # BioRED's other types (genes, species, variants, cell lines) have no ontology file here.
+        return base.merged(mentions_of(lambda t: t not in chem_types and t not in DISEASE_TYPES))
+    if kind == "umls":
+        mrconso = _first(onto_dir / "MRCONSO.RRF", onto_dir / "MRCONSO.RRF.gz", data_dir / "umls" / "MRCONSO.RRF")
+        return load_mrconso(mrconso) if mrconso is not None else mentions()
+    return mentions()
 
-        chem_only = replace(full, splits={s: tuple(replace(d, mentions=tuple(m for m in d.mentions if m.semantic_type == "Chemical")) for d in docs) for s, docs in full.splits.items()})
-        return load_medic(medic).merged(build_from_mentions(chem_only, splits))
-    mrconso = _first(onto_dir / "MRCONSO.RRF", onto_dir / "MRCONSO.RRF.gz", data_dir / "umls" / "MRCONSO.RRF")
-    return load_mrconso(mrconso) if mrconso is not None else mentions()
+
+CHEMICAL_TYPES = ("Chemical", "ChemicalEntity")
+DISEASE_TYPES = ("Disease", "DiseaseOrPhenotypicFeature", "SpecificDisease", "DiseaseClass", "Modifier", "CompositeMention")
+GENE_INFO_NAMES = ("gene_info.gz", "gene_info", "Homo_sapiens.gene_info.gz", "Homo_sapiens.gene_info", "All_Data.gene_info.gz")
+
+
+def _only_types(corpus: Corpus, keep: Callable[[str], bool]) -> Corpus:
+    from dataclasses import replace
+
+    return replace(corpus, splits={
+        s: tuple(replace(d, mentions=tuple(m for m in d.mentions if keep(m.semantic_type))) for d in docs)
+        for s, docs in corpus.splits.items()
+    })
+
+
+def _load_gene_info(path: Path) -> Ontology:
+    names: dict[str, list[str]] = {}
+    for no, line in _text_lines(path):
+        if not line.strip() or line.startswith("#"):
+            continue
+        cols = line.split("\t")
+        if len(cols) < 9:
+            raise CorpusFormatError(path, no, f"gene_info line has {len(cols)} tab-separated columns, expected at least 9 (tax_id GeneID Symbol LocusTag Synonyms dbXrefs chromosome map_location description ...)")
+        if not cols[1].strip().isdigit():
+            raise CorpusFormatError(path, no, f"GeneID {cols[1]!r} is not a number")
+        cid = f"NCBIGene:{cols[1].strip()}"
+        # Symbol, synonyms, official symbol and full name, description, other designations.
+        fields = [cols[2], *cols[4].split("|"), *(cols[i] for i in (10, 11) if len(cols) > i), cols[8],
+                  *(cols[13].split("|") if len(cols) > 13 else ())]
+        for name in fields:
+            if name.strip() and name.strip() != "-":
+                _add(names, cid, name)
+    if not names:
+        raise CorpusFormatError(path, None, "no genes found")
+    return Ontology(names, {}, f"NCBI Gene file {path}")
+
+
+def load_gene_info(path: Path | str) -> Ontology:
+    """NCBI Gene ``gene_info[.gz]`` (all organisms or one, e.g. Homo_sapiens.gene_info.gz): ids ``NCBIGene:<GeneID>``."""
+    return _cached("gene_info", path)
+
+
+@dataclass(frozen=True)
+class GoldCoverage:
+    """How many linkable mentions have a gold id the ontology knows.
+
+    Retired ids (BC5CDR annotates with 2015 MeSH; our MeSH copies are other years) and
+    ids outside the ontology's scope cannot be predicted by any linker; they are counted
+    so the reader sees the ceiling, never dropped silently."""
+
+    linkable: int
+    absent: int
+    """Linkable mentions none of whose gold ids (or their equivalents) is in the ontology."""
+    absent_ids: tuple[tuple[str, int], ...]
+    """The missing ids with their mention counts, most frequent first."""
+
+    def summary(self, top: int = 5) -> str:
+        ids = ", ".join(f"{i} ({n})" for i, n in self.absent_ids[:top])
+        more = f", {len(self.absent_ids) - top} more ids" if len(self.absent_ids) > top else ""
+        return f"{self.absent}/{self.linkable} linkable mentions have gold ids absent from the ontology" + (f": {ids}{more}" if ids else "")
+
+
+def gold_coverage(mentions: Iterable[Mention], ontology: Ontology) -> GoldCoverage:
+    """Count linkable mentions whose gold concept is not in ``ontology``."""
+    linkable = absent = 0
+    missing: Counter[str] = Counter()
+    for m in mentions:
+        if not m.linkable:
+            continue
+        linkable += 1
+        if not any(g in ontology for g in m.concept_ids):
+            absent += 1
+            missing.update(m.concept_ids)
+    return GoldCoverage(linkable, absent, tuple(sorted(missing.items(), key=lambda kv: (-kv[1], kv[0]))))

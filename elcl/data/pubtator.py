@@ -14,7 +14,17 @@ Canonical concept ids (shared with :mod:`elcl.data.ontology`):
   ``D002544|-1``) the ``-1`` part is dropped: the mention stays linkable through its
   other parts and is still marked composite.
 
-Composite ids are separated by ``|`` or ``+`` and become a tuple.
+Composite ids are separated by ``|`` or ``+`` and become a tuple.  Corpora with other
+id vocabularies (BioRED: NCBI Gene, Taxonomy, dbSNP, Cellosaurus) pass their own
+:data:`IdParser` (:mod:`elcl.data.biored`).
+
+Non-mention annotation lines are told apart by rule, not by a failed parse: a
+tab-separated line whose second column is a relation type (letters and underscores,
+never an offset) is a *relation* when it has 3-5 columns -- BC5CDR's
+``PMID CID chemical disease`` (4) and BioRED's ``PMID type id1 id2 novelty`` (5, the
+novelty ``Novel`` or ``No``).  Relations are kept in ``Document.relations`` (the
+columns after the PMID) and never become mentions; any other line must be a mention
+of at least 6 columns.
 """
 
 from __future__ import annotations
@@ -24,7 +34,7 @@ import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from elcl.data.types import Document, Mention
 from elcl.errors import CorpusFormatError
@@ -34,7 +44,7 @@ _OMIM = re.compile(r"^OMIM:(\d+)$")
 _UMLS = re.compile(r"^UMLS:(C\d{7})$")
 # Digits per namespace in real files: MeSH descriptors D + 6 or 9, supplementary C + 6 or 9,
 # OMIM 6. Checked on corpus mentions only (a cut file can turn D004194 into D004).
-_ID_SHAPE = {"D": re.compile(r"^D(\d{6}|\d{9})$"), "C": re.compile(r"^C(\d{6}|\d{9})$"), "O": re.compile(r"^OMIM:\d{6}$")}
+_ID_SHAPE = {"D": re.compile(r"^D(\d{6}|\d{9})$"), "C": re.compile(r"^C(\d{6}|\d{9})$"), "OMIM": re.compile(r"^OMIM:\d{6}$")}
 _TITLE = re.compile(r"^([^|\t]+)\|t\|(.*)$")
 _ABSTRACT = re.compile(r"^([^|\t]+)\|a\|(.*)$")
 _RELATION = re.compile(r"^[A-Za-z][A-Za-z_]*$")
@@ -57,7 +67,14 @@ def split_ids(raw: str) -> list[str]:
     return [p.strip() for p in ID_SEPARATORS.split(raw.strip())]
 
 
-def parse_ids(raw: str) -> tuple[tuple[str, ...], bool] | None:
+IdParser = Callable[[str, str], "tuple[tuple[str, ...], bool] | None"]
+"""(raw id column, semantic type) -> (canonical ids, unlinkable), or None when unknown."""
+
+DEFAULT_ID_HELP = "D012345, C012345, MESH:..., OMIM:123456, UMLS:C0000000 or -1, composites joined by '|' or '+'"
+_NOVELTY = ("Novel", "No")
+
+
+def parse_ids(raw: str, semantic_type: str = "") -> tuple[tuple[str, ...], bool] | None:
     """(canonical ids, unlinkable) for an id column, or None when any part is unknown."""
     if raw.strip() == "-1":
         return (), True
@@ -124,7 +141,10 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
         raise CorpusFormatError(path, None, f"cannot read file ({exc})") from None
 
 
-def _parse_mention(path: Path, no: int, cols: list[str], text: str, strict: bool, warnings: list[str], ids_optional: bool = False) -> Mention:
+def _parse_mention(
+    path: Path, no: int, cols: list[str], text: str, strict: bool, warnings: list[str],
+    id_parser: IdParser | None = None, id_help: str = DEFAULT_ID_HELP, ids_optional: bool = False,
+) -> Mention:
     if ids_optional and len(cols) in (4, 5):
         cols = cols + [""] * (6 - len(cols))
     if len(cols) < 6:
@@ -147,15 +167,17 @@ def _parse_mention(path: Path, no: int, cols: list[str], text: str, strict: bool
     if ids_optional and not raw_ids.strip():
         # A mention to be linked: no gold ids, but not marked unlinkable either.
         return Mention(doc_id=pmid, start=start, end=end, text=mtext, semantic_type=stype, concept_ids=())
-    parsed = parse_ids(raw_ids)
+    parsed = (id_parser or parse_ids)(raw_ids, stype)
     if parsed is None:
-        raise CorpusFormatError(path, no, f"unknown concept id format {raw_ids!r} (expected D012345, C012345, MESH:..., OMIM:123456, UMLS:C0000000 or -1, composites joined by '|' or '+')")
+        raise CorpusFormatError(path, no, f"unknown concept id format {raw_ids!r} for type {stype!r} (expected {id_help})")
     ids, unlinkable = parsed
     for cid in ids:
-        shape = _ID_SHAPE.get(cid[0])
+        # MeSH and OMIM ids only (BioRED's Cellosaurus:CVCL_... also starts with 'C').
+        shape = _ID_SHAPE.get(cid.split(":", 1)[0] if ":" in cid else cid[0])
         if shape is not None and not shape.match(cid):
             raise CorpusFormatError(path, no, f"concept id {cid!r} has the wrong number of digits (MeSH D/C + 6 or 9 digits, OMIM: + 6): truncated or mistyped id?")
-    composite = len(split_ids(raw_ids)) > 1
+    # A custom vocabulary's separators are its parser's business ('|' sits inside BioRED's variant ids).
+    composite = len(split_ids(raw_ids)) > 1 if id_parser is None else len(ids) > 1
     components = tuple(cols[6].split("|")) if len(cols) > 6 and cols[6] else ()
     return Mention(
         doc_id=pmid, start=start, end=end, text=mtext, semantic_type=stype, concept_ids=ids,
@@ -163,7 +185,10 @@ def _parse_mention(path: Path, no: int, cols: list[str], text: str, strict: bool
     )
 
 
-def parse_pubtator_file(path: str | Path, strict_offsets: bool = False, ids_optional: bool = False) -> ParseResult:
+def parse_pubtator_file(
+    path: str | Path, strict_offsets: bool = False, id_parser: IdParser | None = None, id_help: str = DEFAULT_ID_HELP,
+    ids_optional: bool = False,
+) -> ParseResult:
     """Parse one PubTator file (plain or ``.gz``).
 
     An offset/text mismatch is an error, except one that differs only in surrounding
@@ -173,6 +198,8 @@ def parse_pubtator_file(path: str | Path, strict_offsets: bool = False, ids_opti
     official 593-document count includes both copies).  Structural problems always raise.
     ``ids_optional`` accepts mention lines without an id column (or with an empty one),
     as in documents given to `elcl link` for linking.
+    ``id_parser`` (with ``id_help``, the expected formats for its error message) replaces
+    the MeSH/OMIM/UMLS id rules for corpora of other vocabularies.
     """
     path = Path(path)
     docs: list[Document] = []
@@ -221,10 +248,12 @@ def parse_pubtator_file(path: str | Path, strict_offsets: bool = False, ids_opti
         if pmid != cur.doc_id:
             raise CorpusFormatError(path, no, f"annotation for {pmid} inside document {cur.doc_id} (missing blank line or truncated document?)")
         if len(cols) in (3, 4, 5) and _RELATION.match(cols[1]):
+            if len(cols) == 5 and cols[4].strip() not in _NOVELTY:
+                raise CorpusFormatError(path, no, f"relation line has novelty {cols[4]!r}; expected 'Novel' or 'No' (PMID type id1 id2 novelty)")
             cur.relations.append(tuple(c.strip() for c in cols[1:]))
             continue
         text = f"{cur.title} {cur.abstract}"
-        cur.mentions.append(_parse_mention(path, no, cols, text, strict_offsets, warnings, ids_optional))
+        cur.mentions.append(_parse_mention(path, no, cols, text, strict_offsets, warnings, id_parser, id_help, ids_optional))
     finish()
     return ParseResult(docs, warnings)
 

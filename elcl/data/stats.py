@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from elcl.data.types import SPLITS, Corpus
@@ -18,6 +19,8 @@ def split_stats(corpus: Corpus, split: str) -> dict[str, Any]:
         "unlinkable": sum(1 for m in mentions if m.unlinkable),
         "composite": sum(1 for m in mentions if m.composite),
         "warnings": len(corpus.warnings.get(split, ())),
+        # Mentions per entity type (BioRED has six; the whole-corpus counts are their sum).
+        "types": dict(sorted(Counter(m.semantic_type for m in mentions).items())),
     }
 
 

@@ -22,6 +22,7 @@ from elcl.candidates.tfidf import TfidfCandidateGenerator, default_cache_dir
 from elcl.config import CandidatesConfig, ExperimentConfig, resolve_data_dir
 from elcl.data.corpora import load_corpus
 from elcl.data.ontology import Ontology, ontology_for_task
+from elcl.data.overlap import TrainRemoval, cross_task_removals
 from elcl.data.types import Corpus, Document
 from elcl.training.examples import ExampleStats, GoldIndex, LinkingExample, build_examples
 
@@ -170,7 +171,17 @@ def prepare_eval_task(name: str, cfg: ExperimentConfig) -> EvalTask:
     return _EVAL[key]
 
 
-def load_train_split(name: str, cfg: ExperimentConfig) -> TrainSplit:
-    """The task's training examples, built afresh: the guard's loader, which keeps them (not cached here)."""
+def load_train_split(name: str, cfg: ExperimentConfig, removal: TrainRemoval | None = None) -> TrainSplit:
+    """The task's training examples, built afresh: the guard's loader, which keeps them (not cached here).
+
+    ``removal``: the documents another task of the sequence holds out (dev/test), left out."""
     examples, stats = _split_examples(name, cfg, "train")
+    if removal is not None and removal.doc_ids:
+        examples = [e for e in examples if e.mention.doc_id not in removal.doc_ids]
     return TrainSplit(name, tuple(examples), stats)
+
+
+def sequence_train_removals(tasks: list[str] | tuple[str, ...], cfg: ExperimentConfig) -> dict[str, TrainRemoval]:
+    """Per task of a sequence, the training documents another task holds out (dev/test)."""
+    data_dir = resolve_data_dir(cfg.data.data_dir)
+    return cross_task_removals({t: load_corpus(t, data_dir) for t in dict.fromkeys(tasks)})
