@@ -176,8 +176,11 @@ SELECTION_RULE = (
 )
 
 
-def _lam_key(lam: float | None) -> tuple[int, float]:
-    return (0, 0.0) if lam is None else (1, float(lam))
+def _lam_key(lam: float | str | None) -> tuple[int, float]:
+    # None, then numbers, then the auto tokens (``auto``, ``auto10``) by their scale
+    from elcl.continual.methods import lambda_sort_key
+
+    return lambda_sort_key(lam)
 
 
 def select_lambda(dev_scores: Mapping[float | None, Sequence[float]]) -> LambdaChoice:

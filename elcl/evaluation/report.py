@@ -32,10 +32,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from elcl.continual import methods as methods_registry
+from elcl.continual.methods import format_lambda, is_auto, lambda_sort_key
 from elcl.fileio import atomic_write_bytes, atomic_write_text
 from elcl.evaluation import metrics as M
 from elcl.evaluation.runs import (
-    METHODS,
     Run,
     accuracy_matrix,
     discover_runs,
@@ -62,7 +63,10 @@ SCALAR_METRICS = (
     "bwt",
 )
 TASK_METRICS = ("final_acc1", "forgetting_single", "forgetting_best", "reduction")
-SEQUENTIAL = ("naive", "lr_control", "replay", "ewc", "online_ewc", "kfac")
+
+
+def _method(name: str):
+    return methods_registry.get(name)
 
 
 def _nanmean(x) -> float:
@@ -78,8 +82,8 @@ def _diag(R: np.ndarray) -> np.ndarray:
     return out
 
 
-def _fmt_lam(lam: float | None) -> str:
-    return "-" if lam is None else f"{lam:g}"
+def _fmt_lam(lam: float | str | None) -> str:
+    return format_lambda(lam)
 
 
 def _order_label(order: tuple[str, ...]) -> str:
@@ -235,7 +239,7 @@ class Report:
         header += [f"{t} (pp)" for t in self.tasks]
         rows = []
         for g in self.chosen_groups():
-            if g.method not in SEQUENTIAL:
+            if not _method(g.method).sequential():
                 continue
             row = [g.method, _fmt_lam(g.lam)]
             row += [_order_label(g.order)] if len(self.orders) > 1 else []
@@ -389,9 +393,7 @@ class Report:
 
     def matrices_dict(self) -> dict:
         def step_labels(method: str, order: tuple[str, ...], n_steps: int) -> list[str]:
-            if method == "joint":
-                return ["joint"]
-            return [order[i] for i in range(n_steps)]
+            return _method(method).step_labels(order, n_steps)
 
         runs = []
         for rs in self.runs:
@@ -467,11 +469,11 @@ def _markdown(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _method_rank(method: str) -> int:
-    return METHODS.index(method) if method in METHODS else len(METHODS)
+    return methods_registry.rank(method)
 
 
-def _lam_sort(lam: float | None) -> tuple[int, float]:
-    return (0, 0.0) if lam is None else (1, lam)
+def _lam_sort(lam: float | str | None) -> tuple[int, float]:
+    return lambda_sort_key(lam)
 
 
 # ---------------------------------------------------------------------- build
@@ -479,12 +481,12 @@ def _score_run(run: Run, split: str) -> RunScores:
     R = accuracy_matrix(run, split, "acc1")
     R5 = accuracy_matrix(run, split, "acc5")
     R_dev = accuracy_matrix(run, "dev", "acc1")
-    if run.method == "single":
+    if _method(run.method).per_task_model:
         final, final5, final_dev = _diag(R), _diag(R5), _diag(R_dev)
     else:
         final, final5, final_dev = R[-1].copy(), R5[-1].copy(), R_dev[-1].copy()
     n = run.n_tasks
-    if run.method in SEQUENTIAL:
+    if _method(run.method).sequential():
         f_best = M.forgetting_vs_best(R)
         bwt = M.backward_transfer(R)
     else:
@@ -510,7 +512,7 @@ def _score_run(run: Run, split: str) -> RunScores:
 
 def _reduction_steps(rs: RunScores) -> int:
     # Tasks j < n_steps - 1 were trained before the last step; joint sees all at once.
-    return rs.run.n_tasks if rs.run.method == "joint" else rs.R.shape[0]
+    return rs.run.n_tasks if _method(rs.run.method).all_tasks_at_once else rs.R.shape[0]
 
 
 def _aggregate(g: GroupScores) -> None:
@@ -560,7 +562,7 @@ def build_report(
     singles = [
         M.Baseline(rs.run.seed, rs.run.order, single_baseline(rs.run, split), str(rs.run.path))
         for rs in scores
-        if rs.run.method == "single"
+        if _method(rs.run.method).per_task_model
     ]
     if not singles:
         notes.append(
@@ -585,12 +587,12 @@ def build_report(
             str(rs.run.path),
         )
         for rs in scores
-        if rs.run.method == "naive"
+        if _method(rs.run.method).baseline
     ]
     if not naives:
         notes.append("no 'naive' run: forgetting reduction is n/a")
     for rs in scores:
-        if not naives or rs.run.method == "single":
+        if not naives or _method(rs.run.method).per_task_model:
             continue
         vals, how = M.match_baseline(rs.run.seed, rs.run.order, naives, match_order=True)
         f_naive = np.array([vals[t] for t in rs.run.order], dtype=float)
@@ -627,7 +629,7 @@ def build_report(
             if rs.reduction is not None:
                 for j in rs.reduction.skipped:
                     skipped[rs.run.order[j]] = skipped.get(rs.run.order[j], 0) + 1
-        if skipped and g.method != "naive":
+        if skipped and not _method(g.method).baseline:
             what = ", ".join(f"{t} ({c} run(s))" for t, c in skipped.items())
             notes.append(
                 f"{g.method} λ={_fmt_lam(g.lam)} {_order_label(g.order)}: task(s) {what} "
@@ -687,12 +689,14 @@ def _plot_heatmap(g: GroupScores, split: str, path: Path) -> None:
     masked = np.ma.masked_invalid(R)
     im = ax.imshow(masked, vmin=0, vmax=100, cmap="viridis", aspect="auto")
     ax.set_xticks(range(n_tasks), labels=list(g.order))
-    if g.method == "joint":
-        ylabels = ["joint"]
-    elif g.method == "single":
-        ylabels = [f"only {g.order[i]}" for i in range(n_steps)]
+    m = _method(g.method)
+    labels = m.step_labels(g.order, n_steps)
+    if m.all_tasks_at_once:
+        ylabels = labels
+    elif m.per_task_model:
+        ylabels = [f"only {t}" for t in labels]
     else:
-        ylabels = [f"after {g.order[i]}" for i in range(n_steps)]
+        ylabels = [f"after {t}" for t in labels]
     ax.set_yticks(range(n_steps), labels=ylabels)
     ax.set_xlabel(f"evaluated on ({split})")
     ax.set_ylabel("trained")
@@ -703,8 +707,8 @@ def _plot_heatmap(g: GroupScores, split: str, path: Path) -> None:
                     j, i, f"{R[i, j]:.1f}", ha="center", va="center",
                     color="white" if R[i, j] < 60 else "black", fontsize=9,
                 )
-    lam = "" if g.lam is None else f" λ={g.lam:g}"
-    ax.set_title(f"{g.method}{lam}: acc@1 (%), mean of {g.n_runs} run(s)")
+    lam = "" if g.lam is None else f" λ={_fmt_lam(g.lam)}"
+    ax.set_title(f"{methods_registry.label(g.method)}{lam}: acc@1 (%), mean of {g.n_runs} run(s)")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     _save_fig(fig, path)
 
@@ -715,7 +719,8 @@ def _plot_reduction(groups: list[GroupScores], multi_order: bool, path: Path) ->
     labels, means, stds = [], [], []
     for g in groups:
         mean, std, _ = g.scalars["forgetting_reduction"]
-        labels.append(g.method + (f"\n{_order_label(g.order)}" if multi_order else ""))
+        lam = f" λ={_fmt_lam(g.lam)}" if is_auto(g.lam) else ""
+        labels.append(methods_registry.label(g.method) + lam + (f"\n{_order_label(g.order)}" if multi_order else ""))
         means.append(mean * 100.0)
         stds.append(0.0 if math.isnan(std) else std * 100.0)
     fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(labels) + 2), 3.8))
@@ -752,7 +757,7 @@ def _plot_lambda(gs: list[GroupScores], split: str, path: Path) -> None:
         ax.set_xscale("symlog", linthresh=float(np.min(lams[lams > 0])))
     ax.set_xlabel("λ")
     ax.set_ylabel("avg final acc@1 (%)")
-    ax.set_title(f"{gs[0].method}: accuracy vs λ")
+    ax.set_title(f"{methods_registry.label(gs[0].method)}: accuracy vs λ")
     ax.legend(fontsize=8)
     _save_fig(fig, path)
 
@@ -798,7 +803,7 @@ def write_report(report: Report, out_dir: Path | str) -> list[Path]:
         red = [
             g
             for g in report.chosen_groups()
-            if g.method not in ("naive", "single")
+            if not (_method(g.method).baseline or _method(g.method).per_task_model)
             and not math.isnan(g.scalars["forgetting_reduction"][0])
         ]
         if red:
@@ -807,7 +812,7 @@ def write_report(report: Report, out_dir: Path | str) -> list[Path]:
             written.append(p)
         per_mo: dict[tuple, list[GroupScores]] = {}
         for g in report.groups:
-            if g.lam is not None:
+            if g.lam is not None and not is_auto(g.lam):  # the λ axis is numeric; auto is in the tables
                 per_mo.setdefault((g.method, g.order), []).append(g)
         for (method, order), gs in per_mo.items():
             if len(gs) < 2:

@@ -15,10 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from elcl.continual.methods import NAMES as METHODS
+from elcl.continual.methods import get as get_method
+from elcl.continual.methods import parse_run_lambda
 from elcl.continual.rundir import RunSpec
 from elcl.errors import ElclError
 
-METHODS = ("naive", "lr_control", "replay", "ewc", "online_ewc", "kfac", "joint", "single")
 STATUSES = ("running", "done")
 SPLITS = ("dev", "test")
 RUN_FILE = "run.json"
@@ -91,6 +93,14 @@ def _is_num(x: object) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
+def _lambda_ok(v: object) -> bool:
+    try:
+        parse_run_lambda(v)
+    except ValueError:
+        return False
+    return True
+
+
 def _load_run_json(path: Path) -> dict:
     where = str(path)
     try:
@@ -108,7 +118,7 @@ def _load_run_json(path: Path) -> dict:
     checks = {
         "experiment": lambda v: isinstance(v, str),
         "method": lambda v: v in METHODS,
-        "lambda": lambda v: v is None or (_is_num(v) and math.isfinite(v) and v >= 0),
+        "lambda": _lambda_ok,
         "seed": _is_int,
         "order": lambda v: isinstance(v, list)
         and len(v) > 0
@@ -121,7 +131,7 @@ def _load_run_json(path: Path) -> dict:
     expected = {
         "experiment": "a string",
         "method": "one of " + "|".join(METHODS),
-        "lambda": "a non-negative number or null",
+        "lambda": "a non-negative number, auto (auto<scale>) or null",
         "seed": "an integer",
         "order": "a non-empty list of distinct task names",
         "order_index": "an integer",
@@ -161,6 +171,7 @@ def _load_metrics(path: Path, method: str, order: tuple[str, ...]) -> list[Metri
     except OSError as exc:
         raise ElclError(f"{where}: cannot read: {exc.strerror or exc}") from None
     tasks = set(order)
+    labels = get_method(method).step_labels(order)
     # Last occurrence wins: a resumed trainer may re-append a step.
     latest: dict[tuple[int, str, str], MetricRow] = {}
     for lineno, line in enumerate(lines, start=1):
@@ -207,23 +218,16 @@ def _load_metrics(path: Path, method: str, order: tuple[str, ...]) -> list[Metri
                 f"{where}:{lineno}: eval_task '{row.eval_task}' is not in the run's order "
                 f"({', '.join(order)})"
             )
-        if method == "joint":
-            if row.step != 0 or row.trained_task != "joint":
-                raise ElclError(
-                    f"{where}:{lineno}: joint runs have one step (step 0, trained_task "
-                    f"'joint'), got step {row.step}, trained_task '{row.trained_task}'"
-                )
-        else:
-            if row.step >= len(order):
-                raise ElclError(
-                    f"{where}:{lineno}: step {row.step} but the order has only "
-                    f"{len(order)} task(s)"
-                )
-            if row.trained_task != order[row.step]:
-                raise ElclError(
-                    f"{where}:{lineno}: trained_task '{row.trained_task}' at step "
-                    f"{row.step}, but order[{row.step}] is '{order[row.step]}'"
-                )
+        if row.step >= len(labels):
+            raise ElclError(
+                f"{where}:{lineno}: step {row.step} but a {method} run over this order has only "
+                f"{len(labels)} step(s)"
+            )
+        if row.trained_task != labels[row.step]:
+            raise ElclError(
+                f"{where}:{lineno}: trained_task '{row.trained_task}' at step "
+                f"{row.step}, but a {method} run trains '{labels[row.step]}' there"
+            )
         latest[(row.step, row.eval_task, row.split)] = row
     return sorted(
         latest.values(), key=lambda r: (r.step, r.split, order.index(r.eval_task))
@@ -236,12 +240,11 @@ def load_run(path: Path | str) -> Run:
     meta = _load_run_json(path / RUN_FILE)
     order = tuple(meta["order"])
     rows = _load_metrics(path / METRICS_FILE, meta["method"], order)
-    lam = meta["lambda"]
     return Run(
         path=path,
         experiment=meta["experiment"],
         method=meta["method"],
-        lam=None if lam is None else float(lam),
+        lam=parse_run_lambda(meta["lambda"]),
         seed=meta["seed"],
         order=order,
         order_index=meta["order_index"],
