@@ -114,3 +114,15 @@ def test_seeded_runs_repeat_exactly(config_file: Path, tmp_path: Path) -> None:
         assert res.exit_code == 0, res.output
         outs.append((tmp_path / f"r{i}" / "cli" / "naive-o0-s5" / "metrics.jsonl").read_text())
     assert outs[0] == outs[1]
+
+
+def test_train_runs_one_order_as_a_part(config_file: Path, tmp_path: Path) -> None:
+    """`--order 1` runs only the second order's runs, under the index the whole grid gives them."""
+    two_orders = ["--set", "orders=[[ncbi_disease, bc5cdr_disease], [bc5cdr_disease, ncbi_disease]]", "--set", "method.name=naive", "--output-dir", str(tmp_path)]
+    result = runner.invoke(app, ["train", "--config", str(config_file), *two_orders, "--order", "1"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "cli").iterdir()) == ["naive-o1-s5"]
+    state = json.loads((tmp_path / "cli" / "naive-o1-s5" / "run.json").read_text())
+    assert state["order"] == ["bc5cdr_disease", "ncbi_disease"] and state["order_index"] == 1
+    bad = runner.invoke(app, ["train", "--config", str(config_file), *two_orders, "--order", "2"])
+    assert isinstance(bad.exception, ElclError) and "indices 0..1" in str(bad.exception)

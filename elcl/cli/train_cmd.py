@@ -15,6 +15,7 @@ def train(
     set_: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set train.epochs=2 (repeatable)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Resume a run directory (or an experiment directory) at its first unfinished task."),
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Parent directory of runs (default: output_dir of the config)."),
+    order: list[int] = typer.Option([], "--order", help="Run only this task order (index into the config's orders; repeatable): a part of the grid."),
 ) -> None:
     """Train a linker on a task sequence with the configured method; writes run directories."""
     from elcl.config import load_config, load_run_config
@@ -39,7 +40,7 @@ def train(
             cfg.output_dir = str(output_dir)
         rt = init_runtime(cfg.train.device, cfg.train.num_threads)
         exp_dir = resume if resume is not None else None
-        paths = run_experiment(cfg, rt, resume=resume is not None, exp_dir=exp_dir)
+        paths = run_experiment(cfg, rt, resume=resume is not None, exp_dir=exp_dir, orders=order)
     if rt.is_main:
         _print_summary(paths)
     shutdown_runtime(rt)

@@ -224,9 +224,17 @@ def _finish_step(model: Linker, cache: TokenCache, cfg: ExperimentConfig, rd: Ru
             rd.log(f"step {step} ({trained}) -> {r['eval_task']} {r['split']}: acc@1 {r['acc1']:.4f} acc@5 {r['acc5']:.4f} (n={r['n']})")
 
 
-def run_experiment(cfg: ExperimentConfig, rt: Runtime, resume: bool = False, exp_dir: Path | None = None) -> list[Path]:
+def run_experiment(cfg: ExperimentConfig, rt: Runtime, resume: bool = False, exp_dir: Path | None = None, orders: Sequence[int] = ()) -> list[Path]:
+    """Every run of the config, or only those of the given order indices (a part of the grid
+    that another process or machine can run beside this one: run names keep the index)."""
+    n_orders = len(cfg.task_orders())
+    bad = [o for o in orders if not 0 <= o < n_orders]
+    if bad:
+        raise ElclError(f"--order {bad[0]}: the config has {n_orders} task order(s), indices 0..{n_orders - 1}")
     exp = Path(exp_dir) if exp_dir else Path(cfg.output_dir) / cfg.name
     paths = []
     for spec, run_cfg in expand_runs(cfg):
+        if orders and spec.order_index not in orders:
+            continue
         paths.append(run_sequence(spec, run_cfg, exp / spec.dirname, rt, resume=resume))
     return paths
