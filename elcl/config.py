@@ -152,7 +152,10 @@ def _method_config_model() -> type[_MethodBase]:
     return create_model("MethodConfig", __base__=_MethodBase, **fields)
 
 
-MethodConfig = _method_config_model()
+if TYPE_CHECKING:  # the checker sees the base (name, settings); pydantic the full model
+    MethodConfig = _MethodBase
+else:
+    MethodConfig = _method_config_model()
 
 
 class CurvatureConfig(_Section):
@@ -179,7 +182,7 @@ class ExperimentConfig(_Section):
     candidates: CandidatesConfig = Field(default_factory=CandidatesConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
-    method: MethodConfig = Field(default_factory=MethodConfig)  # type: ignore[valid-type]
+    method: MethodConfig = Field(default_factory=MethodConfig)
     curvature: CurvatureConfig = Field(default_factory=CurvatureConfig)
 
     @field_validator("tasks")

@@ -257,7 +257,10 @@ def test_a_huge_lambda_keeps_the_weights_at_the_anchor(tmp_path: Path, monkeypat
     held, _ = _run_two_tasks(tmp_path / "k", {"name": "kfac", "lambda": 1e6}, monkeypatch, unit_curvature=True)
     max_naive = max(float(d.abs().max()) for d in naive.values())
     max_held = max(float(d.abs().max()) for d in held.values())
-    norm = lambda ds: float(torch.cat([d.flatten() for d in ds.values()]).norm())
+
+    def norm(ds) -> float:
+        return float(torch.cat([d.flatten() for d in ds.values()]).norm())
+
     assert max_naive > 5e-3  # 1e-3 learning rate, dozens of steps
     assert max_held < 2.5e-3 and max_held < max_naive / 4, (max_held, max_naive)
     assert norm(held) < norm(naive) / 10, (norm(held), norm(naive))

@@ -5,7 +5,7 @@ earlier task, diagonal Fisher elsewhere (McInerney et al. 2021; Martens & Grosse
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from elcl.continual.methods.base import PenaltyMethod, PenaltySettings, StepContext
 
@@ -41,7 +41,7 @@ class KFAC(PenaltyMethod):
     label = "K-FAC"
     summary = "Kronecker-factored Fisher per layer and per earlier task"
     curvature = "kfac"
-    Settings = KFACSettings
+    Settings: ClassVar[type[KFACSettings]] = KFACSettings
     settings: KFACSettings
 
     def penalty(self, ctx: StepContext) -> Penalty | None:

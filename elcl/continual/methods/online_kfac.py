@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
@@ -85,7 +85,7 @@ class OnlineKFAC(KFAC):
     Settings = OnlineKFACSettings
     settings: OnlineKFACSettings
 
-    def _load_running(self, ctx: StepContext, step: int) -> tuple[CurvatureStats, dict]:
+    def _load_running(self, ctx: StepContext, step: int) -> tuple[CurvatureStats, dict[str, Any]]:
         from elcl.curvature.storage import load_curvature
 
         d = running_dir(ctx, step)
@@ -123,7 +123,10 @@ class OnlineKFAC(KFAC):
 
         if stats is None or not ctx.is_main:
             return
-        prev, info = (None, {"weight": 0.0, "n_examples": {}}) if ctx.step == 0 else self._load_running(ctx, ctx.step - 1)
+        prev: CurvatureStats | None = None
+        info: dict[str, Any] = {"weight": 0.0, "n_examples": {}}
+        if ctx.step > 0:
+            prev, info = self._load_running(ctx, ctx.step - 1)
         omega = float(stats.n_examples) if self.settings.is_auto else 1.0
         running, weight = fold(prev, float(info["weight"]), stats, omega, self.settings.gamma)
         target = running_dir(ctx, ctx.step)
