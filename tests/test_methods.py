@@ -291,3 +291,28 @@ def test_kfac_weights_stay_closer_to_the_anchor_than_naive(tmp_path: Path, naive
 
     f_naive, f_kfac = fisher_norm(naive), fisher_norm(kfac)
     assert f_naive > 0 and f_kfac < 0.5 * f_naive, (f_kfac, f_naive)
+
+
+def test_report_lists_auto_runs_beside_the_grid(tmp_path: Path) -> None:
+    """Runs with λ auto are their own group (λ 'auto10'), take part in the dev-based λ choice,
+    and stay off the numeric λ axis of the accuracy-vs-λ plot."""
+    from elcl.evaluation.report import build_report, write_report
+    from test_report import SINGLE, seq, write_run
+
+    exp = tmp_path / "exp"
+    for s in (0, 1):
+        sA, sB, sC = SINGLE[s]
+        write_run(exp, f"single_s{s}", "single", None, s, [[sA, 0.1, 0.1], [0.1, sB, 0.1], [0.1, 0.1, sC]])
+        write_run(exp, f"naive_s{s}", "naive", None, s, seq(s, sA - 0.40, sB - 0.20))
+        write_run(exp, f"ok1_s{s}", "online_kfac", 1.0, s, seq(s, sA - 0.30, sB - 0.15))
+        write_run(exp, f"ok10_s{s}", "online_kfac", 10.0, s, seq(s, sA - 0.20, sB - 0.10))
+        write_run(exp, f"okauto_s{s}", "online_kfac", "auto10", s, seq(s, sA - 0.08, sB - 0.08), dev_offset=0.05)
+    rep = build_report([exp])
+    lams = [g.lam for g in rep.groups if g.method == "online_kfac"]
+    assert lams == [1.0, 10.0, "auto10"]
+    assert next(g for g in rep.groups if g.chosen and g.method == "online_kfac").lam == "auto10"
+    assert "| online_kfac | auto10 |" in rep.main_table_markdown()
+    written = {p.name for p in write_report(rep, tmp_path / "out")}
+    assert "acc_vs_lambda_online_kfac.png" in written  # from the two numeric λ
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert "auto10" in [g["lambda"] for g in summary["groups"]]
