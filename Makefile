@@ -3,7 +3,7 @@ PY ?= python
 ELCL ?= $(PY) -m elcl
 RUNS ?= runs
 
-.PHONY: install test quick reproduce-bert reproduce-cnn single bench clean-quick
+.PHONY: install test quick reproduce-cpu reproduce-bert reproduce-cnn single bench clean-quick
 
 install:
 	$(PY) -m pip install "torch==2.13.0"
@@ -21,6 +21,24 @@ quick:
 	  $(ELCL) train --config configs/quick.yaml --set method.name=$$m --output-dir $(RUNS) --resume $(RUNS)/quick || exit 1; \
 	done
 	$(ELCL) evaluate $(RUNS)/quick --out $(RUNS)/quick/report
+
+# The CPU benchmark (configs/reproduce_cpu.yaml: MiniLM, 3 tasks, 2 orders, 3 seeds, every
+# method, λ grids). Runnable in parts, each resumable and safe to run beside the others
+# on another core or machine: make reproduce-cpu CPU_METHODS="naive kfac" CPU_SEEDS="[13]" CPU_ORDER=1
+# Then `make reproduce-cpu-report` exports the small per-run files under results/ and
+# writes the report there (RUNS may hold only some parts; the report says what it has).
+CPU_METHODS ?= single naive kfac ewc joint lr_control replay online_ewc
+CPU_SEEDS ?=
+CPU_ORDER ?=
+reproduce-cpu:
+	@for m in $(CPU_METHODS); do \
+	  $(ELCL) train --config configs/reproduce_cpu.yaml --set method.name=$$m $(if $(CPU_SEEDS),--set "seeds=$(CPU_SEEDS)") \
+	    $(if $(CPU_ORDER),--order $(CPU_ORDER)) --output-dir $(RUNS) --resume $(RUNS)/reproduce_cpu || exit 1; \
+	done
+	$(MAKE) reproduce-cpu-report
+
+reproduce-cpu-report:
+	$(ELCL) evaluate $(RUNS)/reproduce_cpu --out results/reproduce_cpu/report
 
 # Full grids for a GPU (BERT-family and CNN linkers, every method, 3 seeds).
 FULL_METHODS ?= single joint naive lr_control replay ewc online_ewc kfac online_kfac

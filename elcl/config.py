@@ -7,8 +7,9 @@ naming the key instead of a silently ignored setting that changes the science.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Annotated, Any, Callable, Literal
 
 import yaml
 from typing import TYPE_CHECKING
@@ -22,9 +23,23 @@ if TYPE_CHECKING:
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+"""A float that must be finite: ``.inf`` or ``.nan`` in a config is an error naming the key
+(a NaN λ or an infinite learning rate would train a NaN model and report it as a result)."""
+
+MAX_CONFIG_BYTES = 1 << 20
+"""Config files are small; anything larger is refused before YAML parsing."""
+MAX_YAML_NODES = 100_000
+"""Values a config may expand to through YAML aliases (``*name``): plenty for sharing,
+far too few for a "billion laughs" expansion that would take gigabytes once validated."""
+
+RESUME_SAFE_KEYS = ("train.device", "train.num_threads", "output_dir", "data.data_dir")
+"""Keys ``--resume`` may change: where and how fast a run executes, never what it computes.
+Everything else defines the experiment and must match the run's own config.yaml."""
+
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True, allow_inf_nan=False)
 
 
 class DataConfig(_Section):
@@ -86,7 +101,9 @@ class TrainConfig(_Section):
     max_train_mentions: int | None = Field(None, ge=1)
     max_eval_mentions: int | None = Field(None, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    amp: Literal["none", "bf16", "fp16"] = "none"
+    amp: Literal["none", "auto", "bf16", "fp16"] = "none"
+    """auto: bf16 where the device computes bfloat16 natively (CUDA with bf16, CPUs with
+    AVX512-BF16/AMX), else none; an explicit bf16 on a device that emulates it warns."""
     eval_splits: list[Literal["train", "dev", "test"]] = Field(default_factory=lambda: ["dev", "test"])
     num_threads: int | None = Field(None, ge=1)
     share_first_task: bool = True
@@ -190,6 +207,36 @@ class ExperimentConfig(_Section):
     def _nonempty(cls, v: list[str]) -> list[str]:
         if not v:
             raise ValueError("tasks must name at least one task")
+        return _check_order(v, "tasks")
+
+    @field_validator("orders")
+    @classmethod
+    def _orders(cls, v: list[list[str]] | None) -> list[list[str]] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("orders must hold at least one task order (or be left out)")
+        for i, order in enumerate(v):
+            if not order:
+                raise ValueError(f"order {i} is empty; each order names at least one task")
+            _check_order(order, f"order {i}")
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("seeds must hold at least one seed (an empty list would run nothing)")
+        if len(set(v)) != len(v):
+            raise ValueError(f"seed {next(s for s in v if v.count(s) > 1)} is listed twice")
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        # The name is a directory under output_dir: it must not climb out of it.
+        if not v or v in (".", "..") or "/" in v or "\\" in v or v.startswith("~") or len(v) > 200:
+            raise ValueError("expected a plain directory name (no '/', '..' or '~'), at most 200 characters")
         return v
 
     def task_orders(self) -> list[list[str]]:
@@ -207,16 +254,50 @@ class ExperimentConfig(_Section):
         return d
 
 
+def _check_order(order: list[str], what: str) -> list[str]:
+    from elcl.data.corpora import TASKS
+
+    for task in order:
+        if task not in TASKS:
+            raise ValueError(f"{what}: unknown task {task!r}; known: {', '.join(TASKS)}")
+        if order.count(task) > 1:
+            raise ValueError(f"{what}: task {task!r} is listed twice (it would overwrite its own curvature and metric rows)")
+    return order
+
+
+def short_repr(value: Any, limit: int = 80) -> str:
+    """A bounded repr: a huge or deeply shared input (a YAML bomb) is never expanded."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        text = repr(value)
+    elif isinstance(value, (list, tuple, dict)):
+        text = f"<{type(value).__name__} of {len(value)} item(s)>"
+    else:
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 5] + "...'"
+
+
+_TYPE_TAGS = re.compile(r"^(float|int|str|bool|list\[.*\]|dict\[.*\]|function-\w+\[.*\])$")
+
+
 def _format_validation_error(err: ValidationError, source: str, raw: dict[str, Any] | None = None) -> str:
-    first = err.errors()[0]
-    loc = tuple(first["loc"])
-    method = raw.get("method") if isinstance(raw, dict) else None
+    errors = err.errors()
+
+    def path(e: Any) -> list[str]:
+        # Union members add their type name to the location (method.lambda.float): drop it.
+        return [str(p) for p in e["loc"] if not _TYPE_TAGS.match(str(p))]
+
+    # Of the alternatives a union tried for the first failing key, report the one that got
+    # furthest ([1, .inf]: "item 1 is not finite", not "a list is not a number").
+    head = path(errors[0])
+    first = max((e for e in errors if path(e)[: len(head)] == head), key=lambda e: len(path(e)))
+    loc = tuple(path(first))
     from elcl.continual.methods import DEFAULT
 
+    method = raw.get("method") if isinstance(raw, dict) else None
     method_name = str(method.get("name", DEFAULT)) if isinstance(method, dict) else DEFAULT
-    if isinstance(method, dict) and len(loc) >= 3 and loc[:2] == ("method", method_name) and str(loc[2]).rstrip("_") in method:
+    if isinstance(method, dict) and len(loc) >= 3 and loc[:2] == ("method", method_name) and loc[2].rstrip("_") in method:
         loc = ("method",) + loc[2:]  # a key given with the shorthand is named as written
-    key = ".".join("lambda" if p == "lambda_" else str(p) for p in loc)
+    key = ".".join("lambda" if p == "lambda_" else p for p in loc)
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
         parent_loc = first["loc"][:-1]
@@ -226,10 +307,10 @@ def _format_validation_error(err: ValidationError, source: str, raw: dict[str, A
             allowed = ["name"] + own + [f"a section per method ({', '.join(k for k in allowed if k != 'name')})"]
         msg = f"unknown key; allowed keys here: {', '.join(allowed)}"
     elif first["type"] == "literal_error":
-        msg = f"invalid value {first.get('input')!r}; {msg}"
+        msg = f"invalid value {short_repr(first.get('input'))}; {msg}"
     elif "input" in first and first["type"] != "missing":
-        msg = f"invalid value {first.get('input')!r}: {msg}"
-    more = len(err.errors()) - 1
+        msg = f"invalid value {short_repr(first.get('input'))}: {msg}"
+    more = sum(1 for e in errors if path(e)[: len(head)] != head)
     suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
     return f"{source}: config key '{key}': {msg}{suffix}"
 
@@ -295,7 +376,14 @@ def load_config(
     if not p.is_file():
         raise ConfigError(f"{p}: config file not found")
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        size = p.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{p}: {size} bytes; a config is expected to be under {MAX_CONFIG_BYTES} bytes")
+        text = p.read_text(encoding="utf-8")
+        _check_aliases(text, p)
+        raw = yaml.safe_load(text) or {}
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read config ({exc.strerror or exc})") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         line = getattr(getattr(exc, "problem_mark", None), "line", None)
         where = f"{p}:{line + 1}" if line is not None else str(p)
@@ -333,6 +421,46 @@ def upgrade_run_config(raw: dict[str, Any]) -> dict[str, Any]:
 def load_run_config(run_dir: str | os.PathLike[str], overrides: list[str] | None = None) -> ExperimentConfig:
     """The ``config.yaml`` of a run directory (any elcl version's), overridden and validated."""
     return load_config(Path(run_dir) / "config.yaml", overrides, upgrade=upgrade_run_config)
+
+
+def _check_aliases(text: str, where: Path) -> None:
+    """Refuse a config whose YAML aliases expand into more nodes than any real config has
+    (a "billion laughs" file), measured on the composed graph before anything is built."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return  # reported with its line by safe_load
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key not in sizes:
+            sizes[key] = 1  # a recursive alias counts once
+            if isinstance(node, yaml.SequenceNode):
+                sizes[key] = 1 + sum(size(c) for c in node.value)
+            elif isinstance(node, yaml.MappingNode):
+                sizes[key] = 1 + sum(size(k) + size(v) for k, v in node.value)
+        return sizes[key]
+
+    if root is not None and size(root) > MAX_YAML_NODES:
+        raise ConfigError(f"{where}: YAML aliases (*name) expand to more than {MAX_YAML_NODES} values; expected a plain config")
+
+
+def experiment_diff(stored: dict[str, Any], new: dict[str, Any], allowed: tuple[str, ...] = RESUME_SAFE_KEYS) -> list[str]:
+    """Dotted keys whose values differ between two config dicts, except ``allowed`` ones."""
+    out: list[str] = []
+
+    def walk(a: Any, b: Any, prefix: str) -> None:
+        if prefix in allowed:
+            return
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b), key=str):
+                walk(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else str(k))
+        elif a != b:
+            out.append(prefix)
+
+    walk(stored, new, "")
+    return out
 
 
 def resolve_data_dir(configured: str | None) -> Path:

@@ -29,3 +29,11 @@ class ConfigError(ElclError):
 
 class CheckpointError(ElclError):
     """A checkpoint or curvature file is missing, corrupt or from another model."""
+
+
+class DivergedError(ElclError):
+    """Training produced a non-finite loss or parameter; the run is marked failed."""
+
+
+class RunLockedError(ElclError):
+    """Another process holds (or a killed one left) the lock of a run directory."""

@@ -14,22 +14,46 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+TEMP_PREFIX = ".elcl-tmp."
+"""Every temporary file starts with this, so leftovers of a killed write are recognisable
+(:func:`remove_stale_temps`) and never mistaken for data."""
+
+
+def _umask() -> int:
+    # os.umask can only be read by setting it; restore at once (elcl is single-threaded here).
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
 
 @contextmanager
 def atomic_path(path: Path, suffix: str = ".tmp") -> Iterator[Path]:
     """A temporary path beside ``path`` for a writer that needs a file name
     (safetensors, joblib, a download); it replaces ``path`` when the block ends without
-    an error and is removed either way, so ``path`` is the old file or the new one."""
+    an error and is removed either way, so ``path`` is the old file or the new one.
+    The result gets the permissions the umask gives a new file (mkstemp makes 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(name)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def remove_stale_temps(directory: Path) -> list[Path]:
+    """Delete temporary files a killed writer left under ``directory``; call it only while
+    holding the directory's lock (another process's temp file is live)."""
+    removed = []
+    for p in Path(directory).rglob(f"{TEMP_PREFIX}*"):
+        if p.is_file():
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -12,6 +12,7 @@ from typing import Callable
 import torch
 
 from elcl.config import ModelConfig
+from elcl.hardware import cpu_info
 from elcl.models.linker import Linker, LinkerBatch
 
 
@@ -89,7 +90,15 @@ def machine() -> dict:
         pass
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
+    cpu = cpu_info()
+    info["cpu_capability"] = cpu.capability
+    info["cpu_native_bf16"] = cpu.native_bf16
     return info
+
+
+def print_cpu() -> None:
+    """First line of every benchmark: bfloat16 timings mean nothing without it."""
+    print(f"running on: {cpu_info().describe()}, torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
 
 
 def table(head: list[str], rows: list[list]) -> str:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import build_linker, machine, synthetic_batch, table, timeit, write_json  # noqa: E402
+from bench_common import build_linker, print_cpu, machine, synthetic_batch, table, timeit, write_json  # noqa: E402
 
 from elcl.curvature.collect import collect_curvature  # noqa: E402
 from elcl.models.linker import LinkerBatch, linker_logits_fn, multi_positive_loss  # noqa: E402
@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--curvlinops-batches", type=int, default=1)
     ap.add_argument("--out", default="results/bench_factors.json")
     args = ap.parse_args(argv)
+    print_cpu()
 
     model = build_linker(args.model, args.device)
     batches = [synthetic_batch(model, args.batch_size, args.cands, args.tokens, s, device=args.device) for s in range(args.batches)]

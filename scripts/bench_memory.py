@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import build_linker, machine, table, write_json  # noqa: E402
+from bench_common import build_linker, print_cpu, machine, table, write_json  # noqa: E402
 
 
 def sizes(model: nn.Module, elem: int) -> dict:
@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--tasks", default="1,2,3,5,10", help="task counts for the kfac vs online_kfac table ('' to skip)")
     ap.add_argument("--out", default="results/bench_memory.json")
     args = ap.parse_args(argv)
+    print_cpu()
     elem = torch.empty((), dtype=getattr(torch, args.dtype)).element_size()
     out: dict = {"args": vars(args), "machine": machine(), "models": {}}
     linker = build_linker(args.model, "cpu")

@@ -32,7 +32,8 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import build_linker, count_ops, machine, synthetic_batch, table, timeit, write_json  # noqa: E402
+from elcl.hardware import bf16_native, precision_warning  # noqa: E402
+from bench_common import build_linker, print_cpu, count_ops, machine, synthetic_batch, table, timeit, write_json  # noqa: E402
 
 from elcl.curvature.collect import CurvatureStats  # noqa: E402
 from elcl.curvature.penalty import EWCPenalty, KFACPenalty  # noqa: E402
@@ -75,6 +76,9 @@ def real_batches(config: str, task: str, n: int, device: str, overrides: list[st
     from elcl.training.tasks import prepare_task
 
     cfg = load_config(Path(config), [f"train.device={device}", *overrides])
+    warning = precision_warning(cfg, device)
+    if warning:
+        print(warning, flush=True)
     examples = [e for e in prepare_task(task, cfg).examples["train"] if e.has_gold]
     random.Random(0).shuffle(examples)
     torch.manual_seed(0)
@@ -104,6 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--set", action="append", default=[], dest="overrides", help="config override KEY=VALUE (--config)")
     ap.add_argument("--out", default="results/bench_penalty.json")
     args = ap.parse_args(argv)
+    print_cpu()
 
     train_cfg = TrainConfig(amp="none", grad_clip=0.0)
     if args.config:
@@ -113,6 +118,8 @@ def main(argv: list[str] | None = None) -> dict:
         model = build_linker(args.model, args.device).train()
         batches = [synthetic_batch(model, args.batch_size, args.cands, args.tokens, 0, per_example=False, device=args.device)]
         shape = {"batch_size": args.batch_size, "sequences": args.batch_size * (args.cands + 1), "width": args.tokens}
+    if not bf16_native(args.device):
+        print("note: bfloat16 is emulated on this device; the 'kfac bf16 products' case is expected to be far slower than float32", flush=True)
     kstats = [fake_stats(model, t, "kfac") for t in range(args.tasks)]
     dstats = [fake_stats(model, 10 + t, "diag") for t in range(args.tasks)]
     import time as _time

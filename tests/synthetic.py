@@ -6,18 +6,18 @@ import random
 from pathlib import Path
 
 DISEASES = {
-    "D001": ["breast cancer", "breast carcinoma", "mammary cancer"],
-    "D002": ["lung cancer", "lung carcinoma", "pulmonary cancer"],
-    "D003": ["diabetes", "diabetes mellitus", "diabetic disease"],
-    "D004": ["asthma", "bronchial asthma", "asthmatic disease"],
-    "D005": ["heart attack", "myocardial infarction", "cardiac infarction"],
-    "D006": ["migraine", "migraine headache", "hemicrania"],
+    "D000001": ["breast cancer", "breast carcinoma", "mammary cancer"],
+    "D000002": ["lung cancer", "lung carcinoma", "pulmonary cancer"],
+    "D000003": ["diabetes", "diabetes mellitus", "diabetic disease"],
+    "D000004": ["asthma", "bronchial asthma", "asthmatic disease"],
+    "D000005": ["heart attack", "myocardial infarction", "cardiac infarction"],
+    "D000006": ["migraine", "migraine headache", "hemicrania"],
 }
 CHEMICALS = {
-    "D101": ["aspirin", "acetylsalicylic acid"],
-    "D102": ["cisplatin", "cis-platinum"],
-    "D103": ["lithium", "lithium carbonate"],
-    "D104": ["nicotine", "nicotine tartrate"],
+    "D000101": ["aspirin", "acetylsalicylic acid"],
+    "D000102": ["cisplatin", "cis-platinum"],
+    "D000103": ["lithium", "lithium carbonate"],
+    "D000104": ["nicotine", "nicotine tartrate"],
 }
 
 

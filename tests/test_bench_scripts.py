@@ -39,12 +39,18 @@ def _check_penalty_result(out: dict, path: Path) -> None:
         assert 0 < res[case]["add_grad_ops"] < 200, case  # grouped/foreach: not a dozen per parameter
 
 
-def test_bench_penalty_synthetic_batch(tiny_bert: Path, tmp_path: Path) -> None:
+def test_bench_penalty_synthetic_batch(tiny_bert: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("ELCL_CPU_CAPABILITY", "AVX2")
+    monkeypatch.setenv("ELCL_CPU_FLAGS", "avx2 fma")
     out_path = tmp_path / "pen.json"
     out = _load("bench_penalty").main(["--model", str(tiny_bert), "--rank", "4", "--repeat", "1", "--batch-size", "2",
                                        "--cands", "3", "--tokens", "6", "--out", str(out_path)])
     _check_penalty_result(out, out_path)
     assert out["results"]["batch_shape"] == {"batch_size": 2, "sequences": 8, "width": 6}
+    printed = capsys.readouterr().out.splitlines()
+    # The CPU it ran on comes first: bfloat16 timings mean nothing without it.
+    assert printed[0].startswith("running on: CPU capability AVX2, no native bfloat16")
+    assert out["machine"]["cpu_capability"] == "AVX2" and out["machine"]["cpu_native_bf16"] is False
 
 
 def test_bench_penalty_real_batches_of_a_config(tiny_bert: Path, tmp_path: Path, monkeypatch) -> None:

@@ -142,7 +142,8 @@ def test_resume_after_crash_redoes_only_unfinished_steps(setup, tmp_path: Path, 
         run_experiment(cfg, CPU)
     (run_dir,) = [p for p in (tmp_path / "runs" / "t").iterdir()]
     state = json.loads((run_dir / "run.json").read_text())
-    assert state["status"] == "running" and state["steps_done"] == 1
+    assert state["status"] == "interrupted" and state["steps_done"] == 1
+    assert not (run_dir / ".lock").exists()  # released on the way out
     first_ckpt = (run_dir / "steps" / f"0_{ORDER[0]}" / "model.safetensors").stat().st_mtime_ns
     first_curv = (run_dir / "curvature" / ORDER[0] / "factors.safetensors").stat().st_mtime_ns
 

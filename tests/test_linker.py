@@ -82,6 +82,16 @@ def test_checkpoint_round_trip_and_refusals(tiny_bert: Path, tmp_path: Path) -> 
         load_checkpoint(different, path)
     corrupt = tmp_path / "bad.safetensors"
     corrupt.write_bytes(b"\x00\x01garbage")
+    with pytest.raises(CheckpointError, match="bad.meta.json: checkpoint metadata not found"):
+        load_checkpoint(model, corrupt)
+    # Garbage whose meta vouches for it (checksum matches) is still not a checkpoint.
+    import json
+
+    from elcl.fileio import sha256_file
+    from elcl.models.checkpoint import meta_path
+
+    meta = json.loads(meta_path(path).read_text())
+    meta_path(corrupt).write_text(json.dumps({**meta, "sha256": sha256_file(corrupt)}))
     with pytest.raises(CheckpointError, match="not a readable safetensors checkpoint"):
         load_checkpoint(model, corrupt)
     with pytest.raises(CheckpointError, match="checkpoint not found"):
@@ -131,3 +141,32 @@ def test_cnn_initialises_from_saved_weights(tiny_bert: Path, tmp_path: Path) -> 
         Linker(ModelConfig(type="cnn", name=str(tiny_bert), max_length=16, cnn={"init_from": str(path), "channels": 64}))
     with pytest.raises(CheckpointError, match="not found"):
         Linker(ModelConfig(type="cnn", name=str(tiny_bert), cnn={"init_from": str(tmp_path / "none.safetensors")}))
+
+
+def test_legacy_checkpoint_is_migrated_only_when_whole_and_finite(tiny_bert: Path, tmp_path: Path) -> None:
+    """A checkpoint of an older elcl (no meta file) is refused until `elcl migrate` vouches for it."""
+    from safetensors.torch import save_file
+    from typer.testing import CliRunner
+
+    from elcl.cli.app import app
+    from elcl.models.checkpoint import meta_path
+
+    torch.manual_seed(0)
+    model = Linker(ModelConfig(name=str(tiny_bert), max_length=16))
+    step = tmp_path / "run" / "steps" / "0_ncbi_disease"
+    step.mkdir(parents=True)
+    tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    save_file(tensors, str(step / "model.safetensors"), metadata={"model_config_hash": model.config_hash})
+    with pytest.raises(CheckpointError, match="elcl migrate"):
+        load_checkpoint(model, step / "model.safetensors")
+    result = CliRunner().invoke(app, ["migrate", str(tmp_path / "run")])
+    assert result.exit_code == 0 and "1 given a meta file" in result.output, result.output
+    load_checkpoint(Linker(ModelConfig(name=str(tiny_bert), max_length=16)), step / "model.safetensors")
+    # a diverged legacy checkpoint stays refused
+    bad = tmp_path / "bad" / "steps" / "0_ncbi_disease"
+    bad.mkdir(parents=True)
+    first = next(k for k, v in tensors.items() if v.is_floating_point())
+    save_file({**tensors, first: torch.full_like(tensors[first], float("nan"))}, str(bad / "model.safetensors"), metadata={"model_config_hash": model.config_hash})
+    refused = CliRunner().invoke(app, ["migrate", str(tmp_path / "bad")])
+    assert isinstance(refused.exception, CheckpointError) and "NaN" in str(refused.exception)
+    assert not meta_path(bad / "model.safetensors").exists()

@@ -23,7 +23,7 @@ GOOD = (
     "\n"
     "2|t|Wilson disease\n"
     "2|a|\n"
-    "2\t0\t14\tWilson disease\tSpecificDisease\tOMIM:277900+C12345\n"
+    "2\t0\t14\tWilson disease\tSpecificDisease\tOMIM:277900+C012345\n"
     "\n"
 )
 
@@ -46,7 +46,7 @@ def test_golden(tmp_path: Path) -> None:
     assert m[3].unlinkable and m[3].concept_ids == () and not m[3].linkable
     assert d.relations == (("CID", "D015738", "D003693"),)
     assert docs[1].abstract == ""
-    assert docs[1].mentions[0].concept_ids == ("OMIM:277900", "C12345")
+    assert docs[1].mentions[0].concept_ids == ("OMIM:277900", "C012345")
 
 
 def test_gzip(tmp_path: Path) -> None:
@@ -72,7 +72,7 @@ def test_composite_with_unlinkable_part(tmp_path: Path) -> None:
 
 
 def test_whitespace_offset_mismatch_is_a_warning(tmp_path: Path) -> None:
-    text = "4|t|a b\n4|a|c\n4\t0\t3\ta b  \tDisease\tD1\n"
+    text = "4|t|a b\n4|a|c\n4\t0\t3\ta b  \tDisease\tD000001\n"
     res = parse_pubtator_file(write(tmp_path, text))
     assert res.documents[0].mentions[0].text == "a b"
     assert len(res.warnings) == 1 and ":3:" in res.warnings[0]
@@ -91,7 +91,7 @@ def test_whitespace_offset_mismatch_is_a_warning(tmp_path: Path) -> None:
         (GOOD.split("2|a|")[0], 9, "truncated document 2: title without an abstract"),
         (GOOD.replace("\n\n2|t|", "\n2|t|").replace("2\t0\t14", "1\t0\t14"), 10, "annotation for 1 inside document 2"),
         (GOOD.replace("1\tCID", "9\tCID"), 7, "annotation for 9 inside document 1"),
-        ("5\t0\t1\tx\tDisease\tD1\n", 1, "outside a document"),
+        ("5\t0\t1\tx\tDisease\tD000001\n", 1, "outside a document"),
         ("garbage\n", 1, "expected 'PMID|t|title'"),
     ],
 )

@@ -104,8 +104,14 @@ class TfidfCandidateGenerator:
             matrix = vec.fit_transform(rows).tocsr()
             state = {"vectorizer": vec, "matrix": matrix, "display": display, "concepts": concepts, "concept_ids": concept_ids}
             if path is not None:
-                with atomic_path(path) as tmp:
-                    joblib.dump(state, tmp)
+                try:
+                    with atomic_path(path) as tmp:
+                        joblib.dump(state, tmp)
+                except OSError as exc:
+                    raise ElclError(
+                        f"{self.cache_dir}: cannot write the candidate cache ({exc.strerror or exc}); "
+                        "set ELCL_CACHE_DIR to a writable directory"
+                    ) from None
         self._vec: TfidfVectorizer = state["vectorizer"]
         self._matrix_t = state["matrix"].T.tocsr()
         self._display: list[str] = state["display"]

@@ -10,8 +10,8 @@ import sys
 
 import typer
 
-from elcl import __version__
-from elcl.cli import data_cmds, evaluate_cmd, fisher_cmd, train_cmd
+from elcl import __version__, interrupt
+from elcl.cli import data_cmds, evaluate_cmd, fisher_cmd, migrate_cmd, train_cmd
 from elcl.errors import ElclError
 
 app = typer.Typer(
@@ -29,21 +29,29 @@ def version() -> None:
     typer.echo(__version__)
 
 
-for _module in (train_cmd, fisher_cmd, evaluate_cmd):
+for _module in (train_cmd, fisher_cmd, evaluate_cmd, migrate_cmd):
     _module.register(app)
 
 
 def main() -> None:
+    interrupt.reset()
     try:
-        app(standalone_mode=False)
+        # Without standalone mode Typer *returns* exit codes (130 after Ctrl-C, a command's
+        # typer.Exit code) instead of exiting: they must reach the shell.
+        rc = app(standalone_mode=False)
     except ElclError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
     except (typer.Exit,) as exc:  # pragma: no cover - typer control flow
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
+        typer.echo(interrupt.interrupted_message(), err=True)
         sys.exit(130)
+    except OSError as exc:
+        # A read-only or full output/cache directory: one line naming the path, not a traceback.
+        where = exc.filename or "elcl"
+        typer.echo(f"error: {where}: {exc.strerror or exc}; check that the directory exists and is writable", err=True)
+        sys.exit(2)
     except Exception as exc:  # click usage errors
         import click
 
@@ -55,3 +63,7 @@ def main() -> None:
         if isinstance(exc, click.exceptions.Abort):
             sys.exit(1)
         raise
+    if isinstance(rc, int) and rc != 0:
+        if rc == 130:
+            typer.echo(interrupt.interrupted_message(), err=True)
+        sys.exit(rc)

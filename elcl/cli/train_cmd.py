@@ -28,6 +28,7 @@ def train(
         state = RunDir(resume).read_state()
         spec = RunSpec(state["experiment"], state["method"], state.get("lambda"), int(state["seed"]), tuple(state["order"]), int(state["order_index"]))
         rt = init_runtime(cfg.train.device, cfg.train.num_threads)
+        _warn_precision(cfg, rt)
         run_sequence(spec, cfg, resume, rt, resume=True)
         paths = [resume]
     else:
@@ -39,11 +40,20 @@ def train(
         if output_dir is not None:
             cfg.output_dir = str(output_dir)
         rt = init_runtime(cfg.train.device, cfg.train.num_threads)
+        _warn_precision(cfg, rt)
         exp_dir = resume if resume is not None else None
         paths = run_experiment(cfg, rt, resume=resume is not None, exp_dir=exp_dir, orders=order)
     if rt.is_main:
         _print_summary(paths)
     shutdown_runtime(rt)
+
+
+def _warn_precision(cfg, rt) -> None:
+    from elcl.hardware import precision_warning
+
+    warning = precision_warning(cfg, rt.device)
+    if warning and rt.is_main:
+        typer.echo(warning, err=True)
 
 
 def _print_summary(paths: list[Path]) -> None:

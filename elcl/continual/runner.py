@@ -14,13 +14,15 @@ from typing import Sequence
 
 import torch
 
-from elcl.config import ExperimentConfig
+from elcl.config import ExperimentConfig, resolve_data_dir
 from elcl.continual.guard import TrainDataGuard
+from elcl.continual.lifecycle import guarded_run
 from elcl.continual.methods import Method, StepContext
 from elcl.continual.rundir import RunDir, RunSpec, append_jsonl, read_jsonl, write_jsonl
 from elcl.continual.share import adopt_first_step, adopted_train_log, find_sibling
 from elcl.curvature.collect import collect_curvature
 from elcl.curvature.storage import DTYPES
+from elcl.data.corpora import load_corpus
 from elcl.errors import ElclError
 from elcl.models.checkpoint import load_checkpoint, save_checkpoint
 from elcl.models.linker import Linker, linker_logits_fn
@@ -121,7 +123,12 @@ def _ddp_wrap(rt: Runtime):
 
 
 def run_sequence(spec: RunSpec, cfg: ExperimentConfig, path: Path, rt: Runtime, resume: bool = False) -> Path:
-    """Train and evaluate one run; resumes at the first unfinished step."""
+    """Train and evaluate one run under its lock; resumes at the first unfinished step."""
+    with guarded_run(RunDir(path), spec, cfg.to_dict(), rt, resume):
+        return _run_sequence(spec, cfg, path, rt, resume)
+
+
+def _run_sequence(spec: RunSpec, cfg: ExperimentConfig, path: Path, rt: Runtime, resume: bool) -> Path:
     rd = RunDir(path)
     method: Method = cfg.method.method(cfg.method.settings, spec.seed)
     steps = method.steps(spec.order)
@@ -232,6 +239,11 @@ def run_experiment(cfg: ExperimentConfig, rt: Runtime, resume: bool = False, exp
     if bad:
         raise ElclError(f"--order {bad[0]}: the config has {n_orders} task order(s), indices 0..{n_orders - 1}")
     exp = Path(exp_dir) if exp_dir else Path(cfg.output_dir) / cfg.name
+    # Every task's corpus is read before anything is trained: a missing or truncated file
+    # fails now, not after hours of training on the tasks before it.
+    data_dir = resolve_data_dir(cfg.data.data_dir)
+    for task in dict.fromkeys(t for order in cfg.task_orders() for t in order):
+        load_corpus(task, data_dir)
     paths = []
     for spec, run_cfg in expand_runs(cfg):
         if orders and spec.order_index not in orders:

@@ -21,6 +21,8 @@ import yaml
 
 from elcl.continual.methods import REGISTRY
 from elcl.continual.rundir import RunDir, RunSpec, read_jsonl
+from elcl.fileio import atomic_path
+from elcl.models.checkpoint import meta_path
 
 _IGNORED_SECTIONS = ("method", "curvature", "output_dir", "name")
 
@@ -46,7 +48,7 @@ def find_sibling(rd: RunDir, spec: RunSpec, cfg_dict: dict) -> RunDir | None:
         if int(state.get("seed", -1)) != spec.seed or tuple(state.get("order", ())) != spec.order:
             continue
         sibling = RunDir(other)
-        if first_step_key(other_cfg) == key and sibling.checkpoint(0, spec.order[0]).is_file():
+        if first_step_key(other_cfg) == key and meta_path(sibling.checkpoint(0, spec.order[0])).is_file():
             return sibling
     return None
 
@@ -54,10 +56,9 @@ def find_sibling(rd: RunDir, spec: RunSpec, cfg_dict: dict) -> RunDir | None:
 def adopt_first_step(src: RunDir, dst: RunDir, task: str) -> list[dict]:
     """Copy checkpoint, predictions and training log of step 0; return its metric rows."""
     ckpt = dst.checkpoint(0, task)
-    ckpt.parent.mkdir(parents=True, exist_ok=True)
-    tmp = ckpt.with_name(ckpt.name + ".tmp")
-    shutil.copyfile(src.checkpoint(0, task), tmp)
-    tmp.replace(ckpt)
+    for s, d in ((src.checkpoint(0, task), ckpt), (meta_path(src.checkpoint(0, task)), meta_path(ckpt))):
+        with atomic_path(d) as tmp:
+            shutil.copyfile(s, tmp)
     preds_src = src.path / "predictions" / f"0_{task}"
     if preds_src.is_dir():
         shutil.copytree(preds_src, dst.path / "predictions" / f"0_{task}", dirs_exist_ok=True)

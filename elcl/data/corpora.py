@@ -139,7 +139,18 @@ def _load_cached(name: str, data_dir: Path) -> Corpus:
 def load_corpus(name: str, data_dir: Path | str) -> Corpus:
     """Load a task's official train/dev/test splits from ``data_dir`` (cached per process)."""
     task_spec(name)
-    return _load_cached(name, Path(data_dir).expanduser().resolve())
+    return _check_nonempty(_load_cached(name, Path(data_dir).expanduser().resolve()))
+
+
+def _check_nonempty(corpus: Corpus) -> Corpus:
+    """An empty split trains on nothing or reports accuracy over n=0: refuse it, naming the file."""
+    for split in SPLITS:
+        where = corpus.meta.get(f"file_{split}") or corpus.meta.get("file_corpus") or corpus.meta.get("data_dir", "")
+        if not corpus.documents(split):
+            raise CorpusFormatError(where, None, f"{corpus.name}: the {split} split has no documents (empty or truncated file?)")
+        if not corpus.mentions(split):
+            raise CorpusFormatError(where, None, f"{corpus.name}: the {split} split has no mentions of this task (empty or truncated file?)")
+    return corpus
 
 
 def clear_cache() -> None:

@@ -12,6 +12,7 @@ import functools
 import gzip
 import hashlib
 import re
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,12 +103,19 @@ def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
     opener = gzip.open if path.suffix == ".gz" else open
     if not path.is_file():
         raise ElclError(f"{path}: ontology file not found")
-    with opener(path, "rb") as fh:
-        for no, raw in enumerate(fh, start=1):
-            try:
-                yield no, raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError:
-                raise CorpusFormatError(path, no, "not valid UTF-8") from None
+    no = 0
+    try:
+        with opener(path, "rb") as fh:
+            for no, raw in enumerate(fh, start=1):
+                try:
+                    yield no, raw.decode("utf-8").rstrip("\r\n")
+                except UnicodeDecodeError:
+                    raise CorpusFormatError(path, no, "not valid UTF-8") from None
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        # A cut download or a file that is not gzip at all: one line, not a traceback.
+        raise CorpusFormatError(path, no + 1, f"truncated or not a gzip file ({exc.__class__.__name__}); fetch it again") from None
+    except OSError as exc:
+        raise CorpusFormatError(path, None, f"cannot read ontology file ({exc.strerror or exc})") from None
 
 
 def _load_ctd(path: Path, kind: str, name_col: int, id_col: int, syn_col: int, alt_col: int | None) -> Ontology:

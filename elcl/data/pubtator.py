@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import gzip
 import re
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -31,6 +32,9 @@ from elcl.errors import CorpusFormatError
 _MESH = re.compile(r"^(?:MESH:)?([DC]\d+)$")
 _OMIM = re.compile(r"^OMIM:(\d+)$")
 _UMLS = re.compile(r"^UMLS:(C\d{7})$")
+# Digits per namespace in real files: MeSH descriptors D + 6 or 9, supplementary C + 6 or 9,
+# OMIM 6. Checked on corpus mentions only (a cut file can turn D004194 into D004).
+_ID_SHAPE = {"D": re.compile(r"^D(\d{6}|\d{9})$"), "C": re.compile(r"^C(\d{6}|\d{9})$"), "O": re.compile(r"^OMIM:\d{6}$")}
 _TITLE = re.compile(r"^([^|\t]+)\|t\|(.*)$")
 _ABSTRACT = re.compile(r"^([^|\t]+)\|a\|(.*)$")
 _RELATION = re.compile(r"^[A-Za-z][A-Za-z_]*$")
@@ -102,13 +106,19 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as fh:
+            raw = b"\n"
+            no = 0
             for no, raw in enumerate(fh, start=1):
                 try:
                     text = raw.decode("utf-8")
                 except UnicodeDecodeError as exc:
                     raise CorpusFormatError(path, no, f"not valid UTF-8 (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})") from None
                 yield no, text.rstrip("\r\n")
-    except (OSError, EOFError) as exc:
+            if not raw.endswith(b"\n"):
+                # Every official file ends with a newline: a file cut mid-line (mid-abstract,
+                # inside the last id) would otherwise lose or shorten its last mention silently.
+                raise CorpusFormatError(path, no, "the file ends inside this line (no newline at the end): truncated file?")
+    except (OSError, EOFError, zlib.error) as exc:
         if isinstance(exc, FileNotFoundError):
             raise CorpusFormatError(path, None, "file not found") from None
         raise CorpusFormatError(path, None, f"cannot read file ({exc})") from None
@@ -136,6 +146,10 @@ def _parse_mention(path: Path, no: int, cols: list[str], text: str, strict: bool
     if parsed is None:
         raise CorpusFormatError(path, no, f"unknown concept id format {raw_ids!r} (expected D012345, C012345, MESH:..., OMIM:123456, UMLS:C0000000 or -1, composites joined by '|' or '+')")
     ids, unlinkable = parsed
+    for cid in ids:
+        shape = _ID_SHAPE.get(cid[0])
+        if shape is not None and not shape.match(cid):
+            raise CorpusFormatError(path, no, f"concept id {cid!r} has the wrong number of digits (MeSH D/C + 6 or 9 digits, OMIM: + 6): truncated or mistyped id?")
     composite = len(split_ids(raw_ids)) > 1
     components = tuple(cols[6].split("|")) if len(cols) > 6 and cols[6] else ()
     return Mention(

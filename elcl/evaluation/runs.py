@@ -21,7 +21,7 @@ from elcl.continual.methods import parse_run_lambda
 from elcl.continual.rundir import RunSpec
 from elcl.errors import ElclError
 
-STATUSES = ("running", "done")
+STATUSES = ("running", "done", "interrupted", "failed")
 SPLITS = ("dev", "test")
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
@@ -296,6 +296,11 @@ def discover_runs(
         if key in seen:
             continue
         seen.add(key)
+        meta = _load_run_json(d / RUN_FILE)
+        if meta["status"] == "failed":
+            # A diverged run is never reported, not even with --include-partial.
+            warnings.append(f"{d}: status 'failed' ({meta.get('reason', 'no reason recorded')}); skipped")
+            continue
         run = load_run(d)
         if not run.done:
             if include_partial:

@@ -20,12 +20,15 @@ import torch
 from tqdm.auto import tqdm
 
 from elcl.config import TrainConfig
+from elcl.errors import DivergedError, ElclError
+from elcl.hardware import resolve_amp
 from elcl.models.linker import Linker, multi_positive_loss
 from elcl.training.batching import TokenCache, collate
 from elcl.training.examples import LinkingExample
 
 
 def autocast_for(device: torch.device, amp: str):
+    amp = resolve_amp(amp, device)
     if amp == "none":
         return nullcontext()
     dtype = torch.bfloat16 if amp == "bf16" else torch.float16
@@ -104,7 +107,7 @@ def train_steps(
     """
     examples = [e for e in examples if e.has_gold]
     if not examples:
-        return []
+        raise ElclError(f"{desc}: no training example has its gold concept among its candidates; nothing to train on (empty or unlinkable training split?)")
     device = model.device
     model.train()
     groups = param_groups or [{"params": [p for p in model.parameters() if p.requires_grad]}]
@@ -124,6 +127,9 @@ def train_steps(
     running = torch.zeros((), device=device)
     running_pen = torch.zeros((), device=device)
     step = 0
+    # Step of the first non-finite loss, tracked on the device (no per-step host sync) and
+    # read where the loss is read anyway: a diverged run stops there with its step named.
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)
     bar = tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, disable=None)
     while step < total:
         order = torch.randperm(len(examples), generator=gen).tolist()
@@ -141,9 +147,15 @@ def train_steps(
             running += loss
             if pen_value is not None:
                 running_pen += pen_value
+            bad = ~torch.isfinite(loss) if pen_value is None else ~(torch.isfinite(loss) & torch.isfinite(pen_value))
+            first_bad = torch.where(bad & (first_bad < 0), step + 1, first_bad)
             step += 1
             bar.update(1)
             if step % 50 == 0 or step == total:
+                if int(first_bad) >= 0:
+                    bar.close()
+                    bad_step = int(first_bad)
+                    raise DivergedError(f"{desc}: the loss became non-finite at step {bad_step} of {total}")
                 n = 50 if step % 50 == 0 else step % 50
                 entry = {"step": step, "loss": float(running) / n, "penalty": float(running_pen) / n, "lr": sched.get_last_lr()[0]}
                 running.zero_()
@@ -154,4 +166,7 @@ def train_steps(
                     on_step(entry)
     bar.close()
     model.eval()
+    bad_params = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    if bad_params:
+        raise DivergedError(f"{desc}: parameter {bad_params[0]} is non-finite after step {total} ({len(bad_params)} parameter(s) affected)")
     return log

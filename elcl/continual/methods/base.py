@@ -58,7 +58,7 @@ RunLambda = float | str | None
 class MethodSettings(BaseModel):
     """A method's own config keys (none by default); unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True, allow_inf_nan=False)
 
     def lambdas(self) -> list[RunLambda]:
         """The λ of each run this section expands into (one ``None`` without a penalty)."""

@@ -22,18 +22,22 @@ class KFACSettings(PenaltySettings):
     forward pass is bf16 already; 3× faster products, gradient within ~1%), else float32."""
 
 
-def matmul_dtype(choice: str, amp: str) -> torch.dtype | None:
-    """``penalty_dtype`` resolved: ``auto`` follows ``train.amp`` (bf16 only)."""
+def matmul_dtype(choice: str, amp: str, device: Any = None) -> torch.dtype | None:
+    """``penalty_dtype`` resolved: ``auto`` is bfloat16 when training runs in bf16 on a
+    device that computes bfloat16 natively (see :mod:`elcl.hardware`), else float32."""
     import torch
 
     if choice == "auto":
-        choice = "bfloat16" if amp == "bf16" else "float32"
+        from elcl.hardware import bf16_native, resolve_amp
+
+        native = bf16_native(device)
+        choice = "bfloat16" if native and resolve_amp(amp, device) == "bf16" else "float32"
     return torch.bfloat16 if choice == "bfloat16" else None
 
 
-def penalty_matmul_dtype(cfg: Any) -> torch.dtype | None:
+def penalty_matmul_dtype(cfg: Any, device: Any = None) -> torch.dtype | None:
     """The K-FAC product dtype of an experiment config whose method is kfac-like."""
-    return matmul_dtype(cfg.method.settings.penalty_dtype, cfg.train.amp)
+    return matmul_dtype(cfg.method.settings.penalty_dtype, cfg.train.amp, device)
 
 
 class KFAC(PenaltyMethod):
@@ -56,4 +60,4 @@ class KFAC(PenaltyMethod):
             stats = [s.to_low_rank(ctx.curvature_rank) for s in stats]
         if weights is None:
             weights = self.task_lambdas(ctx, stats)
-        return KFACPenalty(stats, self.lam, matmul_dtype(self.settings.penalty_dtype, ctx.amp), weights=weights)
+        return KFACPenalty(stats, self.lam, matmul_dtype(self.settings.penalty_dtype, ctx.amp, ctx.device), weights=weights)
