@@ -79,7 +79,9 @@ def _parse_lambda(v: Any) -> Any:
         x = float(v)
     except (TypeError, ValueError):
         raise ValueError(f"expected a non-negative number or auto, got {v!r}") from None
-    if isinstance(v, bool) or not (math.isfinite(x) and x >= 0):
+    if not math.isfinite(x):
+        raise ValueError("Input should be a finite number")
+    if isinstance(v, bool) or x < 0:
         raise ValueError(f"expected a non-negative number or auto, got {v!r}")
     return x
 
