@@ -18,6 +18,7 @@ from elcl.config import ExperimentConfig, resolve_data_dir
 from elcl.continual.guard import TrainDataGuard
 from elcl.continual.lifecycle import guarded_run
 from elcl.continual.methods import Method, StepContext
+from elcl.continual.methods.kfac import penalty_matmul_dtype  # noqa: F401 (re-exported: K-FAC's product dtype)
 from elcl.continual.rundir import RunDir, RunSpec, append_jsonl, read_jsonl, write_jsonl
 from elcl.continual.share import adopt_first_step, adopted_train_log, find_sibling
 from elcl.curvature.collect import collect_curvature
