@@ -57,6 +57,13 @@ class CandidatesConfig(_Section):
     ngram_min: int = Field(2, ge=1, le=10)
     ngram_max: int = Field(3, ge=1, le=10)
     analyzer: Literal["char", "char_wb"] = "char_wb"
+    dense: bool = False
+    """Merge in the nearest ontology names by an encoder's embeddings (elcl/candidates/dense.py):
+    TF-IDF keeps the first k − dense_k slots, dense candidates fill the rest."""
+    dense_encoder: str | None = None
+    """Encoder of the dense candidates (HF id or folder, e.g. an `elcl pretrain` output); default model.name."""
+    dense_k: int | None = Field(None, ge=0)
+    """Slots of k given to dense candidates (default k // 2)."""
 
     @model_validator(mode="after")
     def _ngram_order(self) -> "CandidatesConfig":

@@ -72,14 +72,16 @@ def real_batches(config: str, task: str, n: int, device: str, overrides: list[st
     import random
 
     from elcl.config import load_config
+    from elcl.continual.guard import TrainDataGuard
     from elcl.training.batching import TokenCache, collate
-    from elcl.training.tasks import prepare_task
 
     cfg = load_config(Path(config), [f"train.device={device}", *overrides])
     warning = precision_warning(cfg, device)
     if warning:
         print(warning, flush=True)
-    examples = [e for e in prepare_task(task, cfg).examples["train"] if e.has_gold]
+    guard = TrainDataGuard.for_config(cfg, "naive")
+    guard.begin(task)
+    examples = [e for e in guard.train_examples(task) if e.has_gold]
     random.Random(0).shuffle(examples)
     torch.manual_seed(0)
     model = Linker(cfg.model).to(device).train()

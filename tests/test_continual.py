@@ -107,6 +107,64 @@ def test_runner_reads_only_the_current_tasks_training_data(setup, tmp_path: Path
     assert {t for _, t in seen} == set(ORDER)
 
 
+def _reachable(obj, seen=None):
+    """Every object reachable from ``obj`` through dataclass fields and containers."""
+    import dataclasses
+
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return
+    seen.add(id(obj))
+    yield obj
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        children = [getattr(obj, f.name) for f in dataclasses.fields(obj)]
+    elif isinstance(obj, dict):
+        children = [*obj.keys(), *obj.values()]
+    elif isinstance(obj, (list, tuple, set, frozenset)):
+        children = list(obj)
+    else:
+        children = []
+    for child in children:
+        yield from _reachable(child, seen)
+
+
+def test_evaluation_tasks_carry_no_training_data(setup, tmp_path: Path) -> None:
+    from elcl.data.corpora import load_corpus
+    from elcl.data.types import Corpus, Document, Mention
+    from elcl.training.tasks import EvalTask, TrainSplit, load_train_split, prepare_eval_task
+
+    cfg = make_cfg(setup, tmp_path, "kfac")
+    for task in ORDER:
+        train_docs = {d.doc_id for d in load_corpus(task, setup[0]).splits["train"]}
+        ev = prepare_eval_task(task, cfg)
+        assert isinstance(ev, EvalTask) and set(ev.examples) == {"dev", "test"} and all(ev.examples.values())
+        reached = list(_reachable(ev))
+        assert not [o for o in reached if isinstance(o, (Corpus, Document, TrainSplit))]
+        mentions = [o for o in reached if isinstance(o, Mention)]
+        assert mentions and not [m for m in mentions if m.doc_id in train_docs]
+        # The same task's training split is non-empty, so the check above could fail.
+        assert all(e.mention.doc_id in train_docs for e in load_train_split(task, cfg))
+
+
+def test_only_the_guard_loads_training_splits() -> None:
+    import elcl
+
+    root = Path(elcl.__file__).parent
+    users = sorted(str(p.relative_to(root)) for p in root.rglob("*.py") if "load_train_split" in p.read_text())
+    assert users == ["continual/guard.py", "training/tasks.py"]
+
+
+def test_guard_keeps_only_what_may_still_be_read() -> None:
+    loads: list[str] = []
+    guard = TrainDataGuard(lambda t: loads.append(t) or [t], "kfac")
+    guard.begin("a")
+    guard.train_examples("a")
+    guard.train_examples("a")
+    assert loads == ["a"]  # loaded once while current
+    guard.begin("b")
+    assert "a" not in guard._loaded
+
+
 def test_replay_memory_is_bounded_and_shared() -> None:
     mem = ReplayMemory(10, seed=0)
     mem.add_task("a", list(range(100)))

@@ -11,7 +11,14 @@ import sys
 import typer
 
 from elcl import __version__, interrupt
-from elcl.cli import data_cmds, evaluate_cmd, fisher_cmd, migrate_cmd, train_cmd
+from elcl.cli import (
+    data_cmds,
+    evaluate_cmd,
+    fisher_cmd,
+    migrate_cmd,
+    pretrain_cmd,
+    train_cmd,
+)
 from elcl.errors import ElclError
 
 app = typer.Typer(
@@ -29,7 +36,7 @@ def version() -> None:
     typer.echo(__version__)
 
 
-for _module in (train_cmd, fisher_cmd, evaluate_cmd, migrate_cmd):
+for _module in (train_cmd, fisher_cmd, evaluate_cmd, migrate_cmd, pretrain_cmd):
     _module.register(app)
 
 

@@ -92,8 +92,18 @@ def candidates(
     abbreviations: bool = typer.Option(True, "--abbreviations/--no-abbreviations", help="Expand abbreviations defined in the abstract."),
     data_dir: Optional[Path] = _DATA_DIR,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    dense: Optional[str] = typer.Option(None, "--dense", help="Also rank by this encoder's embeddings (HF id or folder, e.g. an `elcl pretrain` output): rows for dense, merged and union."),
+    dense_k: Optional[int] = typer.Option(None, "--dense-k", help="Slots of k given to dense candidates in the merged list (default k//2)."),
+    dense_max_length: int = typer.Option(25, "--dense-max-length", help="Tokens per name/mention for the dense encoder."),
+    dense_pool: Optional[int] = typer.Option(None, "--dense-pool", help="Index only the names TF-IDF returns in its top-N for the evaluated mentions (dense then re-ranks TF-IDF's top N; cheap on a slow CPU) instead of every ontology name."),
+    dense_amp: str = typer.Option("none", "--dense-amp", help="none or bf16 (autocast while embedding names; faster on CPUs with AVX512-BF16)."),
 ) -> None:
-    """Recall@k of TF-IDF candidates per split, with the ontology used and the time taken."""
+    """Recall@k of TF-IDF candidates per split, with the ontology used and the time taken.
+
+    With --dense: also the encoder's nearest names (R@1 = zero-shot acc@1), the merged
+    list (TF-IDF's first k−dense_k, then dense; see elcl/candidates/dense.py) and the
+    union of both top-k lists (up to 2k candidates).
+    """
     from elcl.candidates.abbrev import query_texts
     from elcl.candidates.recall import recall_at_k
     from elcl.candidates.tfidf import TfidfCandidateGenerator
@@ -114,17 +124,36 @@ def candidates(
     t_fit = time.perf_counter() - t0
     result: dict[str, object] = {"task": name, "ontology": onto.source, "concepts": len(onto), "names": gen.num_names,
                                  "fit_seconds": round(t_fit, 3), "index_cache_hit": gen.cache_hit, "splits": {}}
+    dense_gen = None
+    if dense is not None:
+        from elcl.candidates.dense import DenseCandidateGenerator
+
+        t2 = time.perf_counter()
+        if dense_amp not in ("none", "bf16"):
+            raise ElclError(f"--dense-amp {dense_amp!r}: expected none or bf16")
+        index_onto = onto
+        if dense_pool is not None:
+            if dense_pool < 1:
+                raise ElclError("--dense-pool must be >= 1")
+            index_onto = _tfidf_pool(gen, corpus, split, dense_pool, abbreviations)
+        dense_gen = DenseCandidateGenerator(index_onto, dense, max_length=dense_max_length, cache_dir=default_cache_dir(), amp=dense_amp).fit()
+        result["dense"] = {"encoder": dense, "fit_seconds": round(time.perf_counter() - t2, 3), "index_cache_hit": dense_gen.cache_hit,
+                           "indexed_names": dense_gen.num_names, "pool": dense_pool}
+    ks = tuple(sorted(set(k)))
     for s in split:
         t1 = time.perf_counter()
         docs = corpus.documents(s)
         mentions = [m for d in docs for m in d.mentions]
         texts = query_texts(docs) if abbreviations else [m.text for m in mentions]
         cands = gen.top_k(texts, max(k))
-        rec = recall_at_k(mentions, cands, onto, ks=tuple(sorted(set(k))))
-        result["splits"][s] = {  # type: ignore[index]
+        rec = recall_at_k(mentions, cands, onto, ks=ks)
+        row = {
             "mentions": len(mentions), "linkable": sum(1 for m in mentions if m.linkable),
             "recall": {str(kk): round(v, 4) for kk, v in rec.items()}, "seconds": round(time.perf_counter() - t1, 3),
         }
+        if dense_gen is not None:
+            row.update(_dense_recalls(dense_gen, texts, mentions, cands, onto, ks, dense_k))
+        result["splits"][s] = row  # type: ignore[index]
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
@@ -135,6 +164,50 @@ def candidates(
         table.add_column(f"R@{kk}", justify="right")
     table.add_column("seconds", justify="right")
     for s, row in result["splits"].items():  # type: ignore[union-attr]
-        table.add_row(s, str(row["linkable"]), *(f"{row['recall'][str(kk)]:.4f}" for kk in sorted(set(k))), f"{row['seconds']:.2f}")
+        label = f"{s} tfidf" if dense_gen is not None else s
+        table.add_row(label, str(row["linkable"]), *(f"{row['recall'][str(kk)]:.4f}" for kk in sorted(set(k))), f"{row['seconds']:.2f}")
+        for kind in ("dense", "merged", "union"):
+            if f"recall_{kind}" in row:
+                table.add_row(f"{s} {kind}", str(row["linkable"]), *(f"{row[f'recall_{kind}'][str(kk)]:.4f}" for kk in sorted(set(k))), "")
     _console().print(table)
     typer.echo(f"index: {t_fit:.2f}s ({'cache hit' if gen.cache_hit else 'fitted'})")
+
+
+def _dense_recalls(dense_gen, texts, mentions, sparse, onto, ks, dense_k) -> dict[str, object]:
+    """Recall@k of the dense list, of the merged list at each budget k, and of the union of both top-k."""
+    from elcl.candidates.dense import merge_candidates, union_candidates
+    from elcl.candidates.recall import recall_at_k
+
+    t = time.perf_counter()
+    dense = dense_gen.top_k(texts, max(ks))
+    out: dict[str, object] = {"recall_dense": {str(kk): round(v, 4) for kk, v in recall_at_k(mentions, dense, onto, ks=ks).items()}}
+    merged: dict[str, float] = {}
+    union: dict[str, float] = {}
+    for kk in ks:
+        nd = None if dense_k is None else min(dense_k, kk)
+        m = [merge_candidates(s[:kk], d[:kk], kk, nd) for s, d in zip(sparse, dense)]
+        merged[str(kk)] = round(recall_at_k(mentions, m, onto, ks=(kk,))[kk], 4)
+        u = [union_candidates(s[:kk], d[:kk]) for s, d in zip(sparse, dense)]
+        union[str(kk)] = round(recall_at_k(mentions, u, onto, ks=(2 * kk,))[2 * kk], 4)
+    out["recall_merged"] = merged
+    out["recall_union"] = union
+    out["dense_seconds"] = round(time.perf_counter() - t, 3)
+    return out
+
+
+def _tfidf_pool(gen, corpus, splits, n: int, abbreviations: bool):
+    """The names TF-IDF retrieves in its top-n for the mentions of ``splits``: a small dense index."""
+    from elcl.candidates.abbrev import query_texts
+    from elcl.data.ontology import Ontology
+
+    texts: list[str] = []
+    for s in splits:
+        docs = corpus.documents(s)
+        texts += query_texts(docs) if abbreviations else [m.text for d in docs for m in d.mentions]
+    names: dict[str, list[str]] = {}
+    for cands in gen.top_k(list(dict.fromkeys(texts)), n):
+        for c in cands:
+            cur = names.setdefault(c.concept_id, [])
+            if c.name not in cur:
+                cur.append(c.name)
+    return Ontology(names, {}, f"TF-IDF top-{n} names of {gen.ontology.source}")

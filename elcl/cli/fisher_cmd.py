@@ -25,6 +25,7 @@ def fisher(
     """Compute (or inspect, with --stats on existing files) diagonal Fisher / K-FAC factors."""
     from elcl.config import load_run_config
     from elcl.continual.methods import get as get_method
+    from elcl.continual.guard import TrainDataGuard
     from elcl.continual.rundir import RunDir
     from elcl.continual.runner import build_linker, compute_curvature
     from elcl.curvature.stats import factor_size_table, format_size_table
@@ -32,7 +33,6 @@ def fisher(
     from elcl.models.checkpoint import load_checkpoint
     from elcl.runtime import init_runtime, shutdown_runtime
     from elcl.training.batching import TokenCache
-    from elcl.training.tasks import prepare_task
 
     rd = RunDir(run)
     state = rd.read_state()
@@ -60,7 +60,9 @@ def fisher(
     # K-FAC for methods that need none
     which = cfg.curvature.approx if cfg.curvature.approx not in ("auto", "none") else method.curvature
     which = "kfac" if which == "none" else which
-    examples = prepare_task(task, cfg).examples["train"]
+    guard = TrainDataGuard.for_config(cfg, str(state.get("method", "")))
+    guard.begin(task)
+    examples = guard.train_examples(task)
     result = compute_curvature(model, examples, TokenCache(model.tokenizer, cfg.model.max_length), cfg, which, int(state["seed"]) + step, rt)
     if rt.is_main:
         save_curvature(result, target, model.config_hash, dtype=DTYPES[cfg.curvature.dtype])

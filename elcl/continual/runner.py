@@ -32,7 +32,7 @@ from elcl.training.batching import TokenCache, collate
 from elcl.training.examples import LinkingExample
 from elcl.training.loop import train_steps
 from elcl.training.predict import evaluate_examples
-from elcl.training.tasks import prepare_task
+from elcl.training.tasks import prepare_eval_task
 
 def expand_runs(cfg: ExperimentConfig) -> list[tuple[RunSpec, ExperimentConfig]]:
     """One run per (order, λ, seed); λ only varies for methods with a penalty."""
@@ -70,7 +70,7 @@ def _eval_splits(cfg: ExperimentConfig) -> list[str]:
 def evaluate_all(model: Linker, cache: TokenCache, cfg: ExperimentConfig, rd: RunDir | None, step: int, trained: str, tasks: Sequence[str], rt: Runtime) -> list[dict]:
     rows = []
     for task in tasks:
-        data = prepare_task(task, cfg)
+        data = prepare_eval_task(task, cfg)
         for split in _eval_splits(cfg):
             res = evaluate_examples(model, data.examples[split], cache)
             rows.append({
@@ -155,7 +155,7 @@ def _run_sequence(spec: RunSpec, cfg: ExperimentConfig, path: Path, rt: Runtime,
     model = build_linker(cfg, rt)
     cache = TokenCache(model.tokenizer, cfg.model.max_length)
     approx = curvature_approx(cfg) if method.collects_curvature() else "none"
-    guard = TrainDataGuard(lambda t: prepare_task(t, cfg).examples["train"], spec.method)
+    guard = TrainDataGuard.for_config(cfg, spec.method)
 
     for step, st in enumerate(steps):
         guard.begin(st.label)
@@ -168,12 +168,12 @@ def _run_sequence(spec: RunSpec, cfg: ExperimentConfig, path: Path, rt: Runtime,
         elif step > 0 and steps_done == step:
             prev = steps[step - 1].label
             load_checkpoint(model, rd.checkpoint(step - 1, prev))
-        current = [e for t in st.tasks for e in guard.train_examples(t)]
+        splits = [guard.train_examples(t) for t in st.tasks]
+        current = [e for sp in splits for e in sp]
         if rt.is_main and st.tasks == (st.label,):
-            data = prepare_task(st.label, cfg)
-            stt = data.stats["train"]
+            ontology, stt = prepare_eval_task(st.label, cfg).ontology, splits[0].stats
             rd.log(
-                f"{st.label}: ontology {data.ontology.source} ({len(data.ontology)} concepts); {len(current)} training examples, "
+                f"{st.label}: ontology {ontology.source} ({len(ontology)} concepts); {len(current)} training examples, "
                 f"{stt.gold_inserted} with the gold candidate inserted, {stt.gold_not_in_ontology} skipped (gold not in the ontology), "
                 f"{stt.unlinkable} unlinkable"
             )

@@ -36,13 +36,15 @@ in float64 on the model's device; results are returned in ``dtype``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import torch
 from torch import nn
 
-from elcl.curvature.hooks import KFAC_TYPES, SUPPORTED_TYPES, CurvatureHooks, check_conv1d, check_embedding
+from elcl.curvature.hooks import CurvatureHooks
+from elcl.curvature.layers import layer_kind, supported_names
 from elcl.errors import ElclError
 
 LogitsFn = Callable[[nn.Module, Any], "tuple[torch.Tensor, torch.Tensor]"]
@@ -75,7 +77,7 @@ class LowRankFactor:
     rest: torch.Tensor  # scalar
 
     @classmethod
-    def from_matrix(cls, M: torch.Tensor, rank: int) -> "LowRankFactor":
+    def from_matrix(cls, M: torch.Tensor, rank: int) -> LowRankFactor:
         d = M.shape[0]
         evals, evecs = _eigh64(M)
         r = min(rank, d)
@@ -124,16 +126,7 @@ class CurvatureStats:
     def n_examples(self) -> int:
         return int(self.meta.get("n_examples", 0))
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "CurvatureStats":
-        """Factors/diagonals moved to ``device``/``dtype`` (anchors keep their dtype)."""
-        return CurvatureStats(
-            kfac={k: (A.to(device=device, dtype=dtype), G.to(device=device, dtype=dtype)) for k, (A, G) in self.kfac.items()},
-            diag={k: v.to(device=device, dtype=dtype) for k, v in self.diag.items()},
-            anchors={k: v.to(device=device) for k, v in self.anchors.items()},
-            meta=dict(self.meta),
-        )
-
-    def to_low_rank(self, rank: int) -> "CurvatureStats":
+    def to_low_rank(self, rank: int) -> CurvatureStats:
         """A copy whose K-FAC factors are replaced by top-``rank`` eigenpairs + a scalar.
 
         The scalar is the mean of the dropped eigenvalues (so the trace is preserved);
@@ -158,27 +151,25 @@ def _plan(model: nn.Module, approx: str) -> tuple[set[str], dict[str, list[str]]
         local = [(n, p) for n, p in module.named_parameters(recurse=False) if p.requires_grad]
         if not local:
             continue
-        full = lambda n: f"{mname}.{n}" if mname else n  # noqa: E731
+        prefix = f"{mname}." if mname else ""
         for n, p in local:
             if id(p) in owner:
                 raise ElclError(
-                    f"curvature: parameter '{full(n)}' is shared with '{owner[id(p)]}'; tied parameters are not "
+                    f"curvature: parameter '{prefix}{n}' is shared with '{owner[id(p)]}'; tied parameters are not "
                     "supported (set requires_grad=False on one of them to skip it)"
                 )
-            owner[id(p)] = full(n)
-        if not isinstance(module, SUPPORTED_TYPES):
+            owner[id(p)] = prefix + n
+        kind = layer_kind(module)
+        if kind is None:
             n0 = local[0][0]
             raise ElclError(
-                f"curvature: trainable parameter '{full(n0)}' belongs to a {type(module).__name__}, which the "
-                "curvature hooks do not support (supported: Linear, Conv1d, Embedding, LayerNorm); "
+                f"curvature: trainable parameter '{prefix}{n0}' belongs to a {type(module).__name__}, which the "
+                f"curvature hooks do not support (supported: {supported_names()}); "
                 "freeze it with requires_grad=False to skip it"
             )
-        if isinstance(module, nn.Conv1d):
-            check_conv1d(mname, module)
-        if isinstance(module, nn.Embedding):
-            check_embedding(mname, module)
+        kind.check(mname, module)
         names = [n for n, _ in local]
-        block = want_kfac and isinstance(module, KFAC_TYPES) and module.weight.requires_grad
+        block = want_kfac and kind.kfac and module.weight.requires_grad
         if block:
             kfac_modules.add(mname)
         if want_diag_all or not block:
@@ -323,10 +314,6 @@ def _check_reached(hooks: CurvatureHooks, named: list, grads: tuple, model: nn.M
                     f"curvature: parameter '{full}' received a gradient but its {type(st.module).__name__} module "
                     "was never called (used functionally?); its curvature cannot be collected"
                 )
-
-
-def n_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 __all__ = ["CurvatureStats", "LowRankFactor", "collect_curvature"]

@@ -19,15 +19,12 @@ How a batch is processed (driven by :func:`elcl.curvature.collect.collect_curvat
    d output``; grouping positions by example therefore gives exact per-example
    gradients (diagonal Fisher) and the output statistics (K-FAC ``G``).
 
-Positions of a layer: a Linear input ``[N, d]`` has one position per row; ``[N, T, d]``
-(or ``[N, ..., d]``, middle dims flattened) has ``T`` positions per row. A Conv1d input
-``[N, C, L]`` is unfolded into ``[N, L_out, C*k]`` patches (KFC, Grosse & Martens 2016;
-the patch index is ``c*k + j``, matching ``weight.reshape(out, C*k)``), one position per
-output step. Embedding positions are token ids; LayerNorm positions are the rows it
-normalises. A context token mask ``[N_seq, T]`` is applied along ``T`` (only real
-positions count, for A, G and the diagonal alike; a correctly masked model has zero
-gradient at padded positions anyway). Without a context, each leading row is its own
-example and its leading dim must equal the batch size.
+What a layer's positions and rows are depends on its kind (Linear, Conv1d, Embedding,
+LayerNorm): one class per kind in :mod:`elcl.curvature.layers`, looked up once per module.
+A context token mask ``[N_seq, T]`` is applied along the positions (only real positions
+count, for A, G and the diagonal alike; a correctly masked model has zero gradient at
+padded positions anyway). Without a context, each leading row is its own example and its
+leading dim must equal the batch size.
 
 Arithmetic: per-batch products run in ``promote(activation dtype, float32)``;
 the running sums are float64 accumulators on the model's device.
@@ -35,26 +32,17 @@ the running sums are float64 accumulators on the model's device.
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from elcl.curvature.context import SequenceInfo, current_sequence_info
+from elcl.curvature.layers import LayerKind, compute_dtype, layer_kind, supported_names
 from elcl.errors import ElclError
 
-SUPPORTED_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Embedding, nn.LayerNorm)
-KFAC_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d)
 ACC_DTYPE = torch.float64
-# at most this many elements in one chunk of per-example weight gradients
-_PER_EXAMPLE_BUDGET = 1 << 26
-
-
-def _cdtype(t: torch.Tensor) -> torch.dtype:
-    return torch.promote_types(t.dtype, torch.float32)
 
 
 @dataclass
@@ -73,6 +61,7 @@ class _Record:
 class _ModuleState:
     name: str
     module: nn.Module
+    kind: LayerKind
     kfac: bool
     diag_params: list[str]  # local names ("weight", "bias") needing a diagonal
     records: list[_Record] = field(default_factory=list)
@@ -83,7 +72,7 @@ class _ModuleState:
     diag: dict[str, torch.Tensor] = field(default_factory=dict)
     # per batch: selected inputs of all records [P, d] and their layout
     a: torch.Tensor | None = None
-    layout: "_Layout | None" = None
+    layout: Layout | None = None
 
     @property
     def has_bias(self) -> bool:
@@ -91,39 +80,7 @@ class _ModuleState:
         return b is not None and b.requires_grad
 
 
-def conv1d_patches(module: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
-    """Unfold ``x [N, C, L]`` into patches ``[N, L_out, C*k]`` (index ``c*k + j``)."""
-    (k,) = module.kernel_size
-    (dil,) = module.dilation
-    if module.padding == "same":
-        total = dil * (k - 1)
-        left = total // 2
-        x = F.pad(x, (left, total - left))
-    elif module.padding != "valid":
-        (p,) = module.padding
-        if p:
-            x = F.pad(x, (p, p))
-    # x: [N, C, Lp] -> unfold over last dim: [N, C, L_out, k]
-    patches = x.unfold(2, dil * (k - 1) + 1, 1)[..., ::dil]
-    n, c, l_out, _ = patches.shape
-    return patches.permute(0, 2, 1, 3).reshape(n, l_out, c * k)
-
-
-def check_conv1d(name: str, module: nn.Conv1d) -> None:
-    if module.stride != (1,):
-        raise ElclError(f"curvature: Conv1d '{name}' has stride {module.stride[0]}; only stride 1 is supported")
-    if module.groups != 1:
-        raise ElclError(f"curvature: Conv1d '{name}' has groups={module.groups}; only groups=1 is supported")
-    if module.padding_mode != "zeros":
-        raise ElclError(f"curvature: Conv1d '{name}' has padding_mode={module.padding_mode!r}; only 'zeros' is supported")
-
-
-def check_embedding(name: str, module: nn.Embedding) -> None:
-    if module.scale_grad_by_freq:
-        raise ElclError(f"curvature: Embedding '{name}' uses scale_grad_by_freq, which is not supported")
-
-
-class _Layout:
+class Layout:
     """Where the kept positions of one module call pattern live, computed once per batch.
 
     Positions of all records of a module (concatenated) belong to examples ``ex [P]``.
@@ -196,10 +153,13 @@ class CurvatureHooks:
         self._n_keep = 0
         self._active = False
         self._sel_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._layouts: dict[tuple, _Layout] = {}
+        self._layouts: dict[tuple, Layout] = {}
         for name, module in model.named_modules():
             if name in kfac_modules or diag_params.get(name):
-                st = _ModuleState(name, module, name in kfac_modules, list(diag_params.get(name, [])))
+                kind = layer_kind(module)
+                if kind is None:
+                    raise ElclError(f"curvature: module '{name}' is a {type(module).__name__}; supported: {supported_names()}")
+                st = _ModuleState(name, module, kind, name in kfac_modules, list(diag_params.get(name, [])))
                 self.states[name] = st
                 self.handles.append(module.register_forward_hook(self._make_forward_hook(st)))
 
@@ -352,48 +312,6 @@ class CurvatureHooks:
         rec.idx = idx
         rec.ex = ex_pos.reshape(-1)[idx]
 
-    def _features(self, st: _ModuleState, rec: _Record) -> tuple[torch.Tensor, int, int]:
-        """Input features per position ``[n_rows * n_pos, d]`` (ids ``[n_rows*n_pos]`` for Embedding)."""
-        m, x = st.module, rec.inp
-        if isinstance(m, nn.Conv1d):
-            if x.dim() != 3:
-                raise ElclError(f"curvature: Conv1d '{st.name}' needs a batched input [N, C, L], got {tuple(x.shape)}")
-            p = conv1d_patches(m, x.to(_cdtype(x)))
-            n, l_out, d = p.shape
-            return p.reshape(n * l_out, d), n, l_out
-        if isinstance(m, nn.Embedding):
-            n = x.shape[0] if x.dim() else 1
-            n_pos = x.numel() // max(n, 1)
-            return x.reshape(-1), n, n_pos
-        if isinstance(m, nn.LayerNorm):
-            k = len(m.normalized_shape)
-            xf = x.to(_cdtype(x))
-            xhat = F.layer_norm(xf, m.normalized_shape, None, None, m.eps)
-            d = math.prod(m.normalized_shape)
-            lead = xf.shape[: xf.dim() - k]
-            n = lead[0] if len(lead) else 1
-            n_pos = math.prod(lead[1:]) if len(lead) > 1 else 1
-            return xhat.reshape(n * n_pos, d), n, n_pos
-        # Linear
-        xf = x.to(_cdtype(x))
-        if xf.dim() == 1:
-            xf = xf[None]
-        n, d = xf.shape[0], xf.shape[-1]
-        n_pos = xf.numel() // (n * d) if n * d else 0
-        return xf.reshape(n * n_pos, d), n, n_pos
-
-    def _grad_rows(self, st: _ModuleState, g: torch.Tensor, rec: _Record) -> torch.Tensor:
-        """Output gradient per selected position ``[P, d_out]``."""
-        g = g.to(_cdtype(g))
-        m = st.module
-        if isinstance(m, nn.Conv1d):
-            g = g.transpose(1, 2)  # [N, L_out, out]
-        elif isinstance(m, nn.LayerNorm):
-            d = math.prod(m.normalized_shape)
-            return g.reshape(-1, d)[rec.idx]
-        d = g.shape[-1]
-        return g.reshape(-1, d)[rec.idx]
-
     # -------------------------------------------------------------- forward
     def process_forward(self, batch_size: int, n_keep: int) -> None:
         self._batch_size = batch_size
@@ -403,7 +321,7 @@ class CurvatureHooks:
                 continue
             sels, exs, keys, feats = [], [], [], []
             for rec in st.records:
-                f, n, n_pos = self._features(st, rec)
+                f, n, n_pos = st.kind.input_rows(st.name, st.module, rec.inp)
                 self._select(st, rec, n, n_pos)
                 assert rec.idx is not None and rec.ex is not None
                 sels.append(rec.idx)
@@ -413,7 +331,7 @@ class CurvatureHooks:
             key = tuple(keys)
             lay = self._layouts.get(key)
             if lay is None:
-                lay = _Layout(sels, exs[0] if len(exs) == 1 else torch.cat(exs), n_keep)
+                lay = Layout(sels, exs[0] if len(exs) == 1 else torch.cat(exs), n_keep)
                 self._layouts[key] = lay
             st.layout = lay
             st.a = feats[0] if len(feats) == 1 else torch.cat(feats)
@@ -445,25 +363,19 @@ class CurvatureHooks:
                 continue
             gs = []
             for r in st.records:
+                assert r.idx is not None  # set by process_forward
                 if r.grads:
-                    gs.append(self._grad_rows(st, r.grads.pop(), r))
+                    g = r.grads.pop()
+                    gs.append(st.kind.grad_rows(st.module, g.to(compute_dtype(g)), r.idx))
                 else:  # this call's output did not reach the loss: zero gradient
-                    gs.append(torch.zeros(r.idx.numel(), self._out_width(st, r), dtype=_cdtype(r.inp), device=r.inp.device))
+                    width = st.kind.out_width(st.module, r.out_shape)
+                    gs.append(torch.zeros(r.idx.numel(), width, dtype=compute_dtype(r.inp), device=r.inp.device))
                 r.grads.clear()
             g = gs[0] if len(gs) == 1 else torch.cat(gs)
             if st.kfac:
                 self._accumulate_G(st, g, weight)
             if st.diag_params:
                 self._accumulate_diag(st, g, weight)
-
-    @staticmethod
-    def _out_width(st: _ModuleState, rec: _Record) -> int:
-        m = st.module
-        if isinstance(m, nn.LayerNorm):
-            return math.prod(m.normalized_shape)
-        if isinstance(m, nn.Conv1d):
-            return m.out_channels
-        return int(rec.out_shape[-1])
 
     def _accumulate_G(self, st: _ModuleState, g: torch.Tensor, weight: float) -> None:
         assert st.layout is not None
@@ -480,47 +392,9 @@ class CurvatureHooks:
         st.diag[pname] = value if cur is None else cur + value
 
     def _accumulate_diag(self, st: _ModuleState, g: torch.Tensor, weight: float) -> None:
-        m = st.module
-        lay, a = st.layout, st.a
-        assert lay is not None and a is not None
-        ex = lay.ex
-        if isinstance(m, nn.Embedding):
-            ids = a.long()
-            if m.padding_idx is not None:
-                ok = ids != m.padding_idx
-                ids, ex, g = ids[ok], ex[ok], g[ok]
-            key = ex * m.num_embeddings + ids
-            uniq, inv = torch.unique(key, return_inverse=True)
-            sums = g.new_zeros(uniq.numel(), g.shape[1]).index_add_(0, inv, g)
-            rows = uniq % m.num_embeddings
-            d = torch.zeros(m.num_embeddings, g.shape[1], device=g.device, dtype=g.dtype)
-            d.index_add_(0, rows, sums.square())
-            self._add_diag(st, "weight", d.reshape(m.weight.shape) * weight)
-            return
-        if "bias" in st.diag_params:
-            gb = lay.segment_sum(g)
-            self._add_diag(st, "bias", gb.square().sum(0).reshape(m.bias.shape) * weight)
-        if "weight" not in st.diag_params:
-            return
-        a = a.to(g.dtype)
-        if isinstance(m, nn.LayerNorm):
-            gw = lay.segment_sum(g * a)
-            self._add_diag(st, "weight", gw.square().sum(0).reshape(m.weight.shape) * weight)
-            return
-        # Linear / Conv1d (patches): per-example grad = sum_r g_r a_r^T
-        if ex.numel() == 0:
-            return
-        if lay.max_count() <= 1:
-            d = g.square().T @ a.square()
-        else:
-            gp, ap = lay.padded(g), lay.padded(a)
-            n = gp.shape[0]
-            d = g.new_zeros(g.shape[1], a.shape[1])
-            per = max(1, _PER_EXAMPLE_BUDGET // max(1, g.shape[1] * a.shape[1]))
-            for s in range(0, n, per):
-                pe = torch.bmm(gp[s : s + per].transpose(1, 2), ap[s : s + per])
-                d += pe.square().sum(0)
-        self._add_diag(st, "weight", d.reshape(m.weight.shape) * weight)
+        assert st.layout is not None and st.a is not None
+        for pname, value in st.kind.diag(st.module, st.diag_params, g, st.a, st.layout):
+            self._add_diag(st, pname, value * weight)
 
     # --------------------------------------------------------------- result
     def results(self) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], dict[str, torch.Tensor]]:
@@ -531,9 +405,8 @@ class CurvatureHooks:
         for name, st in self.states.items():
             prefix = f"{name}." if name else ""
             if st.kfac:
-                d_in = self._in_dim(st)
-                d_out = self._out_dim(st)
-                dev = st.module.weight.device
+                d_in, d_out = st.kind.factor_dims(st.module, st.has_bias)
+                dev = next(st.module.parameters()).device
                 A = st.A if st.A is not None else torch.zeros(d_in, d_in, dtype=ACC_DTYPE, device=dev)
                 G = st.G if st.G is not None else torch.zeros(d_out, d_out, dtype=ACC_DTYPE, device=dev)
                 a_norm = max(st.n_positions, 1) if self.variant == "expand" else n
@@ -545,13 +418,3 @@ class CurvatureHooks:
                     v = torch.zeros(p.shape, dtype=ACC_DTYPE, device=p.device)
                 diag[prefix + pname] = v / n
         return kfac, diag
-
-    @staticmethod
-    def _in_dim(st: _ModuleState) -> int:
-        w = st.module.weight
-        d = w[0].numel()
-        return d + (1 if st.has_bias else 0)
-
-    @staticmethod
-    def _out_dim(st: _ModuleState) -> int:
-        return st.module.weight.shape[0]

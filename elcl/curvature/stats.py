@@ -35,9 +35,6 @@ class SizeRow:
     def ratio(self) -> float:
         return self.factor_bytes / self.param_bytes if self.param_bytes else float("nan")
 
-    def as_tuple(self) -> tuple[str, str, int, int, int, float]:
-        return (self.layer, self.kind, self.params, self.param_bytes, self.factor_bytes, self.ratio)
-
 
 def _elem(dtype: torch.dtype) -> int:
     return torch.empty((), dtype=dtype).element_size()
@@ -66,7 +63,7 @@ def factor_size_table(
     params = dict(model.named_parameters()) if model is not None else {}
 
     def pinfo(name: str) -> tuple[int, int]:
-        t = params.get(name)
+        t: torch.Tensor | None = params.get(name)
         if t is None:
             t = stats.anchors.get(name)
         if t is None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from elcl.data.pubtator import parse_pubtator_file
-from elcl.data.types import SPLITS, Corpus, Document, Mention
+from elcl.data.types import SPLITS, Corpus, Document
 from elcl.errors import CorpusFormatError, ElclError
 
 
@@ -156,8 +156,3 @@ def _check_nonempty(corpus: Corpus) -> Corpus:
 def clear_cache() -> None:
     """Forget cached corpora (tests that rewrite files in place need this)."""
     _load_cached.cache_clear()
-
-
-def all_mentions(corpus: Corpus, splits: tuple[str, ...]) -> list[Mention]:
-    """Mentions of several splits, in file order."""
-    return [m for s in splits for m in corpus.mentions(s)]

@@ -73,10 +73,6 @@ class Run(RunSpec):
     def n_steps(self) -> int:
         return 1 + max((r.step for r in self.rows), default=-1)
 
-    @property
-    def order_label(self) -> str:
-        return ">".join(self.order)
-
     def splits(self) -> set[str]:
         return {r.split for r in self.rows}
 

@@ -1,37 +1,79 @@
 """Everything a task needs before training: corpus, ontology, candidates, examples.
 
 Preparation is deterministic and independent of the run's seed, so every method and
-seed of an experiment sees exactly the same examples; it is cached per process
-because a sequential run visits each task several times (train, evaluate, Fisher).
+seed of an experiment sees exactly the same examples. A task comes out in two parts of
+different types: an :class:`EvalTask` (ontology and dev/test examples, what evaluation
+needs) and a :class:`TrainSplit` (the training examples). Only the no-old-data guard
+(:mod:`elcl.continual.guard`) loads training splits and keeps them, so evaluation and
+anything else holding an ``EvalTask`` cannot reach a task's training data. The shared
+sources (corpus, ontology, fitted retriever) and the evaluation parts are cached per
+process, because a sequential run visits each task several times.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import overload
 
 from elcl.candidates.tfidf import TfidfCandidateGenerator, default_cache_dir
 from elcl.config import ExperimentConfig, resolve_data_dir
 from elcl.data.corpora import load_corpus
 from elcl.data.ontology import Ontology, ontology_for_task
-from elcl.data.types import Corpus
+from elcl.data.types import Corpus, Document
 from elcl.training.examples import ExampleStats, GoldIndex, LinkingExample, build_examples
 
+EVAL_SPLITS = ("dev", "test")
 
-@dataclass
-class TaskData:
+
+@dataclass(frozen=True)
+class EvalTask:
+    """A task as evaluation sees it: no training examples and no corpus (which holds them)."""
+
     name: str
-    corpus: Corpus
     ontology: Ontology
-    examples: dict[str, list[LinkingExample]]
-    stats: dict[str, ExampleStats] = field(default_factory=dict)
+    examples: Mapping[str, list[LinkingExample]]
+    stats: Mapping[str, ExampleStats] = field(default_factory=dict)
 
     def n_unlinkable(self, split: str) -> int:
         return self.stats[split].unlinkable if split in self.stats else 0
 
 
-_CACHE: dict[tuple, TaskData] = {}
+@dataclass(frozen=True)
+class TrainSplit(Sequence[LinkingExample]):
+    """A task's training examples with their preparation counts; handed out by the guard only."""
+
+    task: str
+    examples: tuple[LinkingExample, ...]
+    stats: ExampleStats
+
+    @overload
+    def __getitem__(self, i: int) -> LinkingExample: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[LinkingExample]: ...
+    def __getitem__(self, i: int | slice) -> LinkingExample | Sequence[LinkingExample]:
+        return self.examples[i]
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __iter__(self) -> Iterator[LinkingExample]:
+        return iter(self.examples)
+
+
+@dataclass(frozen=True)
+class _Sources:
+    corpus: Corpus
+    ontology: Ontology
+    generator: TfidfCandidateGenerator
+    docs: dict[str, Document]
+    gold_index: GoldIndex
+
+
+_SOURCES: dict[tuple, _Sources] = {}
+_EVAL: dict[tuple, EvalTask] = {}
 
 
 def _subsample(items: list, n: int | None, salt: str) -> list:
@@ -42,34 +84,85 @@ def _subsample(items: list, n: int | None, salt: str) -> list:
     return [items[i] for i in idx]
 
 
-def prepare_task(name: str, cfg: ExperimentConfig, splits: tuple[str, ...] = ("train", "dev", "test")) -> TaskData:
+def _with_dense(sparse: TfidfCandidateGenerator, ontology: Ontology, cfg: ExperimentConfig):
+    """TF-IDF merged with the encoder's nearest names (``candidates.dense``); embeddings cached on disk."""
+    from elcl.candidates.dense import DenseCandidateGenerator, MergedCandidateGenerator
+
+    encoder = cfg.candidates.dense_encoder or cfg.model.name
+    if cfg.model.type != "bert" and cfg.candidates.dense_encoder is None:
+        from elcl.errors import ConfigError
+
+        raise ConfigError("candidates.dense: the CNN linker has no pretrained encoder to rank names with; set candidates.dense_encoder")
+    dense = DenseCandidateGenerator(ontology, encoder, pooling=cfg.model.pooling, max_length=cfg.model.max_length, cache_dir=default_cache_dir())
+    return MergedCandidateGenerator(sparse, dense, cfg.candidates.dense_k).fit()
+
+
+def _key(name: str, cfg: ExperimentConfig) -> tuple:
     data_dir = resolve_data_dir(cfg.data.data_dir)
-    key = (
-        name, str(Path(data_dir).resolve()), cfg.data.model_dump_json(), cfg.candidates.model_dump_json(),
-        cfg.model.context_window, cfg.train.max_train_mentions, cfg.train.max_eval_mentions, splits,
+    return (
+        name,
+        str(Path(data_dir).resolve()),
+        cfg.data.model_dump_json(),
+        cfg.candidates.model_dump_json(),
+        cfg.model.context_window,
+        cfg.train.max_train_mentions,
+        cfg.train.max_eval_mentions,
     )
-    if key in _CACHE:
-        return _CACHE[key]
-    corpus = load_corpus(name, data_dir)
-    ontology = ontology_for_task(name, data_dir, corpus, mode=cfg.data.ontology, dictionary_splits=tuple(cfg.data.dictionary_splits))
-    generator = TfidfCandidateGenerator(
-        ontology, (cfg.candidates.ngram_min, cfg.candidates.ngram_max), cfg.candidates.analyzer, cache_dir=default_cache_dir()
-    ).fit()
-    docs = {d.doc_id: d for s in corpus.splits.values() for d in s}
-    gold_index = GoldIndex(ontology)
-    examples: dict[str, list[LinkingExample]] = {}
-    stats: dict[str, ExampleStats] = {}
-    for split in splits:
-        mentions = corpus.mentions(split)
-        limit = cfg.train.max_train_mentions if split == "train" else cfg.train.max_eval_mentions
-        mentions = _subsample(mentions, limit, f"{name}:{split}")
-        exs, st = build_examples(
-            mentions, docs, generator, ontology, cfg.candidates.k, training=(split == "train"),
-            context_window=cfg.model.context_window, task=name, gold_index=gold_index,
+
+
+def _sources(name: str, cfg: ExperimentConfig) -> _Sources:
+    key = _key(name, cfg)
+    if key not in _SOURCES:
+        data_dir = resolve_data_dir(cfg.data.data_dir)
+        corpus = load_corpus(name, data_dir)
+        ontology = ontology_for_task(
+            name, data_dir, corpus, mode=cfg.data.ontology, dictionary_splits=tuple(cfg.data.dictionary_splits)
         )
-        examples[split], stats[split] = exs, st
-    data = TaskData(name, corpus, ontology, examples, stats)
-    _CACHE[key] = data
-    return data
+        generator = TfidfCandidateGenerator(
+            ontology,
+            (cfg.candidates.ngram_min, cfg.candidates.ngram_max),
+            cfg.candidates.analyzer,
+            cache_dir=default_cache_dir(),
+        ).fit()
+        if cfg.candidates.dense:
+            generator = _with_dense(generator, ontology, cfg)
+        docs = {d.doc_id: d for s in corpus.splits.values() for d in s}
+        _SOURCES[key] = _Sources(corpus, ontology, generator, docs, GoldIndex(ontology))
+    return _SOURCES[key]
 
 
+def _split_examples(name: str, cfg: ExperimentConfig, split: str) -> tuple[list[LinkingExample], ExampleStats]:
+    src = _sources(name, cfg)
+    limit = cfg.train.max_train_mentions if split == "train" else cfg.train.max_eval_mentions
+    mentions = _subsample(src.corpus.mentions(split), limit, f"{name}:{split}")
+    return build_examples(
+        mentions,
+        src.docs,
+        src.generator,
+        src.ontology,
+        cfg.candidates.k,
+        training=(split == "train"),
+        context_window=cfg.model.context_window,
+        task=name,
+        gold_index=src.gold_index,
+    )
+
+
+def prepare_eval_task(name: str, cfg: ExperimentConfig) -> EvalTask:
+    """The task's ontology and dev/test examples (cached)."""
+    key = _key(name, cfg)
+    if key not in _EVAL:
+        parts = {split: _split_examples(name, cfg, split) for split in EVAL_SPLITS}
+        _EVAL[key] = EvalTask(
+            name,
+            _sources(name, cfg).ontology,
+            {s: exs for s, (exs, _) in parts.items()},
+            {s: st for s, (_, st) in parts.items()},
+        )
+    return _EVAL[key]
+
+
+def load_train_split(name: str, cfg: ExperimentConfig) -> TrainSplit:
+    """The task's training examples, built afresh: the guard's loader, which keeps them (not cached here)."""
+    examples, stats = _split_examples(name, cfg, "train")
+    return TrainSplit(name, tuple(examples), stats)
