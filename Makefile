@@ -41,7 +41,7 @@ reproduce-cpu-report:
 	$(ELCL) evaluate $(RUNS)/reproduce_cpu --out results/reproduce_cpu/report
 
 # Full grids for a GPU (BERT-family and CNN linkers, every method, 3 seeds).
-FULL_METHODS ?= single joint naive lr_control replay ewc online_ewc kfac
+FULL_METHODS ?= single joint naive lr_control replay ewc online_ewc kfac online_kfac
 reproduce-bert:
 	@for m in $(FULL_METHODS); do \
 	  $(ELCL) train --config configs/reproduce_bert.yaml --set method.name=$$m --output-dir $(RUNS) --resume $(RUNS)/reproduce_bert || exit 1; \

@@ -9,12 +9,17 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Callable, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from elcl.errors import ConfigError
+
+if TYPE_CHECKING:
+    from elcl.continual.methods import Method, MethodSettings, RunLambda
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -116,33 +121,68 @@ class TrainConfig(_Section):
     training settings, seed and order match (it would be trained identically)."""
 
 
-MethodName = Literal["naive", "lr_control", "replay", "ewc", "online_ewc", "kfac", "joint", "single"]
+class _MethodBase(_Section):
+    """``method``: ``name`` picks the method; each method has its own section of settings,
+    validated by the method's ``Settings`` model (``method.kfac.lambda_grid``,
+    ``method.online_ewc.gamma``, ...). One config may hold sections for several methods
+    (the Makefile runs one config per method with ``--set method.name=...``); only the
+    named method's section is used and written to a run's ``config.yaml``.
 
+    Shorthand: keys given directly under ``method`` belong to the named method's section
+    (``method: {name: kfac, lambda: 100}`` is ``method: {name: kfac, kfac: {lambda: 100}}``);
+    a key the method does not have is an error naming ``method.<name>.<key>``."""
 
-class MethodConfig(_Section):
-    name: MethodName = "naive"
-    lambda_: Union[FiniteFloat, list[FiniteFloat]] = Field(1.0, alias="lambda")
-    gamma: float = Field(1.0, gt=0, le=1)
-    """online_ewc: decay of the running Fisher."""
-    replay_size: int = Field(500, ge=1)
-    lr_scale: float = Field(0.5, gt=0, le=1)
-    """lr_control: learning rate of tasks after the first, as a fraction of train.lr."""
-    layer_decay: float = Field(0.8, gt=0, le=1)
-    """lr_control: discriminative factor per layer below the top (ULMFiT)."""
-    fast_grad: bool = True
-    """Add the penalty gradient directly (no second autograd graph)."""
-    penalty_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
-    """kfac: dtype of the dense factor products. auto = bfloat16 when train.amp is bf16
-    (the forward pass is bf16 already; 3× faster products, gradient within ~1%), else
-    float32."""
+    name: str = ""
 
-    @field_validator("lambda_")
+    @model_validator(mode="before")
     @classmethod
-    def _nonneg(cls, v: Union[float, list[float]]) -> Union[float, list[float]]:
-        vals = v if isinstance(v, list) else [v]
-        if not vals or any(x < 0 for x in vals):
-            raise ValueError("method.lambda must be a non-negative number or a non-empty list of them")
-        return v
+    def _shorthand(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        from elcl.continual.methods import DEFAULT, REGISTRY
+
+        name = data.get("name", DEFAULT)
+        if name not in REGISTRY:
+            return data
+        known = {f.alias or n for n, f in REGISTRY[name].Settings.model_fields.items()}
+        # keys the named method does not have stay here: an unknown key named as written
+        flat = {k: v for k, v in data.items() if k in known}
+        if not flat:
+            return data
+        out = {k: v for k, v in data.items() if k not in flat}
+        section = out.get(name)
+        section = dict(section) if isinstance(section, dict) else {}
+        twice = sorted(set(section) & set(flat))
+        if twice:
+            raise ValueError(f"method.{twice[0]} and method.{name}.{twice[0]} both given; keep one")
+        out[name] = {**section, **flat}
+        return out
+
+    @property
+    def method(self) -> "type[Method]":
+        from elcl.continual.methods import get
+
+        return get(self.name)
+
+    @property
+    def settings(self) -> "MethodSettings":
+        """The named method's section."""
+        return getattr(self, self.name)
+
+
+def _method_config_model() -> type[_MethodBase]:
+    from elcl.continual.methods import DEFAULT, REGISTRY
+
+    fields: dict[str, Any] = {"name": (Literal[tuple(REGISTRY)], DEFAULT)}  # type: ignore[valid-type]
+    for key, cls in REGISTRY.items():
+        fields[key] = (cls.Settings, Field(default_factory=cls.Settings, description=cls.summary))
+    return create_model("MethodConfig", __base__=_MethodBase, **fields)
+
+
+if TYPE_CHECKING:  # the checker sees the base (name, settings); pydantic the full model
+    MethodConfig = _MethodBase
+else:
+    MethodConfig = _method_config_model()
 
 
 class CurvatureConfig(_Section):
@@ -212,12 +252,16 @@ class ExperimentConfig(_Section):
     def task_orders(self) -> list[list[str]]:
         return [list(o) for o in self.orders] if self.orders else [list(self.tasks)]
 
-    def lambdas(self) -> list[float]:
-        lam = self.method.lambda_
-        return [float(x) for x in lam] if isinstance(lam, list) else [float(lam)]
+    def lambdas(self) -> "list[RunLambda]":
+        """The λ of each run of this config (``[None]`` for a method without one)."""
+        return self.method.settings.lambdas()
 
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", by_alias=True)
+        """JSON-able form; ``method`` holds only the named method's section."""
+        d = self.model_dump(mode="json", by_alias=True)
+        name = d["method"]["name"]
+        d["method"] = {"name": name, name: d["method"][name]}
+        return d
 
 
 def _check_order(order: list[str], what: str) -> list[str]:
@@ -245,7 +289,7 @@ def short_repr(value: Any, limit: int = 80) -> str:
 _TYPE_TAGS = re.compile(r"^(float|int|str|bool|list\[.*\]|dict\[.*\]|function-\w+\[.*\])$")
 
 
-def _format_validation_error(err: ValidationError, source: str) -> str:
+def _format_validation_error(err: ValidationError, source: str, raw: dict[str, Any] | None = None) -> str:
     errors = err.errors()
 
     def path(e: Any) -> list[str]:
@@ -256,11 +300,21 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
     # furthest ([1, .inf]: "item 1 is not finite", not "a list is not a number").
     head = path(errors[0])
     first = max((e for e in errors if path(e)[: len(head)] == head), key=lambda e: len(path(e)))
-    key = ".".join(path(first)).replace("lambda_", "lambda")
+    loc = tuple(path(first))
+    from elcl.continual.methods import DEFAULT
+
+    method = raw.get("method") if isinstance(raw, dict) else None
+    method_name = str(method.get("name", DEFAULT)) if isinstance(method, dict) else DEFAULT
+    if isinstance(method, dict) and len(loc) >= 3 and loc[:2] == ("method", method_name) and loc[2].rstrip("_") in method:
+        loc = ("method",) + loc[2:]  # a key given with the shorthand is named as written
+    key = ".".join("lambda" if p == "lambda_" else p for p in loc)
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
         parent_loc = first["loc"][:-1]
         allowed = _allowed_keys(parent_loc)
+        if tuple(parent_loc) == ("method",):
+            own = _allowed_keys(("method", method_name)) if method_name in allowed else []
+            allowed = ["name"] + own + [f"a section per method ({', '.join(k for k in allowed if k != 'name')})"]
         msg = f"unknown key; allowed keys here: {', '.join(allowed)}"
     elif first["type"] == "literal_error":
         msg = f"invalid value {short_repr(first.get('input'))}; {msg}"
@@ -319,11 +373,15 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> ExperimentC
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_format_validation_error(err, source)) from None
+        raise ConfigError(_format_validation_error(err, source, raw)) from None
 
 
-def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None) -> ExperimentConfig:
-    """Read, override and validate a YAML config; every failure is a one-line ConfigError."""
+def load_config(
+    path: str | os.PathLike[str], overrides: list[str] | None = None,
+    upgrade: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> ExperimentConfig:
+    """Read, override and validate a YAML config; every failure is a one-line ConfigError.
+    ``upgrade`` rewrites an older file's form before the overrides apply."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: config file not found")
@@ -342,8 +400,37 @@ def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None
         raise ConfigError(f"{where}: not a valid YAML file ({exc.__class__.__name__})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{p}: expected a mapping of config sections at the top level")
+    if upgrade is not None:
+        raw = upgrade(raw)
     raw = apply_overrides(raw, overrides or [])
     return config_from_dict(raw, str(p))
+
+
+_FLAT_METHOD_KEYS = ("lambda", "gamma", "replay_size", "lr_scale", "layer_decay", "fast_grad", "penalty_dtype")
+"""The one ``method`` section of elcl before per-method sections: every run's
+``config.yaml`` held all of these, whatever the method."""
+
+
+def upgrade_run_config(raw: dict[str, Any]) -> dict[str, Any]:
+    """A run's ``config.yaml`` written before per-method sections, in today's form: the
+    flat keys the named method has move into its section, the others (written for every
+    method alike) are dropped. Newer files come back unchanged."""
+    method = raw.get("method")
+    if not isinstance(method, dict) or not any(k in method for k in _FLAT_METHOD_KEYS):
+        return raw
+    from elcl.continual.methods import DEFAULT, REGISTRY
+
+    cls = REGISTRY.get(str(method.get("name", DEFAULT)))
+    if cls is None:
+        return raw
+    known = {f.alias or n for n, f in cls.Settings.model_fields.items()}
+    kept = {k: v for k, v in method.items() if k not in _FLAT_METHOD_KEYS or k in known}
+    return {**raw, "method": kept}
+
+
+def load_run_config(run_dir: str | os.PathLike[str], overrides: list[str] | None = None) -> ExperimentConfig:
+    """The ``config.yaml`` of a run directory (any elcl version's), overridden and validated."""
+    return load_config(Path(run_dir) / "config.yaml", overrides, upgrade=upgrade_run_config)
 
 
 def _check_aliases(text: str, where: Path) -> None:

@@ -79,8 +79,8 @@ def precision_warning(cfg: Any, device: torch.device | str | None = None) -> str
     asked = []
     if cfg.train.amp == "bf16":
         asked.append("train.amp: bf16")
-    if cfg.method.penalty_dtype == "bfloat16" and cfg.method.name in ("kfac",):
-        asked.append("method.penalty_dtype: bfloat16")
+    if getattr(cfg.method.settings, "penalty_dtype", None) == "bfloat16":  # the K-FAC methods' setting
+        asked.append(f"method.{cfg.method.name}.penalty_dtype: bfloat16")
     if not asked:
         return None
     dev = torch.device(device) if device is not None else torch.device("cpu")

@@ -1,11 +1,15 @@
 """Size of curvature statistics relative to the parameters they cover, per layer and total.
 
     python scripts/bench_memory.py [--model minilm] [--bert-base/--no-bert-base]
-        [--dtype float32] [--out results/bench_memory.json]
+        [--dtype float32] [--tasks 1,2,3,5,10] [--out results/bench_memory.json]
 
 Shapes only: K-FAC blocks (Linear: A of in(+1), G of out; stored ``triu`` as d(d+1)/2
 values or ``full`` as d²), diagonals for the rest (and for everything with EWC). The
 BERT-base configuration is built from ``BertConfig()`` with random weights (no download).
+
+``--tasks``: curvature kept after T tasks by ``kfac`` (every task's factors, diagonals and
+anchor) and by ``online_kfac`` (one running set, folded T times with the method's own
+``fold``), counted from the statistics objects as stored (``triu`` factors).
 """
 
 from __future__ import annotations
@@ -52,6 +56,57 @@ def sizes(model: nn.Module, elem: int) -> dict:
     return {"layers": layers, "total": total}
 
 
+def stats_bytes(stats, elem: int) -> int:
+    """Bytes of a CurvatureStats as stored: triu factors and diagonals in ``elem``-byte
+    values, anchors in the parameters' dtype."""
+    tri = sum(d * (d + 1) // 2 for A, G in stats.kfac.values() for d in (A.shape[0], G.shape[0]))
+    diag = sum(F.numel() for F in stats.diag.values())
+    anchors = sum(a.numel() * a.element_size() for a in stats.anchors.values())
+    return (tri + diag) * elem + anchors
+
+
+def one_task_stats(model: nn.Module):
+    """Statistics shaped like one task's K-FAC result for ``model`` (identity factors,
+    unit diagonals for parameters outside the blocks; the values do not matter here)."""
+    from elcl.curvature.collect import CurvatureStats
+
+    kfac, diag, anchors = {}, {}, {}
+    for name, m in model.named_modules():
+        local = [(n, p) for n, p in m.named_parameters(recurse=False) if p.requires_grad]
+        if not local:
+            continue
+        full = lambda n: f"{name}.{n}" if name else n  # noqa: E731
+        if isinstance(m, (nn.Linear, nn.Conv1d)):
+            d_in = m.weight[0].numel() + (1 if m.bias is not None else 0)
+            kfac[name] = (torch.eye(d_in), torch.eye(m.weight.shape[0]))
+        else:
+            diag.update({full(n): torch.ones_like(p) for n, p in local})
+        anchors.update({full(n): p.detach() for n, p in local})
+    return CurvatureStats(kfac=kfac, diag=diag, anchors=anchors, meta={"approx": "kfac", "n_examples": 1})
+
+
+def task_scaling(model: nn.Module, elem: int, tasks: list[int]) -> list[dict]:
+    """Curvature bytes after T tasks: kfac (T per-task sets) vs online_kfac (one running set)."""
+    from elcl.continual.methods.online_kfac import fold
+
+    one = one_task_stats(model)
+    rows, running, weight, folded = [], None, 0.0, 0
+    for T in tasks:
+        while folded < T:
+            running, weight = fold(running, weight, one, 1.0, 0.9)
+            folded += 1
+        rows.append({"tasks": T, "kfac_bytes": T * stats_bytes(one, elem), "online_kfac_bytes": stats_bytes(running, elem),
+                     "online_kfac_disk_bytes": min(T, 2) * stats_bytes(running, elem)})
+    return rows
+
+
+def report_tasks(title: str, rows: list[dict]) -> None:
+    mib = lambda b: f"{b / 2**20:.1f}"  # noqa: E731
+    print(f"\n{title}")
+    print(table(["tasks", "kfac MiB", "online_kfac MiB (penalty)", "online_kfac MiB (disk, with the previous step)"],
+                [[r["tasks"], mib(r["kfac_bytes"]), mib(r["online_kfac_bytes"]), mib(r["online_kfac_disk_bytes"])] for r in rows]))
+
+
 def report(title: str, s: dict, show_layers: int) -> None:
     mib = lambda b: f"{b / 2**20:.2f}"  # noqa: E731
     print(f"\n{title}")
@@ -72,6 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--bert-base", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16", "float64"])
     ap.add_argument("--layers", type=int, default=6, help="K-FAC layers to list before the total")
+    ap.add_argument("--tasks", default="1,2,3,5,10", help="task counts for the kfac vs online_kfac table ('' to skip)")
     ap.add_argument("--out", default="results/bench_memory.json")
     args = ap.parse_args(argv)
     print_cpu()
@@ -81,6 +137,10 @@ def main(argv: list[str] | None = None) -> dict:
     s = sizes(linker, elem)
     out["models"][args.model] = s
     report(f"{args.model} linker, {args.dtype}", s, args.layers)
+    tasks = [int(t) for t in args.tasks.split(",") if t.strip()]
+    if tasks:
+        out["tasks"] = {args.model: task_scaling(linker, elem, tasks)}
+        report_tasks(f"{args.model} linker: curvature kept after T tasks (factors + diagonals + anchors, {args.dtype})", out["tasks"][args.model])
     if args.bert_base:
         from transformers import BertConfig, BertModel
 

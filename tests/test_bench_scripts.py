@@ -70,3 +70,14 @@ def test_bench_penalty_real_batches_of_a_config(tiny_bert: Path, tmp_path: Path,
     shape = out["results"]["batch_shape"]
     assert shape["batch_size"] == 3 and shape["batches"] == 2
     assert 3 < shape["sequences"] <= 3 * 5 and 1 < shape["width"] <= 10  # 3 mentions + shared candidates, ≤ max_length
+
+
+def test_bench_memory_tasks_table(tiny_bert: Path, tmp_path: Path) -> None:
+    """K-FAC's per-task curvature grows with the number of tasks; online K-FAC's stays one task's."""
+    out = _load("bench_memory").main(["--model", str(tiny_bert), "--no-bert-base", "--tasks", "1,2,5", "--out", str(tmp_path / "m.json")])
+    rows = next(iter(out["tasks"].values()))
+    assert [r["tasks"] for r in rows] == [1, 2, 5]
+    one = rows[0]["kfac_bytes"]
+    assert one > 0 and [r["kfac_bytes"] for r in rows] == [one, 2 * one, 5 * one]
+    assert [r["online_kfac_bytes"] for r in rows] == [one] * 3
+    assert [r["online_kfac_disk_bytes"] for r in rows] == [one, 2 * one, 2 * one]

@@ -33,7 +33,7 @@ def config_file(tmp_path_factory) -> Path:
         "candidates": {"k": 4},
         "model": {"name": str(model), "max_length": 12},
         "train": {"epochs": 1, "batch_size": 8, "lr": 1e-3, "device": "cpu"},
-        "method": {"name": "kfac", "lambda": 1.0},
+        "method": {"name": "kfac", "kfac": {"lambda": 1.0}},
         "curvature": {"max_examples": 8, "batch_size": 4},
     }
     path = root / "cli.yaml"
@@ -61,6 +61,16 @@ def test_train_fisher_evaluate_round_trip(config_file: Path) -> None:
 
     shown = runner.invoke(app, ["evaluate", str(run)])
     assert shown.exit_code == 0 and "acc@1" in shown.output and "bc5cdr_disease" in shown.output
+
+
+def test_fisher_force_recomputes_what_the_method_needs(config_file: Path, tmp_path: Path) -> None:
+    """--force on an EWC run writes the diagonal Fisher its penalty reads (not K-FAC)."""
+    res = runner.invoke(app, ["train", "--config", str(config_file), "--set", "method.name=ewc", "--output-dir", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    run = tmp_path / "cli" / "ewc-lam1-o0-s5"
+    res = runner.invoke(app, ["fisher", "--run", str(run), "--task", "ncbi_disease", "--force"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((run / "curvature" / "ncbi_disease" / "meta.json").read_text())["approximation"] == "diag"
 
 
 def test_fisher_refuses_unknown_task_and_corrupt_checkpoint(config_file: Path) -> None:

@@ -9,7 +9,7 @@ from elcl.errors import ConfigError
 
 
 def test_defaults_and_lambda_grid() -> None:
-    cfg = config_from_dict({"method": {"name": "kfac", "lambda": [1, 10]}})
+    cfg = config_from_dict({"method": {"name": "kfac", "lambda_grid": [1, 10]}})
     assert cfg.lambdas() == [1.0, 10.0]
     assert cfg.task_orders() == [["ncbi_disease"]]
 
@@ -23,7 +23,7 @@ def test_defaults_and_lambda_grid() -> None:
         ({"method": {"lambda": [-1]}}, "config key 'method.lambda'"),
         ({"candidates": {"ngram_min": 3, "ngram_max": 2}}, "ngram_max"),
         ({"bogus": 1}, "config key 'bogus': unknown key"),
-        ({"method": {"penalty_dtype": "fp8"}}, "config key 'method.penalty_dtype': invalid value 'fp8'"),
+        ({"method": {"name": "kfac", "penalty_dtype": "fp8"}}, "config key 'method.penalty_dtype': invalid value 'fp8'"),
     ],
 )
 def test_bad_config_is_one_line_error(raw: dict, needle: str) -> None:
@@ -38,7 +38,7 @@ def test_bad_config_is_one_line_error(raw: dict, needle: str) -> None:
 def test_overrides_are_yaml_values(tmp_path) -> None:
     p = tmp_path / "c.yaml"
     p.write_text("method: {name: ewc}\ntrain: {epochs: 1}\n")
-    cfg = load_config(p, ["train.epochs=2.5", "method.lambda=[1, 100]", "model.cnn.blocks=3"])
+    cfg = load_config(p, ["train.epochs=2.5", "method.lambda_grid=[1, 100]", "model.cnn.blocks=3"])
     assert cfg.train.epochs == 2.5 and cfg.lambdas() == [1.0, 100.0] and cfg.model.cnn.blocks == 3
 
 
@@ -79,7 +79,7 @@ def test_shipped_configs_validate() -> None:
 def test_penalty_dtype_follows_amp_unless_set(amp: str, choice: str, expected: str | None) -> None:
     import torch
 
-    from elcl.continual.runner import penalty_matmul_dtype
+    from elcl.continual.methods.kfac import penalty_matmul_dtype
 
     cfg = config_from_dict({"train": {"amp": amp}, "method": {"name": "kfac", "penalty_dtype": choice}})
     assert penalty_matmul_dtype(cfg) == (getattr(torch, expected) if expected else None)

@@ -10,7 +10,7 @@ import pytest
 from elcl.config import config_from_dict
 from elcl.continual import runner as runner_mod
 from elcl.continual.guard import OldDataAccessError, TrainDataGuard
-from elcl.continual.methods import ReplayMemory, discriminative_groups
+from elcl.continual.methods import ReplayMemory, discriminative_groups, get
 from elcl.continual.runner import expand_runs, run_experiment
 from elcl.continual.rundir import read_jsonl
 from elcl.runtime import Runtime
@@ -39,7 +39,7 @@ def make_cfg(setup, tmp_path: Path, method: str, **extra) -> object:
         "candidates": {"k": 4},
         "model": {"name": str(model_dir), "max_length": 12},
         "train": {"epochs": 1, "batch_size": 8, "lr": 1e-3, "device": "cpu"},
-        "method": {"name": method, "lambda": 10.0},
+        "method": {"name": method, **({"lambda": 10.0} if get(method).penalised() else {})},
         "curvature": {"max_examples": 16, "batch_size": 8},
     }
     for k, v in extra.items():
@@ -71,12 +71,12 @@ def test_every_method_runs_and_writes_its_run_directory(setup, tmp_path: Path, m
 
 
 def test_lambda_grid_seeds_and_orders_expand() -> None:
-    cfg = config_from_dict({"method": {"name": "kfac", "lambda": [1, 10]}, "seeds": [1, 2], "orders": [["ncbi_disease", "bc5cdr_disease"], ["bc5cdr_disease", "ncbi_disease"]]})
+    cfg = config_from_dict({"method": {"name": "kfac", "lambda_grid": [1, 10]}, "seeds": [1, 2], "orders": [["ncbi_disease", "bc5cdr_disease"], ["bc5cdr_disease", "ncbi_disease"]]})
     runs = expand_runs(cfg)
     assert len(runs) == 8
     assert len({spec.dirname for spec, _ in runs}) == 8
-    assert all(c.seeds == [s.seed] and c.method.lambda_ == s.lam and c.tasks == list(s.order) for s, c in runs)
-    naive = expand_runs(config_from_dict({"method": {"name": "naive", "lambda": [1, 10]}}))
+    assert all(c.seeds == [s.seed] and c.method.settings.lambda_ == s.lam and c.tasks == list(s.order) for s, c in runs)
+    naive = expand_runs(config_from_dict({"method": {"name": "naive", "kfac": {"lambda_grid": [1, 10]}}}))
     assert len(naive) == 1 and naive[0][0].lam is None
 
 

@@ -116,8 +116,8 @@ def test_diverged_run_stops_is_failed_and_never_evaluated(world: dict, tmp_path:
     assert isinstance(shown.exception, ElclError) and "no usable run" in str(shown.exception)
 
 
-@pytest.mark.parametrize(("override", "key"), [("train.lr=.inf", "train.lr"), ("method.lambda=.nan", "method.lambda"),
-                                               ("method.lambda=[1, .inf]", "method.lambda")])
+@pytest.mark.parametrize(("override", "key"), [("train.lr=.inf", "train.lr"), ("method.ewc.lambda=.nan", "method.ewc.lambda"),
+                                               ("method.ewc.lambda_grid=[1, .inf]", "method.ewc.lambda_grid")])
 def test_non_finite_config_values_are_refused(world: dict, override: str, key: str) -> None:
     res = runner.invoke(app, ["train", "--config", str(world["config"]), "--set", override])
     assert isinstance(res.exception, ConfigError) and f"config key '{key}" in str(res.exception)
@@ -154,10 +154,10 @@ def test_nan_checkpoint_is_refused_on_load(world: dict, tmp_path: Path) -> None:
 def test_resume_refuses_experiment_overrides_and_allows_runtime_ones(world: dict, tmp_path: Path) -> None:
     run = copy_run(world, tmp_path)
     before = (run / "config.yaml").read_text()
-    res = runner.invoke(app, ["train", "--resume", str(run), "--set", "train.lr=0.05", "--set", "method.lambda=0"])
+    res = runner.invoke(app, ["train", "--resume", str(run), "--set", "train.lr=0.05", "--set", "method.name=ewc"])
     assert isinstance(res.exception, ConfigError), res.output
     msg = str(res.exception)
-    assert "--resume cannot change" in msg and "train.lr (0.001 -> 0.05)" in msg and "method.lambda" in msg
+    assert "--resume cannot change" in msg and "train.lr (0.001 -> 0.05)" in msg and "method.name" in msg
     assert "train.device" in msg  # names what may change
     assert (run / "config.yaml").read_text() == before and state(run)["status"] == "done"
     ok = runner.invoke(app, ["train", "--resume", str(run), "--set", "train.num_threads=1", "--set", "train.device=cpu"])

@@ -13,7 +13,7 @@ from elcl.errors import ElclError
 def fisher(
     run: Path = typer.Option(..., "--run", help="Run directory written by `elcl train`."),
     task: str = typer.Option(..., "--task", help="Task whose training data (and checkpoint) to use."),
-    approx: Optional[str] = typer.Option(None, "--approx", help="kfac | diag | both (default: the run's curvature config or kfac)."),
+    approx: Optional[str] = typer.Option(None, "--approx", help="kfac | diag | both (default: the run's curvature config, else what its method needs: diag for EWC, kfac for K-FAC and methods without a penalty)."),
     kind: Optional[str] = typer.Option(None, "--kind", help="empirical | sampled."),
     n_samples: Optional[int] = typer.Option(None, "--n-samples", help="Label draws per example for the sampled Fisher."),
     variant: Optional[str] = typer.Option(None, "--variant", help="expand | reduce (weight sharing over positions)."),
@@ -23,7 +23,8 @@ def fisher(
     stats: bool = typer.Option(False, "--stats", help="Print per-layer and total factor sizes next to parameter counts."),
 ) -> None:
     """Compute (or inspect, with --stats on existing files) diagonal Fisher / K-FAC factors."""
-    from elcl.config import load_config
+    from elcl.config import load_run_config
+    from elcl.continual.methods import get as get_method
     from elcl.continual.guard import TrainDataGuard
     from elcl.continual.rundir import RunDir
     from elcl.continual.runner import build_linker, compute_curvature
@@ -39,7 +40,7 @@ def fisher(
     if task not in order:
         raise ElclError(f"--task {task!r}: not a task of this run; its order is {', '.join(order)}")
     overrides = [f"curvature.{k}={v}" for k, v in (("approx", approx), ("kind", kind), ("n_samples", n_samples), ("variant", variant), ("max_examples", max_examples)) if v is not None]
-    cfg = load_config(run / "config.yaml", overrides)
+    cfg = load_run_config(run, overrides)
     target = out or rd.curvature(task)
     rt = init_runtime(cfg.train.device, cfg.train.num_threads)
     model = build_linker(cfg, rt)
@@ -50,13 +51,15 @@ def fisher(
         typer.echo(format_size_table(factor_size_table(target, model)))
         shutdown_runtime(rt)
         return
-    if state.get("method") == "joint":
-        step, trained = 0, "joint"
-    else:
-        step, trained = order.index(task), task
+    method = get_method(str(state["method"]))
+    step = next(i for i, st in enumerate(method.steps(order)) if task in st.tasks)
+    trained = method.steps(order)[step].label
     ckpt = rd.checkpoint(step, trained)
     load_checkpoint(model, ckpt)
-    which = cfg.curvature.approx if cfg.curvature.approx not in ("auto", "none") else "kfac"
+    # what the run's own penalty reads (diag for EWC, kfac for K-FAC), unless asked;
+    # K-FAC for methods that need none
+    which = cfg.curvature.approx if cfg.curvature.approx not in ("auto", "none") else method.curvature
+    which = "kfac" if which == "none" else which
     guard = TrainDataGuard.for_config(cfg, str(state.get("method", "")))
     guard.begin(task)
     examples = guard.train_examples(task)

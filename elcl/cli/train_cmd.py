@@ -18,13 +18,13 @@ def train(
     order: list[int] = typer.Option([], "--order", help="Run only this task order (index into the config's orders; repeatable): a part of the grid."),
 ) -> None:
     """Train a linker on a task sequence with the configured method; writes run directories."""
-    from elcl.config import load_config
+    from elcl.config import load_config, load_run_config
     from elcl.continual.rundir import RunDir, RunSpec
     from elcl.continual.runner import run_experiment, run_sequence
     from elcl.runtime import init_runtime, shutdown_runtime
 
     if resume is not None and (resume / "run.json").is_file():
-        cfg = load_config(resume / "config.yaml", set_)
+        cfg = load_run_config(resume, set_)
         state = RunDir(resume).read_state()
         spec = RunSpec(state["experiment"], state["method"], state.get("lambda"), int(state["seed"]), tuple(state["order"]), int(state["order_index"]))
         rt = init_runtime(cfg.train.device, cfg.train.num_threads)
@@ -60,6 +60,7 @@ def _print_summary(paths: list[Path]) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from elcl.continual.methods import get as get_method
     from elcl.continual.rundir import RunDir, read_jsonl
 
     table = Table(title="final accuracy@1 (test)")
@@ -72,7 +73,7 @@ def _print_summary(paths: list[Path]) -> None:
         if not rows:
             continue
         last = max(r["step"] for r in rows)
-        single = RunDir(Path(p)).read_state().get("method") == "single"
+        single = get_method(str(RunDir(Path(p)).read_state().get("method"))).per_task_model
         final = [r for r in rows if r["trained_task"] == r["eval_task"]] if single else [r for r in rows if r["step"] == last]
         for r in final:
             table.add_row(str(p), r["eval_task"], f"{r['acc1']:.4f}", f"{r['acc5']:.4f}")

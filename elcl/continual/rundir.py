@@ -3,7 +3,7 @@
 ::
 
     <exp>/<run>/config.yaml            resolved config of this run (one seed/λ/order)
-    <exp>/<run>/run.json               method, λ, seed, order, status, steps_done
+    <exp>/<run>/run.json               method, λ, seed, order, status, steps_done, lambda_t
     <exp>/<run>/metrics.jsonl          one row per (step, eval task, split)
     <exp>/<run>/train_log.jsonl        losses during training
     <exp>/<run>/steps/<i>_<task>/model.safetensors
@@ -60,14 +60,15 @@ def append_jsonl(path: Path, rows: Iterable[dict]) -> None:
 class RunSpec:
     experiment: str
     method: str
-    lam: float | None
+    lam: float | str | None
+    """A number, an ``auto`` token (``auto``, ``auto10``: λ auto with lambda_scale 10) or None."""
     seed: int
     order: tuple[str, ...]
     order_index: int
 
     @property
     def dirname(self) -> str:
-        lam = f"-lam{self.lam:g}" if self.lam is not None else ""
+        lam = "" if self.lam is None else f"-lam{self.lam}" if isinstance(self.lam, str) else f"-lam{self.lam:g}"
         return f"{self.method}{lam}-o{self.order_index}-s{self.seed}"
 
 

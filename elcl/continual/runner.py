@@ -17,21 +17,15 @@ import torch
 from elcl.config import ExperimentConfig, resolve_data_dir
 from elcl.continual.guard import TrainDataGuard
 from elcl.continual.lifecycle import guarded_run
-from elcl.continual.methods import (
-    PENALTY_METHODS,
-    ReplayMemory,
-    curvature_approx,
-    discriminative_groups,
-)
+from elcl.continual.methods import Method, StepContext
+from elcl.continual.methods.kfac import penalty_matmul_dtype  # noqa: F401 (re-exported: K-FAC's product dtype)
 from elcl.continual.rundir import RunDir, RunSpec, append_jsonl, read_jsonl, write_jsonl
 from elcl.continual.share import adopt_first_step, adopted_train_log, find_sibling
 from elcl.curvature.collect import collect_curvature
-from elcl.curvature.penalty import build_penalty
-from elcl.data.ontology import gold_coverage
-from elcl.curvature.storage import DTYPES, load_curvature, save_curvature
+from elcl.curvature.storage import DTYPES
 from elcl.data.corpora import load_corpus
+from elcl.data.ontology import gold_coverage
 from elcl.errors import ElclError
-from elcl.hardware import bf16_native, resolve_amp
 from elcl.models.checkpoint import load_checkpoint, save_checkpoint
 from elcl.models.linker import Linker, linker_logits_fn
 from elcl.runtime import Runtime, barrier, seed_everything
@@ -43,24 +37,29 @@ from elcl.training.loop import train_steps
 from elcl.training.predict import evaluate_examples
 from elcl.training.tasks import prepare_eval_task, sequence_train_removals
 
-
 def expand_runs(cfg: ExperimentConfig) -> list[tuple[RunSpec, ExperimentConfig]]:
-    """One run per (order, λ, seed); λ only varies for penalty methods."""
+    """One run per (order, λ, seed); λ only varies for methods with a penalty."""
     method = cfg.method.name
-    lambdas: list[float | None] = list(cfg.lambdas()) if method in PENALTY_METHODS else [None]
+    settings = cfg.method.settings
     out = []
     for oi, order in enumerate(cfg.task_orders()):
-        for lam in lambdas:
+        for lam in settings.lambdas():
             for seed in cfg.seeds:
                 spec = RunSpec(cfg.name, method, lam, seed, tuple(order), oi)
                 run_cfg = cfg.model_copy(deep=True)
                 run_cfg.tasks = list(order)
                 run_cfg.orders = None
                 run_cfg.seeds = [seed]
-                if lam is not None:
-                    run_cfg.method.lambda_ = lam
+                setattr(run_cfg.method, method, settings.for_run(lam))
                 out.append((spec, run_cfg))
     return out
+
+
+def curvature_approx(cfg: ExperimentConfig) -> str:
+    """What to collect after each task: ``curvature.approx`` when set, else what the method needs."""
+    if cfg.curvature.approx != "auto":
+        return cfg.curvature.approx
+    return cfg.method.method.curvature
 
 
 def build_linker(cfg: ExperimentConfig, rt: Runtime) -> Linker:
@@ -115,25 +114,6 @@ def compute_curvature(model: Linker, examples: Sequence[LinkingExample], cache: 
     return stats
 
 
-def _penalty(method: str, rd: RunDir, done_tasks: Sequence[str], model: Linker, cfg: ExperimentConfig, rt: Runtime):
-    if method not in PENALTY_METHODS or not done_tasks:
-        return None
-    stats = [load_curvature(rd.curvature(t), model.config_hash, device=rt.device) for t in done_tasks]
-    if cfg.curvature.rank is not None and method == "kfac":
-        stats = [s.to_low_rank(cfg.curvature.rank) for s in stats]
-    return build_penalty(method, stats, float(cfg.method.lambda_), cfg.method.gamma, penalty_matmul_dtype(cfg, rt.device))
-
-
-def penalty_matmul_dtype(cfg: ExperimentConfig, device: torch.device | str | None = None) -> torch.dtype | None:
-    """``method.penalty_dtype`` resolved: ``auto`` is bfloat16 when training runs in bf16
-    on a device that computes bfloat16 natively (see :mod:`elcl.hardware`), else float32."""
-    choice = cfg.method.penalty_dtype
-    if choice == "auto":
-        native = bf16_native(device)
-        choice = "bfloat16" if native and resolve_amp(cfg.train.amp, device) == "bf16" else "float32"
-    return torch.bfloat16 if choice == "bfloat16" else None
-
-
 def _ddp_wrap(rt: Runtime):
     if not rt.distributed:
         return None
@@ -154,12 +134,15 @@ def run_sequence(spec: RunSpec, cfg: ExperimentConfig, path: Path, rt: Runtime, 
 
 def _run_sequence(spec: RunSpec, cfg: ExperimentConfig, path: Path, rt: Runtime, resume: bool) -> Path:
     rd = RunDir(path)
-    method = spec.method
-    n_steps = 1 if method == "joint" else len(spec.order)
+    method: Method = cfg.method.method(cfg.method.settings, spec.seed)
+    steps = method.steps(spec.order)
+    n_steps = len(steps)
     steps_done = 0
+    extra: dict = {}
     if resume and rd.run_json.is_file():
         state = rd.read_state()
         steps_done = int(state.get("steps_done", 0))
+        extra = {k: state[k] for k in ("lambda_t",) if k in state}
         if state.get("status") == "done":
             return path
         if rt.is_main:
@@ -173,83 +156,73 @@ def _run_sequence(spec: RunSpec, cfg: ExperimentConfig, path: Path, rt: Runtime,
     rd.state_extra["train_documents_removed"] = {t: r.to_json() for t, r in removals.items()}
     if rt.is_main:
         rd.write_config(cfg.to_dict())
-        rd.write_state(spec, "running", steps_done)
+        rd.write_state(spec, "running", steps_done, extra)
         for r in removals.values():
             rd.log(r.summary())
         rd.log(f"{time.strftime('%Y-%m-%d %H:%M:%S')} start {spec.dirname} at step {steps_done}")
     seed_everything(spec.seed)
     model = build_linker(cfg, rt)
     cache = TokenCache(model.tokenizer, cfg.model.max_length)
-    approx = curvature_approx(cfg)
-    guard = TrainDataGuard.for_config(cfg, method, removals)
-    memory = ReplayMemory(cfg.method.replay_size, spec.seed) if method == "replay" else None
+    approx = curvature_approx(cfg) if method.collects_curvature() else "none"
+    guard = TrainDataGuard.for_config(cfg, spec.method, removals)
 
-    if method == "joint":
-        guard.begin("joint")
-        examples = [e for t in spec.order for e in guard.train_examples(t)]
-        _train(model, examples, cache, cfg, cfg.train.lr, None, spec.seed, "joint", rt, rd, curves=curves)
-        _finish_step(model, cache, cfg, rd, 0, "joint", spec, rt, curves)
-        if rt.is_main:
-            rd.write_state(spec, "done", 1)
-            curves.close()
-        return path
-
-    for step, task in enumerate(spec.order):
-        guard.begin(task)
+    for step, st in enumerate(steps):
+        guard.begin(st.label)
         if step < steps_done:
-            if memory is not None:
-                memory.add_task(task, guard.train_examples(task))
+            method.restore(st, guard)
             continue
-        if method == "single":
+        if method.fresh_model(step):
             seed_everything(spec.seed)
             model = build_linker(cfg, rt)
         elif step > 0 and steps_done == step:
-            prev = spec.order[step - 1]
+            prev = steps[step - 1].label
             load_checkpoint(model, rd.checkpoint(step - 1, prev))
-        split = guard.train_examples(task)
-        examples = list(split)
-        if rt.is_main:
-            ontology, st = prepare_eval_task(task, cfg).ontology, split.stats
+        splits = [guard.train_examples(t) for t in st.tasks]
+        current = [e for sp in splits for e in sp]
+        if rt.is_main and st.tasks == (st.label,):
+            ontology, stt = prepare_eval_task(st.label, cfg).ontology, splits[0].stats
             rd.log(
-                f"{task}: ontology {ontology.source} ({len(ontology)} concepts); {len(examples)} training examples, "
-                f"{st.gold_inserted} with the gold candidate inserted, {st.gold_not_in_ontology} skipped (gold not in the ontology), "
-                f"{st.unlinkable} unlinkable"
+                f"{st.label}: ontology {ontology.source} ({len(ontology)} concepts); {len(current)} training examples, "
+                f"{stt.gold_inserted} with the gold candidate inserted, {stt.gold_not_in_ontology} skipped (gold not in the ontology), "
+                f"{stt.unlinkable} unlinkable"
             )
-            corpus = load_corpus(task, resolve_data_dir(cfg.data.data_dir))
+            corpus = load_corpus(st.label, resolve_data_dir(cfg.data.data_dir))
             for part in ("train", "dev", "test"):
-                rd.log(f"{task} {part}: {gold_coverage(corpus.mentions(part), ontology).summary()}")
-        if memory is not None and len(memory):
-            examples = examples + memory.examples()
-        lr = cfg.train.lr
-        groups = None
-        if method == "lr_control" and step > 0:
-            lr = cfg.train.lr * cfg.method.lr_scale
-            groups = discriminative_groups(model, lr, cfg.method.layer_decay)
-        sibling = find_sibling(rd, spec, cfg.to_dict()) if (step == 0 and cfg.train.share_first_task) else None
+                rd.log(f"{st.label} {part}: {gold_coverage(corpus.mentions(part), ontology).summary()}")
+        examples = method.train_examples(st, current)
+        lr, groups = method.optimiser(model, cfg.train.lr, step)
+        ctx = StepContext(
+            rd=rd, order=spec.order, step=step, task=st.label, model=model, config_hash=model.config_hash, device=rt.device,
+            curvature_rank=cfg.curvature.rank, curvature_dtype=DTYPES[cfg.curvature.dtype], amp=cfg.train.amp,
+            n_examples=sum(1 for e in examples if e.has_gold), is_main=rt.is_main,
+        )
+        sibling = find_sibling(rd, spec, cfg.to_dict()) if (step == 0 and cfg.train.share_first_task and method.shares_first_step()) else None
         if sibling is not None:
-            load_checkpoint(model, sibling.checkpoint(0, task))
+            load_checkpoint(model, sibling.checkpoint(0, st.label))
             if rt.is_main:
-                adopted_rows = adopt_first_step(sibling, rd, task)
+                adopted_rows = adopt_first_step(sibling, rd, st.label)
                 append_jsonl(rd.metrics, adopted_rows)
-                adopted_log = [{k: v for k, v in e.items() if k != "task"} for e in adopted_train_log(sibling, task)]
-                for e in adopted_log:
-                    curves.train_entry(task, e)
-                curves.train_log(task, adopted_log)
-                curves.evaluation(adopted_rows)
-                rd.log(f"step 0 ({task}) adopted from {sibling.path.name}: same data, model, training settings, seed and order")
+                adopted_log = [{k: v for k, v in e.items() if k != "task"} for e in adopted_train_log(sibling, st.label)]
+                if curves is not None:
+                    for e in adopted_log:
+                        curves.train_entry(st.label, e)
+                    curves.train_log(st.label, adopted_log)
+                    curves.evaluation(adopted_rows)
+                rd.log(f"step 0 ({st.label}) adopted from {sibling.path.name}: same data, model, training settings, seed and order")
             barrier(rt)
         else:
-            penalty = _penalty(method, rd, spec.order[:step], model, cfg, rt)
-            _train(model, examples, cache, cfg, lr, groups, spec.seed + step, task, rt, rd, penalty=penalty, curves=curves)
-            _finish_step(model, cache, cfg, rd, step, task, spec, rt, curves)
-        if approx != "none" and method != "single":
-            stats = compute_curvature(model, guard.train_examples(task), cache, cfg, approx, spec.seed + step, rt)
-            if rt.is_main:
-                save_curvature(stats, rd.curvature(task), model.config_hash, dtype=DTYPES[cfg.curvature.dtype])
-        if memory is not None:
-            memory.add_task(task, guard.train_examples(task))
+            penalty = method.penalty(ctx)
+            if ctx.record.get("lambda_t") and rt.is_main:
+                extra.setdefault("lambda_t", {})[st.label] = ctx.record["lambda_t"]
+                rd.log(f"{st.label}: penalty λ_t " + ", ".join(f"{t} {v:.6g}" for t, v in ctx.record["lambda_t"].items()))
+            _train(model, examples, cache, cfg, lr, groups, spec.seed + step, st.label, rt, rd, penalty=penalty, curves=curves)
+            _finish_step(model, cache, cfg, rd, step, st.label, spec, rt, curves)
+        stats = None
+        if approx != "none":
+            stats = compute_curvature(model, guard.train_examples(st.label), cache, cfg, approx, spec.seed + step, rt)
+        method.after_task(ctx, stats, guard)
         if rt.is_main:
-            rd.write_state(spec, "running" if step + 1 < n_steps else "done", step + 1)
+            rd.write_state(spec, "running" if step + 1 < n_steps else "done", step + 1, extra)
         barrier(rt)
     if curves is not None:
         curves.close()
@@ -261,7 +234,7 @@ def _train(model, examples, cache, cfg, lr, groups, seed, task, rt: Runtime, rd:
     t0 = time.perf_counter()
     log = train_steps(
         model, examples, cache, train_cfg, seed=seed, param_groups=groups,
-        penalty=penalty, fast_grad=cfg.method.fast_grad, desc=f"train {task}", wrap=_ddp_wrap(rt), shard=(rt.rank, rt.world),
+        penalty=penalty, fast_grad=getattr(cfg.method.settings, "fast_grad", True), desc=f"train {task}", wrap=_ddp_wrap(rt), shard=(rt.rank, rt.world),
         on_step=(lambda e: _on_step(e, task, t0, rd, curves)) if rt.is_main else None,
     )
     if rt.is_main and curves is not None:

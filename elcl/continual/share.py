@@ -19,6 +19,7 @@ import shutil
 
 import yaml
 
+from elcl.continual.methods import REGISTRY
 from elcl.continual.rundir import RunDir, RunSpec, read_jsonl
 from elcl.fileio import atomic_path
 from elcl.models.checkpoint import meta_path
@@ -45,7 +46,8 @@ def find_sibling(rd: RunDir, spec: RunSpec, cfg_dict: dict) -> RunDir | None:
             other_cfg = yaml.safe_load((other / "config.yaml").read_text(encoding="utf-8"))
         except (json.JSONDecodeError, yaml.YAMLError, OSError):
             continue
-        if state.get("method") == "joint" or int(state.get("steps_done", 0)) < 1:
+        cls = REGISTRY.get(str(state.get("method")))
+        if cls is None or not cls.shares_first_step() or int(state.get("steps_done", 0)) < 1:
             continue
         if int(state.get("seed", -1)) != spec.seed or tuple(state.get("order", ())) != spec.order:
             continue

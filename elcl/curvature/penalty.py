@@ -6,7 +6,9 @@ Every penalty offers
 * ``add_grad_(model)`` — adds the penalty gradient straight into ``p.grad`` (allocated
   when ``None``) without building a graph, and returns the (detached) value.
 
-Penalties (``λ`` = ``lam``, tasks ``t`` = entries of ``stats_list``, oldest first):
+Penalties (``λ`` = ``lam``, tasks ``t`` = entries of ``stats_list``, oldest first). Each
+takes optional per-task ``weights`` w_t that multiply task t's curvature (``lambda:
+auto`` passes λ_t = N_t / N with ``lam = 1``); without them every w_t is 1:
 
 * :class:`EWCPenalty`: ``(λ/2) Σ_t Σ_i F_{t,i} (θ_i − θ*_{t,i})²``. Evaluated in the
   equivalent form ``(λ/2) [Σ_i F̄_i (θ_i − c_i)² + C]`` with ``F̄ = Σ_t F_t``,
@@ -177,6 +179,22 @@ class _DiagQuadratic:
         return r
 
 
+def _weights(weights: Sequence[float] | None, stats_list: Sequence[CurvatureStats], what: str) -> list[float]:
+    """Per-task multipliers of the curvature (λ_t / λ); all 1 when not given."""
+    if weights is None:
+        return [1.0] * len(stats_list)
+    if len(weights) != len(stats_list):
+        raise ElclError(f"{what}: {len(weights)} task weights for {len(stats_list)} tasks' curvature")
+    if any(not (w >= 0) for w in weights):
+        raise ElclError(f"{what}: task weights must be non-negative, got {list(weights)}")
+    return [float(w) for w in weights]
+
+
+def _scaled(t: torch.Tensor, w: float) -> torch.Tensor:
+    """``w · t``; ``t`` itself for w = 1 (so the default is bit-for-bit the unweighted penalty)."""
+    return t if w == 1.0 else t * w
+
+
 def _require_diag(st: CurvatureStats, t: int, method: str) -> None:
     missing = [n for n in st.anchors if n not in st.diag]
     if missing:
@@ -189,13 +207,14 @@ def _require_diag(st: CurvatureStats, t: int, method: str) -> None:
 class EWCPenalty(Penalty):
     """``(λ/2) Σ_tasks Σ_i F_i (θ_i − θ*_i)²`` with each task's diagonal Fisher and anchor."""
 
-    def __init__(self, stats_list: Sequence[CurvatureStats], lam: float) -> None:
+    def __init__(self, stats_list: Sequence[CurvatureStats], lam: float, weights: Sequence[float] | None = None) -> None:
         self.lam = float(lam)
+        ws = _weights(weights, stats_list, "ewc")
         terms: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         for t, st in enumerate(stats_list):
             _require_diag(st, t, "ewc")
             for name, F in st.diag.items():
-                terms.setdefault(name, []).append((F, st.anchors[name]))
+                terms.setdefault(name, []).append((_scaled(F, ws[t]), st.anchors[name]))
         self._q = _DiagQuadratic.from_terms(terms, "ewc")
 
     def value(self, model: nn.Module) -> torch.Tensor:
@@ -218,8 +237,12 @@ class OnlineEWCPenalty(Penalty):
         self._q = _DiagQuadratic.from_terms({n: [(F, self.anchors[n])] for n, F in fisher.items()}, "online_ewc")
 
     @classmethod
-    def from_stats(cls, stats_list: Sequence[CurvatureStats], lam: float, gamma: float = 1.0) -> "OnlineEWCPenalty":
-        """Folds ``F̃_t = γ F̃_{t−1} + F_t`` over ``stats_list`` (oldest first)."""
+    def from_stats(
+        cls, stats_list: Sequence[CurvatureStats], lam: float, gamma: float = 1.0, weights: Sequence[float] | None = None,
+    ) -> "OnlineEWCPenalty":
+        """Folds ``F̃_t = γ F̃_{t−1} + w_t F_t`` over ``stats_list`` (oldest first; w_t = 1
+        unless ``weights`` are given)."""
+        ws = _weights(weights, stats_list, "online_ewc")
         running: dict[str, torch.Tensor] = {}
         anchors: dict[str, torch.Tensor] = {}
         for t, st in enumerate(stats_list):
@@ -227,7 +250,7 @@ class OnlineEWCPenalty(Penalty):
             for n in running:
                 running[n] = gamma * running[n]
             for n, F in st.diag.items():
-                F = F.to(_F64)
+                F = _scaled(F.to(_F64), ws[t])
                 running[n] = running[n] + F.to(running[n].device) if n in running else F.clone()
                 anchors[n] = st.anchors[n]
         return cls(running, anchors, lam)
@@ -292,10 +315,14 @@ class _Group:
 class KFACPenalty(Penalty):
     """``(λ/2) Σ_tasks Σ_blocks tr(ΔWᵀ G ΔW A)`` plus diagonal EWC for parameters without a block."""
 
-    def __init__(self, stats_list: Sequence[CurvatureStats], lam: float, matmul_dtype: torch.dtype | None = None) -> None:
+    def __init__(
+        self, stats_list: Sequence[CurvatureStats], lam: float, matmul_dtype: torch.dtype | None = None,
+        weights: Sequence[float] | None = None,
+    ) -> None:
         self.lam = float(lam)
         self.matmul_dtype = matmul_dtype
         """dtype of the dense factor products; None = the parameters' dtype."""
+        ws = _weights(weights, stats_list, "kfac")
         self.blocks: dict[str, _Block] = {}
         diag_terms: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         for t, st in enumerate(stats_list):
@@ -325,10 +352,13 @@ class KFACPenalty(Penalty):
                 if blk.has_bias is not None and blk.has_bias != has_bias:
                     raise ElclError(f"kfac: block '{path}' folds a bias in some tasks and not in others")
                 blk.has_bias = has_bias
-                blk.A.append(A)
+                blk.A.append(_scaled(A, ws[t]))
                 blk.G.append(G)
                 blk.W.append(Wt)
-                blk.low.append(st.low_rank.get(path) if st.low_rank else None)
+                low = st.low_rank.get(path) if st.low_rank else None
+                if low is not None and ws[t] != 1.0:
+                    low = (LowRankFactor(low[0].U, low[0].s * ws[t], low[0].rest * ws[t]), low[1])
+                blk.low.append(low)
             for name, anchor in st.anchors.items():
                 if name in covered:
                     continue
@@ -336,7 +366,7 @@ class KFACPenalty(Penalty):
                     raise ElclError(
                         f"kfac: task {t} curvature has neither a K-FAC block nor a diagonal for parameter '{name}'"
                     )
-                diag_terms.setdefault(name, []).append((st.diag[name], anchor))
+                diag_terms.setdefault(name, []).append((_scaled(st.diag[name], ws[t]), anchor))
         self._q = _DiagQuadratic.from_terms(diag_terms, "kfac")
         by_kind: dict[tuple, list[_Block]] = {}
         for blk in self.blocks.values():
@@ -422,18 +452,3 @@ class KFACPenalty(Penalty):
         _add_grads(targets, grads)
         return 0.5 * self.lam * total
 
-
-def build_penalty(
-    method_name: str, stats_list: Sequence[CurvatureStats], lam: float, gamma: float = 1.0,
-    matmul_dtype: torch.dtype | None = None,
-) -> Penalty | None:
-    """The penalty of a method (``ewc``, ``online_ewc``, ``kfac``); ``None`` for other
-    methods or when there is no earlier task's curvature yet. ``matmul_dtype``: K-FAC's
-    dense products (see :class:`KFACPenalty`)."""
-    if method_name not in ("ewc", "online_ewc", "kfac") or not stats_list:
-        return None
-    if method_name == "ewc":
-        return EWCPenalty(stats_list, lam)
-    if method_name == "online_ewc":
-        return OnlineEWCPenalty.from_stats(stats_list, lam, gamma)
-    return KFACPenalty(stats_list, lam, matmul_dtype)

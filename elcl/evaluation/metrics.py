@@ -138,13 +138,12 @@ SELECTION_RULE = (
 )
 
 
-def lam_key(lam: float | str | None) -> tuple[int, float, str]:
-    """Sort key of λ values: no penalty first, then numbers ascending, then rules ('auto…')."""
-    if lam is None:
-        return (0, 0.0, "")
-    if isinstance(lam, str):
-        return (2, 0.0, lam)
-    return (1, float(lam), "")
+def lam_key(lam: float | str | None) -> tuple[int, float]:
+    """Sort key of λ values: no penalty first, then numbers ascending, then the auto
+    tokens (``auto``, ``auto10``) by their scale (the registry's one rule)."""
+    from elcl.continual.methods import lambda_sort_key
+
+    return lambda_sort_key(lam)
 
 
 def select_lambda(dev_scores: Mapping[float | str | None, Sequence[float]]) -> LambdaChoice:

@@ -18,8 +18,8 @@ import yaml
 
 from elcl.continual.rundir import RunSpec
 from elcl.errors import ElclError
+from elcl.continual.methods import NAMES as METHODS
 from elcl.schemas import (
-    METHODS,
     MetricRow,
     PredictionRow,
     RunRecord,
@@ -81,9 +81,9 @@ def order_label(order: tuple[str, ...] | list[str]) -> str:
 
 def lam_label(lam: float | str | None) -> str:
     """λ as written in reports: ``-`` (no penalty), ``1000``, or the rule's name (``auto``)."""
-    if lam is None:
-        return "-"
-    return lam if isinstance(lam, str) else f"{lam:g}"
+    from elcl.continual.methods import format_lambda
+
+    return format_lambda(lam)
 
 
 def is_run_dir(path: Path) -> bool:

@@ -1,0 +1,69 @@
+"""The continual methods, one file each, and the registry everything else asks.
+
+The tuple below is the one list of methods: config validation (``method.name`` and a
+settings section per method), the runner, ``elcl fisher`` and the reports read it.
+Its order is the order of methods in reports. To add a method, write a
+:class:`~elcl.continual.methods.base.Method` subclass in a new file and add it here
+(README, "Adding a method").
+"""
+
+from __future__ import annotations
+
+from elcl.continual.methods.base import (
+    AUTO,
+    Method,
+    MethodSettings,
+    PenaltyMethod,
+    PenaltySettings,
+    RunLambda,
+    Step,
+    StepContext,
+    format_lambda,
+    is_auto,
+    lambda_sort_key,
+    lambda_token,
+    parse_run_lambda,
+)
+from elcl.continual.methods.ewc import EWC
+from elcl.continual.methods.joint import Joint
+from elcl.continual.methods.kfac import KFAC
+from elcl.continual.methods.lr_control import LRControl, discriminative_groups
+from elcl.continual.methods.naive import Naive
+from elcl.continual.methods.online_ewc import OnlineEWC
+from elcl.continual.methods.online_kfac import OnlineKFAC
+from elcl.continual.methods.replay import Replay, ReplayMemory
+from elcl.continual.methods.single import Single
+from elcl.errors import ElclError
+
+REGISTRY: dict[str, type[Method]] = {
+    cls.name: cls for cls in (Naive, LRControl, Replay, EWC, OnlineEWC, KFAC, OnlineKFAC, Joint, Single)
+}
+NAMES: tuple[str, ...] = tuple(REGISTRY)
+# Derived from the classes (not second lists): what reports group methods by.
+PENALTY_METHODS: tuple[str, ...] = tuple(n for n, c in REGISTRY.items() if c.penalised())
+SEQUENTIAL_METHODS: tuple[str, ...] = tuple(n for n, c in REGISTRY.items() if c.sequential())
+DEFAULT = Naive.name
+
+
+def get(name: str) -> type[Method]:
+    """The method class of ``name``; an ElclError listing the known names otherwise."""
+    cls = REGISTRY.get(name)
+    if cls is None:
+        raise ElclError(f"unknown method {name!r}; known methods: {', '.join(NAMES)}")
+    return cls
+
+
+def rank(name: str) -> int:
+    """Position of a method in reports (unknown names last)."""
+    return NAMES.index(name) if name in REGISTRY else len(NAMES)
+
+
+def label(name: str) -> str:
+    return REGISTRY[name].label if name in REGISTRY else name
+
+
+__all__ = [
+    "AUTO", "DEFAULT", "NAMES", "PENALTY_METHODS", "REGISTRY", "SEQUENTIAL_METHODS", "Method", "MethodSettings", "PenaltyMethod", "PenaltySettings", "ReplayMemory",
+    "RunLambda", "Step", "StepContext", "discriminative_groups", "format_lambda", "get", "is_auto", "label",
+    "lambda_sort_key", "lambda_token", "parse_run_lambda", "rank",
+]

@@ -1,0 +1,340 @@
+"""What a continual method is: a few moments the runner calls, and its own settings.
+
+A method is one class in one file of this package (the registry in ``__init__`` lists
+them). The runner, ``elcl fisher``, the reports and config validation ask the method's
+class attributes and moments, never its name. The moments, in the order the runner
+calls them for each step of a sequence:
+
+* :meth:`Method.steps` — the steps of a run (one per task; ``joint``: one for all);
+* :meth:`Method.fresh_model` — whether the step starts from a new model (``single``);
+* :meth:`Method.train_examples` — what the step trains on (the step's tasks' data,
+  which the runner reads through the no-old-data guard, plus e.g. a replay memory);
+* :meth:`Method.optimiser` — learning rate and parameter groups of the step;
+* :meth:`Method.penalty` — the extra term over earlier tasks (the curvature penalties);
+* :meth:`Method.after_task` — what it keeps once the task is learned (curvature,
+  a replay memory); :meth:`Method.restore` rebuilds in-memory state on resume.
+
+``curvature`` says which statistics the method needs after each task (``diag``,
+``kfac`` or ``none``); ``Settings`` is the pydantic model of its config section, so a
+key that belongs to another method is an error naming the key.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from elcl.errors import ElclError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from elcl.continual.guard import TrainDataGuard
+    from elcl.continual.rundir import RunDir
+    from elcl.curvature.collect import CurvatureStats
+    from elcl.curvature.penalty import Penalty
+    from elcl.training.examples import LinkingExample
+
+CurvatureNeed = Literal["none", "diag", "kfac"]
+AUTO = "auto"
+
+RunLambda = float | str | None
+"""The λ of one run: a number, an ``auto`` token (``"auto"``, or ``"auto10"`` for
+``lambda_scale: 10``), or None for methods without a penalty."""
+
+
+class MethodSettings(BaseModel):
+    """A method's own config keys (none by default); unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True, allow_inf_nan=False)
+
+    def lambdas(self) -> list[RunLambda]:
+        """The λ of each run this section expands into (one ``None`` without a penalty)."""
+        return [None]
+
+    def for_run(self, lam: RunLambda) -> MethodSettings:
+        """This section as one run sees it (its λ fixed, no grid)."""
+        return self.model_copy(deep=True)
+
+
+def _parse_lambda(v: Any) -> Any:
+    """A λ as written in a config: a non-negative number or ``auto``."""
+    if isinstance(v, (list, tuple, dict)):
+        raise ValueError("a run has one λ (a number or auto); list several under lambda_grid")  # noqa: TRY004 (pydantic reports ValueError)
+    if v == AUTO:
+        return AUTO
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected a non-negative number or auto, got {v!r}") from None
+    if not math.isfinite(x):
+        raise ValueError("Input should be a finite number")
+    if isinstance(v, bool) or x < 0:
+        raise ValueError(f"expected a non-negative number or auto, got {v!r}")
+    return x
+
+
+LambdaValue = Annotated[float | Literal["auto"], BeforeValidator(_parse_lambda)]
+
+
+class PenaltySettings(MethodSettings):
+    """Keys shared by the curvature penalties.
+
+    ``lambda`` is the one λ of a run (a number, or ``auto``: each earlier task t
+    weighted by its Laplace precision, λ_t = N_t / N); ``lambda_grid`` lists the λ
+    values to run, one run each, and replaces ``lambda`` when given.
+    ``lambda_scale`` multiplies the ``auto`` value (a tempered posterior)."""
+
+    lambda_: LambdaValue = Field(1.0, alias="lambda")
+    lambda_grid: list[LambdaValue] | None = None
+    """One run per entry (numbers and/or ``auto``); the run's ``lambda`` is the entry."""
+    lambda_scale: float = Field(1.0, gt=0)
+    """Multiplier of ``lambda: auto`` (λ_t = lambda_scale · N_t / N); only with auto."""
+    fast_grad: bool = True
+    """Add the penalty gradient directly (no second autograd graph)."""
+
+    @field_validator("lambda_grid")
+    @classmethod
+    def _grid(cls, v: list[LambdaValue] | None) -> list[LambdaValue] | None:
+        if v is not None and not v:
+            raise ValueError("lambda_grid must list at least one λ")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PenaltySettings:
+        if self.lambda_grid is not None and "lambda_" in self.model_fields_set:
+            raise ValueError("give either lambda (one run) or lambda_grid (one run per entry), not both")
+        if self.lambda_scale != 1.0 and AUTO not in self._values():
+            raise ValueError("lambda_scale multiplies lambda: auto; it has no effect on a numeric λ")
+        return self
+
+    def _values(self) -> list[LambdaValue]:
+        return list(self.lambda_grid) if self.lambda_grid is not None else [self.lambda_]
+
+    def lambdas(self) -> list[RunLambda]:
+        return [lambda_token(v, self.lambda_scale) for v in self._values()]
+
+    def for_run(self, lam: RunLambda) -> PenaltySettings:
+        # model_validate rather than model_copy(update=...): the copy must be valid on its own
+        data = self.model_dump(by_alias=True, exclude={"lambda_grid"})
+        data["lambda"] = AUTO if is_auto(lam) else lam
+        if not is_auto(lam):
+            data.pop("lambda_scale", None)
+        return type(self).model_validate(data)
+
+    @property
+    def is_auto(self) -> bool:
+        return self.lambda_ == AUTO
+
+
+def lambda_token(value: LambdaValue, scale: float = 1.0) -> RunLambda:
+    """A run's λ as written in ``run.json`` and its directory name (``-lam<token>``)."""
+    if value == AUTO:
+        return AUTO if scale == 1.0 else f"{AUTO}{scale:g}"
+    return float(value)
+
+
+def is_auto(lam: RunLambda) -> bool:
+    return isinstance(lam, str) and lam.startswith(AUTO)
+
+
+def format_lambda(lam: RunLambda) -> str:
+    """``-`` for no λ, ``auto``/``auto10`` as is, numbers with ``:g``."""
+    if lam is None:
+        return "-"
+    return lam if isinstance(lam, str) else f"{lam:g}"
+
+
+def lambda_sort_key(lam: RunLambda) -> tuple[int, float]:
+    """None first, then numbers ascending, then auto tokens by their scale."""
+    if lam is None:
+        return (0, 0.0)
+    if isinstance(lam, str):
+        rest = lam[len(AUTO):]
+        return (2, float(rest) if rest else 1.0)
+    return (1, float(lam))
+
+
+def parse_run_lambda(value: Any) -> RunLambda:
+    """A λ read back from ``run.json``; raises ValueError when it is none of the forms."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if value == AUTO:
+            return value
+        if value.startswith(AUTO):
+            scale = float(value[len(AUTO):])  # ValueError when not a number
+            if math.isfinite(scale) and scale > 0:
+                return value
+        raise ValueError(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
+        return float(value)
+    raise ValueError(value)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One training step of a run: its label (the task, or ``joint``) and the tasks it trains on."""
+
+    label: str
+    tasks: tuple[str, ...]
+
+
+@dataclass
+class StepContext:
+    """What a method may use at a step; built by the runner."""
+
+    rd: RunDir
+    order: tuple[str, ...]
+    step: int
+    task: str
+    model: nn.Module
+    config_hash: str
+    device: torch.device
+    curvature_rank: int | None = None
+    curvature_dtype: torch.dtype | None = None
+    amp: str = "none"
+    n_examples: int = 0
+    """N: examples with a gold label the step's loss is averaged over (for λ auto)."""
+    is_main: bool = True
+    record: dict[str, Any] = field(default_factory=dict)
+    """Filled by the method (e.g. the per-task λ_t used); the runner logs it in run.json."""
+
+    @property
+    def done(self) -> tuple[str, ...]:
+        return self.order[: self.step]
+
+
+class Method:
+    """Base class: plain fine-tuning on each task in turn (``naive``); subclasses
+    change the moments they need."""
+
+    name: ClassVar[str]
+    label: ClassVar[str]
+    """Display name in reports."""
+    summary: ClassVar[str] = ""
+    Settings: ClassVar[type[MethodSettings]] = MethodSettings
+    curvature: ClassVar[CurvatureNeed] = "none"
+    reference: ClassVar[bool] = False
+    """single / joint: baselines the sequential methods are measured against."""
+    baseline: ClassVar[bool] = False
+    """naive: the method whose forgetting the reductions divide by."""
+    per_task_model: ClassVar[bool] = False
+    """single: a fresh model per task; its final accuracies are the diagonal R[j][j]."""
+    all_tasks_at_once: ClassVar[bool] = False
+    """joint: one step over every task's training data."""
+
+    def __init__(self, settings: MethodSettings | None = None, seed: int = 0) -> None:
+        self.settings = settings if settings is not None else self.Settings()
+        self.seed = seed
+
+    # ------------------------------------------------------------------ class-level
+    @classmethod
+    def penalised(cls) -> bool:
+        return issubclass(cls.Settings, PenaltySettings)
+
+    @classmethod
+    def sequential(cls) -> bool:
+        return not cls.reference
+
+    @classmethod
+    def step_labels(cls, order: Sequence[str], n_steps: int | None = None) -> list[str]:
+        return [s.label for s in cls.steps(order)][: n_steps if n_steps is not None else None]
+
+    @classmethod
+    def steps(cls, order: Sequence[str]) -> list[Step]:
+        return [Step(t, (t,)) for t in order]
+
+    @classmethod
+    def fresh_model(cls, step: int) -> bool:
+        """Start the step from a newly built, freshly seeded model."""
+        return cls.per_task_model
+
+    @classmethod
+    def shares_first_step(cls) -> bool:
+        """Its first step is plain training on the first task (so siblings can share it)."""
+        return not cls.all_tasks_at_once
+
+    @classmethod
+    def collects_curvature(cls) -> bool:
+        """Whether the runner computes curvature after a task when the config asks for it."""
+        return not (cls.reference)
+
+    # ------------------------------------------------------------------ moments
+    def train_examples(self, step: Step, current: list[LinkingExample]) -> list[LinkingExample]:
+        """The step's training set, given the training examples of ``step.tasks``."""
+        return current
+
+    def optimiser(self, model: nn.Module, lr: float, step: int) -> tuple[float, list[dict] | None]:
+        """(learning rate, parameter groups or None for one group of everything)."""
+        return lr, None
+
+    def penalty(self, ctx: StepContext) -> Penalty | None:
+        return None
+
+    def after_task(self, ctx: StepContext, stats: CurvatureStats | None, guard: TrainDataGuard) -> None:
+        """Keep what later steps need. Default: the task's curvature, if computed."""
+        if stats is not None and ctx.is_main:
+            from elcl.curvature.storage import DTYPES, save_curvature
+
+            dtype = ctx.curvature_dtype or DTYPES["float32"]
+            save_curvature(stats, ctx.rd.curvature(ctx.task), ctx.config_hash, dtype=dtype)
+
+    def restore(self, step: Step, guard: TrainDataGuard) -> None:
+        """A finished step skipped on resume: rebuild in-memory state (replay memory)."""
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def load_task_curvature(ctx: StepContext, tasks: Sequence[str]) -> list[CurvatureStats]:
+        from elcl.curvature.storage import load_curvature
+
+        return [load_curvature(ctx.rd.curvature(t), ctx.config_hash, device=ctx.device) for t in tasks]
+
+
+class PenaltyMethod(Method):
+    """A method whose penalty is a quadratic over earlier tasks' curvature."""
+
+    Settings: ClassVar[type[MethodSettings]] = PenaltySettings
+    settings: PenaltySettings
+
+    def task_lambdas(self, ctx: StepContext, stats: Sequence[CurvatureStats]) -> list[float] | None:
+        """λ_t of each earlier task for ``lambda: auto`` (scale · N_t / N, N_t the
+        examples task t's Fisher averaged over, N the current step's training examples);
+        None for a numeric λ (one λ for all). Recorded in ``ctx.record``."""
+        if not self.settings.is_auto:
+            ctx.record["lambda_t"] = {t: float(self.settings.lambda_) for t in ctx.done}
+            return None
+        if len(stats) != len(ctx.done):
+            raise ElclError(f"{self.name}: lambda auto needs one curvature per earlier task")
+        if ctx.n_examples < 1:
+            raise ElclError(f"{self.name}: lambda auto needs the number of training examples of the current task (got {ctx.n_examples})")
+        lams = []
+        for t, st in zip(ctx.done, stats):
+            if st.n_examples < 1:
+                raise ElclError(f"{self.name}: lambda auto: the curvature of task '{t}' records no n_examples")
+            lams.append(self.settings.lambda_scale * st.n_examples / ctx.n_examples)
+        ctx.record["lambda_t"] = dict(zip(ctx.done, lams))
+        return lams
+
+    @property
+    def lam(self) -> float:
+        """The scalar λ of the penalty objects: the number, or 1 with per-task weights (auto)."""
+        return 1.0 if self.settings.is_auto else float(self.settings.lambda_)
+
+
+__all__ = [
+    "AUTO", "Method", "MethodSettings", "PenaltyMethod", "PenaltySettings", "RunLambda", "Step", "StepContext",
+    "format_lambda", "is_auto", "lambda_sort_key", "lambda_token", "parse_run_lambda",
+]

@@ -1,0 +1,26 @@
+"""``ewc``: elastic weight consolidation with each earlier task's diagonal Fisher
+(Kirkpatrick et al. 2017): ``Σ_t (λ_t/2) Σ_i F_{t,i} (θ_i − θ*_{t,i})²``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from elcl.continual.methods.base import PenaltyMethod, StepContext
+
+if TYPE_CHECKING:
+    from elcl.curvature.penalty import Penalty
+
+
+class EWC(PenaltyMethod):
+    name = "ewc"
+    label = "EWC"
+    summary = "diagonal Fisher penalty per earlier task"
+    curvature = "diag"
+
+    def penalty(self, ctx: StepContext) -> Penalty | None:
+        from elcl.curvature.penalty import EWCPenalty
+
+        if not ctx.done:
+            return None
+        stats = self.load_task_curvature(ctx, ctx.done)
+        return EWCPenalty(stats, self.lam, weights=self.task_lambdas(ctx, stats))

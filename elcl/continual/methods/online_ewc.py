@@ -1,0 +1,41 @@
+"""``online_ewc``: one running diagonal Fisher ``F̃_t = γ F̃_{t−1} + F_t`` and the
+latest anchor (Schwarz et al. 2018).
+
+With ``lambda: auto`` each task enters the running sum weighted by its λ_t = N_t / N
+(times ``lambda_scale``): ``F̃ = Σ_t γ^{T−t} (N_t/N) F_t``, i.e. the running Fisher
+is a precision in units of examples (N_t = the examples task t's Fisher averaged over),
+decayed by γ per later task, and the current task's mean loss weighs one example's
+worth per 1/N."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pydantic import Field
+
+from elcl.continual.methods.base import PenaltyMethod, PenaltySettings, StepContext
+
+if TYPE_CHECKING:
+    from elcl.curvature.penalty import Penalty
+
+
+class OnlineEWCSettings(PenaltySettings):
+    gamma: float = Field(1.0, gt=0, le=1)
+    """Decay of the running Fisher per later task."""
+
+
+class OnlineEWC(PenaltyMethod):
+    name = "online_ewc"
+    label = "online EWC"
+    summary = "running diagonal Fisher (decayed by γ) at the latest anchor"
+    curvature = "diag"
+    Settings = OnlineEWCSettings
+    settings: OnlineEWCSettings
+
+    def penalty(self, ctx: StepContext) -> Penalty | None:
+        from elcl.curvature.penalty import OnlineEWCPenalty
+
+        if not ctx.done:
+            return None
+        stats = self.load_task_curvature(ctx, ctx.done)
+        return OnlineEWCPenalty.from_stats(stats, self.lam, self.settings.gamma, weights=self.task_lambdas(ctx, stats))
