@@ -132,8 +132,9 @@ class RunRecord(_Schema):
     @classmethod
     def _lam(cls, v: float | str | None) -> float | str | None:
         if isinstance(v, str):
-            if not v.startswith("auto"):
-                raise ValueError("not a λ")
+            from elcl.continual.methods import parse_run_lambda
+
+            parse_run_lambda(v)  # 'auto' or 'auto<scale>'; ValueError otherwise
         elif v is not None and not (math.isfinite(v) and v >= 0):
             raise ValueError("not a non-negative finite number")
         return v
