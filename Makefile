@@ -38,7 +38,7 @@ reproduce-cpu:
 	$(MAKE) reproduce-cpu-report
 
 reproduce-cpu-report:
-	$(ELCL) evaluate $(RUNS)/reproduce_cpu --out results/reproduce_cpu/report
+	$(ELCL) evaluate $(RUNS)/reproduce_cpu --out results/reproduce_cpu/report --export results/reproduce_cpu/runs
 
 # Full grids for a GPU (BERT-family and CNN linkers, every method, 3 seeds).
 FULL_METHODS ?= single joint naive lr_control replay ewc online_ewc kfac online_kfac

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from elcl.candidates.tfidf import Candidate, TfidfCandidateGenerator
+from elcl.candidates.tfidf import Candidate, TfidfCandidateGenerator, name_rows
 from elcl.data.ontology import Ontology
 from elcl.errors import ElclError
 from elcl.fileio import atomic_path
@@ -47,27 +47,6 @@ def encoder_hash(name: str) -> str:
         h.update(f.name.encode())
         h.update(sha256_file(f).encode())
     return h.hexdigest()[:32]
-
-
-def name_rows(ontology: Ontology) -> tuple[list[str], list[str], list[list[int]], list[str]]:
-    """Unique lower-cased names, a display name per row, row -> concept indices, concept ids."""
-    concept_ids = list(ontology.names)
-    row_of: dict[str, int] = {}
-    rows: list[str] = []
-    display: list[str] = []
-    concepts: list[list[int]] = []
-    for ci, cid in enumerate(concept_ids):
-        for name in ontology.names[cid]:
-            key = name.lower()
-            r = row_of.get(key)
-            if r is None:
-                r = row_of[key] = len(rows)
-                rows.append(key)
-                display.append(name)
-                concepts.append([])
-            if ci not in concepts[r]:
-                concepts[r].append(ci)
-    return rows, display, concepts, concept_ids
 
 
 class DenseCandidateGenerator:

@@ -41,6 +41,27 @@ class Candidate:
     score: float
 
 
+def name_rows(ontology: Ontology) -> tuple[list[str], list[str], list[list[int]], list[str]]:
+    """Unique lower-cased names, a display name per row, row -> concept indices, concept ids."""
+    concept_ids = list(ontology.names)
+    row_of: dict[str, int] = {}
+    rows: list[str] = []
+    display: list[str] = []
+    concepts: list[list[int]] = []
+    for ci, cid in enumerate(concept_ids):
+        for name in ontology.names[cid]:
+            key = name.lower()
+            r = row_of.get(key)
+            if r is None:
+                r = row_of[key] = len(rows)
+                rows.append(key)
+                display.append(name)
+                concepts.append([])
+            if ci not in concepts[r]:
+                concepts[r].append(ci)
+    return rows, display, concepts, concept_ids
+
+
 class TfidfCandidateGenerator:
     """Top-k concepts per mention text by cosine similarity of char n-gram TF-IDF vectors."""
 
@@ -69,24 +90,7 @@ class TfidfCandidateGenerator:
         return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
     def _build_rows(self) -> tuple[list[str], list[str], list[list[int]], list[str]]:
-        """Unique lower-cased names (rows), a display name per row, and row -> concept indices."""
-        concept_ids = list(self.ontology.names)
-        row_of: dict[str, int] = {}
-        rows: list[str] = []
-        display: list[str] = []
-        concepts: list[list[int]] = []
-        for ci, cid in enumerate(concept_ids):
-            for name in self.ontology.names[cid]:
-                key = name.lower()
-                r = row_of.get(key)
-                if r is None:
-                    r = row_of[key] = len(rows)
-                    rows.append(key)
-                    display.append(name)
-                    concepts.append([])
-                if ci not in concepts[r]:
-                    concepts[r].append(ci)
-        return rows, display, concepts, concept_ids
+        return name_rows(self.ontology)
 
     def fit(self) -> "TfidfCandidateGenerator":
         """Fit (or load from the cache) the vectorizer and the name matrix."""
