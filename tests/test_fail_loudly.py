@@ -208,11 +208,11 @@ def test_ctrl_c_exits_130_saying_what_was_kept_and_resume_finishes(world: dict, 
     original = runner_mod._train
     calls: list[str] = []
 
-    def interrupted(model, examples, cache, cfg_, lr, groups, seed, task, rt, rd, penalty=None):
+    def interrupted(model, examples, cache, cfg_, lr, groups, seed, task, rt, rd, penalty=None, **kw):
         calls.append(task)
         if task == "bc5cdr_disease":
             raise KeyboardInterrupt
-        return original(model, examples, cache, cfg_, lr, groups, seed, task, rt, rd, penalty=penalty)
+        return original(model, examples, cache, cfg_, lr, groups, seed, task, rt, rd, penalty=penalty, **kw)
 
     monkeypatch.setattr(runner_mod, "_train", interrupted)
     code, err = main_exit(["train", "--config", str(cfg)], monkeypatch, capsys)

@@ -390,7 +390,7 @@ def test_only_comparable_runs_are_grouped(tmp_path):
     write_run(exp, "naive", "naive", None, 0, seq(0, 0.4, 0.5), config=cfg)
     # the method's own settings may differ ...
     write_run(exp, "kfac", "kfac", 1.0, 0, seq(0, 0.7, 0.6),
-              config=cfg | {"method": {"name": "kfac", "lambda": 1.0, "gamma": 0.9}})
+              config=cfg | {"method": {"name": "kfac", "kfac": {"lambda": 1.0, "penalty_dtype": "float32"}}})
     # ... the evaluation subset may not
     write_run(exp, "ewc400", "ewc", 1.0, 0, seq(0, 0.6, 0.6),
               config={"train": {"max_eval_mentions": 400}, "model": {"type": "cnn"}})

@@ -19,13 +19,13 @@ def test_report_over_trained_runs(tmp_path: Path) -> None:
     data_dir = write_synthetic_corpora(tmp_path / "data")
     model_dir = write_tiny_bert(tmp_path / "tinybert")
     exp = tmp_path / "runs"
-    for method, lam in (("single", 1.0), ("naive", 1.0), ("kfac", [1.0, 100.0])):
+    for method, settings in (("single", {}), ("naive", {}), ("kfac", {"kfac": {"lambda_grid": [1.0, 100.0]}})):
         cfg = config_from_dict({
             "name": "t", "output_dir": str(exp), "tasks": ["ncbi_disease", "bc5cdr_chemical"],
             "seeds": [3], "data": {"data_dir": str(data_dir), "ontology": "mentions"},
             "candidates": {"k": 4}, "model": {"name": str(model_dir), "max_length": 12},
             "train": {"epochs": 1, "batch_size": 8, "lr": 1e-3, "device": "cpu"},
-            "method": {"name": method, "lambda": lam},
+            "method": {"name": method, **settings},
             "curvature": {"max_examples": 16, "batch_size": 8},
         })
         run_experiment(cfg, Runtime(torch.device("cpu")))
