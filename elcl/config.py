@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
-from typing import TYPE_CHECKING
-
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from elcl.errors import ConfigError
@@ -66,7 +65,7 @@ class CandidatesConfig(_Section):
     """Slots of k given to dense candidates (default k // 2)."""
 
     @model_validator(mode="after")
-    def _ngram_order(self) -> "CandidatesConfig":
+    def _ngram_order(self) -> CandidatesConfig:
         if self.ngram_max < self.ngram_min:
             raise ValueError("candidates.ngram_max must be >= candidates.ngram_min")
         return self
@@ -159,13 +158,13 @@ class _MethodBase(_Section):
         return out
 
     @property
-    def method(self) -> "type[Method]":
+    def method(self) -> type[Method]:
         from elcl.continual.methods import get
 
         return get(self.name)
 
     @property
-    def settings(self) -> "MethodSettings":
+    def settings(self) -> MethodSettings:
         """The named method's section."""
         return getattr(self, self.name)
 
@@ -252,7 +251,7 @@ class ExperimentConfig(_Section):
     def task_orders(self) -> list[list[str]]:
         return [list(o) for o in self.orders] if self.orders else [list(self.tasks)]
 
-    def lambdas(self) -> "list[RunLambda]":
+    def lambdas(self) -> list[RunLambda]:
         """The λ of each run of this config (``[None]`` for a method without one)."""
         return self.method.settings.lambdas()
 

@@ -51,7 +51,7 @@ def write_synthetic_corpora(root: Path, docs_per_split: int = 6, mentions_per_do
         "test": ("NCBItestset_corpus.txt", "CDR_TestSet.PubTator.txt"),
     }
     pmid = 1000
-    for split, (ncbi_file, cdr_file) in names.items():
+    for ncbi_file, cdr_file in names.values():
         out_ncbi, out_cdr = [], []
         for _ in range(docs_per_split):
             pmid += 1

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from synthetic import write_synthetic_corpora
 from tiny_models import write_tiny_bert
 

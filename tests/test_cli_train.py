@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from synthetic import write_synthetic_corpora
+from tiny_models import write_tiny_bert
 from typer.testing import CliRunner
 
 from elcl.cli.app import app
 from elcl.errors import CheckpointError, ConfigError, ElclError
-from synthetic import write_synthetic_corpora
-from tiny_models import write_tiny_bert
 
 runner = CliRunner()
 

@@ -6,18 +6,17 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
+from synthetic import write_synthetic_corpora
+from tiny_models import write_tiny_bert
 
 from elcl.config import config_from_dict
 from elcl.continual import runner as runner_mod
 from elcl.continual.guard import OldDataAccessError, TrainDataGuard
 from elcl.continual.methods import ReplayMemory, discriminative_groups, get
-from elcl.continual.runner import expand_runs, run_experiment
 from elcl.continual.rundir import read_jsonl
+from elcl.continual.runner import expand_runs, run_experiment
 from elcl.runtime import Runtime
-from synthetic import write_synthetic_corpora
-from tiny_models import write_tiny_bert
-
-import torch
 
 ORDER = ["ncbi_disease", "bc5cdr_chemical"]
 

@@ -53,7 +53,7 @@ def test_kfac_one_example_equals_exact_fisher_block():
     for name in ("0", "2"):
         lin = model.get_submodule(name)
 
-        def loss_of(W, b, lin=lin):
+        def loss_of(W, b, lin=lin, name=name):
             def f(mod_x):
                 return mod_x
 

@@ -29,7 +29,9 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _random_ontology(n_concepts: int = 40, seed: int = 0) -> Ontology:
     rng = random.Random(seed)
-    word = lambda: "".join(rng.choice("abcdefghijklmnop") for _ in range(rng.randint(3, 9)))
+    def word() -> str:
+        return "".join(rng.choice("abcdefghijklmnop") for _ in range(rng.randint(3, 9)))
+
     names = {f"D{i:06d}": [" ".join(word() for _ in range(rng.randint(1, 3))) for _ in range(rng.randint(1, 4))] for i in range(n_concepts)}
     names["D000000"] = [f"zz {i}" for i in range(30)]  # one concept owning many similar names: the search must look further
     names["D000001"].append(names["D000002"][0])  # one name shared by two concepts
@@ -132,9 +134,9 @@ def test_config_hook_and_cli_rows(tiny_bert: Path, tmp_path: Path, monkeypatch: 
 def test_cli_dense_pool_indexes_only_tfidf_names(tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import json
 
-    from elcl.cli.app import app
-
     from synthetic import write_synthetic_corpora
+
+    from elcl.cli.app import app
 
     monkeypatch.setenv("ELCL_CACHE_DIR", str(tmp_path / "cache"))
     data = write_synthetic_corpora(tmp_path / "data")

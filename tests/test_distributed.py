@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+from tiny_models import write_tiny_bert
 
 from elcl.config import ModelConfig
 from elcl.curvature.collect import collect_curvature
@@ -24,7 +25,6 @@ from elcl.data.types import Mention
 from elcl.models.linker import Linker, linker_logits_fn
 from elcl.training.batching import TokenCache, collate
 from elcl.training.examples import LinkingExample
-from tiny_models import write_tiny_bert
 
 NAMES = ["heart attack", "lung cancer", "breast cancer", "diabetes mellitus", "asthma", "migraine headache"]
 QUERIES = [
@@ -106,7 +106,6 @@ def test_all_reduce_needs_a_process_group() -> None:
 
 def test_torchrun_ddp_training_two_processes(tmp_path: Path) -> None:
     import yaml
-
     from synthetic import write_synthetic_corpora
 
     data_dir = write_synthetic_corpora(tmp_path / "data")

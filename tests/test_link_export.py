@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from synthetic import write_synthetic_corpora
+from tiny_models import write_tiny_bert
 from typer.testing import CliRunner
 
 from elcl.cli.app import app, main
@@ -18,8 +20,6 @@ from elcl.data.pubtator import parse_pubtator_file
 from elcl.linking.inputs import read_input
 from elcl.linking.link import link_input
 from elcl.linking.source import open_source
-from synthetic import write_synthetic_corpora
-from tiny_models import write_tiny_bert
 
 runner = CliRunner()
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import write_tiny_bert
 
 from elcl.config import ModelConfig, TrainConfig
 from elcl.data.types import Mention
@@ -16,7 +17,6 @@ from elcl.training.batching import TokenCache, collate
 from elcl.training.examples import LinkingExample, best_name
 from elcl.training.loop import train_steps
 from elcl.training.predict import evaluate_examples
-from tiny_models import write_tiny_bert
 
 NAMES = ["heart attack", "lung cancer", "breast cancer", "diabetes", "asthma"]
 QUERIES = ["myocardial infarct heart", "lung tumour", "breast tumor", "diabetic", "asthmatic"]

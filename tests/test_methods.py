@@ -297,8 +297,9 @@ def test_report_lists_auto_runs_beside_the_grid(tmp_path: Path) -> None:
     """Runs with λ auto are their own group (λ 'auto10'), compared beside the grid's dev-chosen
     λ rather than chosen over it (the rule replaces the grid), and stay off the numeric λ axis
     of the accuracy-vs-λ plot."""
-    from elcl.evaluation.report import build_report, write_report
     from test_report import SINGLE, seq, write_run
+
+    from elcl.evaluation.report import build_report, write_report
 
     exp = tmp_path / "exp"
     for s in (0, 1):

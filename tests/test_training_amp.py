@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import write_tiny_bert
 
 from elcl.config import ModelConfig, TrainConfig
 from elcl.data.types import Mention
@@ -14,7 +15,6 @@ from elcl.models.linker import Linker
 from elcl.training.batching import TokenCache, collate
 from elcl.training.examples import LinkingExample
 from elcl.training.loop import autocast_for, train_steps
-from tiny_models import write_tiny_bert
 
 NAMES = ["heart attack", "lung cancer", "breast cancer", "diabetes"]
 

@@ -8,7 +8,7 @@ replace defined short forms with their long forms from the same document.
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from elcl.data.types import Document, Mention
 
@@ -22,19 +22,19 @@ def _valid_short(sf: str) -> bool:
 
 def _best_long_form(sf: str, lf: str) -> str | None:
     """Shortest tail of ``lf`` whose characters contain ``sf``'s in order (Schwartz-Hearst)."""
-    s, l = len(sf) - 1, len(lf) - 1
+    s, li = len(sf) - 1, len(lf) - 1
     while s >= 0:
         c = sf[s].lower()
         if not c.isalnum():
             s -= 1
             continue
-        while l >= 0 and (lf[l].lower() != c or (s == 0 and l > 0 and lf[l - 1].isalnum())):
-            l -= 1
-        if l < 0:
+        while li >= 0 and (lf[li].lower() != c or (s == 0 and li > 0 and lf[li - 1].isalnum())):
+            li -= 1
+        if li < 0:
             return None
-        l -= 1
+        li -= 1
         s -= 1
-    start = lf.rfind(" ", 0, l + 1) + 1
+    start = lf.rfind(" ", 0, li + 1) + 1
     out = lf[start:].strip()
     return out or None
 

@@ -92,7 +92,7 @@ class TfidfCandidateGenerator:
     def _build_rows(self) -> tuple[list[str], list[str], list[list[int]], list[str]]:
         return name_rows(self.ontology)
 
-    def fit(self) -> "TfidfCandidateGenerator":
+    def fit(self) -> TfidfCandidateGenerator:
         """Fit (or load from the cache) the vectorizer and the name matrix."""
         path = self.cache_dir / f"tfidf-{self.cache_key()}.joblib" if self.cache_dir is not None else None
         state = None

@@ -51,7 +51,7 @@ def main() -> None:
     except ElclError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    except (typer.Exit,) as exc:  # pragma: no cover - typer control flow
+    except typer.Exit as exc:  # pragma: no cover - typer control flow
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         typer.echo(interrupt.interrupted_message(), err=True)

@@ -6,7 +6,6 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -30,13 +29,14 @@ def _console() -> Console:
 @app.command()
 def fetch(
     name: str = typer.Argument(..., help="ncbi_disease, bc5cdr, biored, medmentions, medic, mesh, gene_info (task names work too)."),
-    mirror: Optional[Path] = typer.Option(None, "--mirror", help="Copy from this directory instead of downloading (default: ../shared/corpora when present)."),
-    data_dir: Optional[Path] = _DATA_DIR,
+    mirror: Path | None = typer.Option(None, "--mirror", help="Copy from this directory instead of downloading (default: ../shared/corpora when present)."),
+    data_dir: Path | None = _DATA_DIR,
     download: bool = typer.Option(False, "--download", help="Download from the official site even when a mirror exists."),
     force: bool = typer.Option(False, "--force", help="Replace files that are already present and valid."),
 ) -> None:
     """Install a corpus or ontology under the data dir (checksummed, atomic)."""
-    from elcl.data.fetch import default_mirror, fetch as do_fetch
+    from elcl.data.fetch import default_mirror
+    from elcl.data.fetch import fetch as do_fetch
 
     target = Path(data_dir) if data_dir is not None else Path(os.environ.get("ELCL_DATA_DIR") or "data")
     src = mirror if mirror is not None else (None if download else default_mirror())
@@ -48,8 +48,8 @@ def fetch(
 
 @app.command()
 def stats(
-    names: Optional[list[str]] = typer.Argument(None, help="Tasks (default: every task whose files are present)."),
-    data_dir: Optional[Path] = _DATA_DIR,
+    names: list[str] | None = typer.Argument(None, help="Tasks (default: every task whose files are present)."),
+    data_dir: Path | None = _DATA_DIR,
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Documents, mentions, concepts, unlinkable/composite mentions and warnings per split."""
@@ -107,12 +107,12 @@ def candidates(
     ontology: str = typer.Option("auto", "--ontology", help="auto (ontology file when present), mentions (training-mention dictionary) or auto+mentions (both)."),
     dictionary_split: list[str] = typer.Option(["train"], "--dictionary-split", help="Splits whose mentions build the dictionary."),
     abbreviations: bool = typer.Option(True, "--abbreviations/--no-abbreviations", help="Expand abbreviations defined in the abstract."),
-    data_dir: Optional[Path] = _DATA_DIR,
+    data_dir: Path | None = _DATA_DIR,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-    dense: Optional[str] = typer.Option(None, "--dense", help="Also rank by this encoder's embeddings (HF id or folder, e.g. an `elcl pretrain` output): rows for dense, merged and union."),
-    dense_k: Optional[int] = typer.Option(None, "--dense-k", help="Slots of k given to dense candidates in the merged list (default k//2)."),
+    dense: str | None = typer.Option(None, "--dense", help="Also rank by this encoder's embeddings (HF id or folder, e.g. an `elcl pretrain` output): rows for dense, merged and union."),
+    dense_k: int | None = typer.Option(None, "--dense-k", help="Slots of k given to dense candidates in the merged list (default k//2)."),
     dense_max_length: int = typer.Option(25, "--dense-max-length", help="Tokens per name/mention for the dense encoder."),
-    dense_pool: Optional[int] = typer.Option(None, "--dense-pool", help="Index only the names TF-IDF returns in its top-N for the evaluated mentions (dense then re-ranks TF-IDF's top N; cheap on a slow CPU) instead of every ontology name."),
+    dense_pool: int | None = typer.Option(None, "--dense-pool", help="Index only the names TF-IDF returns in its top-N for the evaluated mentions (dense then re-ranks TF-IDF's top N; cheap on a slow CPU) instead of every ontology name."),
     dense_amp: str = typer.Option("none", "--dense-amp", help="none or bf16 (autocast while embedding names; faster on CPUs with AVX512-BF16)."),
 ) -> None:
     """Recall@k of TF-IDF candidates per split, with the ontology used and the time taken.

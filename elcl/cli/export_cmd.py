@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -11,14 +10,14 @@ import typer
 def export(
     run: Path = typer.Argument(..., help="Run directory (with run.json).", show_default=False),
     out: Path = typer.Option(..., "--out", help="New folder to write (must not exist).", show_default=False),
-    step: Optional[int] = typer.Option(None, "--step", help="Step of the run (default: its last finished step)."),
-    task: Optional[str] = typer.Option(None, "--task", help="Whose ontology goes with it (default: the step's trained task)."),
+    step: int | None = typer.Option(None, "--step", help="Step of the run (default: its last finished step)."),
+    task: str | None = typer.Option(None, "--task", help="Whose ontology goes with it (default: the step's trained task)."),
 ) -> None:
     """Export a finished step: HF encoder (or ResCNN safetensors), head, ontology, model card."""
+    from elcl.errors import ElclError
     from elcl.linking.source import open_source
     from elcl.models.export import export_linker
     from elcl.models.model_card import render_card
-    from elcl.errors import ElclError
 
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ElclError(f"{out}: already exists; export into a new folder (nothing was written)")

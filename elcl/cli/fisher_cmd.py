@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -13,19 +12,19 @@ from elcl.errors import ElclError
 def fisher(
     run: Path = typer.Option(..., "--run", help="Run directory written by `elcl train`."),
     task: str = typer.Option(..., "--task", help="Task whose training data (and checkpoint) to use."),
-    approx: Optional[str] = typer.Option(None, "--approx", help="kfac | diag | both (default: the run's curvature config, else what its method needs: diag for EWC, kfac for K-FAC and methods without a penalty)."),
-    kind: Optional[str] = typer.Option(None, "--kind", help="empirical | sampled."),
-    n_samples: Optional[int] = typer.Option(None, "--n-samples", help="Label draws per example for the sampled Fisher."),
-    variant: Optional[str] = typer.Option(None, "--variant", help="expand | reduce (weight sharing over positions)."),
-    max_examples: Optional[int] = typer.Option(None, "--max-examples", help="Use at most this many training examples."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default RUN/curvature/TASK)."),
+    approx: str | None = typer.Option(None, "--approx", help="kfac | diag | both (default: the run's curvature config, else what its method needs: diag for EWC, kfac for K-FAC and methods without a penalty)."),
+    kind: str | None = typer.Option(None, "--kind", help="empirical | sampled."),
+    n_samples: int | None = typer.Option(None, "--n-samples", help="Label draws per example for the sampled Fisher."),
+    variant: str | None = typer.Option(None, "--variant", help="expand | reduce (weight sharing over positions)."),
+    max_examples: int | None = typer.Option(None, "--max-examples", help="Use at most this many training examples."),
+    out: Path | None = typer.Option(None, "--out", help="Output directory (default RUN/curvature/TASK)."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing statistics in the output directory."),
     stats: bool = typer.Option(False, "--stats", help="Print per-layer and total factor sizes next to parameter counts."),
 ) -> None:
     """Compute (or inspect, with --stats on existing files) diagonal Fisher / K-FAC factors."""
     from elcl.config import load_run_config
-    from elcl.continual.methods import get as get_method
     from elcl.continual.guard import TrainDataGuard
+    from elcl.continual.methods import get as get_method
     from elcl.continual.rundir import RunDir
     from elcl.continual.runner import build_linker, compute_curvature
     from elcl.curvature.stats import factor_size_table, format_size_table

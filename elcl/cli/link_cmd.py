@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -12,15 +11,15 @@ from elcl.errors import ElclError
 
 
 def link(
-    source: Optional[Path] = typer.Argument(None, help="A run directory (with run.json) or an export folder.", show_default=False),
-    model: Optional[Path] = typer.Option(None, "--model", help="An export folder (`elcl export`); instead of SOURCE."),
+    source: Path | None = typer.Argument(None, help="A run directory (with run.json) or an export folder.", show_default=False),
+    model: Path | None = typer.Option(None, "--model", help="An export folder (`elcl export`); instead of SOURCE."),
     input_: str = typer.Option("-", "--input", "-i", help="PubTator file, span TSV, or '-' for mention strings on stdin."),
     fmt: str = typer.Option("auto", "--format", help="auto (- = text, *.tsv = spans, else PubTator), pubtator, tsv or text."),
-    docs: Optional[Path] = typer.Option(None, "--docs", help="Span TSV only: the documents' text (doc_id<TAB>text lines, or PubTator)."),
-    step: Optional[int] = typer.Option(None, "--step", help="Step of the run (default: its last finished step)."),
-    task: Optional[str] = typer.Option(None, "--task", help="Whose ontology to link against (default: the step's trained task)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="JSONL output (default: stdout)."),
-    pubtator_out: Optional[Path] = typer.Option(None, "--pubtator-out", help="Also write the documents with predicted ids filled in."),
+    docs: Path | None = typer.Option(None, "--docs", help="Span TSV only: the documents' text (doc_id<TAB>text lines, or PubTator)."),
+    step: int | None = typer.Option(None, "--step", help="Step of the run (default: its last finished step)."),
+    task: str | None = typer.Option(None, "--task", help="Whose ontology to link against (default: the step's trained task)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="JSONL output (default: stdout)."),
+    pubtator_out: Path | None = typer.Option(None, "--pubtator-out", help="Also write the documents with predicted ids filled in."),
     top_k: int = typer.Option(5, "--top-k", min=1, help="Candidates per mention in the output."),
     batch_size: int = typer.Option(256, "--batch-size", min=1, help="Texts per encoder batch."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
@@ -30,10 +29,10 @@ def link(
     When the input carries gold ids, acc@1/@5 over those mentions go to stderr; on a
     corpus split they are the numbers `elcl evaluate` shows for the same run and step.
     """
+    from elcl.fileio import atomic_write_text
     from elcl.linking.inputs import read_input
     from elcl.linking.link import link_input, pubtator_text, write_jsonl
     from elcl.linking.source import open_source
-    from elcl.fileio import atomic_write_text
     from elcl.runtime import pick_device
 
     if (source is None) == (model is None):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -11,10 +10,10 @@ from elcl.errors import ElclError
 
 
 def train(
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML experiment config (see configs/)."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML experiment config (see configs/)."),
     set_: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set train.epochs=2 (repeatable)."),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Resume a run directory (or an experiment directory) at its first unfinished task."),
-    output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Parent directory of runs (default: output_dir of the config)."),
+    resume: Path | None = typer.Option(None, "--resume", help="Resume a run directory (or an experiment directory) at its first unfinished task."),
+    output_dir: Path | None = typer.Option(None, "--output-dir", "-o", help="Parent directory of runs (default: output_dir of the config)."),
     order: list[int] = typer.Option([], "--order", help="Run only this task order (index into the config's orders; repeatable): a part of the grid."),
 ) -> None:
     """Train a linker on a task sequence with the configured method; writes run directories."""

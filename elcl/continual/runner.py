@@ -9,8 +9,8 @@ progress, and ``--resume`` restarts exactly there.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -36,6 +36,7 @@ from elcl.training.examples import LinkingExample
 from elcl.training.loop import train_steps
 from elcl.training.predict import evaluate_examples
 from elcl.training.tasks import prepare_eval_task, sequence_train_removals
+
 
 def expand_runs(cfg: ExperimentConfig) -> list[tuple[RunSpec, ExperimentConfig]]:
     """One run per (order, λ, seed); λ only varies for methods with a penalty."""

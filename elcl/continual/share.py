@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import shutil
 
-
 import yaml
 
 from elcl.continual.methods import REGISTRY

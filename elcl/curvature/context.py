@@ -17,13 +17,13 @@ leading row of a layer input is its own example and every position is real.
 from __future__ import annotations
 
 import contextvars
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 
-_CURRENT: contextvars.ContextVar["SequenceInfo | None"] = contextvars.ContextVar("elcl_sequence_info", default=None)
+_CURRENT: contextvars.ContextVar[SequenceInfo | None] = contextvars.ContextVar("elcl_sequence_info", default=None)
 
 
 @dataclass(frozen=True)

@@ -76,7 +76,7 @@ def all_reduce_stats(stats: CurvatureStats, group=None) -> CurvatureStats:
     dev = next(iter([*stats.diag.values(), *[A for A, _ in stats.kfac.values()]]), torch.zeros(())).device
     counts = torch.tensor([n_local] + [n_pos_local.get(k, 0) for k in kfac_keys], dtype=_F64, device=dev)
     tensors: list[torch.Tensor] = [counts]
-    for i, k in enumerate(kfac_keys):
+    for k in kfac_keys:
         A, G = stats.kfac[k]
         a_w = n_pos_local[k] if variant == "expand" else n_local
         tensors += [A.to(_F64) * a_w, G.to(_F64) * n_local]

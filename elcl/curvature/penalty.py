@@ -38,7 +38,7 @@ auto`` passes λ_t = N_t / N with ``lam = 1``); without them every w_t is 1:
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -119,7 +119,7 @@ class _DiagQuadratic:
         self._roots: dict[str, torch.Tensor] = {}
 
     @classmethod
-    def from_terms(cls, terms: dict[str, list[tuple[torch.Tensor, torch.Tensor]]], what: str) -> "_DiagQuadratic":
+    def from_terms(cls, terms: dict[str, list[tuple[torch.Tensor, torch.Tensor]]], what: str) -> _DiagQuadratic:
         q = cls(what)
         for name, lst in terms.items():
             if len(lst) == 1:
@@ -239,7 +239,7 @@ class OnlineEWCPenalty(Penalty):
     @classmethod
     def from_stats(
         cls, stats_list: Sequence[CurvatureStats], lam: float, gamma: float = 1.0, weights: Sequence[float] | None = None,
-    ) -> "OnlineEWCPenalty":
+    ) -> OnlineEWCPenalty:
         """Folds ``F̃_t = γ F̃_{t−1} + w_t F_t`` over ``stats_list`` (oldest first; w_t = 1
         unless ``weights`` are given)."""
         ws = _weights(weights, stats_list, "online_ewc")

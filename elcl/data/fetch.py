@@ -15,8 +15,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from elcl.fileio import atomic_path, sha256_file
 from elcl.errors import ElclError
+from elcl.fileio import atomic_path, sha256_file
 
 # sha256 of the extracted files (../shared/corpora/SOURCES.md).  ``download=False``: the
 # sum describes the mirror's copy only (the mirror's BC5CDR training file was rebuilt
@@ -125,7 +125,7 @@ def _check(tmp: Path, dest_rel: str, origin: str, downloaded: bool) -> None:
         raise ElclError(f"{origin}: sha256 {got} does not match the expected {known[0]} for {dest_rel}; the file was not installed")
 
 
-def _install(write: "callable", dest: Path, dest_rel: str, origin: str, downloaded: bool) -> None:
+def _install(write: callable, dest: Path, dest_rel: str, origin: str, downloaded: bool) -> None:
     """Write via ``write(fileobj)`` to a temp file beside ``dest``, verify, rename atomically."""
     with atomic_path(dest, ".part") as tmp:
         with open(tmp, "wb") as fh:

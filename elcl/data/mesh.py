@@ -22,8 +22,8 @@ import gzip
 import re
 import xml.etree.ElementTree as ET
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from elcl.errors import CorpusFormatError, ElclError
 

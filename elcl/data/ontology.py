@@ -14,14 +14,13 @@ import hashlib
 import re
 import zlib
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 from elcl.data.pubtator import canonical_id, split_ids
 from elcl.data.types import Corpus, Mention
 from elcl.errors import CorpusFormatError, ElclError
-
 
 _PREFIXED = re.compile(r"^[A-Za-z]+:\S*$")
 
@@ -78,7 +77,7 @@ class Ontology:
             h.update(b"\x02")
         return h.hexdigest()
 
-    def merged(self, other: "Ontology") -> "Ontology":
+    def merged(self, other: Ontology) -> Ontology:
         """Union of two ontologies (names of shared ids are concatenated)."""
         names = {k: list(v) for k, v in self.names.items()}
         for k, v in other.names.items():

@@ -32,9 +32,9 @@ from __future__ import annotations
 import gzip
 import re
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 from elcl.data.types import Document, Mention
 from elcl.errors import CorpusFormatError

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from elcl.continual.methods import NAMES as METHODS
 from elcl.continual.rundir import RunSpec
 from elcl.errors import ElclError
-from elcl.continual.methods import NAMES as METHODS
 from elcl.schemas import (
     MetricRow,
     PredictionRow,

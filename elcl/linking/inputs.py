@@ -9,9 +9,9 @@ TSV's fifth column) `elcl link` also reports accuracy.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 from elcl.data.pubtator import _lines, parse_ids, parse_pubtator_file
 from elcl.data.types import Document, Mention

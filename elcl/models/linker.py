@@ -13,8 +13,8 @@ import json
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from elcl.config import ModelConfig
 from elcl.curvature.context import sequence_context
@@ -36,11 +36,11 @@ class LinkerBatch:
     cand_owner: torch.Tensor | None = None  # [S], None when sequences are shared
     cand_sparse: torch.Tensor | None = None  # [B, K]  the retriever's TF-IDF score of each candidate
 
-    def to(self, device: torch.device | str) -> "LinkerBatch":
+    def to(self, device: torch.device | str) -> LinkerBatch:
         moved = {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
         return LinkerBatch(**moved)
 
-    def pin_memory(self) -> "LinkerBatch":
+    def pin_memory(self) -> LinkerBatch:
         """Page-locked copies, so ``to(cuda)`` with ``non_blocking`` really overlaps."""
         pinned = {k: (v.pin_memory() if isinstance(v, torch.Tensor) and v.device.type == "cpu" else v) for k, v in self.__dict__.items()}
         return LinkerBatch(**pinned)

@@ -8,7 +8,7 @@ hooks can attribute every position to exactly one example (``share=False``).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

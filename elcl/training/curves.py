@@ -17,8 +17,8 @@ writes TensorBoard event files under ``<run>/tensorboard/`` via
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from elcl.continual.rundir import append_jsonl
 from elcl.errors import ConfigError

@@ -8,8 +8,8 @@ a retrieval miss counts as an error, as it would for a user.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 from elcl.data.types import Document, Mention
 

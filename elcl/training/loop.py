@@ -13,8 +13,9 @@ loss and autograd differentiates it; both give the same update.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from typing import Callable, NamedTuple, Sequence
+from typing import NamedTuple
 
 import torch
 from tqdm.auto import tqdm
