@@ -18,8 +18,9 @@ if TYPE_CHECKING:
 
 class KFACSettings(PenaltySettings):
     penalty_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
-    """dtype of the dense factor products. auto = bfloat16 when train.amp is bf16 (the
-    forward pass is bf16 already; 3× faster products, gradient within ~1%), else float32."""
+    """dtype of the dense factor products. auto = bfloat16 when training runs in bf16 on a
+    device that computes it natively (the forward pass is bf16 already; 3× faster products,
+    gradient within ~1%), else float32."""
 
 
 def matmul_dtype(choice: str, amp: str, device: Any = None) -> torch.dtype | None:
