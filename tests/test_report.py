@@ -416,3 +416,19 @@ def test_lambda_rule_runs_are_their_own_points(tmp_path):
     assert any(p.lam == "auto" for p in rep.frontier)
     assert any(a.method == "kfac" and a.lam == "auto" for a in rep.comparison.arms)
     assert "heatmap_kfac_lamauto.png" in {p.name for p in write_report(rep, tmp_path / "o")}
+
+
+def test_a_key_an_older_elcl_did_not_write_takes_its_default(tmp_path):
+    """A run written before `candidates.dense` existed is comparable with one that has its default,
+    and still not with one that sets it."""
+    exp = tmp_path / "exp"
+    old = {"train": {"max_eval_mentions": 800}, "model": {"type": "cnn"}}
+    new = {**old, "candidates": {"dense": False, "dense_k": None}}
+    write_run(exp, "single", "single", None, 0, [[0.8, 0.1, 0.1], [0.1, 0.7, 0.1], [0.1, 0.1, 0.9]], config=old)
+    write_run(exp, "naive", "naive", None, 0, seq(0, 0.4, 0.5), config=old)
+    write_run(exp, "kfac", "kfac", 1.0, 0, seq(0, 0.7, 0.6), config=new)
+    write_run(exp, "ewc_dense", "ewc", 1.0, 0, seq(0, 0.6, 0.6), config={**old, "candidates": {"dense": True}})
+    rep = build_report([exp])
+    assert {rs.run.method for rs in rep.runs} == {"single", "naive", "kfac"}
+    (msg,) = rep.left_out
+    assert "ewc_dense: left out" in msg and "candidates.dense = True" in msg
