@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from elcl.candidates.tfidf import Candidate, TfidfCandidateGenerator, name_rows
+from elcl.candidates.tfidf import Candidate, TfidfCandidateGenerator, name_rows, query_plan
 from elcl.data.ontology import Ontology
 from elcl.errors import ElclError
 from elcl.fileio import atomic_path
@@ -172,16 +172,11 @@ class DenseCandidateGenerator:
         """The k best concepts per text, best first (every concept has a name, so always k)."""
         if not self._fitted:
             self.fit()
-        if k < 1:
-            raise ElclError(f"k must be >= 1, got {k}")
-        k = min(k, len(self._concept_ids))
-        keys = [t.lower().strip() for t in texts]
-        unique = list(dict.fromkeys(keys))
+        n = self._emb.shape[0]
+        k, keys, unique, width = query_plan(texts, k, len(self._concept_ids), n)
         if not unique:
             return []
         q = self.encode(unique)
-        n = self._emb.shape[0]
-        width = min(n, max(4 * k + 16, 32))
         scores, rows = self.search(q, width)
         ranked: dict[str, list[Candidate]] = {}
         for i, text in enumerate(unique):

@@ -62,6 +62,18 @@ def name_rows(ontology: Ontology) -> tuple[list[str], list[str], list[list[int]]
     return rows, display, concepts, concept_ids
 
 
+def query_plan(texts: list[str], k: int, n_concepts: int, n_rows: int) -> tuple[int, list[str], list[str], int]:
+    """What every candidate index does before ranking: k checked and capped at the number of
+    concepts, each text's lookup key, the distinct keys (mentions repeat a lot: BC5CDR test has
+    4424 disease mentions, 1337 distinct texts), and how many name rows to look at per text
+    (enough to find k distinct concepts in nearly all cases)."""
+    if k < 1:
+        raise ElclError(f"k must be >= 1, got {k}")
+    k = min(k, n_concepts)
+    keys = [t.lower().strip() for t in texts]
+    return k, keys, list(dict.fromkeys(keys)), min(n_rows, max(4 * k + 16, 32))
+
+
 class TfidfCandidateGenerator:
     """Top-k concepts per mention text by cosine similarity of char n-gram TF-IDF vectors."""
 
@@ -153,16 +165,9 @@ class TfidfCandidateGenerator:
         """
         if not self._fitted:
             self.fit()
-        if k < 1:
-            raise ElclError(f"k must be >= 1, got {k}")
-        k = min(k, len(self._concept_ids))
-        # Mentions repeat a lot (BC5CDR test: 4424 disease mentions, 1337 distinct texts).
-        keys = [t.lower().strip() for t in texts]
-        unique = list(dict.fromkeys(keys))
-        ranked: dict[str, list[Candidate]] = {}
         n_rows = self._postings.shape[1]
-        # Names to look at per mention: enough to find k distinct concepts in nearly all cases.
-        width = min(n_rows, max(4 * k + 16, 32))
+        k, keys, unique, width = query_plan(texts, k, len(self._concept_ids), n_rows)
+        ranked: dict[str, list[Candidate]] = {}
         row = np.zeros(n_rows, dtype=np.float32)
         for lo in range(0, len(unique), self.chunk_size):
             chunk = unique[lo:lo + self.chunk_size]
