@@ -14,9 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import yaml
-
-from elcl.config import RESUME_SAFE_KEYS, config_from_dict, experiment_diff, short_repr, upgrade_run_config
+from elcl.config import RESUME_SAFE_KEYS, experiment_diff, load_run_config, short_repr
 from elcl.continual.lock import RunLock
 from elcl.continual.rundir import RunDir, RunSpec
 from elcl.errors import ConfigError, DivergedError, ElclError
@@ -45,11 +43,8 @@ def check_existing(rd: RunDir, cfg_dict: dict, resume: bool) -> None:
     cfg_file = rd.path / "config.yaml"
     if not cfg_file.is_file():
         raise ElclError(f"{cfg_file}: not found; cannot check that --resume continues the same experiment")
-    try:
-        stored_raw = yaml.safe_load(cfg_file.read_text(encoding="utf-8"))
-    except yaml.YAMLError:
-        raise ConfigError(f"{cfg_file}: not valid YAML") from None
-    stored = config_from_dict(upgrade_run_config(stored_raw) if isinstance(stored_raw, dict) else {}, str(cfg_file)).to_dict()
+    # The stored config read like any run's (size and alias guards, older layouts upgraded).
+    stored = load_run_config(rd.path).to_dict()
     changed = experiment_diff(stored, cfg_dict)
     if changed:
         parts = ", ".join(f"{k} ({short_repr(_get(stored, k), 30)} -> {short_repr(_get(cfg_dict, k), 30)})" for k in changed[:5])
