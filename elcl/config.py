@@ -270,7 +270,9 @@ def _check_order(order: list[str], what: str) -> list[str]:
         if task not in TASKS:
             raise ValueError(f"{what}: unknown task {task!r}; known: {', '.join(TASKS)}")
         if order.count(task) > 1:
-            raise ValueError(f"{what}: task {task!r} is listed twice (it would overwrite its own curvature and metric rows)")
+            raise ValueError(
+                f"{what}: task {task!r} is listed twice (it would overwrite its own curvature and metric rows)"
+            )
     return order
 
 
@@ -304,7 +306,12 @@ def _format_validation_error(err: ValidationError, source: str, raw: dict[str, A
 
     method = raw.get("method") if isinstance(raw, dict) else None
     method_name = str(method.get("name", DEFAULT)) if isinstance(method, dict) else DEFAULT
-    if isinstance(method, dict) and len(loc) >= 3 and loc[:2] == ("method", method_name) and loc[2].rstrip("_") in method:
+    if (
+        isinstance(method, dict)
+        and len(loc) >= 3
+        and loc[:2] == ("method", method_name)
+        and loc[2].rstrip("_") in method
+    ):
         loc = ("method",) + loc[2:]  # a key given with the shorthand is named as written
     key = ".".join("lambda" if p == "lambda_" else p for p in loc)
     msg = first["msg"]
@@ -376,7 +383,8 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> ExperimentC
 
 
 def load_config(
-    path: str | os.PathLike[str], overrides: list[str] | None = None,
+    path: str | os.PathLike[str],
+    overrides: list[str] | None = None,
     upgrade: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> ExperimentConfig:
     """Read, override and validate a YAML config; every failure is a one-line ConfigError.
@@ -452,10 +460,14 @@ def _check_aliases(text: str, where: Path) -> None:
         return sizes[key]
 
     if root is not None and size(root) > MAX_YAML_NODES:
-        raise ConfigError(f"{where}: YAML aliases (*name) expand to more than {MAX_YAML_NODES} values; expected a plain config")
+        raise ConfigError(
+            f"{where}: YAML aliases (*name) expand to more than {MAX_YAML_NODES} values; expected a plain config"
+        )
 
 
-def experiment_diff(stored: dict[str, Any], new: dict[str, Any], allowed: tuple[str, ...] = RESUME_SAFE_KEYS) -> list[str]:
+def experiment_diff(
+    stored: dict[str, Any], new: dict[str, Any], allowed: tuple[str, ...] = RESUME_SAFE_KEYS
+) -> list[str]:
     """Dotted keys whose values differ between two config dicts, except ``allowed`` ones."""
     out: list[str] = []
 

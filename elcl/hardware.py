@@ -86,5 +86,7 @@ def precision_warning(cfg: Any, device: torch.device | str | None = None) -> str
     dev = torch.device(device) if device is not None else torch.device("cpu")
     where = cpu_info().describe() if dev.type == "cpu" else f"{dev} without bfloat16 support"
     off = " and ".join(a.replace("bf16", "none").replace("bfloat16", "auto") for a in asked)
-    return (f"warning: {' and '.join(asked)} on {where}: expect {EMULATED_SLOWDOWN}; "
-            f"set {off} (or train.amp: auto) to turn it off")
+    return (
+        f"warning: {' and '.join(asked)} on {where}: expect {EMULATED_SLOWDOWN}; "
+        f"set {off} (or train.amp: auto) to turn it off"
+    )

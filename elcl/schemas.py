@@ -53,13 +53,14 @@ __all__ = [
 ]
 
 
-
 def known_methods() -> tuple[str, ...]:
     """The registered continual methods (imported late: the registry imports the curvature
     code, whose storage writes through these schemas)."""
     from elcl.continual.methods import NAMES
 
     return NAMES
+
+
 STATUSES = ("running", "done", "interrupted", "failed")
 SPLITS = ("dev", "test")
 CURVATURE_FORMAT = "elcl-curvature/1"
@@ -112,9 +113,7 @@ class RunRecord(_Schema):
     seed: int = _expected("an integer")
     order: list[str] = _expected("a non-empty list of distinct task names")
     order_index: int = _expected("an integer")
-    status: Literal["running", "done", "interrupted", "failed"] = _expected(
-        "one of " + "|".join(STATUSES)
-    )
+    status: Literal["running", "done", "interrupted", "failed"] = _expected("one of " + "|".join(STATUSES))
     steps_done: int = Field(ge=0, json_schema_extra={"expected": "a non-negative integer"})
     train_documents_removed: dict[str, TrainDocumentsRemoved] | None = None
     """Per task of the order: its training documents held out because another task of
@@ -163,9 +162,7 @@ class MetricRow(_Schema):
     acc5: Fraction = _expected("a number in [0, 1]")
     n: int = Field(ge=0, json_schema_extra={"expected": "a non-negative integer"})
     n_unlinkable: int = Field(ge=0, json_schema_extra={"expected": "a non-negative integer"})
-    tfidf_acc1: Fraction | None = Field(
-        default=None, json_schema_extra={"expected": "a number in [0, 1] or null"}
-    )
+    tfidf_acc1: Fraction | None = Field(default=None, json_schema_extra={"expected": "a number in [0, 1] or null"})
     """The retriever's own top-1 on the same mentions (absent in files of elcl < 0.1)."""
 
     @model_validator(mode="after")
@@ -175,9 +172,7 @@ class MetricRow(_Schema):
         if order is None:
             return self
         if self.eval_task not in order:
-            raise _RunMismatch(
-                f"eval_task '{self.eval_task}' is not in the run's order ({', '.join(order)})"
-            )
+            raise _RunMismatch(f"eval_task '{self.eval_task}' is not in the run's order ({', '.join(order)})")
         if ctx.get("method") == "joint":
             if self.step != 0 or self.trained_task != "joint":
                 raise _RunMismatch(
@@ -185,9 +180,7 @@ class MetricRow(_Schema):
                     f"{self.step}, trained_task '{self.trained_task}'"
                 )
         elif self.step >= len(order):
-            raise _RunMismatch(
-                f"step {self.step} but the order has only {len(order)} task(s)"
-            )
+            raise _RunMismatch(f"step {self.step} but the order has only {len(order)} task(s)")
         elif self.trained_task != order[self.step]:
             raise _RunMismatch(
                 f"trained_task '{self.trained_task}' at step {self.step}, but "
@@ -234,9 +227,7 @@ class CurvatureMeta(_Schema):
     n_examples: int = Field(ge=0, json_schema_extra={"expected": "a non-negative integer"})
     n_samples: int = Field(ge=1, json_schema_extra={"expected": "a positive integer"})
     model_config_hash: str = _expected("a string")
-    dtype: Literal["float32", "float16", "bfloat16", "float64"] = _expected(
-        "|".join(CURVATURE_DTYPES)
-    )
+    dtype: Literal["float32", "float16", "bfloat16", "float64"] = _expected("|".join(CURVATURE_DTYPES))
     symmetric_storage: Literal["full", "triu"] = _expected("full|triu")
     factors_sha256: str = _expected("a sha256 hex digest")
     elcl_version: str | None = Field(default=None, json_schema_extra={"expected": "a string"})
@@ -283,8 +274,7 @@ def format_error(model: type[BaseModel], err: ValidationError, where: str) -> st
     return f"{where}: key '{key}' = {shown}, expected {what}"
 
 
-def parse(model: type[S], obj: Any, where: str, context: dict | None = None,
-          error: type[ElclError] = ElclError) -> S:
+def parse(model: type[S], obj: Any, where: str, context: dict | None = None, error: type[ElclError] = ElclError) -> S:
     """Validate one decoded JSON object; a failure is ``error`` with one line."""
     if not isinstance(obj, dict):
         raise error(f"{where}: expected a JSON object")
@@ -297,9 +287,7 @@ def parse(model: type[S], obj: Any, where: str, context: dict | None = None,
             if key in obj:
                 shown = repr(obj[key])
                 shown = shown if len(shown) <= 60 else shown[:57] + "..."
-                raise error(
-                    f"{where}: key '{key}' = {shown}, expected {_expected_of(model, key)}"
-                ) from None
+                raise error(f"{where}: key '{key}' = {shown}, expected {_expected_of(model, key)}") from None
         raise error(format_error(model, err, where)) from None
 
 
@@ -325,9 +313,7 @@ def parse_json_file(model: type[S], path: Path | str, error: type[ElclError] = E
     return parse(model, obj, str(path), error=error)
 
 
-def parse_jsonl_file(
-    model: type[S], path: Path | str, context: dict | None = None
-) -> list[tuple[int, S]]:
+def parse_jsonl_file(model: type[S], path: Path | str, context: dict | None = None) -> list[tuple[int, S]]:
     """Read and validate a JSON-lines file: (line number, object) per non-blank line."""
     path = Path(path)
     out: list[tuple[int, S]] = []

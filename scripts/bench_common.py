@@ -6,8 +6,8 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -52,7 +52,9 @@ def synthetic_batch(
     labels = torch.zeros(batch, cands, dtype=torch.bool)
     labels[torch.arange(batch), torch.randint(0, cands, (batch,), generator=g)] = True
     owner = torch.arange(batch).repeat_interleave(cands) if per_example else None
-    b = LinkerBatch(m_ids, m_mask, c_ids, c_mask, index, valid, labels, torch.arange(batch) if per_example else None, owner)
+    b = LinkerBatch(
+        m_ids, m_mask, c_ids, c_mask, index, valid, labels, torch.arange(batch) if per_example else None, owner
+    )
     return b.to(device)
 
 
@@ -98,7 +100,9 @@ def machine() -> dict:
 
 def print_cpu() -> None:
     """First line of every benchmark: bfloat16 timings mean nothing without it."""
-    print(f"running on: {cpu_info().describe()}, torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+    print(
+        f"running on: {cpu_info().describe()}, torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True
+    )
 
 
 def table(head: list[str], rows: list[list]) -> str:

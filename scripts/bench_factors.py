@@ -21,9 +21,8 @@ import argparse
 import sys
 from pathlib import Path
 
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import build_linker, print_cpu, machine, synthetic_batch, table, timeit, write_json  # noqa: E402
+from bench_common import build_linker, machine, print_cpu, synthetic_batch, table, timeit, write_json  # noqa: E402
 
 from elcl.curvature.collect import collect_curvature  # noqa: E402
 from elcl.models.linker import LinkerBatch, linker_logits_fn, multi_positive_loss  # noqa: E402
@@ -46,7 +45,10 @@ def main(argv: list[str] | None = None) -> dict:
     print_cpu()
 
     model = build_linker(args.model, args.device)
-    batches = [synthetic_batch(model, args.batch_size, args.cands, args.tokens, s, device=args.device) for s in range(args.batches)]
+    batches = [
+        synthetic_batch(model, args.batch_size, args.cands, args.tokens, s, device=args.device)
+        for s in range(args.batches)
+    ]
     n_ex = args.batches * args.batch_size
 
     def plain() -> None:
@@ -56,7 +58,9 @@ def main(argv: list[str] | None = None) -> dict:
             multi_positive_loss(model(b), b.labels).backward()
 
     def collect(approx: str, variant: str = "expand"):
-        return lambda: collect_curvature(model, batches, linker_logits_fn, approx=approx, variant=variant, progress=False)
+        return lambda: collect_curvature(
+            model, batches, linker_logits_fn, approx=approx, variant=variant, progress=False
+        )
 
     cases = [("forward+backward", plain), ("kfac expand", collect("kfac"))]
     if args.reduce:
@@ -69,8 +73,10 @@ def main(argv: list[str] | None = None) -> dict:
         base = t if base is None else base
         rows.append([name, t, n_ex / t, t / base])
         res[name] = {"seconds": t, "examples_per_s": n_ex / t, "ratio_vs_fwd_bwd": t / base}
-    print(f"curvature collection, {args.model}, {args.batches} batches x {args.batch_size} examples x "
-          f"{args.cands + 1} sequences x <= {args.tokens} tokens, device {args.device}")
+    print(
+        f"curvature collection, {args.model}, {args.batches} batches x {args.batch_size} examples x "
+        f"{args.cands + 1} sequences x <= {args.tokens} tokens, device {args.device}"
+    )
     print(table(["case", "seconds", "examples/s", "x fwd+bwd"], rows))
     out = {"args": vars(args), "machine": machine(), "results": res}
 
@@ -91,7 +97,10 @@ def compare_curvlinops(model, args) -> dict:
     from torch import nn
 
     # full-length sequences: curvlinops counts every position as real
-    batches = [synthetic_batch(model, args.batch_size, args.cands, args.tokens, 100 + s, device=args.device) for s in range(args.curvlinops_batches)]
+    batches = [
+        synthetic_batch(model, args.batch_size, args.cands, args.tokens, 100 + s, device=args.device)
+        for s in range(args.curvlinops_batches)
+    ]
     for b in batches:
         b.mention_mask.fill_(1)
         b.cand_mask.fill_(1)
@@ -113,8 +122,16 @@ def compare_curvlinops(model, args) -> dict:
     n = args.curvlinops_batches * args.batch_size
     t0 = time.perf_counter()
     op = KFACLinearOperator(
-        wrapped, nn.CrossEntropyLoss(reduction="sum"), params, data, check_deterministic=False, fisher_type="empirical",
-        kfac_approx="expand", separate_weight_and_bias=False, num_per_example_loss_terms=1, num_data=n,
+        wrapped,
+        nn.CrossEntropyLoss(reduction="sum"),
+        params,
+        data,
+        check_deterministic=False,
+        fisher_type="empirical",
+        kfac_approx="expand",
+        separate_weight_and_bias=False,
+        num_per_example_loss_terms=1,
+        num_data=n,
         batch_size_fn=lambda X: X["labels"].shape[0],
     )
     op.compute_kronecker_factors()
@@ -138,14 +155,24 @@ def compare_curvlinops(model, args) -> dict:
         scales_p.append(scales_a[-1] * scales_g[-1])
     # the scale split between A and G is a convention (c·A ⊗ G/c); the shapes must agree
     ok = max(worst_a, worst_g) < 1e-4
-    print(f"curvlinops KFACLinearOperator: {t_cl:.2f}s, elcl: {t_ours:.2f}s (elcl/curvlinops time ratio {t_ours / t_cl:.2f}); "
-          f"max rel. diff of normalised A {worst_a:.2e}, G {worst_g:.2e} -> {'agree' if ok else 'DISAGREE'} (tol 1e-4); "
-          f"scale curvlinops/elcl: A x{min(scales_a):.4g}..{max(scales_a):.4g}, G x{min(scales_g):.4g}..{max(scales_g):.4g}, "
-          f"A(x)G x{min(scales_p):.4g}..{max(scales_p):.4g}")
-    return {"status": "ok", "seconds_curvlinops": t_cl, "seconds_elcl": t_ours, "time_ratio_elcl_over_curvlinops": t_ours / t_cl,
-            "max_rel_diff_A": worst_a, "max_rel_diff_G": worst_g, "scale_A_curvlinops_over_elcl": [min(scales_a), max(scales_a)],
-            "scale_G_curvlinops_over_elcl": [min(scales_g), max(scales_g)],
-            "scale_AG_curvlinops_over_elcl": [min(scales_p), max(scales_p)], "agree_1e-4": ok}
+    print(
+        f"curvlinops KFACLinearOperator: {t_cl:.2f}s, elcl: {t_ours:.2f}s (elcl/curvlinops time ratio {t_ours / t_cl:.2f}); "
+        f"max rel. diff of normalised A {worst_a:.2e}, G {worst_g:.2e} -> {'agree' if ok else 'DISAGREE'} (tol 1e-4); "
+        f"scale curvlinops/elcl: A x{min(scales_a):.4g}..{max(scales_a):.4g}, G x{min(scales_g):.4g}..{max(scales_g):.4g}, "
+        f"A(x)G x{min(scales_p):.4g}..{max(scales_p):.4g}"
+    )
+    return {
+        "status": "ok",
+        "seconds_curvlinops": t_cl,
+        "seconds_elcl": t_ours,
+        "time_ratio_elcl_over_curvlinops": t_ours / t_cl,
+        "max_rel_diff_A": worst_a,
+        "max_rel_diff_G": worst_g,
+        "scale_A_curvlinops_over_elcl": [min(scales_a), max(scales_a)],
+        "scale_G_curvlinops_over_elcl": [min(scales_g), max(scales_g)],
+        "scale_AG_curvlinops_over_elcl": [min(scales_p), max(scales_p)],
+        "agree_1e-4": ok,
+    }
 
 
 if __name__ == "__main__":

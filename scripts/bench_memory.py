@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import build_linker, print_cpu, machine, table, write_json  # noqa: E402
+from bench_common import build_linker, machine, print_cpu, table, write_json  # noqa: E402
 
 
 def sizes(model: nn.Module, elem: int) -> dict:
@@ -46,13 +46,28 @@ def sizes(model: nn.Module, elem: int) -> dict:
         tot["kfac_triu"] += triu
         tot["kfac_full"] += full
         tot["diag"] += n_par
-        layers.append({"layer": name, "kind": kind, "params": n_par, "param_bytes": n_par * elem,
-                       "kfac_triu_bytes": triu * elem, "kfac_full_bytes": full * elem,
-                       "ratio_triu": triu / n_par, "ratio_full": full / n_par})
-    total = {"params": tot["params"], "param_bytes": tot["params"] * elem, "kfac_triu_bytes": tot["kfac_triu"] * elem,
-             "kfac_full_bytes": tot["kfac_full"] * elem, "ewc_diag_bytes": tot["diag"] * elem,
-             "ratio_triu": tot["kfac_triu"] / tot["params"], "ratio_full": tot["kfac_full"] / tot["params"],
-             "ratio_ewc": 1.0}
+        layers.append(
+            {
+                "layer": name,
+                "kind": kind,
+                "params": n_par,
+                "param_bytes": n_par * elem,
+                "kfac_triu_bytes": triu * elem,
+                "kfac_full_bytes": full * elem,
+                "ratio_triu": triu / n_par,
+                "ratio_full": full / n_par,
+            }
+        )
+    total = {
+        "params": tot["params"],
+        "param_bytes": tot["params"] * elem,
+        "kfac_triu_bytes": tot["kfac_triu"] * elem,
+        "kfac_full_bytes": tot["kfac_full"] * elem,
+        "ewc_diag_bytes": tot["diag"] * elem,
+        "ratio_triu": tot["kfac_triu"] / tot["params"],
+        "ratio_full": tot["kfac_full"] / tot["params"],
+        "ratio_ewc": 1.0,
+    }
     return {"layers": layers, "total": total}
 
 
@@ -75,13 +90,13 @@ def one_task_stats(model: nn.Module):
         local = [(n, p) for n, p in m.named_parameters(recurse=False) if p.requires_grad]
         if not local:
             continue
-        full = lambda n: f"{name}.{n}" if name else n  # noqa: E731
+        prefix = f"{name}." if name else ""
         if isinstance(m, (nn.Linear, nn.Conv1d)):
             d_in = m.weight[0].numel() + (1 if m.bias is not None else 0)
             kfac[name] = (torch.eye(d_in), torch.eye(m.weight.shape[0]))
         else:
-            diag.update({full(n): torch.ones_like(p) for n, p in local})
-        anchors.update({full(n): p.detach() for n, p in local})
+            diag.update({prefix + n: torch.ones_like(p) for n, p in local})
+        anchors.update({prefix + n: p.detach() for n, p in local})
     return CurvatureStats(kfac=kfac, diag=diag, anchors=anchors, meta={"approx": "kfac", "n_examples": 1})
 
 
@@ -95,16 +110,29 @@ def task_scaling(model: nn.Module, elem: int, tasks: list[int]) -> list[dict]:
         while folded < T:
             running, weight = fold(running, weight, one, 1.0, 0.9)
             folded += 1
-        rows.append({"tasks": T, "kfac_bytes": T * stats_bytes(one, elem), "online_kfac_bytes": stats_bytes(running, elem),
-                     "online_kfac_disk_bytes": min(T, 2) * stats_bytes(running, elem)})
+        rows.append(
+            {
+                "tasks": T,
+                "kfac_bytes": T * stats_bytes(one, elem),
+                "online_kfac_bytes": stats_bytes(running, elem),
+                "online_kfac_disk_bytes": min(T, 2) * stats_bytes(running, elem),
+            }
+        )
     return rows
 
 
 def report_tasks(title: str, rows: list[dict]) -> None:
     mib = lambda b: f"{b / 2**20:.1f}"  # noqa: E731
     print(f"\n{title}")
-    print(table(["tasks", "kfac MiB", "online_kfac MiB (penalty)", "online_kfac MiB (disk, with the previous step)"],
-                [[r["tasks"], mib(r["kfac_bytes"]), mib(r["online_kfac_bytes"]), mib(r["online_kfac_disk_bytes"])] for r in rows]))
+    print(
+        table(
+            ["tasks", "kfac MiB", "online_kfac MiB (penalty)", "online_kfac MiB (disk, with the previous step)"],
+            [
+                [r["tasks"], mib(r["kfac_bytes"]), mib(r["online_kfac_bytes"]), mib(r["online_kfac_disk_bytes"])]
+                for r in rows
+            ],
+        )
+    )
 
 
 def report(title: str, s: dict, show_layers: int) -> None:
@@ -112,18 +140,41 @@ def report(title: str, s: dict, show_layers: int) -> None:
     print(f"\n{title}")
     kfac = [r for r in s["layers"] if r["kind"] == "kfac"]
     # one encoder layer is representative; the rest repeat
-    rows = [[r["layer"], r["kind"], r["params"], mib(r["param_bytes"]), mib(r["kfac_triu_bytes"]), mib(r["kfac_full_bytes"]),
-             f"{r['ratio_triu']:.3f}", f"{r['ratio_full']:.3f}"] for r in kfac[:show_layers]]
+    rows = [
+        [
+            r["layer"],
+            r["kind"],
+            r["params"],
+            mib(r["param_bytes"]),
+            mib(r["kfac_triu_bytes"]),
+            mib(r["kfac_full_bytes"]),
+            f"{r['ratio_triu']:.3f}",
+            f"{r['ratio_full']:.3f}",
+        ]
+        for r in kfac[:show_layers]
+    ]
     t = s["total"]
-    rows.append(["TOTAL (all params; diag for embeddings/LayerNorm)", "", t["params"], mib(t["param_bytes"]), mib(t["kfac_triu_bytes"]),
-                 mib(t["kfac_full_bytes"]), f"{t['ratio_triu']:.3f}", f"{t['ratio_full']:.3f}"])
+    rows.append(
+        [
+            "TOTAL (all params; diag for embeddings/LayerNorm)",
+            "",
+            t["params"],
+            mib(t["param_bytes"]),
+            mib(t["kfac_triu_bytes"]),
+            mib(t["kfac_full_bytes"]),
+            f"{t['ratio_triu']:.3f}",
+            f"{t['ratio_full']:.3f}",
+        ]
+    )
     print(table(["layer", "kind", "params", "param MiB", "triu MiB", "full MiB", "triu/param", "full/param"], rows))
 
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="minilm")
-    ap.add_argument("--device", default="cpu", help="unused (sizes only); accepted for symmetry with the other benchmarks")
+    ap.add_argument(
+        "--device", default="cpu", help="unused (sizes only); accepted for symmetry with the other benchmarks"
+    )
     ap.add_argument("--bert-base", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16", "float64"])
     ap.add_argument("--layers", type=int, default=6, help="K-FAC layers to list before the total")
@@ -140,7 +191,10 @@ def main(argv: list[str] | None = None) -> dict:
     tasks = [int(t) for t in args.tasks.split(",") if t.strip()]
     if tasks:
         out["tasks"] = {args.model: task_scaling(linker, elem, tasks)}
-        report_tasks(f"{args.model} linker: curvature kept after T tasks (factors + diagonals + anchors, {args.dtype})", out["tasks"][args.model])
+        report_tasks(
+            f"{args.model} linker: curvature kept after T tasks (factors + diagonals + anchors, {args.dtype})",
+            out["tasks"][args.model],
+        )
     if args.bert_base:
         from transformers import BertConfig, BertModel
 

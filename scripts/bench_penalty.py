@@ -32,12 +32,12 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from elcl.hardware import bf16_native, precision_warning  # noqa: E402
-from bench_common import build_linker, print_cpu, count_ops, machine, synthetic_batch, table, timeit, write_json  # noqa: E402
+from bench_common import build_linker, count_ops, machine, print_cpu, synthetic_batch, table, timeit, write_json  # noqa: E402
 
+from elcl.config import TrainConfig  # noqa: E402
 from elcl.curvature.collect import CurvatureStats  # noqa: E402
 from elcl.curvature.penalty import EWCPenalty, KFACPenalty  # noqa: E402
-from elcl.config import TrainConfig  # noqa: E402
+from elcl.hardware import bf16_native, precision_warning  # noqa: E402
 from elcl.models.linker import Linker  # noqa: E402
 from elcl.training.loop import make_optimizer, train_step  # noqa: E402
 
@@ -87,7 +87,9 @@ def real_batches(config: str, task: str, n: int, device: str, overrides: list[st
     model = Linker(cfg.model).to(device).train()
     cache = TokenCache(model.tokenizer, cfg.model.max_length)
     bs = cfg.train.batch_size
-    batches = [collate(examples[i * bs : (i + 1) * bs], cache, share=True, cross=model.head is not None) for i in range(n)]
+    batches = [
+        collate(examples[i * bs : (i + 1) * bs], cache, share=True, cross=model.head is not None) for i in range(n)
+    ]
     seqs = [b.mention_ids.shape[0] + b.cand_ids.shape[0] for b in batches]
     width = [(b.mention_ids.numel() + b.cand_ids.numel()) / s for b, s in zip(batches, seqs)]
     shape = {"batch_size": bs, "sequences": sum(seqs) / n, "width": sum(width) / n, "task": task, "batches": n}
@@ -114,14 +116,21 @@ def main(argv: list[str] | None = None) -> dict:
 
     train_cfg = TrainConfig(amp="none", grad_clip=0.0)
     if args.config:
-        model, batches, train_cfg, shape = real_batches(args.config, args.task, args.batches, args.device, args.overrides)
+        model, batches, train_cfg, shape = real_batches(
+            args.config, args.task, args.batches, args.device, args.overrides
+        )
         args.model, args.batch_size = f"{args.config}:{model.cfg.name}", shape["batch_size"]
     else:
         model = build_linker(args.model, args.device).train()
-        batches = [synthetic_batch(model, args.batch_size, args.cands, args.tokens, 0, per_example=False, device=args.device)]
+        batches = [
+            synthetic_batch(model, args.batch_size, args.cands, args.tokens, 0, per_example=False, device=args.device)
+        ]
         shape = {"batch_size": args.batch_size, "sequences": args.batch_size * (args.cands + 1), "width": args.tokens}
     if not bf16_native(args.device):
-        print("note: bfloat16 is emulated on this device; the 'kfac bf16 products' case is expected to be far slower than float32", flush=True)
+        print(
+            "note: bfloat16 is emulated on this device; the 'kfac bf16 products' case is expected to be far slower than float32",
+            flush=True,
+        )
     kstats = [fake_stats(model, t, "kfac") for t in range(args.tasks)]
     dstats = [fake_stats(model, 10 + t, "diag") for t in range(args.tasks)]
     import time as _time
@@ -143,6 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
         def run() -> None:
             for batch in batches:  # the training loop's own step
                 train_step(model, batch, opt, train_cfg, penalty=pen)
+
         return run
 
     def with_grads(fn):
@@ -150,6 +160,7 @@ def main(argv: list[str] | None = None) -> dict:
             for p in model.parameters():
                 p.grad = torch.zeros_like(p)
             fn()
+
         return run
 
     # round-robin over the cases so background load hits them alike; the minimum counts
@@ -171,13 +182,33 @@ def main(argv: list[str] | None = None) -> dict:
         est = 1 + len(batches) * t_add / base
         ops = count_ops(with_grads(lambda pen=pen: pen.add_grad_(model))) - count_ops(with_grads(lambda: None))
         rows.append([f"step + {name} (add_grad_)", t_step, t_step / base, est, t_add, t_val, ops])
-        res[name] = {"step_seconds": t_step, "ratio_vs_plain": t_step / base, "ratio_plain_plus_add_grad": est,
-                     "add_grad_ops": ops,
-                     "add_grad_seconds": t_add, "value_backward_seconds": t_val,
-                     "add_grad_over_plain_step": len(batches) * t_add / base}
-    print(f"{len(batches)} training step(s), {args.model}, batch {shape['batch_size']}: {shape['sequences']:.0f} sequences "
-          f"x {shape['width']:.1f} padded tokens (mean), amp {train_cfg.amp}, {args.tasks} earlier tasks, device {args.device}")
-    print(table(["case", "step s", "x plain", "x plain (plain + add_grad_)", "add_grad_ s", "value()+backward s", "add_grad_ ops"], rows))
+        res[name] = {
+            "step_seconds": t_step,
+            "ratio_vs_plain": t_step / base,
+            "ratio_plain_plus_add_grad": est,
+            "add_grad_ops": ops,
+            "add_grad_seconds": t_add,
+            "value_backward_seconds": t_val,
+            "add_grad_over_plain_step": len(batches) * t_add / base,
+        }
+    print(
+        f"{len(batches)} training step(s), {args.model}, batch {shape['batch_size']}: {shape['sequences']:.0f} sequences "
+        f"x {shape['width']:.1f} padded tokens (mean), amp {train_cfg.amp}, {args.tasks} earlier tasks, device {args.device}"
+    )
+    print(
+        table(
+            [
+                "case",
+                "step s",
+                "x plain",
+                "x plain (plain + add_grad_)",
+                "add_grad_ s",
+                "value()+backward s",
+                "add_grad_ ops",
+            ],
+            rows,
+        )
+    )
     res["to_low_rank_seconds"] = t_low
     res["batch_shape"] = shape
     out = {"args": vars(args), "machine": machine(), "results": res}

@@ -42,8 +42,24 @@ def test_bench_penalty_synthetic_batch(tiny_bert: Path, tmp_path: Path, capsys, 
     monkeypatch.setenv("ELCL_CPU_CAPABILITY", "AVX2")
     monkeypatch.setenv("ELCL_CPU_FLAGS", "avx2 fma")
     out_path = tmp_path / "pen.json"
-    out = _load("bench_penalty").main(["--model", str(tiny_bert), "--rank", "4", "--repeat", "1", "--batch-size", "2",
-                                       "--cands", "3", "--tokens", "6", "--out", str(out_path)])
+    out = _load("bench_penalty").main(
+        [
+            "--model",
+            str(tiny_bert),
+            "--rank",
+            "4",
+            "--repeat",
+            "1",
+            "--batch-size",
+            "2",
+            "--cands",
+            "3",
+            "--tokens",
+            "6",
+            "--out",
+            str(out_path),
+        ]
+    )
     _check_penalty_result(out, out_path)
     assert out["results"]["batch_shape"] == {"batch_size": 2, "sequences": 8, "width": 6}
     printed = capsys.readouterr().out.splitlines()
@@ -57,14 +73,31 @@ def test_bench_penalty_real_batches_of_a_config(tiny_bert: Path, tmp_path: Path,
     data = write_synthetic_corpora(tmp_path / "data")
     monkeypatch.setenv("ELCL_CACHE_DIR", str(tmp_path / "cache"))
     cfg = {
-        "name": "bench", "tasks": ["ncbi_disease"], "data": {"data_dir": str(data), "ontology": "mentions"},
-        "candidates": {"k": 4}, "model": {"name": str(tiny_bert), "max_length": 10},
+        "name": "bench",
+        "tasks": ["ncbi_disease"],
+        "data": {"data_dir": str(data), "ontology": "mentions"},
+        "candidates": {"k": 4},
+        "model": {"name": str(tiny_bert), "max_length": 10},
         "train": {"batch_size": 3, "amp": "bf16", "grad_clip": 1.0},
     }
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     out_path = tmp_path / "pen.json"
-    out = _load("bench_penalty").main(["--config", str(tmp_path / "c.yaml"), "--task", "ncbi_disease", "--batches", "2",
-                                       "--rank", "4", "--repeat", "1", "--out", str(out_path)])
+    out = _load("bench_penalty").main(
+        [
+            "--config",
+            str(tmp_path / "c.yaml"),
+            "--task",
+            "ncbi_disease",
+            "--batches",
+            "2",
+            "--rank",
+            "4",
+            "--repeat",
+            "1",
+            "--out",
+            str(out_path),
+        ]
+    )
     _check_penalty_result(out, out_path)
     shape = out["results"]["batch_shape"]
     assert shape["batch_size"] == 3 and shape["batches"] == 2
@@ -73,7 +106,9 @@ def test_bench_penalty_real_batches_of_a_config(tiny_bert: Path, tmp_path: Path,
 
 def test_bench_memory_tasks_table(tiny_bert: Path, tmp_path: Path) -> None:
     """K-FAC's per-task curvature grows with the number of tasks; online K-FAC's stays one task's."""
-    out = _load("bench_memory").main(["--model", str(tiny_bert), "--no-bert-base", "--tasks", "1,2,5", "--out", str(tmp_path / "m.json")])
+    out = _load("bench_memory").main(
+        ["--model", str(tiny_bert), "--no-bert-base", "--tasks", "1,2,5", "--out", str(tmp_path / "m.json")]
+    )
     rows = next(iter(out["tasks"].values()))
     assert [r["tasks"] for r in rows] == [1, 2, 5]
     one = rows[0]["kfac_bytes"]

@@ -33,20 +33,34 @@ def _doc(pmid: str, title: str, abstract: str, anns: list[tuple[str, str, str]],
 
 
 DOC_A = _doc(
-    "100", "HNF-6 and type II diabetes.",
+    "100",
+    "HNF-6 and type II diabetes.",
     "MODY genes and glucose in patients with Pro75Ala and p.P75A; HeLa cells; lectin.",
-    [("HNF-6", "GeneOrGeneProduct", "3175"), ("type II diabetes", "DiseaseOrPhenotypicFeature", "D003924"),
-     ("MODY", "GeneOrGeneProduct", "3172,3651,6927"), ("glucose", "ChemicalEntity", "D005947"),
-     ("patients", "OrganismTaxon", "9606"), ("Pro75Ala", "SequenceVariant", "rs74805019"),
-     ("p.P75A", "SequenceVariant", "p|SUB|P|75|A"), ("HeLa", "CellLine", " CVCL_0030"),
-     ("lectin", "GeneOrGeneProduct", "-")],
+    [
+        ("HNF-6", "GeneOrGeneProduct", "3175"),
+        ("type II diabetes", "DiseaseOrPhenotypicFeature", "D003924"),
+        ("MODY", "GeneOrGeneProduct", "3172,3651,6927"),
+        ("glucose", "ChemicalEntity", "D005947"),
+        ("patients", "OrganismTaxon", "9606"),
+        ("Pro75Ala", "SequenceVariant", "rs74805019"),
+        ("p.P75A", "SequenceVariant", "p|SUB|P|75|A"),
+        ("HeLa", "CellLine", " CVCL_0030"),
+        ("lectin", "GeneOrGeneProduct", "-"),
+    ],
     ["Association\t3175\tD003924\tNo", "Positive_Correlation\tD005947\t3630\tNovel"],
 )
 DOC_B = _doc(
-    "200", "Aspirin and asthma.", "Aspirin worsened asthma in mice via IL6.",
-    [("Aspirin", "ChemicalEntity", "D001241"), ("asthma", "DiseaseOrPhenotypicFeature", "D001249"),
-     ("Aspirin", "ChemicalEntity", "D001241"), ("asthma", "DiseaseOrPhenotypicFeature", "D001249"),
-     ("mice", "OrganismTaxon", "10090"), ("IL6", "GeneOrGeneProduct", "3569")],
+    "200",
+    "Aspirin and asthma.",
+    "Aspirin worsened asthma in mice via IL6.",
+    [
+        ("Aspirin", "ChemicalEntity", "D001241"),
+        ("asthma", "DiseaseOrPhenotypicFeature", "D001249"),
+        ("Aspirin", "ChemicalEntity", "D001241"),
+        ("asthma", "DiseaseOrPhenotypicFeature", "D001249"),
+        ("mice", "OrganismTaxon", "10090"),
+        ("IL6", "GeneOrGeneProduct", "3569"),
+    ],
     ["Positive_Correlation\tD001241\tD001249\tNovel"],
 )
 
@@ -61,8 +75,14 @@ def test_ids_per_type() -> None:
     assert parse_biored_ids("rs1,rs2", "SequenceVariant") == (("dbSNP:rs1", "dbSNP:rs2"), False)
     assert parse_biored_ids(" CVCL_0030", "CellLine") == (("Cellosaurus:CVCL_0030",), False)
     assert parse_biored_ids("-", "ChemicalEntity") == ((), True)
-    for raw, typ in (("abc", "GeneOrGeneProduct"), ("9606x", "OrganismTaxon"), ("X1", "ChemicalEntity"),
-                     ("D1", "Protein"), ("", "GeneOrGeneProduct"), ("HeLa", "CellLine")):
+    for raw, typ in (
+        ("abc", "GeneOrGeneProduct"),
+        ("9606x", "OrganismTaxon"),
+        ("X1", "ChemicalEntity"),
+        ("D1", "Protein"),
+        ("", "GeneOrGeneProduct"),
+        ("HeLa", "CellLine"),
+    ):
         assert parse_biored_ids(raw, typ) is None, (raw, typ)
 
 
@@ -71,7 +91,22 @@ def _write_biored(root: Path, train: str = DOC_A, dev: str = DOC_B, test: str | 
     d.mkdir(parents=True, exist_ok=True)
     (d / "Train.PubTator").write_text(train)
     (d / "Dev.PubTator").write_text(dev)
-    (d / "Test.PubTator").write_text(test if test is not None else _doc("300", "Lithium.", "Lithium and BDNF in rats with mania.", [("Lithium", "ChemicalEntity", "D008094"), ("BDNF", "GeneOrGeneProduct", "627"), ("rats", "OrganismTaxon", "10116"), ("mania", "DiseaseOrPhenotypicFeature", "D001714")], []))
+    (d / "Test.PubTator").write_text(
+        test
+        if test is not None
+        else _doc(
+            "300",
+            "Lithium.",
+            "Lithium and BDNF in rats with mania.",
+            [
+                ("Lithium", "ChemicalEntity", "D008094"),
+                ("BDNF", "GeneOrGeneProduct", "627"),
+                ("rats", "OrganismTaxon", "10116"),
+                ("mania", "DiseaseOrPhenotypicFeature", "D001714"),
+            ],
+            [],
+        )
+    )
     clear_cache()
     return root
 
@@ -91,7 +126,10 @@ def test_golden_fixture(tmp_path: Path) -> None:
         ("lectin", "GeneOrGeneProduct", (), False, True),
     ]
     # Relation lines (five columns) are relations by rule, never mentions.
-    assert doc.relations == (("Association", "3175", "D003924", "No"), ("Positive_Correlation", "D005947", "3630", "Novel"))
+    assert doc.relations == (
+        ("Association", "3175", "D003924", "No"),
+        ("Positive_Correlation", "D005947", "3630", "Novel"),
+    )
 
 
 @pytest.mark.parametrize(
@@ -121,22 +159,53 @@ def test_tasks_and_ontologies(tmp_path: Path) -> None:
     # With NCBI Gene present the gene task links against it.
     onto_dir = root / "ontologies"
     onto_dir.mkdir()
-    row = ["9606", "3175", "ONECUT1", "-", "HNF-6|HNF6A", "MIM:604164", "15", "15q21.3", "one cut homeobox 1",
-           "protein-coding", "ONECUT1", "one cut homeobox 1", "O", "hepatocyte nuclear factor 6|one cut domain family member 1", "20240101", "-"]
+    row = [
+        "9606",
+        "3175",
+        "ONECUT1",
+        "-",
+        "HNF-6|HNF6A",
+        "MIM:604164",
+        "15",
+        "15q21.3",
+        "one cut homeobox 1",
+        "protein-coding",
+        "ONECUT1",
+        "one cut homeobox 1",
+        "O",
+        "hepatocyte nuclear factor 6|one cut domain family member 1",
+        "20240101",
+        "-",
+    ]
     with gzip.open(onto_dir / "gene_info.gz", "wt") as fh:
         fh.write("#tax_id\tGeneID\tSymbol\n" + "\t".join(row) + "\n")
     g = ontology_for_task("biored_gene", root, genes)
     assert g.source.startswith("NCBI Gene file")
-    assert g.names["NCBIGene:3175"] == ["ONECUT1", "HNF-6", "HNF6A", "one cut homeobox 1", "hepatocyte nuclear factor 6", "one cut domain family member 1"]
+    assert g.names["NCBIGene:3175"] == [
+        "ONECUT1",
+        "HNF-6",
+        "HNF6A",
+        "one cut homeobox 1",
+        "hepatocyte nuclear factor 6",
+        "one cut domain family member 1",
+    ]
     # The whole corpus without MEDIC: a dictionary of all its training mentions.
     assert ontology_for_task("biored", root, c).source == "mentions of biored train"
-    (onto_dir / "CTD_diseases.tsv").write_text("Diabetes Mellitus, Type 2\tMESH:D003924\t\t\t\t\t\tType II diabetes\t\n")
+    (onto_dir / "CTD_diseases.tsv").write_text(
+        "Diabetes Mellitus, Type 2\tMESH:D003924\t\t\t\t\t\tType II diabetes\t\n"
+    )
     (onto_dir / "mesh_descriptors_2024.tsv").write_text("D005947\tGlucose\tD09.947\tDextrose\n")
     whole = ontology_for_task("biored", root, c)
     assert {"D003924", "D005947", "NCBITaxon:9606", "Cellosaurus:CVCL_0030", "tmVar:p|SUB|P|75|A"} <= set(whole.names)
     assert "NCBIGene:3175" in whole.names  # genes: training mentions (gene_info is used by biored_gene only)
-    assert "MEDIC file" in whole.source and "MeSH descriptors file" in whole.source and whole.source.endswith("mentions of biored train")
-    assert ontology_for_task("biored_chemical", root, load_corpus("biored_chemical", root)).names == {"D005947": ["Glucose", "Dextrose"]}
+    assert (
+        "MEDIC file" in whole.source
+        and "MeSH descriptors file" in whole.source
+        and whole.source.endswith("mentions of biored train")
+    )
+    assert ontology_for_task("biored_chemical", root, load_corpus("biored_chemical", root)).names == {
+        "D005947": ["Glucose", "Dextrose"]
+    }
 
 
 def test_bad_gene_info(tmp_path: Path) -> None:
@@ -151,8 +220,14 @@ def test_stats_cli_per_type(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["data", "stats", "biored", "--data-dir", str(root), "--json"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)["biored"]
-    assert out["train"]["types"] == {"CellLine": 1, "ChemicalEntity": 1, "DiseaseOrPhenotypicFeature": 1,
-                                     "GeneOrGeneProduct": 3, "OrganismTaxon": 1, "SequenceVariant": 2}
+    assert out["train"]["types"] == {
+        "CellLine": 1,
+        "ChemicalEntity": 1,
+        "DiseaseOrPhenotypicFeature": 1,
+        "GeneOrGeneProduct": 3,
+        "OrganismTaxon": 1,
+        "SequenceVariant": 2,
+    }
     assert (out["train"]["unlinkable"], out["train"]["composite"]) == (1, 1)
     table = CliRunner().invoke(app, ["data", "stats", "biored", "--data-dir", str(root)])
     assert "mentions per entity type" in table.output and "SequenceVariant" in table.output
@@ -171,10 +246,16 @@ def test_fetch_mirror_layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert set(got) == {str(data / "biored" / f"{n}.PubTator") for n in ("Train", "Dev", "Test")}
     assert (data / "biored" / "Dev.PubTator").read_text() == DOC_B
     got = dict(fetch_mod.fetch("mesh", data, mirror=mirror))
-    assert set(got) == {str(data / "ontologies" / "mesh_descriptors_2024.tsv.gz"), str(data / "ontologies" / "mesh_supplementary_2018.tsv.gz")}
+    assert set(got) == {
+        str(data / "ontologies" / "mesh_descriptors_2024.tsv.gz"),
+        str(data / "ontologies" / "mesh_supplementary_2018.tsv.gz"),
+    }
     # Downloads name NLM's XML and NCBI's BIORED.zip.
     urls = {s.url for s in fetch_mod.SOURCES["mesh"]} | {s.url for s in fetch_mod.SOURCES["biored"]}
-    assert any(u.endswith(f"desc{fetch_mod.MESH_YEAR}.xml") for u in urls) and "https://ftp.ncbi.nlm.nih.gov/pub/lu/BioRED/BIORED.zip" in urls
+    assert (
+        any(u.endswith(f"desc{fetch_mod.MESH_YEAR}.xml") for u in urls)
+        and "https://ftp.ncbi.nlm.nih.gov/pub/lu/BioRED/BIORED.zip" in urls
+    )
 
 
 @pytest.mark.integration
@@ -190,4 +271,6 @@ def test_real_biored_counts(shared_corpora: Path) -> None:
     docs = load_corpus("biored", shared_corpora)
     assert sum(len(d.relations) for s in ("train", "dev", "test") for d in docs.documents(s)) == 6503
     parts = [load_corpus(t, shared_corpora) for t in ("biored_disease", "biored_chemical", "biored_gene")]
-    assert [len(p.mentions("train")) for p in parts] == [st["train"]["types"][t] for t in ("DiseaseOrPhenotypicFeature", "ChemicalEntity", "GeneOrGeneProduct")]
+    assert [len(p.mentions("train")) for p in parts] == [
+        st["train"]["types"][t] for t in ("DiseaseOrPhenotypicFeature", "ChemicalEntity", "GeneOrGeneProduct")
+    ]

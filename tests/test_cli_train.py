@@ -54,7 +54,23 @@ def test_train_fisher_evaluate_round_trip(config_file: Path) -> None:
     assert sizes.exit_code == 0 and "TOTAL" in sizes.output and "kfac" in sizes.output
 
     out = config_file.parent / "diag_stats"
-    diag = runner.invoke(app, ["fisher", "--run", str(run), "--task", "ncbi_disease", "--approx", "diag", "--kind", "sampled", "--out", str(out), "--stats"])
+    diag = runner.invoke(
+        app,
+        [
+            "fisher",
+            "--run",
+            str(run),
+            "--task",
+            "ncbi_disease",
+            "--approx",
+            "diag",
+            "--kind",
+            "sampled",
+            "--out",
+            str(out),
+            "--stats",
+        ],
+    )
     assert diag.exit_code == 0, diag.output
     meta = json.loads((out / "meta.json").read_text())
     assert meta["approximation"] == "diag" and meta["fisher_kind"] == "sampled"
@@ -65,7 +81,9 @@ def test_train_fisher_evaluate_round_trip(config_file: Path) -> None:
 
 def test_fisher_force_recomputes_what_the_method_needs(config_file: Path, tmp_path: Path) -> None:
     """--force on an EWC run writes the diagonal Fisher its penalty reads (not K-FAC)."""
-    res = runner.invoke(app, ["train", "--config", str(config_file), "--set", "method.name=ewc", "--output-dir", str(tmp_path)])
+    res = runner.invoke(
+        app, ["train", "--config", str(config_file), "--set", "method.name=ewc", "--output-dir", str(tmp_path)]
+    )
     assert res.exit_code == 0, res.output
     run = tmp_path / "cli" / "ewc-lam1-o0-s5"
     res = runner.invoke(app, ["fisher", "--run", str(run), "--task", "ncbi_disease", "--force"])
@@ -83,7 +101,10 @@ def test_fisher_refuses_unknown_task_and_corrupt_checkpoint(config_file: Path) -
     original = ckpt.read_bytes()
     try:
         ckpt.write_bytes(original[:100])
-        res = runner.invoke(app, ["fisher", "--run", str(run), "--task", "ncbi_disease", "--out", str(config_file.parent / "x"), "--force"])
+        res = runner.invoke(
+            app,
+            ["fisher", "--run", str(run), "--task", "ncbi_disease", "--out", str(config_file.parent / "x"), "--force"],
+        )
         assert isinstance(res.exception, CheckpointError) and "model.safetensors" in str(res.exception)
     finally:
         ckpt.write_bytes(original)
@@ -110,7 +131,18 @@ def test_console_script_prints_one_line_and_exits_2(tmp_path: Path) -> None:
 def test_seeded_runs_repeat_exactly(config_file: Path, tmp_path: Path) -> None:
     outs = []
     for i in range(2):
-        res = runner.invoke(app, ["train", "--config", str(config_file), "--set", "method.name=naive", "--output-dir", str(tmp_path / f"r{i}")])
+        res = runner.invoke(
+            app,
+            [
+                "train",
+                "--config",
+                str(config_file),
+                "--set",
+                "method.name=naive",
+                "--output-dir",
+                str(tmp_path / f"r{i}"),
+            ],
+        )
         assert res.exit_code == 0, res.output
         outs.append((tmp_path / f"r{i}" / "cli" / "naive-o0-s5" / "metrics.jsonl").read_text())
     assert outs[0] == outs[1]
@@ -118,7 +150,14 @@ def test_seeded_runs_repeat_exactly(config_file: Path, tmp_path: Path) -> None:
 
 def test_train_runs_one_order_as_a_part(config_file: Path, tmp_path: Path) -> None:
     """`--order 1` runs only the second order's runs, under the index the whole grid gives them."""
-    two_orders = ["--set", "orders=[[ncbi_disease, bc5cdr_disease], [bc5cdr_disease, ncbi_disease]]", "--set", "method.name=naive", "--output-dir", str(tmp_path)]
+    two_orders = [
+        "--set",
+        "orders=[[ncbi_disease, bc5cdr_disease], [bc5cdr_disease, ncbi_disease]]",
+        "--set",
+        "method.name=naive",
+        "--output-dir",
+        str(tmp_path),
+    ]
     result = runner.invoke(app, ["train", "--config", str(config_file), *two_orders, "--order", "1"])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "cli").iterdir()) == ["naive-o1-s5"]

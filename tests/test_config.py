@@ -23,7 +23,10 @@ def test_defaults_and_lambda_grid() -> None:
         ({"method": {"lambda": [-1]}}, "config key 'method.lambda'"),
         ({"candidates": {"ngram_min": 3, "ngram_max": 2}}, "ngram_max"),
         ({"bogus": 1}, "config key 'bogus': unknown key"),
-        ({"method": {"name": "kfac", "penalty_dtype": "fp8"}}, "config key 'method.penalty_dtype': invalid value 'fp8'"),
+        (
+            {"method": {"name": "kfac", "penalty_dtype": "fp8"}},
+            "config key 'method.penalty_dtype': invalid value 'fp8'",
+        ),
     ],
 )
 def test_bad_config_is_one_line_error(raw: dict, needle: str) -> None:
@@ -73,8 +76,13 @@ def test_shipped_configs_validate() -> None:
 
 @pytest.mark.parametrize(
     ("amp", "choice", "expected"),
-    [("bf16", "auto", "bfloat16"), ("none", "auto", None), ("fp16", "auto", None),
-     ("none", "bfloat16", "bfloat16"), ("bf16", "float32", None)],
+    [
+        ("bf16", "auto", "bfloat16"),
+        ("none", "auto", None),
+        ("fp16", "auto", None),
+        ("none", "bfloat16", "bfloat16"),
+        ("bf16", "float32", None),
+    ],
 )
 def test_penalty_dtype_follows_amp_unless_set(amp: str, choice: str, expected: str | None) -> None:
     import torch

@@ -70,7 +70,13 @@ def test_every_method_runs_and_writes_its_run_directory(setup, tmp_path: Path, m
 
 
 def test_lambda_grid_seeds_and_orders_expand() -> None:
-    cfg = config_from_dict({"method": {"name": "kfac", "lambda_grid": [1, 10]}, "seeds": [1, 2], "orders": [["ncbi_disease", "bc5cdr_disease"], ["bc5cdr_disease", "ncbi_disease"]]})
+    cfg = config_from_dict(
+        {
+            "method": {"name": "kfac", "lambda_grid": [1, 10]},
+            "seeds": [1, 2],
+            "orders": [["ncbi_disease", "bc5cdr_disease"], ["bc5cdr_disease", "ncbi_disease"]],
+        }
+    )
     runs = expand_runs(cfg)
     assert len(runs) == 8
     assert len({spec.dirname for spec, _ in runs}) == 8

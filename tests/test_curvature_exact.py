@@ -105,8 +105,15 @@ def test_sampled_fisher_converges_to_true_fisher():
     for S in (1, 8, 128):
         gen = torch.Generator().manual_seed(123)
         stats = collect_curvature(
-            model, [(xs, ys)], simple_fn, approx="both", kind="sampled", n_samples=S, generator=gen,
-            progress=False, dtype=DT,
+            model,
+            [(xs, ys)],
+            simple_fn,
+            approx="both",
+            kind="sampled",
+            n_samples=S,
+            generator=gen,
+            progress=False,
+            dtype=DT,
         )
         assert stats.meta["n_samples"] == S
         errs.append(float((stats.diag["weight"] - exact_diag_W).norm() / exact_diag_W.norm()))
@@ -115,8 +122,15 @@ def test_sampled_fisher_converges_to_true_fisher():
     # one example (repeated): the K-FAC block converges to the exact Fisher block
     gen = torch.Generator().manual_seed(7)
     stats = collect_curvature(
-        model, [(x[:1].repeat(1000, 1), ys[:1000])], simple_fn, approx="kfac", kind="sampled", n_samples=64,
-        generator=gen, progress=False, dtype=DT,
+        model,
+        [(x[:1].repeat(1000, 1), ys[:1000])],
+        simple_fn,
+        approx="kfac",
+        kind="sampled",
+        n_samples=64,
+        generator=gen,
+        progress=False,
+        dtype=DT,
     )
     A, G = stats.kfac[""]
     ex1 = torch.kron(torch.outer(xt[0], xt[0]), Gs[0])
@@ -301,7 +315,9 @@ def test_kfac_expand_reduce_definitions_conv():
     A_red, G_red = abar.T @ abar / B, gbar.T @ gbar / B
     model.zero_grad()
     for variant, (Ar, Gr) in (("expand", (A_exp, G_exp)), ("reduce", (A_red, G_red))):
-        st = collect_curvature(model, [(ids, mask, y)], conv_fn, approx="kfac", variant=variant, progress=False, dtype=DT)
+        st = collect_curvature(
+            model, [(ids, mask, y)], conv_fn, approx="kfac", variant=variant, progress=False, dtype=DT
+        )
         A, G = st.kfac["c1"]
         torch.testing.assert_close(A, Ar, rtol=1e-8, atol=1e-12)
         torch.testing.assert_close(G, Gr, rtol=1e-8, atol=1e-12)
@@ -383,8 +399,9 @@ def test_max_examples_truncates_and_restores_mode():
     x = torch.randn(10, 3, dtype=DT)
     y = torch.randint(0, 3, (10,))
     model.train()
-    st = collect_curvature(model, [(x[:4], y[:4]), (x[4:], y[4:])], simple_fn, approx="diag", max_examples=6,
-                           progress=False, dtype=DT)
+    st = collect_curvature(
+        model, [(x[:4], y[:4]), (x[4:], y[4:])], simple_fn, approx="diag", max_examples=6, progress=False, dtype=DT
+    )
     assert model.training
     ref = collect_curvature(model, [(x[:6], y[:6])], simple_fn, approx="diag", progress=False, dtype=DT)
     assert st.meta["n_examples"] == 6

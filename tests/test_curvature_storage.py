@@ -17,8 +17,9 @@ def _stats(approx="both"):
     model = model.double()
     ids = torch.randint(0, 7, (5, 2))
     y = torch.randint(0, 3, (5,))
-    return collect_curvature(model, [(ids, y)], lambda m, b: (m(b[0]), b[1]), approx=approx, progress=False,
-                             dtype=torch.float64)
+    return collect_curvature(
+        model, [(ids, y)], lambda m, b: (m(b[0]), b[1]), approx=approx, progress=False, dtype=torch.float64
+    )
 
 
 def test_triu_pack_roundtrip():
@@ -61,7 +62,9 @@ def test_float32_storage_and_file_size(tmp_path):
         torch.testing.assert_close(a.kfac[k][0], b.kfac[k][0])
         torch.testing.assert_close(a.kfac[k][0], st.kfac[k][0].float())
     assert b.anchors["2.weight"].dtype == torch.float64  # anchors keep the parameter dtype
-    assert (tmp_path / "b" / "factors.safetensors").stat().st_size < (tmp_path / "a" / "factors.safetensors").stat().st_size
+    assert (tmp_path / "b" / "factors.safetensors").stat().st_size < (
+        tmp_path / "a" / "factors.safetensors"
+    ).stat().st_size
 
 
 def test_tampered_file_refused(tmp_path):

@@ -22,11 +22,16 @@ def _config(root: Path, log_to: list[str]) -> Path:
     data = write_synthetic_corpora(root / "data")
     model = write_tiny_bert(root / "tinybert")
     cfg = {
-        "name": "curves", "output_dir": str(root / "runs"), "tasks": ["ncbi_disease", "bc5cdr_disease"], "seeds": [2],
-        "data": {"data_dir": str(data), "ontology": "mentions"}, "candidates": {"k": 4},
+        "name": "curves",
+        "output_dir": str(root / "runs"),
+        "tasks": ["ncbi_disease", "bc5cdr_disease"],
+        "seeds": [2],
+        "data": {"data_dir": str(data), "ontology": "mentions"},
+        "candidates": {"k": 4},
         "model": {"name": str(model), "max_length": 12},
         "train": {"epochs": 1, "batch_size": 8, "lr": 1e-3, "device": "cpu", "log_to": log_to},
-        "method": {"name": "ewc", "lambda": 100.0}, "curvature": {"max_examples": 8, "batch_size": 4},
+        "method": {"name": "ewc", "lambda": 100.0},
+        "curvature": {"max_examples": 8, "batch_size": 4},
     }
     path = root / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -55,7 +60,9 @@ def test_tensorboard_receives_the_documented_tags(tmp_path):
             assert [e.value for e in events] == pytest.approx(want, abs=1e-7)
     log = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
     second = [e for e in log if e["task"] == "bc5cdr_disease"]
-    assert [e.value for e in acc.Scalars("train/bc5cdr_disease/penalty")] == pytest.approx([e["penalty"] for e in second])
+    assert [e.value for e in acc.Scalars("train/bc5cdr_disease/penalty")] == pytest.approx(
+        [e["penalty"] for e in second]
+    )
     assert second[-1]["penalty"] > 0 and second[-1]["grad_norm"] > 0
     assert [e.value for e in acc.Scalars("train/ncbi_disease/penalty")] == [0.0]
 

@@ -39,7 +39,15 @@ def test_fetch_from_mirror_and_stats(tmp_path: Path, monkeypatch: pytest.MonkeyP
     res = runner.invoke(app, ["data", "stats", "ncbi_disease", "--data-dir", str(data), "--json"])
     assert res.exit_code == 0, res.output
     stats = json.loads(res.output)
-    assert stats["ncbi_disease"]["test"] == {"documents": 1, "mentions": 1, "concepts": 1, "unlinkable": 0, "composite": 0, "warnings": 0, "types": {"Disease": 1}}
+    assert stats["ncbi_disease"]["test"] == {
+        "documents": 1,
+        "mentions": 1,
+        "concepts": 1,
+        "unlinkable": 0,
+        "composite": 0,
+        "warnings": 0,
+        "types": {"Disease": 1},
+    }
     res = runner.invoke(app, ["data", "stats", "ncbi_disease", "--data-dir", str(data)])
     assert res.exit_code == 0 and "ncbi_disease" in res.output
 
@@ -67,8 +75,18 @@ def test_unknown_names(tmp_path: Path) -> None:
 
 def test_exit_code_via_main(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-c", "from elcl.cli.app import main; main()", "data", "candidates", "nope", "--data-dir", str(tmp_path)],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-c",
+            "from elcl.cli.app import main; main()",
+            "data",
+            "candidates",
+            "nope",
+            "--data-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: unknown corpus/task 'nope'")
@@ -77,7 +95,10 @@ def test_exit_code_via_main(tmp_path: Path) -> None:
 def test_candidates_with_mention_dictionary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ELCL_CACHE_DIR", str(tmp_path / "cache"))
     data = make_mirror(tmp_path / "data")
-    res = runner.invoke(app, ["data", "candidates", "ncbi_disease", "--ontology", "mentions", "--data-dir", str(data), "--json", "--k", "1"])
+    res = runner.invoke(
+        app,
+        ["data", "candidates", "ncbi_disease", "--ontology", "mentions", "--data-dir", str(data), "--json", "--k", "1"],
+    )
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
     assert out["ontology"] == "mentions of ncbi_disease train"
@@ -95,4 +116,7 @@ def test_real_stats_table(shared_corpora: Path) -> None:
 def test_fetch_real_mirror_verifies_checksums(shared_corpora: Path, tmp_path: Path) -> None:
     report = fetch_mod.fetch("ncbi_disease", tmp_path, mirror=shared_corpora)
     assert [a.startswith("copied") for _, a in report] == [True, True, True]
-    assert fetch_mod.sha256_file(tmp_path / "ncbi_disease" / "NCBItestset_corpus.txt") == fetch_mod.KNOWN_SHA256["ncbi_disease/NCBItestset_corpus.txt"][0]
+    assert (
+        fetch_mod.sha256_file(tmp_path / "ncbi_disease" / "NCBItestset_corpus.txt")
+        == fetch_mod.KNOWN_SHA256["ncbi_disease/NCBItestset_corpus.txt"][0]
+    )

@@ -29,11 +29,17 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _random_ontology(n_concepts: int = 40, seed: int = 0) -> Ontology:
     rng = random.Random(seed)
+
     def word() -> str:
         return "".join(rng.choice("abcdefghijklmnop") for _ in range(rng.randint(3, 9)))
 
-    names = {f"D{i:06d}": [" ".join(word() for _ in range(rng.randint(1, 3))) for _ in range(rng.randint(1, 4))] for i in range(n_concepts)}
-    names["D000000"] = [f"zz {i}" for i in range(30)]  # one concept owning many similar names: the search must look further
+    names = {
+        f"D{i:06d}": [" ".join(word() for _ in range(rng.randint(1, 3))) for _ in range(rng.randint(1, 4))]
+        for i in range(n_concepts)
+    }
+    names["D000000"] = [
+        f"zz {i}" for i in range(30)
+    ]  # one concept owning many similar names: the search must look further
     names["D000001"].append(names["D000002"][0])  # one name shared by two concepts
     return Ontology(names, {}, "random")
 
@@ -75,7 +81,10 @@ def test_embeddings_are_cached_by_encoder_and_ontology(tiny_bert: Path, tmp_path
     assert again.cache_hit and torch.equal(first._emb, again._emb)
     other_model = write_tiny_bert(tmp_path / "bert2", hidden=32, layers=2, seed=1)
     assert DenseCandidateGenerator(onto, str(other_model), cache_dir=tmp_path).cache_key() != first.cache_key()
-    assert DenseCandidateGenerator(_random_ontology(seed=1), str(tiny_bert), cache_dir=tmp_path).cache_key() != first.cache_key()
+    assert (
+        DenseCandidateGenerator(_random_ontology(seed=1), str(tiny_bert), cache_dir=tmp_path).cache_key()
+        != first.cache_key()
+    )
     next(tmp_path.glob("dense-*.safetensors")).write_bytes(b"garbage")  # a corrupt entry is rebuilt
     rebuilt = DenseCandidateGenerator(onto, str(tiny_bert), cache_dir=tmp_path).fit()
     assert not rebuilt.cache_hit and torch.equal(rebuilt._emb, first._emb)
@@ -91,14 +100,22 @@ def test_merge_rule() -> None:
     assert [c.concept_id for c in merge_candidates(sparse, dense, 6)] == list("ABCXYZ")
     assert [c.concept_id for c in merge_candidates(sparse, dense, 6, n_dense=1)] == list("ABCDEX")
     assert [c.concept_id for c in merge_candidates(sparse, dense, 4, n_dense=4)] == list("BXAY")
-    assert [c.concept_id for c in merge_candidates(sparse, [_c("A")], 4)] == list("ABCD")  # dense runs out: TF-IDF fills
+    assert [c.concept_id for c in merge_candidates(sparse, [_c("A")], 4)] == list(
+        "ABCD"
+    )  # dense runs out: TF-IDF fills
     assert [c.concept_id for c in union_candidates(sparse[:3], dense[:3])] == list("ABCX")
 
 
 def test_merged_generator_scores_dense_finds_with_tfidf(tiny_bert: Path, tmp_path: Path) -> None:
-    onto = Ontology({"D000001": ["heart attack", "myocardial infarction"], "D000002": ["flu", "influenza"], "D000003": ["gout"]}, {}, "t")
+    onto = Ontology(
+        {"D000001": ["heart attack", "myocardial infarction"], "D000002": ["flu", "influenza"], "D000003": ["gout"]},
+        {},
+        "t",
+    )
     sparse = TfidfCandidateGenerator(onto).fit()
-    merged = MergedCandidateGenerator(sparse, DenseCandidateGenerator(onto, str(tiny_bert), cache_dir=tmp_path), n_dense=2).fit()
+    merged = MergedCandidateGenerator(
+        sparse, DenseCandidateGenerator(onto, str(tiny_bert), cache_dir=tmp_path), n_dense=2
+    ).fit()
     got = merged.top_k(["heart attack", "flu"], 3)
     for text, cands in zip(["heart attack", "flu"], got):
         assert len({c.concept_id for c in cands}) == 3
@@ -115,23 +132,50 @@ def test_config_hook_and_cli_rows(tiny_bert: Path, tmp_path: Path, monkeypatch: 
 
     monkeypatch.setenv("ELCL_CACHE_DIR", str(tmp_path / "cache"))
     data = write_synthetic_corpora(tmp_path / "data")
-    cfg = config_from_dict({"data": {"data_dir": str(data), "ontology": "mentions"}, "tasks": ["ncbi_disease"],
-                            "candidates": {"k": 4, "dense": True, "dense_k": 2}, "model": {"name": str(tiny_bert), "max_length": 16}})
+    cfg = config_from_dict(
+        {
+            "data": {"data_dir": str(data), "ontology": "mentions"},
+            "tasks": ["ncbi_disease"],
+            "candidates": {"k": 4, "dense": True, "dense_k": 2},
+            "model": {"name": str(tiny_bert), "max_length": 16},
+        }
+    )
     task = prepare_eval_task("ncbi_disease", cfg)
     ex = task.examples["test"][0]
     assert len(ex.cand_ids) == 4 and len(set(ex.cand_ids)) == 4
     assert list((tmp_path / "cache" / "candidates").glob("dense-*.safetensors"))
-    res = CliRunner().invoke(app, ["data", "candidates", "ncbi_disease", "--data-dir", str(data), "--ontology", "mentions",
-                                   "--split", "test", "--k", "1", "--k", "3", "--dense", str(tiny_bert), "--json"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "data",
+            "candidates",
+            "ncbi_disease",
+            "--data-dir",
+            str(data),
+            "--ontology",
+            "mentions",
+            "--split",
+            "test",
+            "--k",
+            "1",
+            "--k",
+            "3",
+            "--dense",
+            str(tiny_bert),
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     import json
 
-    row = json.loads(res.output[res.output.index("{\n"):])["splits"]["test"]
+    row = json.loads(res.output[res.output.index("{\n") :])["splits"]["test"]
     assert set(row) >= {"recall", "recall_dense", "recall_merged", "recall_union"}
     assert row["recall_union"]["3"] >= max(row["recall"]["3"], row["recall_dense"]["3"])
 
 
-def test_cli_dense_pool_indexes_only_tfidf_names(tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_dense_pool_indexes_only_tfidf_names(
+    tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import json
 
     from synthetic import write_synthetic_corpora
@@ -142,10 +186,31 @@ def test_cli_dense_pool_indexes_only_tfidf_names(tiny_bert: Path, tmp_path: Path
     data = write_synthetic_corpora(tmp_path / "data")
     runs = {}
     for pool in ([], ["--dense-pool", "1"]):
-        res = CliRunner().invoke(app, ["data", "candidates", "ncbi_disease", "--data-dir", str(data), "--ontology", "mentions",
-                                       "--split", "test", "--k", "1", "--dense", str(tiny_bert), "--json", *pool])
+        res = CliRunner().invoke(
+            app,
+            [
+                "data",
+                "candidates",
+                "ncbi_disease",
+                "--data-dir",
+                str(data),
+                "--ontology",
+                "mentions",
+                "--split",
+                "test",
+                "--k",
+                "1",
+                "--dense",
+                str(tiny_bert),
+                "--json",
+                *pool,
+            ],
+        )
         assert res.exit_code == 0, res.output
-        runs[bool(pool)] = json.loads(res.output[res.output.index("{\n"):])
+        runs[bool(pool)] = json.loads(res.output[res.output.index("{\n") :])
     assert runs[True]["dense"]["indexed_names"] < runs[False]["dense"]["indexed_names"]
-    res = CliRunner().invoke(app, ["data", "candidates", "ncbi_disease", "--data-dir", str(data), "--dense", str(tiny_bert), "--dense-pool", "0"])
+    res = CliRunner().invoke(
+        app,
+        ["data", "candidates", "ncbi_disease", "--data-dir", str(data), "--dense", str(tiny_bert), "--dense-pool", "0"],
+    )
     assert res.exit_code != 0

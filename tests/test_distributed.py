@@ -28,8 +28,17 @@ from elcl.training.examples import LinkingExample
 
 NAMES = ["heart attack", "lung cancer", "breast cancer", "diabetes mellitus", "asthma", "migraine headache"]
 QUERIES = [
-    "myocardial infarct", "lung tumour", "breast tumor", "diabetic", "asthmatic", "migraine",
-    "cardiac arrest", "pulmonary carcinoma", "mammary cancer", "sugar disease", "wheeze",
+    "myocardial infarct",
+    "lung tumour",
+    "breast tumor",
+    "diabetic",
+    "asthmatic",
+    "migraine",
+    "cardiac arrest",
+    "pulmonary carcinoma",
+    "mammary cancer",
+    "sugar disease",
+    "wheeze",
 ]
 SETTINGS = [("kfac", "expand"), ("kfac", "reduce"), ("diag", "expand")]
 
@@ -40,7 +49,11 @@ def examples() -> list[LinkingExample]:
         k = 3 + i % 4  # different candidate counts and name lengths
         names = tuple(NAMES[(i + j) % len(NAMES)] for j in range(k))
         m = Mention("d", 0, len(q), q, "Disease", (f"C{i}",))
-        out.append(LinkingExample(m, q, tuple(f"C{j}" for j in range(k)), names, (0.0,) * k, tuple(j == i % k for j in range(k))))
+        out.append(
+            LinkingExample(
+                m, q, tuple(f"C{j}" for j in range(k)), names, (0.0,) * k, tuple(j == i % k for j in range(k))
+            )
+        )
     return out
 
 
@@ -64,7 +77,9 @@ def _worker(rank: int, world: int, init_file: str, model_dir: str, out_dir: str)
     for approx, variant in SETTINGS:
         stats = all_reduce_stats(collect(model, shard, approx, variant))
         if rank == 0:
-            torch.save({"kfac": stats.kfac, "diag": stats.diag, "meta": stats.meta}, Path(out_dir) / f"{approx}_{variant}.pt")
+            torch.save(
+                {"kfac": stats.kfac, "diag": stats.diag, "meta": stats.meta}, Path(out_dir) / f"{approx}_{variant}.pt"
+            )
     # the CLI's teardown: barrier, then destroy (a bare destroy while rank 0 was still
     # saving aborted rank 1 in CI)
     shutdown_runtime(Runtime(torch.device("cpu"), rank, world))
@@ -125,11 +140,28 @@ def test_torchrun_ddp_training_two_processes(tmp_path: Path) -> None:
     }
     path = tmp_path / "ddp.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    env = {**os.environ, "ELCL_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "ELCL_CACHE_DIR": str(tmp_path / "cache"),
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join(
+            [str(Path(__file__).parent), str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]
+        ),
+    }
     # --standalone: torchrun picks a free port itself (no race between choosing and binding)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "elcl", "train", "--config", str(path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "elcl",
+        "train",
+        "--config",
+        str(path),
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run_dirs = [p for p in (runs / "ddp").iterdir() if p.is_dir()]

@@ -17,39 +17,54 @@ runner = CliRunner()
 def write_run(root, name, method, lam, seed, R, status="done"):
     d = Path(root) / name
     d.mkdir(parents=True)
-    (d / "run.json").write_text(json.dumps({
-        "experiment": "cli", "method": method, "lambda": lam, "seed": seed, "order": ORDER,
-        "order_index": 0, "status": status, "steps_done": len(R),
-    }))
+    (d / "run.json").write_text(
+        json.dumps(
+            {
+                "experiment": "cli",
+                "method": method,
+                "lambda": lam,
+                "seed": seed,
+                "order": ORDER,
+                "order_index": 0,
+                "status": status,
+                "steps_done": len(R),
+            }
+        )
+    )
     lines = []
     for i, row in enumerate(R):
         trained = "joint" if method == "joint" else ORDER[i]
         for split in ("test", "dev"):
             for j, task in enumerate(ORDER):
-                lines.append(json.dumps({
-                    "step": i, "trained_task": trained, "eval_task": task, "split": split,
-                    "acc1": row[j], "acc5": min(1.0, row[j] + 0.05), "n": 50,
-                    "n_unlinkable": 2,
-                }))
+                lines.append(
+                    json.dumps(
+                        {
+                            "step": i,
+                            "trained_task": trained,
+                            "eval_task": task,
+                            "split": split,
+                            "acc1": row[j],
+                            "acc5": min(1.0, row[j] + 0.05),
+                            "n": 50,
+                            "n_unlinkable": 2,
+                        }
+                    )
+                )
     (d / "metrics.jsonl").write_text("\n".join(lines) + "\n")
     return d
 
 
 def make_exp(tmp_path) -> Path:
     exp = tmp_path / "exp"
-    write_run(exp, "single", "single", None, 0,
-              [[0.8, 0.1, 0.1], [0.1, 0.7, 0.1], [0.1, 0.1, 0.9]])
-    write_run(exp, "naive", "naive", None, 0,
-              [[0.8, 0.1, 0.1], [0.5, 0.7, 0.1], [0.4, 0.5, 0.9]])
-    write_run(exp, "kfac", "kfac", 10.0, 0,
-              [[0.8, 0.1, 0.1], [0.7, 0.7, 0.1], [0.7, 0.6, 0.9]])
+    write_run(exp, "single", "single", None, 0, [[0.8, 0.1, 0.1], [0.1, 0.7, 0.1], [0.1, 0.1, 0.9]])
+    write_run(exp, "naive", "naive", None, 0, [[0.8, 0.1, 0.1], [0.5, 0.7, 0.1], [0.4, 0.5, 0.9]])
+    write_run(exp, "kfac", "kfac", 10.0, 0, [[0.8, 0.1, 0.1], [0.7, 0.7, 0.1], [0.7, 0.6, 0.9]])
     write_run(exp, "ewc_partial", "ewc", 1.0, 0, [[0.8, 0.1, 0.1]], status="running")
     return exp
 
 
 def test_single_run_prints_accuracy_table(tmp_path):
-    d = write_run(tmp_path, "one", "single", None, 3,
-                  [[0.8125, 0.1, 0.1], [0.1, 0.7, 0.1], [0.1, 0.1, 0.9]])
+    d = write_run(tmp_path, "one", "single", None, 3, [[0.8125, 0.1, 0.1], [0.1, 0.7, 0.1], [0.1, 0.1, 0.9]])
     res = runner.invoke(app, ["evaluate", str(d)])
     assert res.exit_code == 0, res.output
     assert "0.8125" in res.stdout and "acc@1" in res.stdout and "acc@5" in res.stdout
@@ -69,16 +84,23 @@ def test_experiment_report(tmp_path):
     assert "λ selection" in res.stdout
     assert "ewc_partial" in res.stderr and "skipped" in res.stderr
     out = exp / "report"
-    for name in ("report.md", "summary.csv", "summary.json", "accuracy_matrices.json",
-                 "heatmap_kfac.png", "forgetting_reduction.png"):
+    for name in (
+        "report.md",
+        "summary.csv",
+        "summary.json",
+        "accuracy_matrices.json",
+        "heatmap_kfac.png",
+        "forgetting_reduction.png",
+    ):
         assert (out / name).stat().st_size > 0
 
 
 def test_several_run_dirs_out_and_json(tmp_path):
     exp = make_exp(tmp_path)
     out = tmp_path / "rep"
-    res = runner.invoke(app, ["evaluate", str(exp / "naive"), str(exp / "kfac"),
-                              str(exp / "single"), "--out", str(out), "--json"])
+    res = runner.invoke(
+        app, ["evaluate", str(exp / "naive"), str(exp / "kfac"), str(exp / "single"), "--out", str(out), "--json"]
+    )
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout)
     assert summary["n_runs"] == 3
@@ -87,8 +109,7 @@ def test_several_run_dirs_out_and_json(tmp_path):
 
 def test_include_partial(tmp_path):
     exp = make_exp(tmp_path)
-    res = runner.invoke(app, ["evaluate", str(exp), "--include-partial", "--out",
-                              str(tmp_path / "r")])
+    res = runner.invoke(app, ["evaluate", str(exp), "--include-partial", "--out", str(tmp_path / "r")])
     assert res.exit_code == 0, res.output
     assert "| ewc |" in res.stdout
 

@@ -116,8 +116,14 @@ def test_diverged_run_stops_is_failed_and_never_evaluated(world: dict, tmp_path:
     assert isinstance(shown.exception, ElclError) and "no usable run" in str(shown.exception)
 
 
-@pytest.mark.parametrize(("override", "key"), [("train.lr=.inf", "train.lr"), ("method.ewc.lambda=.nan", "method.ewc.lambda"),
-                                               ("method.ewc.lambda_grid=[1, .inf]", "method.ewc.lambda_grid")])
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("train.lr=.inf", "train.lr"),
+        ("method.ewc.lambda=.nan", "method.ewc.lambda"),
+        ("method.ewc.lambda_grid=[1, .inf]", "method.ewc.lambda_grid"),
+    ],
+)
 def test_non_finite_config_values_are_refused(world: dict, override: str, key: str) -> None:
     res = runner.invoke(app, ["train", "--config", str(world["config"]), "--set", override])
     assert isinstance(res.exception, ConfigError) and f"config key '{key}" in str(res.exception)
@@ -132,7 +138,9 @@ def test_nan_checkpoint_is_refused_on_load(world: dict, tmp_path: Path) -> None:
     # A changed byte: the checksum says so.
     original = ckpt.read_bytes()
     ckpt.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
-    res = runner.invoke(app, ["fisher", "--run", str(run), "--task", "ncbi_disease", "--out", str(tmp_path / "f"), "--force"])
+    res = runner.invoke(
+        app, ["fisher", "--run", str(run), "--task", "ncbi_disease", "--out", str(tmp_path / "f"), "--force"]
+    )
     assert isinstance(res.exception, CheckpointError) and "sha256" in str(res.exception)
     # NaN weights with a matching checksum (as a diverged writer would leave them): refused.
     ckpt.write_bytes(original)
@@ -144,7 +152,9 @@ def test_nan_checkpoint_is_refused_on_load(world: dict, tmp_path: Path) -> None:
 
     meta["sha256"] = sha256_file(ckpt)
     (run / "steps" / "0_ncbi_disease" / "model.meta.json").write_text(json.dumps(meta))
-    res = runner.invoke(app, ["fisher", "--run", str(run), "--task", "ncbi_disease", "--out", str(tmp_path / "f"), "--force"])
+    res = runner.invoke(
+        app, ["fisher", "--run", str(run), "--task", "ncbi_disease", "--out", str(tmp_path / "f"), "--force"]
+    )
     assert isinstance(res.exception, CheckpointError) and "NaN" in str(res.exception) and name in str(res.exception)
 
 
@@ -160,7 +170,9 @@ def test_resume_refuses_experiment_overrides_and_allows_runtime_ones(world: dict
     assert "--resume cannot change" in msg and "train.lr (0.001 -> 0.05)" in msg and "method.name" in msg
     assert "train.device" in msg  # names what may change
     assert (run / "config.yaml").read_text() == before and state(run)["status"] == "done"
-    ok = runner.invoke(app, ["train", "--resume", str(run), "--set", "train.num_threads=1", "--set", "train.device=cpu"])
+    ok = runner.invoke(
+        app, ["train", "--resume", str(run), "--set", "train.num_threads=1", "--set", "train.device=cpu"]
+    )
     assert ok.exit_code == 0, ok.output
 
 
@@ -201,7 +213,9 @@ def test_plain_rerun_over_an_unfinished_run_refuses(world: dict, tmp_path: Path)
 # 4. Ctrl-C -----------------------------------------------------------------------------
 
 
-def test_ctrl_c_exits_130_saying_what_was_kept_and_resume_finishes(world: dict, tmp_path: Path, monkeypatch, capsys) -> None:
+def test_ctrl_c_exits_130_saying_what_was_kept_and_resume_finishes(
+    world: dict, tmp_path: Path, monkeypatch, capsys
+) -> None:
     from elcl.continual import runner as runner_mod
 
     cfg = write_cfg(world, tmp_path, tasks=["ncbi_disease", "bc5cdr_disease"])
@@ -219,7 +233,9 @@ def test_ctrl_c_exits_130_saying_what_was_kept_and_resume_finishes(world: dict, 
     run = tmp_path / "runs" / "loud" / "naive-o0-s5"
     assert code == 130
     lines = [line for line in err.splitlines() if line.startswith("interrupted")]
-    assert lines == [f"interrupted: {run} keeps 1 finished step(s) (ncbi_disease), status 'interrupted'; resume with: elcl train --resume {run}"]
+    assert lines == [
+        f"interrupted: {run} keeps 1 finished step(s) (ncbi_disease), status 'interrupted'; resume with: elcl train --resume {run}"
+    ]
     assert state(run)["status"] == "interrupted" and not (run / ".lock").exists()
     monkeypatch.setattr(runner_mod, "_train", original)
     res = runner.invoke(app, ["train", "--resume", str(run)])
@@ -234,7 +250,11 @@ def test_ctrl_c_in_a_data_command_exits_130(world: dict, monkeypatch, capsys) ->
         raise KeyboardInterrupt
 
     monkeypatch.setattr(TfidfCandidateGenerator, "fit", stop)
-    code, err = main_exit(["data", "candidates", "ncbi_disease", "--ontology", "mentions", "--data-dir", str(world["data"])], monkeypatch, capsys)
+    code, err = main_exit(
+        ["data", "candidates", "ncbi_disease", "--ontology", "mentions", "--data-dir", str(world["data"])],
+        monkeypatch,
+        capsys,
+    )
     assert code == 130 and "interrupted: every file already written is complete" in err
 
 
@@ -253,11 +273,19 @@ def _corrupt_copy(world: dict, tmp_path: Path, edit) -> Path:
     ("edit", "needle"),
     [
         # cut mid-abstract: the last line has no newline
-        (lambda d: (d / "NCBIdevelopset_corpus.txt").write_text((d / "NCBIdevelopset_corpus.txt").read_text()[:-150].rstrip("\n")),
-         "NCBIdevelopset_corpus.txt:"),
+        (
+            lambda d: (d / "NCBIdevelopset_corpus.txt").write_text(
+                (d / "NCBIdevelopset_corpus.txt").read_text()[:-150].rstrip("\n")
+            ),
+            "NCBIdevelopset_corpus.txt:",
+        ),
         # cut inside the last id, then a newline added by an editor: the id is too short
-        (lambda d: (d / "NCBIdevelopset_corpus.txt").write_text((d / "NCBIdevelopset_corpus.txt").read_text().rstrip("\n")[:-4] + "\n"),
-         "has the wrong number of digits"),
+        (
+            lambda d: (d / "NCBIdevelopset_corpus.txt").write_text(
+                (d / "NCBIdevelopset_corpus.txt").read_text().rstrip("\n")[:-4] + "\n"
+            ),
+            "has the wrong number of digits",
+        ),
         (lambda d: (d / "NCBItestset_corpus.txt").write_text(""), "the test split has no documents"),
     ],
     ids=["cut-mid-line", "cut-inside-id", "empty-split"],
@@ -337,7 +365,9 @@ def test_huge_value_is_not_echoed_back(tmp_path: Path) -> None:
         ("name=/abs", "plain directory name"),
     ],
 )
-def test_whole_config_is_validated_before_anything_is_trained(world: dict, tmp_path: Path, override: str, needle: str) -> None:
+def test_whole_config_is_validated_before_anything_is_trained(
+    world: dict, tmp_path: Path, override: str, needle: str
+) -> None:
     cfg = write_cfg(world, tmp_path)
     res = runner.invoke(app, ["train", "--config", str(cfg), "--set", override])
     assert isinstance(res.exception, ConfigError) and needle in str(res.exception), res.output
@@ -351,9 +381,18 @@ def test_unwritable_output_and_cache_directories_are_one_line(world: dict, tmp_p
     res = runner.invoke(app, ["train", "--config", str(world["config"]), "--output-dir", str(blocker / "runs")])
     assert isinstance(res.exception, RunLockedError) and "cannot write the run directory" in str(res.exception)
     monkeypatch.setenv("ELCL_CACHE_DIR", str(blocker / "cache"))
-    code, err = main_exit(["data", "candidates", "ncbi_disease", "--ontology", "mentions", "--data-dir", str(world["data"])], monkeypatch, capsys)
+    code, err = main_exit(
+        ["data", "candidates", "ncbi_disease", "--ontology", "mentions", "--data-dir", str(world["data"])],
+        monkeypatch,
+        capsys,
+    )
     lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 2 and len(lines) == 1 and "cannot write the candidate cache" in lines[0] and "ELCL_CACHE_DIR" in lines[0]
+    assert (
+        code == 2
+        and len(lines) == 1
+        and "cannot write the candidate cache" in lines[0]
+        and "ELCL_CACHE_DIR" in lines[0]
+    )
 
 
 def test_killed_writes_leave_no_temp_files_and_files_follow_the_umask(world: dict, tmp_path: Path) -> None:
@@ -401,18 +440,33 @@ def test_explicit_bf16_on_an_emulating_cpu_warns_once(world: dict, tmp_path: Pat
     assert res.exit_code == 0, res.output
     warnings = [line for line in res.stderr.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1
-    assert "train.amp: bf16" in warnings[0] and "AVX2" in warnings[0] and "slower" in warnings[0] and "train.amp: none" in warnings[0]
+    assert (
+        "train.amp: bf16" in warnings[0]
+        and "AVX2" in warnings[0]
+        and "slower" in warnings[0]
+        and "train.amp: none" in warnings[0]
+    )
     for k, v in AVX512_BF16.items():
         monkeypatch.setenv(k, v)
-    again = runner.invoke(app, ["train", "--config", str(cfg), "--set", "train.amp=bf16", "--output-dir", str(tmp_path / "native")])
+    again = runner.invoke(
+        app, ["train", "--config", str(cfg), "--set", "train.amp=bf16", "--output-dir", str(tmp_path / "native")]
+    )
     assert again.exit_code == 0 and "warning:" not in again.stderr
 
 
 def test_console_exit_code_is_2_for_a_diverged_run(world: dict, tmp_path: Path) -> None:
     cfg = write_cfg(world, tmp_path)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-m", "elcl", "train", "--config", str(cfg), "--set", "train.lr=1e30"],
-                          capture_output=True, text=True, env=env, check=False)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "elcl", "train", "--config", str(cfg), "--set", "train.lr=1e30"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     assert proc.returncode == 2, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "non-finite" in errors[0]

@@ -49,8 +49,11 @@ def trained(tmp_path_factory) -> dict:
     write_synthetic_corpora(root / "data")
     tiny = write_tiny_bert(root / "tinybert")
     bert = _train(root, "bert", {"name": str(tiny), "max_length": 12})
-    cnn = _train(root, "cnn", {"type": "cnn", "name": str(tiny), "max_length": 12,
-                               "cnn": {"embedding_dim": 16, "channels": 16, "blocks": 1}})
+    cnn = _train(
+        root,
+        "cnn",
+        {"type": "cnn", "name": str(tiny), "max_length": 12, "cnn": {"embedding_dim": 16, "channels": 16, "blocks": 1}},
+    )
     return {"root": root, "data": root / "data", "bert": bert, "cnn": cnn}
 
 
@@ -73,8 +76,10 @@ def _elcl(args: list[str], capsys, monkeypatch) -> tuple[int, str]:
 @pytest.mark.parametrize("step,task", [(0, "ncbi_disease"), (1, "ncbi_disease"), (1, "bc5cdr_disease")])
 def test_link_reproduces_evaluate_exactly(trained, step, task):
     run = trained["bert"]
-    test_file = {"ncbi_disease": trained["data"] / "ncbi_disease" / "NCBItestset_corpus.txt",
-                 "bc5cdr_disease": trained["data"] / "bc5cdr" / "CDR_TestSet.PubTator.txt"}[task]
+    test_file = {
+        "ncbi_disease": trained["data"] / "ncbi_disease" / "NCBItestset_corpus.txt",
+        "bc5cdr_disease": trained["data"] / "bc5cdr" / "CDR_TestSet.PubTator.txt",
+    }[task]
     inp = read_input(str(test_file))
     if task == "bc5cdr_disease":  # the task keeps the disease mentions of BC5CDR
         inp.mentions = [m for m in inp.mentions if m.semantic_type == "Disease"]
@@ -82,7 +87,12 @@ def test_link_reproduces_evaluate_exactly(trained, step, task):
     row = _metric(run, step, task)
     assert (res.acc1, res.acc5, res.n_gold) == (row["acc1"], row["acc5"], row["n"])
     # and the rankings are the stored predictions of that step
-    stored = [json.loads(x) for x in (run / "predictions" / f"{step}_{['ncbi_disease', 'bc5cdr_disease'][step]}" / f"{task}.test.jsonl").read_text().splitlines()]
+    stored = [
+        json.loads(x)
+        for x in (run / "predictions" / f"{step}_{['ncbi_disease', 'bc5cdr_disease'][step]}" / f"{task}.test.jsonl")
+        .read_text()
+        .splitlines()
+    ]
     assert [r["ids"] for r in res.rows] == [[c for c, _ in p["predicted"]] for p in stored]
 
 
@@ -90,7 +100,23 @@ def test_link_cli_prints_evaluate_numbers_and_writes_outputs(trained, tmp_path):
     run = trained["bert"]
     test_file = trained["data"] / "ncbi_disease" / "NCBItestset_corpus.txt"
     out, pub = tmp_path / "links.jsonl", tmp_path / "linked.pubtator"
-    res = runner.invoke(app, ["link", str(run), "-i", str(test_file), "--task", "ncbi_disease", "--out", str(out), "--pubtator-out", str(pub), "--top-k", "3"])
+    res = runner.invoke(
+        app,
+        [
+            "link",
+            str(run),
+            "-i",
+            str(test_file),
+            "--task",
+            "ncbi_disease",
+            "--out",
+            str(out),
+            "--pubtator-out",
+            str(pub),
+            "--top-k",
+            "3",
+        ],
+    )
     assert res.exit_code == 0, res.output
     row = _metric(run, 1, "ncbi_disease")
     assert f"acc@1 {row['acc1']:.4f} acc@5 {row['acc5']:.4f} over {row['n']}" in res.stderr
@@ -102,7 +128,9 @@ def test_link_cli_prints_evaluate_numbers_and_writes_outputs(trained, tmp_path):
     docs = parse_pubtator_file(pub).documents
     filled = [m.concept_ids[0] for d in docs for m in d.mentions]
     assert filled == [r["ids"][0] for r in rows]
-    assert [(m.doc_id, m.start, m.end) for d in docs for m in d.mentions] == [(r["doc_id"], r["start"], r["end"]) for r in rows]
+    assert [(m.doc_id, m.start, m.end) for d in docs for m in d.mentions] == [
+        (r["doc_id"], r["start"], r["end"]) for r in rows
+    ]
 
 
 def test_link_inputs_without_ids_tsv_and_stdin(trained, tmp_path):
@@ -110,13 +138,21 @@ def test_link_inputs_without_ids_tsv_and_stdin(trained, tmp_path):
     docs = parse_pubtator_file(trained["data"] / "ncbi_disease" / "NCBIdevelopset_corpus.txt").documents[:2]
     # PubTator without the id column
     bare = tmp_path / "bare.txt"
-    bare.write_text("".join(
-        f"{d.doc_id}|t|{d.title}\n{d.doc_id}|a|{d.abstract}\n" + "".join(f"{m.doc_id}\t{m.start}\t{m.end}\t{m.text}\t{m.semantic_type}\n" for m in d.mentions) + "\n"
-        for d in docs))
+    bare.write_text(
+        "".join(
+            f"{d.doc_id}|t|{d.title}\n{d.doc_id}|a|{d.abstract}\n"
+            + "".join(f"{m.doc_id}\t{m.start}\t{m.end}\t{m.text}\t{m.semantic_type}\n" for m in d.mentions)
+            + "\n"
+            for d in docs
+        )
+    )
     # the same spans as a TSV beside the documents' text
     texts, spans = tmp_path / "docs.tsv", tmp_path / "spans.tsv"
     texts.write_text("".join(f"{d.doc_id}\t{d.text}\n" for d in docs))
-    spans.write_text("doc_id\tstart\tend\ttext\n" + "".join(f"{m.doc_id}\t{m.start}\t{m.end}\t{m.text}\n" for d in docs for m in d.mentions))
+    spans.write_text(
+        "doc_id\tstart\tend\ttext\n"
+        + "".join(f"{m.doc_id}\t{m.start}\t{m.end}\t{m.text}\n" for d in docs for m in d.mentions)
+    )
     a = runner.invoke(app, ["link", str(run), "-i", str(bare)])
     b = runner.invoke(app, ["link", str(run), "-i", str(spans), "--docs", str(texts)])
     assert a.exit_code == 0 and b.exit_code == 0, a.output + b.output
@@ -165,7 +201,13 @@ def test_export_loads_with_transformers_alone_and_links_like_the_run(trained, tm
     torch.testing.assert_close(_hf_embed(out, texts), inside, atol=1e-6, rtol=0)
 
     card = (out / "README.md").read_text()
-    for needed in ("naive", "ncbi_disease → **bc5cdr_disease**", "acc@1", "elcl version: 0.1.0", "bc5cdr_disease | test"):
+    for needed in (
+        "naive",
+        "ncbi_disease → **bc5cdr_disease**",
+        "acc@1",
+        "elcl version: 0.1.0",
+        "bc5cdr_disease | test",
+    ):
         assert needed in card, needed
     umask = os.umask(0)
     os.umask(umask)
@@ -173,7 +215,11 @@ def test_export_loads_with_transformers_alone_and_links_like_the_run(trained, tm
     assert out.stat().st_mode & 0o777 == 0o777 & ~umask
     assert all(f.stat().st_mode & 0o777 == 0o666 & ~umask for f in out.rglob("*") if f.is_file())
     meta = json.loads((out / "elcl_linker.json").read_text())
-    assert meta["task"] == "bc5cdr_disease" and meta["run"]["step"] == 1 and meta["ontology"]["concepts"] == len(src.ontology)
+    assert (
+        meta["task"] == "bc5cdr_disease"
+        and meta["run"]["step"] == 1
+        and meta["ontology"]["concepts"] == len(src.ontology)
+    )
 
     test_file = trained["data"] / "bc5cdr" / "CDR_TestSet.PubTator.txt"
     via_run = runner.invoke(app, ["link", str(run), "-i", str(test_file)])

@@ -31,7 +31,11 @@ def toy_examples() -> list[LinkingExample]:
     out = []
     for i, q in enumerate(QUERIES):
         m = Mention("d", 0, len(q), q, "Disease", (f"C{i}",))
-        out.append(LinkingExample(m, q, tuple(f"C{j}" for j in range(5)), tuple(NAMES), (0.0,) * 5, tuple(j == i for j in range(5))))
+        out.append(
+            LinkingExample(
+                m, q, tuple(f"C{j}" for j in range(5)), tuple(NAMES), (0.0,) * 5, tuple(j == i for j in range(5))
+            )
+        )
     return out
 
 
@@ -138,7 +142,9 @@ def test_cnn_initialises_from_saved_weights(tiny_bert: Path, tmp_path: Path) -> 
     for (n, p), (_, q) in zip(first.encoder.state_dict().items(), warm.encoder.state_dict().items()):
         torch.testing.assert_close(p, q, msg=n)
     with pytest.raises(CheckpointError, match="do not fit the configured CNN encoder"):
-        Linker(ModelConfig(type="cnn", name=str(tiny_bert), max_length=16, cnn={"init_from": str(path), "channels": 64}))
+        Linker(
+            ModelConfig(type="cnn", name=str(tiny_bert), max_length=16, cnn={"init_from": str(path), "channels": 64})
+        )
     with pytest.raises(CheckpointError, match="not found"):
         Linker(ModelConfig(type="cnn", name=str(tiny_bert), cnn={"init_from": str(tmp_path / "none.safetensors")}))
 
@@ -166,7 +172,11 @@ def test_legacy_checkpoint_is_migrated_only_when_whole_and_finite(tiny_bert: Pat
     bad = tmp_path / "bad" / "steps" / "0_ncbi_disease"
     bad.mkdir(parents=True)
     first = next(k for k, v in tensors.items() if v.is_floating_point())
-    save_file({**tensors, first: torch.full_like(tensors[first], float("nan"))}, str(bad / "model.safetensors"), metadata={"model_config_hash": model.config_hash})
+    save_file(
+        {**tensors, first: torch.full_like(tensors[first], float("nan"))},
+        str(bad / "model.safetensors"),
+        metadata={"model_config_hash": model.config_hash},
+    )
     refused = CliRunner().invoke(app, ["migrate", str(tmp_path / "bad")])
     assert isinstance(refused.exception, CheckpointError) and "NaN" in str(refused.exception)
     assert not meta_path(bad / "model.safetensors").exists()

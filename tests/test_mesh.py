@@ -172,7 +172,9 @@ def test_truncated_gzip(tmp_path: Path) -> None:
         load_mesh_supplementary(cut)
 
 
-def test_cli_bad_mesh_exit_2_nothing_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_bad_mesh_exit_2_nothing_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A broken MeSH file stops `elcl data candidates` with FILE:LINE and exit 2; no index is cached."""
     from tests.synthetic import write_synthetic_corpora
 
@@ -186,7 +188,10 @@ def test_cli_bad_mesh_exit_2_nothing_written(tmp_path: Path, monkeypatch: pytest
         main()
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert err == f"error: {d / 'mesh_descriptors_2024.tsv'}:6: descriptor id 'D12': expected D followed by 6 or 9 digits (e.g. D000001)"
+    assert (
+        err
+        == f"error: {d / 'mesh_descriptors_2024.tsv'}:6: descriptor id 'D12': expected D followed by 6 or 9 digits (e.g. D000001)"
+    )
     assert not cache.exists() or not any(cache.rglob("*.joblib"))
 
 
@@ -198,7 +203,9 @@ def test_cli_candidates_reports_absent_gold(tmp_path: Path, monkeypatch: pytest.
     # A MeSH file that knows none of the synthetic chemical ids: every linkable mention is absent.
     _gz(d / "mesh_descriptors_2024.tsv.gz", DESC)
     monkeypatch.setenv("ELCL_CACHE_DIR", str(tmp_path / "cache"))
-    res = CliRunner().invoke(app, ["data", "candidates", "bc5cdr_chemical", "--data-dir", str(root), "--json", "--k", "1"])
+    res = CliRunner().invoke(
+        app, ["data", "candidates", "bc5cdr_chemical", "--data-dir", str(root), "--json", "--k", "1"]
+    )
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
     assert "MeSH descriptors file" in out["ontology"]

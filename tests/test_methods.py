@@ -31,15 +31,27 @@ def test_registry_is_the_one_list() -> None:
     assert [m for m in methods.NAMES if get(m).penalised()] == ["ewc", "online_ewc", "kfac", "online_kfac"]
     assert [m for m in methods.NAMES if get(m).reference] == ["joint", "single"]
     assert {m: get(m).curvature for m in methods.NAMES if get(m).curvature != "none"} == {
-        "ewc": "diag", "online_ewc": "diag", "kfac": "kfac", "online_kfac": "kfac"}
+        "ewc": "diag",
+        "online_ewc": "diag",
+        "kfac": "kfac",
+        "online_kfac": "kfac",
+    }
     assert get("joint").step_labels(ORDER) == ["joint"] and get("single").step_labels(ORDER) == list(ORDER)
     with pytest.raises(ElclError, match="unknown method 'si'; known methods: naive"):
         get("si")
 
 
 def _ctx(tmp_path: Path, model, step: int, n_examples: int = 0) -> StepContext:
-    return StepContext(rd=RunDir(tmp_path), order=ORDER, step=step, task=ORDER[step], model=model, config_hash="h",
-                       device=torch.device("cpu"), n_examples=n_examples)
+    return StepContext(
+        rd=RunDir(tmp_path),
+        order=ORDER,
+        step=step,
+        task=ORDER[step],
+        model=model,
+        config_hash="h",
+        device=torch.device("cpu"),
+        n_examples=n_examples,
+    )
 
 
 def _store(tmp_path: Path, stats) -> None:
@@ -81,8 +93,10 @@ def _laplace(model, stats, weights, anchors_from=None) -> torch.Tensor:
         covered = set()
         for path, (A, G) in st.kfac.items():
             m = model[path]
-            dW = vec_cols(m.weight.detach() - anchors[f"{path}.weight"],
-                          None if m.bias is None else m.bias.detach() - anchors[f"{path}.bias"])
+            dW = vec_cols(
+                m.weight.detach() - anchors[f"{path}.weight"],
+                None if m.bias is None else m.bias.detach() - anchors[f"{path}.bias"],
+            )
             total += w / 2 * (dW @ torch.kron(A, G) @ dW)
             covered |= {f"{path}.weight", f"{path}.bias"}
         for name, F in st.diag.items():
@@ -155,7 +169,9 @@ def test_settings_are_validated_per_method() -> None:
 
 
 def test_auto_runs_and_their_directory_names() -> None:
-    cfg = config_from_dict({"method": {"name": "online_kfac", "online_kfac": {"lambda_grid": [100, "auto"], "lambda_scale": 10}}})
+    cfg = config_from_dict(
+        {"method": {"name": "online_kfac", "online_kfac": {"lambda_grid": [100, "auto"], "lambda_scale": 10}}}
+    )
     runs = expand_runs(cfg)
     assert [s.dirname for s, _ in runs] == ["online_kfac-lam100-o0-s13", "online_kfac-lamauto10-o0-s13"]
     numeric, auto = (c.method.settings for _, c in runs)
@@ -165,9 +181,19 @@ def test_auto_runs_and_their_directory_names() -> None:
 
 
 OLD_CONFIG = {  # a run's config.yaml as elcl wrote it before per-method sections
-    "name": "quick", "tasks": ["ncbi_disease", "bc5cdr_disease"], "seeds": [13],
-    "method": {"name": "ewc", "lambda": 1000.0, "gamma": 1.0, "replay_size": 500, "lr_scale": 0.5,
-               "layer_decay": 0.8, "fast_grad": True, "penalty_dtype": "auto"},
+    "name": "quick",
+    "tasks": ["ncbi_disease", "bc5cdr_disease"],
+    "seeds": [13],
+    "method": {
+        "name": "ewc",
+        "lambda": 1000.0,
+        "gamma": 1.0,
+        "replay_size": 500,
+        "lr_scale": 0.5,
+        "layer_decay": 0.8,
+        "fast_grad": True,
+        "penalty_dtype": "auto",
+    },
 }
 
 
@@ -192,16 +218,38 @@ def test_run_json_lambda_forms(tmp_path: Path) -> None:
     for lam, want in ((10, 10.0), ("auto", "auto"), ("auto10", "auto10"), (None, None)):
         d = tmp_path / str(lam)
         d.mkdir()
-        (d / "run.json").write_text(json.dumps({
-            "experiment": "e", "method": "ewc" if lam is not None else "naive", "lambda": lam, "seed": 1,
-            "order": ["a"], "order_index": 0, "status": "done", "steps_done": 1}))
+        (d / "run.json").write_text(
+            json.dumps(
+                {
+                    "experiment": "e",
+                    "method": "ewc" if lam is not None else "naive",
+                    "lambda": lam,
+                    "seed": 1,
+                    "order": ["a"],
+                    "order_index": 0,
+                    "status": "done",
+                    "steps_done": 1,
+                }
+            )
+        )
         (d / "metrics.jsonl").write_text("")
         assert load_run(d).lam == want
     bad = tmp_path / "bad"
     bad.mkdir()
-    (bad / "run.json").write_text(json.dumps({
-        "experiment": "e", "method": "ewc", "lambda": "autox", "seed": 1, "order": ["a"], "order_index": 0,
-        "status": "done", "steps_done": 1}))
+    (bad / "run.json").write_text(
+        json.dumps(
+            {
+                "experiment": "e",
+                "method": "ewc",
+                "lambda": "autox",
+                "seed": 1,
+                "order": ["a"],
+                "order_index": 0,
+                "status": "done",
+                "steps_done": 1,
+            }
+        )
+    )
     with pytest.raises(ElclError, match=r"run.json: key 'lambda' = 'autox', expected a non-negative number, 'auto"):
         load_run(bad)
 
@@ -217,13 +265,22 @@ def _run_two_tasks(tmp_path: Path, method: dict, monkeypatch=None, unit_curvatur
     from elcl.runtime import Runtime
 
     if unit_curvature:
+
         def unit(model, examples, cache, cfg, approx, seed, rt):
             named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-            kfac = {n: (torch.eye(m.weight.shape[1] + 1), torch.eye(m.weight.shape[0]))
-                    for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and m.bias is not None}
+            kfac = {
+                n: (torch.eye(m.weight.shape[1] + 1), torch.eye(m.weight.shape[0]))
+                for n, m in model.named_modules()
+                if isinstance(m, torch.nn.Linear) and m.bias is not None
+            }
             covered = {f"{n}.{w}" for n in kfac for w in ("weight", "bias")}
-            return CurvatureStats(kfac=kfac, diag={n: torch.ones_like(p) for n, p in named if n not in covered},
-                                  anchors={n: p.detach().clone() for n, p in named}, meta={"approx": approx, "n_examples": 8})
+            return CurvatureStats(
+                kfac=kfac,
+                diag={n: torch.ones_like(p) for n, p in named if n not in covered},
+                anchors={n: p.detach().clone() for n, p in named},
+                meta={"approx": approx, "n_examples": 8},
+            )
+
         monkeypatch.setattr(runner, "compute_curvature", unit)
     root = tmp_path / "inputs"
     data = root / "data"
@@ -231,13 +288,20 @@ def _run_two_tasks(tmp_path: Path, method: dict, monkeypatch=None, unit_curvatur
         write_synthetic_corpora(data)
         write_tiny_bert(root / "bert")
     order = ["bc5cdr_chemical", "ncbi_disease"]  # a short first task (its Fisher is not saturated), a longer second
-    cfg = config_from_dict({
-        "name": "p", "output_dir": str(tmp_path / "runs"), "tasks": order, "seeds": [3],
-        "data": {"data_dir": str(data), "ontology": "mentions"}, "candidates": {"k": 4},
-        "model": {"name": str(root / "bert"), "max_length": 12},
-        "train": {"epochs": 3, "batch_size": 2, "lr": 1e-3, "device": "cpu", "share_first_task": False},
-        "method": method, "curvature": {"max_examples": 16, "batch_size": 8},
-    })
+    cfg = config_from_dict(
+        {
+            "name": "p",
+            "output_dir": str(tmp_path / "runs"),
+            "tasks": order,
+            "seeds": [3],
+            "data": {"data_dir": str(data), "ontology": "mentions"},
+            "candidates": {"k": 4},
+            "model": {"name": str(root / "bert"), "max_length": 12},
+            "train": {"epochs": 3, "batch_size": 2, "lr": 1e-3, "device": "cpu", "share_first_task": False},
+            "method": method,
+            "curvature": {"max_examples": 16, "batch_size": 8},
+        }
+    )
     (path,) = runner.run_experiment(cfg, Runtime(torch.device("cpu")))
     before = load_file(str(path / "steps" / f"0_{order[0]}" / "model.safetensors"))
     after = load_file(str(path / "steps" / f"1_{order[1]}" / "model.safetensors"))

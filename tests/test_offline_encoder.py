@@ -45,7 +45,9 @@ def test_default_encoder_missing_offline_is_one_line(plain_pip_install_offline):
 
 
 def test_other_hub_id_offline_names_the_key(plain_pip_install_offline):
-    with pytest.raises(ElclError, match="'someone/some-encoder' is not a local folder and the Hugging Face hub cannot be reached"):
+    with pytest.raises(
+        ElclError, match="'someone/some-encoder' is not a local folder and the Hugging Face hub cannot be reached"
+    ):
         encoders.resolve_model_path("someone/some-encoder")
 
 
@@ -61,8 +63,15 @@ def test_train_with_default_encoder_offline_exits_2(plain_pip_install_offline, t
 
     data = write_synthetic_corpora(tmp_path / "data")
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump({"output_dir": str(tmp_path / "runs"), "data": {"data_dir": str(data), "ontology": "mentions"},
-                                   "train": {"device": "cpu"}}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "output_dir": str(tmp_path / "runs"),
+                "data": {"data_dir": str(data), "ontology": "mentions"},
+                "train": {"device": "cpu"},
+            }
+        )
+    )
     monkeypatch.setattr(sys, "argv", ["elcl", "train", "--config", str(cfg)])
     with pytest.raises(SystemExit) as exc:
         main()

@@ -25,7 +25,9 @@ def _weights(omegas, gamma):
     return [gamma ** (T - 1 - t) * om for t, om in enumerate(omegas)]
 
 
-@pytest.mark.parametrize(("gamma", "omegas"), [(1.0, [1.0, 1.0, 1.0]), (0.7, [1.0, 1.0, 1.0]), (0.5, [40.0, 10.0, 25.0])])
+@pytest.mark.parametrize(
+    ("gamma", "omegas"), [(1.0, [1.0, 1.0, 1.0]), (0.7, [1.0, 1.0, 1.0]), (0.5, [40.0, 10.0, 25.0])]
+)
 def test_running_factors_against_the_per_task_sum(gamma: float, omegas: list[float]) -> None:
     """W·Ā⊗Ḡ = Σ_t w_t A_t⊗G_t − (1/2W) Σ_{r,s} w_r w_s (A_r−A_s)⊗(G_r−G_s), w_t = γ^{T−t} ω_t;
     the diagonal part is the exact running sum Σ_t w_t F_t."""
@@ -78,7 +80,9 @@ def test_penalty_equals_kfac_sum_when_factors_and_anchors_agree(tmp_path: Path) 
     ok.after_task(_ctx(tmp_path, model, 0), twice[0], guard=None)
     ok.after_task(_ctx(tmp_path, model, 1), twice[1], guard=None)
     online = ok.penalty(_ctx(tmp_path, model, 2)).value(model)
-    per_task = get("kfac")(get("kfac").Settings(**{"lambda": 2.0}), seed=0).penalty(_ctx(tmp_path, model, 2)).value(model)
+    per_task = (
+        get("kfac")(get("kfac").Settings(**{"lambda": 2.0}), seed=0).penalty(_ctx(tmp_path, model, 2)).value(model)
+    )
     torch.testing.assert_close(online, per_task)
 
 
@@ -94,13 +98,20 @@ def test_online_kfac_run_keeps_constant_curvature(tmp_path: Path) -> None:
 
     data, bert = write_synthetic_corpora(tmp_path / "data"), write_tiny_bert(tmp_path / "bert")
     order = ["ncbi_disease", "bc5cdr_chemical", "bc5cdr_disease"]
-    cfg = config_from_dict({
-        "name": "o", "output_dir": str(tmp_path / "runs"), "tasks": order, "seeds": [3],
-        "data": {"data_dir": str(data), "ontology": "mentions"}, "candidates": {"k": 4},
-        "model": {"name": str(bert), "max_length": 12}, "train": {"epochs": 1, "batch_size": 8, "lr": 1e-3, "device": "cpu"},
-        "method": {"name": "online_kfac", "online_kfac": {"lambda": "auto", "gamma": 0.5}},
-        "curvature": {"max_examples": 16, "batch_size": 8},
-    })
+    cfg = config_from_dict(
+        {
+            "name": "o",
+            "output_dir": str(tmp_path / "runs"),
+            "tasks": order,
+            "seeds": [3],
+            "data": {"data_dir": str(data), "ontology": "mentions"},
+            "candidates": {"k": 4},
+            "model": {"name": str(bert), "max_length": 12},
+            "train": {"epochs": 1, "batch_size": 8, "lr": 1e-3, "device": "cpu"},
+            "method": {"name": "online_kfac", "online_kfac": {"lambda": "auto", "gamma": 0.5}},
+            "curvature": {"max_examples": 16, "batch_size": 8},
+        }
+    )
     (path,) = run_experiment(cfg, Runtime(torch.device("cpu")))
     assert path.name == "online_kfac-lamauto-o0-s3"
     kept = sorted(p.name for p in (path / "curvature").iterdir())
@@ -111,7 +122,9 @@ def test_online_kfac_run_keeps_constant_curvature(tmp_path: Path) -> None:
     assert sizes[0] == sizes[1]
     info = json.loads((running[-1] / "running.json").read_text())
     n = info["n_examples"]
-    assert set(n) == set(order) and info["weight"] == pytest.approx(0.25 * n[order[0]] + 0.5 * n[order[1]] + n[order[2]])
+    assert set(n) == set(order) and info["weight"] == pytest.approx(
+        0.25 * n[order[0]] + 0.5 * n[order[1]] + n[order[2]]
+    )
     state = json.loads((path / "run.json").read_text())
     assert state["status"] == "done" and state["lambda"] == "auto"
     assert set(state["lambda_t"]) == set(order[1:]) and set(state["lambda_t"][order[2]]) == set(order[:2])

@@ -75,7 +75,14 @@ def _corpus() -> Corpus:
     def m(text: str, ids: tuple[str, ...], comps: tuple[str, ...] = ()) -> Mention:
         return Mention("1", 0, len(text), text, "Disease", ids, composite=len(ids) > 1, components=comps)
 
-    train = (Document("1", "t", "a", (m("wd", ("D1",)), m("wilson", ("D1",)), m("wilson", ("D1",)), m("a and b", ("D2", "D3"), ("a", "b")))),)
+    train = (
+        Document(
+            "1",
+            "t",
+            "a",
+            (m("wd", ("D1",)), m("wilson", ("D1",)), m("wilson", ("D1",)), m("a and b", ("D2", "D3"), ("a", "b"))),
+        ),
+    )
     test = (Document("2", "t", "a", (m("secret", ("D9",)),)),)
     return Corpus("toy", {"train": train, "dev": (), "test": test})
 

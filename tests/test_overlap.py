@@ -76,20 +76,34 @@ def test_runner_trains_without_held_out_documents(tmp_path: Path, monkeypatch: p
         return real(model, examples, *args, **kwargs)
 
     monkeypatch.setattr(runner, "train_steps", spy)
-    cfg = config_from_dict({
-        "name": "overlap", "output_dir": str(tmp_path / "runs"), "tasks": ["ncbi_disease", "bc5cdr_disease"], "seeds": [1],
-        "data": {"data_dir": str(root), "ontology": "mentions"},
-        "model": {"name": str(write_tiny_bert(tmp_path / "tinybert")), "max_length": 12},
-        "candidates": {"k": 4}, "train": {"epochs": 1, "batch_size": 8, "device": "cpu", "eval_splits": ["test"]},
-        "method": {"name": "naive"},
-    })
+    cfg = config_from_dict(
+        {
+            "name": "overlap",
+            "output_dir": str(tmp_path / "runs"),
+            "tasks": ["ncbi_disease", "bc5cdr_disease"],
+            "seeds": [1],
+            "data": {"data_dir": str(root), "ontology": "mentions"},
+            "model": {"name": str(write_tiny_bert(tmp_path / "tinybert")), "max_length": 12},
+            "candidates": {"k": 4},
+            "train": {"epochs": 1, "batch_size": 8, "device": "cpu", "eval_splits": ["test"]},
+            "method": {"name": "naive"},
+        }
+    )
     (path,) = runner.run_experiment(cfg, Runtime(torch.device("cpu")))
     assert seen and shared_pmid not in seen
     state = json.loads((path / "run.json").read_text())
     removed = state["train_documents_removed"]
-    assert removed["ncbi_disease"] == {"documents": 1, "mentions": 2, "by_task": {"bc5cdr_disease": 1}, "doc_ids": [shared_pmid]}
+    assert removed["ncbi_disease"] == {
+        "documents": 1,
+        "mentions": 2,
+        "by_task": {"bc5cdr_disease": 1},
+        "doc_ids": [shared_pmid],
+    }
     assert removed["bc5cdr_disease"]["documents"] == 0
-    assert "ncbi_disease: 1 training documents (2 mentions) removed: 1 in bc5cdr_disease dev/test" in (path / "log.txt").read_text()
+    assert (
+        "ncbi_disease: 1 training documents (2 mentions) removed: 1 in bc5cdr_disease dev/test"
+        in (path / "log.txt").read_text()
+    )
 
 
 # SOURCES.md: BioRED train shares 41/44/53 abstracts with BC5CDR train/dev/test, dev 10/6/16,
@@ -99,7 +113,9 @@ def test_runner_trains_without_held_out_documents(tmp_path: Path, monkeypatch: p
     ("other", "removed_from_biored", "removed_from_other"),
     [("bc5cdr_chemical", 44 + 53, 10 + 10), ("bc5cdr_disease", 44 + 53, 10 + 10), ("ncbi_disease", 1 + 1, 3 + 1)],
 )
-def test_real_corpora_counts(shared_corpora: Path, other: str, removed_from_biored: int, removed_from_other: int) -> None:
+def test_real_corpora_counts(
+    shared_corpora: Path, other: str, removed_from_biored: int, removed_from_other: int
+) -> None:
     if not (shared_corpora / "biored").is_dir():
         pytest.skip("BioRED not in the corpora dir")
     bio = "biored_chemical" if "chemical" in other else "biored_disease"

@@ -55,8 +55,10 @@ def kron_reference(model, stats_list, lam):
         for path, (A, G) in st.kfac.items():
             m = model[path]
             b = m.bias
-            dW = vec_cols(m.weight.detach() - st.anchors[f"{path}.weight"],
-                          None if b is None else b.detach() - st.anchors[f"{path}.bias"])
+            dW = vec_cols(
+                m.weight.detach() - st.anchors[f"{path}.weight"],
+                None if b is None else b.detach() - st.anchors[f"{path}.bias"],
+            )
             total += dW @ torch.kron(A, G) @ dW
         for name in ("emb.weight", "ln.weight", "ln.bias"):
             p = dict(model.named_parameters())[name].detach()
@@ -125,15 +127,13 @@ def test_ewc_penalty_multi_task():
     stats = [fake_stats(model, 5), fake_stats(model, 6), fake_stats(model, 7)]
     pen = EWCPenalty(stats, lam=0.7)
     params = dict(model.named_parameters())
-    ref = sum(
-        (st.diag[n] * (params[n].detach() - st.anchors[n]).square()).sum() for st in stats for n in params
-    ) * 0.35
+    ref = sum((st.diag[n] * (params[n].detach() - st.anchors[n]).square()).sum() for st in stats for n in params) * 0.35
     torch.testing.assert_close(pen.value(model), ref)
     check_add_grad(model, pen)
     pen1 = EWCPenalty(stats[:1], 1.0)
     torch.testing.assert_close(
-        pen1.value(model), 0.5 * sum((stats[0].diag[n] * (params[n].detach() - stats[0].anchors[n]).square()).sum()
-                                     for n in params)
+        pen1.value(model),
+        0.5 * sum((stats[0].diag[n] * (params[n].detach() - stats[0].anchors[n]).square()).sum() for n in params),
     )
 
 
@@ -155,10 +155,16 @@ def test_penalty_errors():
     # which method builds which penalty: tests/test_methods.py
     model = make_model()
     stats = [fake_stats(model, 11)]
-    kfac_only = CurvatureStats(kfac=dict(stats[0].kfac), diag={"emb.weight": stats[0].diag["emb.weight"],
-                                                                "ln.weight": stats[0].diag["ln.weight"],
-                                                                "ln.bias": stats[0].diag["ln.bias"]},
-                               anchors=dict(stats[0].anchors), meta={"approx": "kfac"})
+    kfac_only = CurvatureStats(
+        kfac=dict(stats[0].kfac),
+        diag={
+            "emb.weight": stats[0].diag["emb.weight"],
+            "ln.weight": stats[0].diag["ln.weight"],
+            "ln.bias": stats[0].diag["ln.bias"],
+        },
+        anchors=dict(stats[0].anchors),
+        meta={"approx": "kfac"},
+    )
     with pytest.raises(ElclError, match="diagonal"):
         EWCPenalty([kfac_only], 1.0)
     KFACPenalty([kfac_only], 1.0).value(model)
@@ -179,7 +185,9 @@ def test_low_rank_penalty():
     low = st.to_low_rank(1)
     dense = CurvatureStats(
         kfac={k: (a.dense(), g.dense()) for k, (a, g) in low.low_rank.items()},
-        diag=st.diag, anchors=st.anchors, meta=st.meta,
+        diag=st.diag,
+        anchors=st.anchors,
+        meta=st.meta,
     )
     pen = KFACPenalty([low, fake_stats(model, 13)], 1.5)
     ref = KFACPenalty([dense, fake_stats(model, 13)], 1.5)
@@ -200,8 +208,12 @@ def test_grouped_blocks_equal_one_by_one():
     torch.testing.assert_close(pen.value(model), kron_reference(model, stats, 2.0))
     low = [s.to_low_rank(2) for s in stats]
     dense = [
-        CurvatureStats(kfac={k: (a.dense(), g.dense()) for k, (a, g) in s.low_rank.items()},
-                       diag=s.diag, anchors=s.anchors, meta=s.meta)
+        CurvatureStats(
+            kfac={k: (a.dense(), g.dense()) for k, (a, g) in s.low_rank.items()},
+            diag=s.diag,
+            anchors=s.anchors,
+            meta=s.meta,
+        )
         for s in low
     ]
     pen = KFACPenalty(low, 2.0)

@@ -49,7 +49,9 @@ def write_medic(path: Path, concepts: dict[str, list[str]]) -> Path:
 TINY = Ontology({cid.replace("D00", "D00000"): names for cid, names in DISEASES.items()}, {}, "tiny")
 
 
-def _brute_ms(emb: torch.Tensor, labels: list[int], alpha: float, beta: float, base: float, margin: float | None) -> float:
+def _brute_ms(
+    emb: torch.Tensor, labels: list[int], alpha: float, beta: float, base: float, margin: float | None
+) -> float:
     """Multi-similarity loss from its definition: loops over anchors, triplets and pairs."""
     x = torch.nn.functional.normalize(emb, dim=-1)
     s = (x @ x.T).tolist()
@@ -105,7 +107,9 @@ def test_info_nce_is_minus_log_synonym_mass() -> None:
         others = [j for j in range(6) if j != a]
         p = torch.softmax(logits[a, others], 0)
         want.append(-torch.log(sum(p[i] for i, j in enumerate(others) if labels[j] == labels[a])))
-    assert float(info_nce_loss(emb, labels, temperature=0.1)) == pytest.approx(float(torch.stack(want).mean()), rel=1e-9)
+    assert float(info_nce_loss(emb, labels, temperature=0.1)) == pytest.approx(
+        float(torch.stack(want).mean()), rel=1e-9
+    )
 
 
 def test_batches_hold_positives_and_are_a_function_of_the_step() -> None:
@@ -117,7 +121,9 @@ def test_batches_hold_positives_and_are_a_function_of_the_step() -> None:
         assert len(batch.texts) == 4
         assert all(batch.labels.count(c) == 2 for c in batch.labels)
         assert batch == SynonymBatcher(sets, 4, 2, 3).batch(step)  # fresh batcher, same batch: nothing to save
-    assert sorted(c for s in range(3) for c in b.batch(s).labels[::2]) == list(range(6))  # an epoch covers every concept
+    assert sorted(c for s in range(3) for c in b.batch(s).labels[::2]) == list(
+        range(6)
+    )  # an epoch covers every concept
     with pytest.raises(ElclError, match="2 or more distinct names"):
         SynonymSets.from_ontology(Ontology({"D000001": ["a"]}))
 
@@ -142,8 +148,17 @@ def _mean_sims(model_dir: Path, onto: Ontology) -> tuple[float, float]:
 @pytest.mark.parametrize("loss", ["ms", "infonce"])
 def test_synonyms_end_up_closer_than_non_synonyms(tiny_bert: Path, tmp_path: Path, loss: str) -> None:
     syn0, non0 = _mean_sims(tiny_bert, TINY)
-    cfg = PretrainConfig(encoder=str(tiny_bert), batch_size=12, steps=30, lr=3e-3, warmup_ratio=0.0, loss=loss, seed=0,
-                         num_threads=1, miner_margin=None if loss == "ms" else 0.2)
+    cfg = PretrainConfig(
+        encoder=str(tiny_bert),
+        batch_size=12,
+        steps=30,
+        lr=3e-3,
+        warmup_ratio=0.0,
+        loss=loss,
+        seed=0,
+        num_threads=1,
+        miner_margin=None if loss == "ms" else 0.2,
+    )
     res = pretrain(cfg, TINY, tmp_path / "out", progress=False)
     syn1, non1 = _mean_sims(tmp_path / "out", TINY)
     assert res.finished and len(res.losses) == 30
@@ -165,11 +180,15 @@ def test_output_is_an_encoder_folder_model_name_accepts(tiny_bert: Path, tmp_pat
     key = "encoder.layer.0.attention.self.query.weight"
     assert torch.equal(linker.encoder.model.state_dict()[key], trained[key])
     with pytest.raises(ElclError, match="finished pass"):
-        pretrain(PretrainConfig(encoder=str(tiny_bert), batch_size=6, steps=2, num_threads=1), TINY, out, progress=False)
+        pretrain(
+            PretrainConfig(encoder=str(tiny_bert), batch_size=6, steps=2, num_threads=1), TINY, out, progress=False
+        )
 
 
 def test_resume_after_interruption_equals_uninterrupted_run(tiny_bert: Path, tmp_path: Path) -> None:
-    cfg = PretrainConfig(encoder=str(tiny_bert), batch_size=6, steps=7, lr=1e-3, checkpoint_every=2, num_threads=1, seed=5)
+    cfg = PretrainConfig(
+        encoder=str(tiny_bert), batch_size=6, steps=7, lr=1e-3, checkpoint_every=2, num_threads=1, seed=5
+    )
     whole = pretrain(cfg, TINY, tmp_path / "whole", progress=False)
     part = pretrain(cfg, TINY, tmp_path / "cut", progress=False, stop_after=3)
     assert not part.finished and part.steps_done == 3
@@ -179,7 +198,10 @@ def test_resume_after_interruption_equals_uninterrupted_run(tiny_bert: Path, tmp
     torch.manual_seed(999)  # the RNG of the resumed process is restored from the checkpoint, not inherited
     rest = pretrain(cfg, TINY, tmp_path / "cut", progress=False, resume=True)
     assert rest.finished and rest.losses == whole.losses
-    a, b = load_file(str(tmp_path / "whole" / "model.safetensors")), load_file(str(tmp_path / "cut" / "model.safetensors"))
+    a, b = (
+        load_file(str(tmp_path / "whole" / "model.safetensors")),
+        load_file(str(tmp_path / "cut" / "model.safetensors")),
+    )
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     other = cfg.model_copy(update={"lr": 2e-3})
     pretrain(other, TINY, tmp_path / "cut2", progress=False, stop_after=2)
@@ -213,9 +235,15 @@ def test_pretraining_never_reads_a_corpus(tiny_bert: Path, tmp_path: Path, monke
         def fail(*args, **kwargs):
             calls.append(name)
             raise AssertionError(f"pretraining called {name}")
+
         return fail
 
-    for mod, fn in ((corpora, "load_corpus"), (corpora, "_load_cached"), (pubtator, "parse_pubtator"), (pubtator, "parse_pubtator_file")):
+    for mod, fn in (
+        (corpora, "load_corpus"),
+        (corpora, "_load_cached"),
+        (pubtator, "parse_pubtator"),
+        (pubtator, "parse_pubtator_file"),
+    ):
         monkeypatch.setattr(mod, fn, spy(f"{mod.__name__}.{fn}"))
     opened: list[str] = []
     real_open, real_gzip_open = builtins.open, gzip.open
@@ -231,8 +259,27 @@ def test_pretraining_never_reads_a_corpus(tiny_bert: Path, tmp_path: Path, monke
     monkeypatch.setattr(builtins, "open", record_open)
     monkeypatch.setattr(gzip, "open", record_gzip)
     out = tmp_path / "enc"
-    res = CliRunner().invoke(app, ["pretrain", "--ontology", "medic", "--data-dir", str(data), "--out", str(out), "--encoder", str(tiny_bert),
-                                   "--steps", "3", "--batch-size", "6", "--no-progress", "--num-threads", "1"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "pretrain",
+            "--ontology",
+            "medic",
+            "--data-dir",
+            str(data),
+            "--out",
+            str(out),
+            "--encoder",
+            str(tiny_bert),
+            "--steps",
+            "3",
+            "--batch-size",
+            "6",
+            "--no-progress",
+            "--num-threads",
+            "1",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert calls == []
     assert any(p.endswith("CTD_diseases.tsv.gz") for p in opened)
@@ -246,13 +293,34 @@ def test_pretraining_works_without_any_corpus(tiny_bert: Path, tmp_path: Path) -
     names.write_text("".join(f"{cid}\t{n}\n" for cid, ns in DISEASES.items() for n in ns), encoding="utf-8")
     empty = tmp_path / "no_corpora"
     empty.mkdir()
-    res = CliRunner().invoke(app, ["pretrain", "--ontology", str(names), "--data-dir", str(empty), "--out", str(tmp_path / "enc"),
-                                   "--encoder", str(tiny_bert), "--steps", "2", "--batch-size", "4", "--loss", "infonce", "--no-progress"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "pretrain",
+            "--ontology",
+            str(names),
+            "--data-dir",
+            str(empty),
+            "--out",
+            str(tmp_path / "enc"),
+            "--encoder",
+            str(tiny_bert),
+            "--steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--loss",
+            "infonce",
+            "--no-progress",
+        ],
+    )
     assert res.exit_code == 0, res.output
 
 
 def test_cli_bad_option_is_one_line(tmp_path: Path) -> None:
-    res = CliRunner().invoke(app, ["pretrain", "--ontology", "medic", "--out", str(tmp_path / "x"), "--loss", "triplet"])
+    res = CliRunner().invoke(
+        app, ["pretrain", "--ontology", "medic", "--out", str(tmp_path / "x"), "--loss", "triplet"]
+    )
     assert res.exit_code != 0 and "loss" in str(res.exception or res.output)
 
 

@@ -81,8 +81,16 @@ def test_whitespace_offset_mismatch_is_a_warning(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "text, line, fragment",
     [
-        (GOOD.replace("1\t22\t30\tdelirium", "1\t22\t31\tdelirium"), 4, "offsets 22-31 give 'delirium.' but the mention text is 'delirium'"),
-        (GOOD.replace("1\t22\t30\tdelirium\tDisease\tD003693", "1\t22\t30\tdelirium\tDisease"), 4, "expected at least 6"),
+        (
+            GOOD.replace("1\t22\t30\tdelirium", "1\t22\t31\tdelirium"),
+            4,
+            "offsets 22-31 give 'delirium.' but the mention text is 'delirium'",
+        ),
+        (
+            GOOD.replace("1\t22\t30\tdelirium\tDisease\tD003693", "1\t22\t30\tdelirium\tDisease"),
+            4,
+            "expected at least 6",
+        ),
         (GOOD.replace("1\t22\t30", "1\t2x\t30"), 4, "not integers"),
         (GOOD.replace("\tD003693\n", "\tDOID:123\n"), 4, "unknown concept id format 'DOID:123'"),
         (GOOD.replace("\tD003693\n", "\t123456\n"), 4, "unknown concept id format"),

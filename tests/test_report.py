@@ -20,8 +20,22 @@ ORDER = ["A", "B", "C"]
 SINGLE = {0: [0.80, 0.70, 0.90], 1: [0.82, 0.72, 0.88]}
 
 
-def write_run(root, name, method, lam, seed, R, *, order=ORDER, dev_offset=0.0, status="done",
-              experiment="exp", n=100, predictions=False, config=None):
+def write_run(
+    root,
+    name,
+    method,
+    lam,
+    seed,
+    R,
+    *,
+    order=ORDER,
+    dev_offset=0.0,
+    status="done",
+    experiment="exp",
+    n=100,
+    predictions=False,
+    config=None,
+):
     """Write a run directory through the trainer's own schemas (R[step][task]).
 
     With ``predictions`` every acc@1 is rounded to k/n and a prediction file with k
@@ -36,8 +50,9 @@ def write_run(root, name, method, lam, seed, R, *, order=ORDER, dev_offset=0.0, 
     if config is not None:
         # validated with a real task name (the config knows its tasks), then given the
         # fixture's made-up order
-        cfg = config_from_dict({"name": experiment, "tasks": ["ncbi_disease"], "seeds": [seed],
-                                "method": {"name": method}} | config)
+        cfg = config_from_dict(
+            {"name": experiment, "tasks": ["ncbi_disease"], "seeds": [seed], "method": {"name": method}} | config
+        )
         rd.write_config(cfg.to_dict() | {"tasks": list(order)})
     rows = []
     for i, row in enumerate(R):
@@ -49,10 +64,18 @@ def write_run(root, name, method, lam, seed, R, *, order=ORDER, dev_offset=0.0, 
                     k = round(acc * n)
                     acc = k / n
                     write_predictions(rd.predictions(i, trained, task, split), task, k, n)
-                rows.append(MetricRow(
-                    step=i, trained_task=trained, eval_task=task, split=split, acc1=acc,
-                    acc5=min(1.0, round(acc + 0.05, 6)), n=n, n_unlinkable=3,
-                ).dump())
+                rows.append(
+                    MetricRow(
+                        step=i,
+                        trained_task=trained,
+                        eval_task=task,
+                        split=split,
+                        acc1=acc,
+                        acc5=min(1.0, round(acc + 0.05, 6)),
+                        n=n,
+                        n_unlinkable=3,
+                    ).dump()
+                )
     write_jsonl(rd.metrics, rows)
     return d
 
@@ -62,10 +85,21 @@ def write_predictions(path, task, k, n):
     perm = np.random.default_rng(sum(map(ord, task))).permutation(n)
     correct = np.zeros(n, dtype=bool)
     correct[perm[:k]] = True
-    write_jsonl(path, [PredictionRow(
-        doc_id=f"{task}-{m // 10}", start=m, end=m + 3, mention=f"m{m}", gold=[f"C{m}"],
-        predicted=[(f"C{m}" if correct[m] else "C-other", 1.0)], correct=bool(correct[m]),
-    ).dump() for m in range(n)])
+    write_jsonl(
+        path,
+        [
+            PredictionRow(
+                doc_id=f"{task}-{m // 10}",
+                start=m,
+                end=m + 3,
+                mention=f"m{m}",
+                gold=[f"C{m}"],
+                predicted=[(f"C{m}" if correct[m] else "C-other", 1.0)],
+                correct=bool(correct[m]),
+            ).dump()
+            for m in range(n)
+        ],
+    )
 
 
 def seq(seed, fA, fB, mid=0.5):
@@ -78,13 +112,11 @@ def make_experiment(root: Path) -> Path:
     exp = Path(root) / "exp"
     for s in (0, 1):
         sA, sB, sC = SINGLE[s]
-        write_run(exp, f"single_s{s}", "single", None, s,
-                  [[sA, 0.1, 0.1], [0.1, sB, 0.1], [0.1, 0.1, sC]])
+        write_run(exp, f"single_s{s}", "single", None, s, [[sA, 0.1, 0.1], [0.1, sB, 0.1], [0.1, 0.1, sC]])
         # naive: forgets A by 0.40 and B by 0.20
         write_run(exp, f"naive_s{s}", "naive", None, s, seq(s, sA - 0.40, sB - 0.20))
         # ewc λ=1: forgetting 0.30 / 0.15 -> reduction 25%; best on dev
-        write_run(exp, f"ewc1_s{s}", "ewc", 1.0, s, seq(s, sA - 0.30, sB - 0.15),
-                  dev_offset=0.08)
+        write_run(exp, f"ewc1_s{s}", "ewc", 1.0, s, seq(s, sA - 0.30, sB - 0.15), dev_offset=0.08)
         # kfac λ=100: forgetting 0.08 / 0.08 -> reduction 80% / 60% = 70%
         write_run(exp, f"kfac_s{s}", "kfac", 100.0, s, seq(s, sA - 0.08, sB - 0.08))
     # ewc λ=10: seed 0 -> 50%, seed 1 -> (70% + 50%)/2 = 60%
@@ -144,8 +176,7 @@ def test_build_report_numbers(tmp_path):
     # dev: λ=1 (0.65 + 0.6567)/2 + 0.08 = 0.7333; λ=10 (0.70 + 0.7333)/2 = 0.7167
     assert choice.scores[1.0] == pytest.approx(0.73333, abs=1e-4)
     assert choice.scores[10.0] == pytest.approx(0.71667, abs=1e-4)
-    assert (g[("ewc", 10.0)].scalars["avg_final_acc1"][0]
-            > g[("ewc", 1.0)].scalars["avg_final_acc1"][0])
+    assert g[("ewc", 10.0)].scalars["avg_final_acc1"][0] > g[("ewc", 1.0)].scalars["avg_final_acc1"][0]
     # forgetting vs best earlier: naive A = max(0.8, 0.5) - 0.4
     assert g[("naive", None)].tasks["forgetting_best"]["A"][0] == pytest.approx(0.40)
     assert "λ selection" in rep.stdout_markdown()
@@ -154,8 +185,7 @@ def test_build_report_numbers(tmp_path):
 def test_seed_matching_of_single_baseline(tmp_path):
     exp = make_experiment(tmp_path)
     # a seed without its own single run is compared to the mean single baseline
-    write_run(exp, "naive_s5", "naive", None, 5, [[0.8, 0.1, 0.1], [0.5, 0.7, 0.1],
-                                                   [0.41, 0.51, 0.89]])
+    write_run(exp, "naive_s5", "naive", None, 5, [[0.8, 0.1, 0.1], [0.5, 0.7, 0.1], [0.41, 0.51, 0.89]])
     rep = build_report([exp])
     rs = next(r for r in rep.runs if r.run.seed == 5)
     assert rs.single_from.startswith("mean of 2")
@@ -170,8 +200,7 @@ def test_tasks_and_seeds_without_naive_forgetting_count(tmp_path):
     exp = tmp_path / "exp"
     for s in (0, 1):
         sA, sB, sC = SINGLE[s]
-        write_run(exp, f"single{s}", "single", None, s,
-                  [[sA, 0.1, 0.1], [0.1, sB, 0.1], [0.1, 0.1, sC]])
+        write_run(exp, f"single{s}", "single", None, s, [[sA, 0.1, 0.1], [0.1, sB, 0.1], [0.1, 0.1, sC]])
     # seed 0: naive improves on B (forgetting -0.05); seed 1: naive forgets nothing at all
     write_run(exp, "naive0", "naive", None, 0, seq(0, 0.40, 0.75))
     write_run(exp, "naive1", "naive", None, 1, seq(1, 0.82, 0.72))
@@ -192,10 +221,19 @@ def test_write_report_files(tmp_path):
     out = tmp_path / "out"
     written = write_report(rep, out)
     names = {p.name for p in written}
-    for name in ("report.md", "summary.csv", "summary.json", "accuracy_matrices.json",
-                 "heatmap_naive.png", "heatmap_ewc.png", "heatmap_kfac.png",
-                 "heatmap_joint.png", "heatmap_single.png", "forgetting_reduction.png",
-                 "acc_vs_lambda_ewc.png"):
+    for name in (
+        "report.md",
+        "summary.csv",
+        "summary.json",
+        "accuracy_matrices.json",
+        "heatmap_naive.png",
+        "heatmap_ewc.png",
+        "heatmap_kfac.png",
+        "heatmap_joint.png",
+        "heatmap_single.png",
+        "forgetting_reduction.png",
+        "acc_vs_lambda_ewc.png",
+    ):
         assert name in names
         assert (out / name).stat().st_size > 0
     for p in written:
@@ -237,8 +275,9 @@ def test_include_partial(tmp_path):
 
 def test_two_orders_get_separate_groups(tmp_path):
     exp = make_experiment(tmp_path)
-    write_run(exp, "naive_rev", "naive", None, 0, [[0.9, 0.1, 0.1], [0.5, 0.7, 0.1],
-                                                    [0.6, 0.4, 0.8]], order=["C", "B", "A"])
+    write_run(
+        exp, "naive_rev", "naive", None, 0, [[0.9, 0.1, 0.1], [0.5, 0.7, 0.1], [0.6, 0.4, 0.8]], order=["C", "B", "A"]
+    )
     rep = build_report([exp])
     assert len(rep.orders) == 2
     assert "order" in _row(rep.main_table_markdown(), "| method")
@@ -251,12 +290,27 @@ def test_two_orders_get_separate_groups(tmp_path):
     [
         ("{not json", "metrics.jsonl:2: not valid JSON"),
         ('{"step": 0}', "metrics.jsonl:2: missing key 'trained_task'"),
-        (('{"step": 0, "trained_task": "A", "eval_task": "Z", "split": "test", "acc1": 0.5,'
-         ' "acc5": 0.6, "n": 1, "n_unlinkable": 0}'), "metrics.jsonl:2: eval_task 'Z'"),
-        (('{"step": 0, "trained_task": "A", "eval_task": "A", "split": "test", "acc1": 50,'
-         ' "acc5": 0.6, "n": 1, "n_unlinkable": 0}'), "metrics.jsonl:2: key 'acc1'"),
-        (('{"step": 1, "trained_task": "A", "eval_task": "A", "split": "test", "acc1": 0.5,'
-         ' "acc5": 0.6, "n": 1, "n_unlinkable": 0}'), "metrics.jsonl:2: trained_task 'A' at step 1"),
+        (
+            (
+                '{"step": 0, "trained_task": "A", "eval_task": "Z", "split": "test", "acc1": 0.5,'
+                ' "acc5": 0.6, "n": 1, "n_unlinkable": 0}'
+            ),
+            "metrics.jsonl:2: eval_task 'Z'",
+        ),
+        (
+            (
+                '{"step": 0, "trained_task": "A", "eval_task": "A", "split": "test", "acc1": 50,'
+                ' "acc5": 0.6, "n": 1, "n_unlinkable": 0}'
+            ),
+            "metrics.jsonl:2: key 'acc1'",
+        ),
+        (
+            (
+                '{"step": 1, "trained_task": "A", "eval_task": "A", "split": "test", "acc1": 0.5,'
+                ' "acc5": 0.6, "n": 1, "n_unlinkable": 0}'
+            ),
+            "metrics.jsonl:2: trained_task 'A' at step 1",
+        ),
     ],
 )
 def test_invalid_metrics_line(tmp_path, line, message):
@@ -340,8 +394,7 @@ def test_mention_level_bootstrap_and_verdicts(tmp_path):
     exp = tmp_path / "exp"
     sA, sB, sC = SINGLE[0]
     kw = {"predictions": True, "n": 200}
-    write_run(exp, "single", "single", None, 0,
-              [[sA, 0.1, 0.1], [0.1, sB, 0.1], [0.1, 0.1, sC]], **kw)
+    write_run(exp, "single", "single", None, 0, [[sA, 0.1, 0.1], [0.1, sB, 0.1], [0.1, 0.1, sC]], **kw)
     write_run(exp, "naive", "naive", None, 0, seq(0, sA - 0.40, sB - 0.20), **kw)
     write_run(exp, "ewc", "ewc", 1.0, 0, seq(0, sA - 0.30, sB - 0.15), **kw)
     write_run(exp, "kfac", "kfac", 1.0, 0, seq(0, sA - 0.05, sB - 0.05), **kw)
@@ -372,8 +425,7 @@ def test_mention_level_bootstrap_and_verdicts(tmp_path):
 def test_prediction_files_that_disagree_fall_back_to_seeds(tmp_path):
     exp = tmp_path / "exp"
     kw = {"predictions": True, "n": 100}
-    write_run(exp, "single", "single", None, 0,
-              [[0.8, 0.1, 0.1], [0.1, 0.7, 0.1], [0.1, 0.1, 0.9]], **kw)
+    write_run(exp, "single", "single", None, 0, [[0.8, 0.1, 0.1], [0.1, 0.7, 0.1], [0.1, 0.1, 0.9]], **kw)
     write_run(exp, "naive", "naive", None, 0, seq(0, 0.4, 0.5), **kw)
     d = write_run(exp, "kfac", "kfac", 1.0, 0, seq(0, 0.7, 0.6), **kw)
     (d / "predictions" / "2_C" / "A.test.jsonl").unlink()
@@ -385,15 +437,28 @@ def test_prediction_files_that_disagree_fall_back_to_seeds(tmp_path):
 def test_only_comparable_runs_are_grouped(tmp_path):
     exp = tmp_path / "exp"
     cfg = {"train": {"max_eval_mentions": 800}, "model": {"type": "cnn"}}
-    write_run(exp, "single", "single", None, 0,
-              [[0.8, 0.1, 0.1], [0.1, 0.7, 0.1], [0.1, 0.1, 0.9]], config=cfg)
+    write_run(exp, "single", "single", None, 0, [[0.8, 0.1, 0.1], [0.1, 0.7, 0.1], [0.1, 0.1, 0.9]], config=cfg)
     write_run(exp, "naive", "naive", None, 0, seq(0, 0.4, 0.5), config=cfg)
     # the method's own settings may differ ...
-    write_run(exp, "kfac", "kfac", 1.0, 0, seq(0, 0.7, 0.6),
-              config=cfg | {"method": {"name": "kfac", "kfac": {"lambda": 1.0, "penalty_dtype": "float32"}}})
+    write_run(
+        exp,
+        "kfac",
+        "kfac",
+        1.0,
+        0,
+        seq(0, 0.7, 0.6),
+        config=cfg | {"method": {"name": "kfac", "kfac": {"lambda": 1.0, "penalty_dtype": "float32"}}},
+    )
     # ... the evaluation subset may not
-    write_run(exp, "ewc400", "ewc", 1.0, 0, seq(0, 0.6, 0.6),
-              config={"train": {"max_eval_mentions": 400}, "model": {"type": "cnn"}})
+    write_run(
+        exp,
+        "ewc400",
+        "ewc",
+        1.0,
+        0,
+        seq(0, 0.6, 0.6),
+        config={"train": {"max_eval_mentions": 400}, "model": {"type": "cnn"}},
+    )
     rep = build_report([exp])
     assert {rs.run.method for rs in rep.runs} == {"single", "naive", "kfac"}
     (msg,) = rep.left_out

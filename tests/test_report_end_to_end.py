@@ -20,14 +20,20 @@ def test_report_over_trained_runs(tmp_path: Path) -> None:
     model_dir = write_tiny_bert(tmp_path / "tinybert")
     exp = tmp_path / "runs"
     for method, settings in (("single", {}), ("naive", {}), ("kfac", {"kfac": {"lambda_grid": [1.0, 100.0]}})):
-        cfg = config_from_dict({
-            "name": "t", "output_dir": str(exp), "tasks": ["ncbi_disease", "bc5cdr_chemical"],
-            "seeds": [3], "data": {"data_dir": str(data_dir), "ontology": "mentions"},
-            "candidates": {"k": 4}, "model": {"name": str(model_dir), "max_length": 12},
-            "train": {"epochs": 1, "batch_size": 8, "lr": 1e-3, "device": "cpu"},
-            "method": {"name": method, **settings},
-            "curvature": {"max_examples": 16, "batch_size": 8},
-        })
+        cfg = config_from_dict(
+            {
+                "name": "t",
+                "output_dir": str(exp),
+                "tasks": ["ncbi_disease", "bc5cdr_chemical"],
+                "seeds": [3],
+                "data": {"data_dir": str(data_dir), "ontology": "mentions"},
+                "candidates": {"k": 4},
+                "model": {"name": str(model_dir), "max_length": 12},
+                "train": {"epochs": 1, "batch_size": 8, "lr": 1e-3, "device": "cpu"},
+                "method": {"name": method, **settings},
+                "curvature": {"max_examples": 16, "batch_size": 8},
+            }
+        )
         run_experiment(cfg, Runtime(torch.device("cpu")))
     rep = build_report([exp / "t"], n_boot=200)
     assert len(rep.runs) == 4 and not rep.left_out and not rep.unpaired
@@ -45,10 +51,14 @@ def test_report_over_trained_runs(tmp_path: Path) -> None:
     from elcl.cli.app import app
 
     out = tmp_path / "results" / "t"
-    first = CliRunner().invoke(app, ["evaluate", str(exp / "t"), "--out", str(tmp_path / "r1"), "--bootstrap", "200", "--export", str(out)])
+    first = CliRunner().invoke(
+        app, ["evaluate", str(exp / "t"), "--out", str(tmp_path / "r1"), "--bootstrap", "200", "--export", str(out)]
+    )
     assert first.exit_code == 0, first.output
     assert not list(out.rglob("*.safetensors")) and not list(out.rglob("predictions"))
-    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in (exp / "t").iterdir() if (p / "run.json").is_file())
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        p.name for p in (exp / "t").iterdir() if (p / "run.json").is_file()
+    )
     again = CliRunner().invoke(app, ["evaluate", str(out), "--out", str(tmp_path / "r2"), "--bootstrap", "200"])
     assert again.exit_code == 0, again.output
     assert (tmp_path / "r1" / "report.md").read_text() == (tmp_path / "r2" / "report.md").read_text()

@@ -18,8 +18,9 @@ from elcl.schemas import MetricRow, PredictionRow, RunRecord, parse
 
 
 def _row(step, trained, task, split="test", **kw):
-    return MetricRow(step=step, trained_task=trained, eval_task=task, split=split, acc1=0.5,
-                     acc5=0.75, n=4, n_unlinkable=0, **kw)
+    return MetricRow(
+        step=step, trained_task=trained, eval_task=task, split=split, acc1=0.5, acc5=0.75, n=4, n_unlinkable=0, **kw
+    )
 
 
 def _write_run(path, order=("A", "B"), **state):
@@ -33,8 +34,7 @@ def _write_run(path, order=("A", "B"), **state):
 def test_run_dir_round_trip(tmp_path):
     rd, rows = _write_run(tmp_path / "r", wall_s=12.5)
     run = load_run(rd.path)
-    assert (run.method, run.lam, run.seed, run.order, run.order_index) == (
-        "kfac", 10.0, 3, ("A", "B"), 1)
+    assert (run.method, run.lam, run.seed, run.order, run.order_index) == ("kfac", 10.0, 3, ("A", "B"), 1)
     assert run.status == "done" and run.steps_done == 2
     assert run.rows == sorted(rows, key=lambda r: (r.step, r.split, r.eval_task))
     # keys a newer writer adds are kept, so this reader does not reject its files
@@ -51,9 +51,18 @@ def test_old_metric_rows_without_tfidf_load(tmp_path):
 
 
 def test_prediction_rows_round_trip(tmp_path):
-    preds = [PredictionRow(doc_id="d", start=i, end=i + 2, mention="x", gold=["C1"],
-                           predicted=[("C1" if i % 2 else "C2", 0.5), ("C3", 0.1)],
-                           correct=bool(i % 2)) for i in range(5)]
+    preds = [
+        PredictionRow(
+            doc_id="d",
+            start=i,
+            end=i + 2,
+            mention="x",
+            gold=["C1"],
+            predicted=[("C1" if i % 2 else "C2", 0.5), ("C3", 0.1)],
+            correct=bool(i % 2),
+        )
+        for i in range(5)
+    ]
     path = tmp_path / "p.jsonl"
     write_jsonl(path, [p.dump() for p in preds])
     keys, correct = read_correctness(path)
@@ -63,8 +72,9 @@ def test_prediction_rows_round_trip(tmp_path):
 
 
 def test_curvature_meta_round_trip_and_bad_value(tmp_path):
-    stats = CurvatureStats(meta={"approx": "diag", "kind": "empirical", "variant": "expand",
-                                 "n_examples": 7, "n_samples": 1})
+    stats = CurvatureStats(
+        meta={"approx": "diag", "kind": "empirical", "variant": "expand", "n_examples": 7, "n_samples": 1}
+    )
     stats.diag["w"] = torch.ones(3)
     stats.anchors["w"] = torch.zeros(3)
     d = save_curvature(stats, tmp_path / "c", "hash")
@@ -74,16 +84,13 @@ def test_curvature_meta_round_trip_and_bad_value(tmp_path):
     (d / "meta.json").write_text(json.dumps(raw | {"n_examples": "abc"}))
     with pytest.raises(CheckpointError) as exc:
         read_meta(d)
-    assert str(exc.value) == (
-        f"{d / 'meta.json'}: key 'n_examples' = 'abc', expected a non-negative integer"
-    )
+    assert str(exc.value) == (f"{d / 'meta.json'}: key 'n_examples' = 'abc', expected a non-negative integer")
 
 
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda s: {k: v for k, v in s.items() if k != "seed"},
-         "run.json: missing key 'seed' (expected an integer)"),
+        (lambda s: {k: v for k, v in s.items() if k != "seed"}, "run.json: missing key 'seed' (expected an integer)"),
         (lambda s: s | {"seed": "13"}, "run.json: key 'seed' = '13', expected an integer"),
         (lambda s: s | {"status": "finished"}, "run.json: key 'status' = 'finished', expected one of running|done"),
         (lambda s: s | {"lambda": -1}, "run.json: key 'lambda' = -1, expected a non-negative number"),

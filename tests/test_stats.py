@@ -154,5 +154,4 @@ def test_matched_plasticity_on_a_hand_made_grid():
 
 
 def test_matched_plasticity_needs_overlap():
-    assert matched_plasticity(_pts("kfac", [(0.5, 0.1), (0.6, 0.2)]),
-                              _pts("ewc", [(0.7, 0.1), (0.8, 0.2)])) is None
+    assert matched_plasticity(_pts("kfac", [(0.5, 0.1), (0.6, 0.2)]), _pts("ewc", [(0.7, 0.1), (0.8, 0.2)])) is None

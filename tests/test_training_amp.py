@@ -28,7 +28,11 @@ def exs() -> list[LinkingExample]:
     out = []
     for i, q in enumerate(["heart infarct", "lung tumour", "breast tumor", "diabetic"]):
         m = Mention("d", 0, len(q), q, "Disease", (f"C{i}",))
-        out.append(LinkingExample(m, q, tuple(f"C{j}" for j in range(4)), tuple(NAMES), (0.0,) * 4, tuple(j == i for j in range(4))))
+        out.append(
+            LinkingExample(
+                m, q, tuple(f"C{j}" for j in range(4)), tuple(NAMES), (0.0,) * 4, tuple(j == i for j in range(4))
+            )
+        )
     return out
 
 

@@ -83,7 +83,16 @@ class DenseCandidateGenerator:
         self._fitted = False
 
     def cache_key(self) -> str:
-        payload = json.dumps([CACHE_VERSION, encoder_hash(self.encoder), self.ontology.content_hash(), self.pooling, self.max_length, self.amp])
+        payload = json.dumps(
+            [
+                CACHE_VERSION,
+                encoder_hash(self.encoder),
+                self.ontology.content_hash(),
+                self.pooling,
+                self.max_length,
+                self.amp,
+            ]
+        )
         return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
     def _load_model(self):
@@ -96,7 +105,9 @@ class DenseCandidateGenerator:
             try:
                 model = AutoModel.from_pretrained(path)
             except (OSError, ValueError) as exc:
-                raise ElclError(f"dense encoder {self.encoder!r} ({path}): cannot load ({str(exc).splitlines()[0]})") from None
+                raise ElclError(
+                    f"dense encoder {self.encoder!r} ({path}): cannot load ({str(exc).splitlines()[0]})"
+                ) from None
             self._model = model.to(self.device).eval()
             self._tokenizer = load_tokenizer(self.encoder)
         return self._model
@@ -107,9 +118,17 @@ class DenseCandidateGenerator:
 
         model = self._load_model()
         with torch.inference_mode():
-            return embed_texts(model, self._tokenizer, [t.lower().strip() for t in texts], max_length=self.max_length,
-                               pooling=self.pooling, chunk_size=self.batch_size, amp=self.amp, normalize=True,
-                               device=self.device).cpu()
+            return embed_texts(
+                model,
+                self._tokenizer,
+                [t.lower().strip() for t in texts],
+                max_length=self.max_length,
+                pooling=self.pooling,
+                chunk_size=self.batch_size,
+                amp=self.amp,
+                normalize=True,
+                device=self.device,
+            ).cpu()
 
     def fit(self) -> DenseCandidateGenerator:
         """Embed every name (or load the embeddings from the cache)."""
@@ -136,7 +155,9 @@ class DenseCandidateGenerator:
         self._concept_ids = concept_ids
         self._row_ptr = np.zeros(len(concepts) + 1, dtype=np.int64)
         self._row_ptr[1:] = np.cumsum([len(c) for c in concepts])
-        self._row_concepts = np.fromiter((c for cs in concepts for c in cs), dtype=np.int64, count=int(self._row_ptr[-1]))
+        self._row_concepts = np.fromiter(
+            (c for cs in concepts for c in cs), dtype=np.int64, count=int(self._row_ptr[-1])
+        )
         self._faiss = None
         if self.use_faiss:
             try:
@@ -162,7 +183,7 @@ class DenseCandidateGenerator:
             return torch.from_numpy(scores), torch.from_numpy(idx).long()
         out_s, out_i = [], []
         for lo in range(0, queries.shape[0], self.query_chunk):
-            sims = queries[lo:lo + self.query_chunk] @ self._emb.T
+            sims = queries[lo : lo + self.query_chunk] @ self._emb.T
             s, i = torch.topk(sims, width, dim=1)
             out_s.append(s)
             out_i.append(i)
@@ -184,7 +205,7 @@ class DenseCandidateGenerator:
             w = width
             while len(got) < k and w < n:  # many names of few concepts at the top: look further
                 w = min(n, w * 4)
-                s, r = self.search(q[i:i + 1], w)
+                s, r = self.search(q[i : i + 1], w)
                 got = self._concepts_of(s[0], r[0], k)
             ranked[text] = got
         return [list(ranked[key]) for key in keys]
@@ -193,7 +214,7 @@ class DenseCandidateGenerator:
         chosen: list[Candidate] = []
         seen: set[int] = set()
         for s, r in zip(scores.tolist(), rows.tolist()):
-            for c in self._row_concepts[self._row_ptr[r]:self._row_ptr[r + 1]]:
+            for c in self._row_concepts[self._row_ptr[r] : self._row_ptr[r + 1]]:
                 if int(c) not in seen:
                     seen.add(int(c))
                     chosen.append(Candidate(self._concept_ids[c], self._display[r], float(s)))
@@ -202,12 +223,14 @@ class DenseCandidateGenerator:
         return chosen
 
 
-def merge_candidates(sparse: Sequence[Candidate], dense: Sequence[Candidate], k: int, n_dense: int | None = None) -> list[Candidate]:
+def merge_candidates(
+    sparse: Sequence[Candidate], dense: Sequence[Candidate], k: int, n_dense: int | None = None
+) -> list[Candidate]:
     """TF-IDF's first ``k − n_dense``, then dense ones not yet present, then TF-IDF's rest (module doc)."""
     n_dense = k // 2 if n_dense is None else max(0, min(n_dense, k))
     out = list(sparse[: k - n_dense])
     seen = {c.concept_id for c in out}
-    for pool in (dense, sparse[k - n_dense:]):
+    for pool in (dense, sparse[k - n_dense :]):
         for c in pool:
             if len(out) == k:
                 return out
@@ -232,7 +255,9 @@ class MergedCandidateGenerator:
     linker's ``model.sparse_weight`` reads one scale for every candidate.
     """
 
-    def __init__(self, sparse: TfidfCandidateGenerator, dense: DenseCandidateGenerator, n_dense: int | None = None) -> None:
+    def __init__(
+        self, sparse: TfidfCandidateGenerator, dense: DenseCandidateGenerator, n_dense: int | None = None
+    ) -> None:
         self.sparse = sparse
         self.dense = dense
         self.n_dense = n_dense

@@ -98,7 +98,9 @@ class TfidfCandidateGenerator:
         self._fitted = False
 
     def cache_key(self) -> str:
-        payload = json.dumps([CACHE_VERSION, self.ontology.content_hash(), self.ngram_range, self.analyzer, sklearn.__version__])
+        payload = json.dumps(
+            [CACHE_VERSION, self.ontology.content_hash(), self.ngram_range, self.analyzer, sklearn.__version__]
+        )
         return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
     def _build_rows(self) -> tuple[list[str], list[str], list[list[int]], list[str]]:
@@ -116,15 +118,23 @@ class TfidfCandidateGenerator:
                 state = None
         if state is None:
             rows, display, concepts, concept_ids = self._build_rows()
-            vec = TfidfVectorizer(analyzer=self.analyzer, ngram_range=self.ngram_range, lowercase=True, dtype=np.float32)
+            vec = TfidfVectorizer(
+                analyzer=self.analyzer, ngram_range=self.ngram_range, lowercase=True, dtype=np.float32
+            )
             # Stored transposed (n-gram -> names): one n-gram's postings are one contiguous slice.
             postings = vec.fit_transform(rows).T.tocsr().astype(np.float32)
             postings.sort_indices()
             row_ptr = np.zeros(len(concepts) + 1, dtype=np.int64)
             row_ptr[1:] = np.cumsum([len(c) for c in concepts])
             row_concepts = np.fromiter((c for cs in concepts for c in cs), dtype=np.int32, count=int(row_ptr[-1]))
-            state = {"vectorizer": vec, "postings": postings, "display": display, "row_ptr": row_ptr,
-                     "row_concepts": row_concepts, "concept_ids": concept_ids}
+            state = {
+                "vectorizer": vec,
+                "postings": postings,
+                "display": display,
+                "row_ptr": row_ptr,
+                "row_concepts": row_concepts,
+                "concept_ids": concept_ids,
+            }
             if path is not None:
                 try:
                     with atomic_path(path) as tmp:
@@ -170,10 +180,14 @@ class TfidfCandidateGenerator:
         ranked: dict[str, list[Candidate]] = {}
         row = np.zeros(n_rows, dtype=np.float32)
         for lo in range(0, len(unique), self.chunk_size):
-            chunk = unique[lo:lo + self.chunk_size]
+            chunk = unique[lo : lo + self.chunk_size]
             queries = self._vec.transform(chunk).astype(np.float32).tocsr()
             for i, text in enumerate(chunk):
-                self._score_into(row, queries.indices[queries.indptr[i]:queries.indptr[i + 1]], queries.data[queries.indptr[i]:queries.indptr[i + 1]])
+                self._score_into(
+                    row,
+                    queries.indices[queries.indptr[i] : queries.indptr[i + 1]],
+                    queries.data[queries.indptr[i] : queries.indptr[i + 1]],
+                )
                 ranked[text] = self._rank_row(row, k, width)
         return [list(ranked[key]) for key in keys]
 
@@ -209,7 +223,7 @@ class TfidfCandidateGenerator:
                 s = float(row[r])
                 if s <= 0:
                     break
-                for c in self._row_concepts[self._row_ptr[r]:self._row_ptr[r + 1]]:
+                for c in self._row_concepts[self._row_ptr[r] : self._row_ptr[r + 1]]:
                     if c not in seen:
                         seen.add(int(c))
                         chosen.append(Candidate(self._concept_ids[c], self._display[r], s))

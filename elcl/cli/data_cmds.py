@@ -24,14 +24,20 @@ def _console() -> Console:
     return Console(width=120)
 
 
-
-
 @app.command()
 def fetch(
-    name: str = typer.Argument(..., help="ncbi_disease, bc5cdr, biored, medmentions, medic, mesh, gene_info (task names work too)."),
-    mirror: Path | None = typer.Option(None, "--mirror", help="Copy from this directory instead of downloading (default: ../shared/corpora when present)."),
+    name: str = typer.Argument(
+        ..., help="ncbi_disease, bc5cdr, biored, medmentions, medic, mesh, gene_info (task names work too)."
+    ),
+    mirror: Path | None = typer.Option(
+        None,
+        "--mirror",
+        help="Copy from this directory instead of downloading (default: ../shared/corpora when present).",
+    ),
     data_dir: Path | None = _DATA_DIR,
-    download: bool = typer.Option(False, "--download", help="Download from the official site even when a mirror exists."),
+    download: bool = typer.Option(
+        False, "--download", help="Download from the official site even when a mirror exists."
+    ),
     force: bool = typer.Option(False, "--force", help="Replace files that are already present and valid."),
 ) -> None:
     """Install a corpus or ontology under the data dir (checksummed, atomic)."""
@@ -85,7 +91,11 @@ def stats(
 
 def _print_types(out: dict[str, dict[str, dict]]) -> None:
     """Mentions per entity type, for corpora with more than one (BioRED has six)."""
-    mixed = {name: per_split for name, per_split in out.items() if len({t for row in per_split.values() for t in row["types"]}) > 1}
+    mixed = {
+        name: per_split
+        for name, per_split in out.items()
+        if len({t for row in per_split.values() for t in row["types"]}) > 1
+    }
     if not mixed:
         return
     by_type = Table(title="mentions per entity type")
@@ -95,7 +105,9 @@ def _print_types(out: dict[str, dict[str, dict]]) -> None:
         by_type.add_column(split, justify="right")
     for name, per_split in mixed.items():
         for t in sorted({t for row in per_split.values() for t in row["types"]}):
-            by_type.add_row(name, t, *(str(per_split.get(s, {}).get("types", {}).get(t, 0)) for s in ("train", "dev", "test")))
+            by_type.add_row(
+                name, t, *(str(per_split.get(s, {}).get("types", {}).get(t, 0)) for s in ("train", "dev", "test"))
+            )
     _console().print(by_type)
 
 
@@ -104,16 +116,38 @@ def candidates(
     name: str = typer.Argument(..., help="Task name, e.g. ncbi_disease."),
     k: list[int] = typer.Option([1, 5, 20, 64], "--k", help="Cut-offs for recall@k (repeatable)."),
     split: list[str] = typer.Option(["dev", "test"], "--split", help="Splits to evaluate (repeatable)."),
-    ontology: str = typer.Option("auto", "--ontology", help="auto (ontology file when present), mentions (training-mention dictionary) or auto+mentions (both)."),
-    dictionary_split: list[str] = typer.Option(["train"], "--dictionary-split", help="Splits whose mentions build the dictionary."),
-    abbreviations: bool = typer.Option(True, "--abbreviations/--no-abbreviations", help="Expand abbreviations defined in the abstract."),
+    ontology: str = typer.Option(
+        "auto",
+        "--ontology",
+        help="auto (ontology file when present), mentions (training-mention dictionary) or auto+mentions (both).",
+    ),
+    dictionary_split: list[str] = typer.Option(
+        ["train"], "--dictionary-split", help="Splits whose mentions build the dictionary."
+    ),
+    abbreviations: bool = typer.Option(
+        True, "--abbreviations/--no-abbreviations", help="Expand abbreviations defined in the abstract."
+    ),
     data_dir: Path | None = _DATA_DIR,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-    dense: str | None = typer.Option(None, "--dense", help="Also rank by this encoder's embeddings (HF id or folder, e.g. an `elcl pretrain` output): rows for dense, merged and union."),
-    dense_k: int | None = typer.Option(None, "--dense-k", help="Slots of k given to dense candidates in the merged list (default k//2)."),
-    dense_max_length: int = typer.Option(25, "--dense-max-length", help="Tokens per name/mention for the dense encoder."),
-    dense_pool: int | None = typer.Option(None, "--dense-pool", help="Index only the names TF-IDF returns in its top-N for the evaluated mentions (dense then re-ranks TF-IDF's top N; cheap on a slow CPU) instead of every ontology name."),
-    dense_amp: str = typer.Option("none", "--dense-amp", help="none or bf16 (autocast while embedding names; faster on CPUs with AVX512-BF16)."),
+    dense: str | None = typer.Option(
+        None,
+        "--dense",
+        help="Also rank by this encoder's embeddings (HF id or folder, e.g. an `elcl pretrain` output): rows for dense, merged and union.",
+    ),
+    dense_k: int | None = typer.Option(
+        None, "--dense-k", help="Slots of k given to dense candidates in the merged list (default k//2)."
+    ),
+    dense_max_length: int = typer.Option(
+        25, "--dense-max-length", help="Tokens per name/mention for the dense encoder."
+    ),
+    dense_pool: int | None = typer.Option(
+        None,
+        "--dense-pool",
+        help="Index only the names TF-IDF returns in its top-N for the evaluated mentions (dense then re-ranks TF-IDF's top N; cheap on a slow CPU) instead of every ontology name.",
+    ),
+    dense_amp: str = typer.Option(
+        "none", "--dense-amp", help="none or bf16 (autocast while embedding names; faster on CPUs with AVX512-BF16)."
+    ),
 ) -> None:
     """Recall@k of TF-IDF candidates per split, with the ontology used and the time taken.
 
@@ -142,9 +176,16 @@ def candidates(
     # CPU seconds beside wall seconds: on a shared machine only the former says what the command costs.
     fit_cpu = round(time.process_time() - c0, 3)
     rows: dict[str, dict] = {}
-    result: dict[str, object] = {"task": name, "ontology": onto.source, "concepts": len(onto), "names": gen.num_names,
-                                 "fit_seconds": round(t_fit, 3), "fit_cpu_seconds": fit_cpu,
-                                 "index_cache_hit": gen.cache_hit, "splits": rows}
+    result: dict[str, object] = {
+        "task": name,
+        "ontology": onto.source,
+        "concepts": len(onto),
+        "names": gen.num_names,
+        "fit_seconds": round(t_fit, 3),
+        "fit_cpu_seconds": fit_cpu,
+        "index_cache_hit": gen.cache_hit,
+        "splits": rows,
+    }
     dense_gen = None
     if dense is not None:
         from elcl.candidates.dense import DenseCandidateGenerator
@@ -157,9 +198,16 @@ def candidates(
             if dense_pool < 1:
                 raise ElclError("--dense-pool must be >= 1")
             index_onto = _tfidf_pool(gen, corpus, split, dense_pool, abbreviations)
-        dense_gen = DenseCandidateGenerator(index_onto, dense, max_length=dense_max_length, cache_dir=default_cache_dir(), amp=dense_amp).fit()
-        result["dense"] = {"encoder": dense, "fit_seconds": round(time.perf_counter() - t2, 3), "index_cache_hit": dense_gen.cache_hit,
-                           "indexed_names": dense_gen.num_names, "pool": dense_pool}
+        dense_gen = DenseCandidateGenerator(
+            index_onto, dense, max_length=dense_max_length, cache_dir=default_cache_dir(), amp=dense_amp
+        ).fit()
+        result["dense"] = {
+            "encoder": dense,
+            "fit_seconds": round(time.perf_counter() - t2, 3),
+            "index_cache_hit": dense_gen.cache_hit,
+            "indexed_names": dense_gen.num_names,
+            "pool": dense_pool,
+        }
     ks = tuple(sorted(set(k)))
     for s in split:
         t1, c1 = time.perf_counter(), time.process_time()
@@ -170,11 +218,14 @@ def candidates(
         rec = recall_at_k(mentions, cands, onto, ks=ks)
         cov = gold_coverage(mentions, onto)
         row = {
-            "mentions": len(mentions), "linkable": cov.linkable,
-            "recall": {str(kk): round(v, 4) for kk, v in rec.items()}, "seconds": round(time.perf_counter() - t1, 3),
+            "mentions": len(mentions),
+            "linkable": cov.linkable,
+            "recall": {str(kk): round(v, 4) for kk, v in rec.items()},
+            "seconds": round(time.perf_counter() - t1, 3),
             "cpu_seconds": round(time.process_time() - c1, 3),
             # Gold ids the ontology lacks (retired or out of scope): no linker can get these right.
-            "gold_absent": cov.absent, "gold_absent_ids": dict(cov.absent_ids),
+            "gold_absent": cov.absent,
+            "gold_absent_ids": dict(cov.absent_ids),
         }
         if dense_gen is not None:
             row.update(_dense_recalls(dense_gen, texts, mentions, cands, onto, ks, dense_k))
@@ -182,7 +233,9 @@ def candidates(
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
-    table = Table(title=f"{name}: TF-IDF candidates against {onto.source} ({len(onto)} concepts, {gen.num_names} names)")
+    table = Table(
+        title=f"{name}: TF-IDF candidates against {onto.source} ({len(onto)} concepts, {gen.num_names} names)"
+    )
     table.add_column("split")
     table.add_column("linkable", justify="right")
     for kk in sorted(set(k)):
@@ -191,17 +244,33 @@ def candidates(
     table.add_column("seconds", justify="right")
     for s, row in rows.items():
         label = f"{s} tfidf" if dense_gen is not None else s
-        table.add_row(label, str(row["linkable"]), *(f"{row['recall'][str(kk)]:.4f}" for kk in sorted(set(k))), str(row["gold_absent"]), f"{row['seconds']:.2f}")
+        table.add_row(
+            label,
+            str(row["linkable"]),
+            *(f"{row['recall'][str(kk)]:.4f}" for kk in sorted(set(k))),
+            str(row["gold_absent"]),
+            f"{row['seconds']:.2f}",
+        )
         for kind in ("dense", "merged", "union"):
             if f"recall_{kind}" in row:
-                table.add_row(f"{s} {kind}", str(row["linkable"]), *(f"{row[f'recall_{kind}'][str(kk)]:.4f}" for kk in sorted(set(k))), "", "")
+                table.add_row(
+                    f"{s} {kind}",
+                    str(row["linkable"]),
+                    *(f"{row[f'recall_{kind}'][str(kk)]:.4f}" for kk in sorted(set(k))),
+                    "",
+                    "",
+                )
     _console().print(table)
     for s, row in rows.items():
         if row["gold_absent"]:
             top = ", ".join(f"{i} ({n})" for i, n in list(row["gold_absent_ids"].items())[:8])
-            typer.echo(f"{s}: {row['gold_absent']} linkable mentions have gold ids absent from the ontology (retired or out of scope): {top}")
-    typer.echo(f"ontology + index: {t_fit:.2f}s wall, {fit_cpu:.2f}s CPU ({'cache hit' if gen.cache_hit else 'fitted'}); "
-               + ", ".join(f"{s} {row['cpu_seconds']:.2f}s CPU" for s, row in rows.items()))
+            typer.echo(
+                f"{s}: {row['gold_absent']} linkable mentions have gold ids absent from the ontology (retired or out of scope): {top}"
+            )
+    typer.echo(
+        f"ontology + index: {t_fit:.2f}s wall, {fit_cpu:.2f}s CPU ({'cache hit' if gen.cache_hit else 'fitted'}); "
+        + ", ".join(f"{s} {row['cpu_seconds']:.2f}s CPU" for s, row in rows.items())
+    )
 
 
 def _dense_recalls(dense_gen, texts, mentions, sparse, onto, ks, dense_k) -> dict[str, object]:
@@ -211,7 +280,9 @@ def _dense_recalls(dense_gen, texts, mentions, sparse, onto, ks, dense_k) -> dic
 
     t = time.perf_counter()
     dense = dense_gen.top_k(texts, max(ks))
-    out: dict[str, object] = {"recall_dense": {str(kk): round(v, 4) for kk, v in recall_at_k(mentions, dense, onto, ks=ks).items()}}
+    out: dict[str, object] = {
+        "recall_dense": {str(kk): round(v, 4) for kk, v in recall_at_k(mentions, dense, onto, ks=ks).items()}
+    }
     merged: dict[str, float] = {}
     union: dict[str, float] = {}
     for kk in ks:

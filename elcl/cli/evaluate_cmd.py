@@ -85,17 +85,11 @@ def evaluate(
     paths: list[Path] = typer.Argument(
         ..., help="Run directories (with run.json) or experiment directories.", show_default=False
     ),
-    out: Path | None = typer.Option(
-        None, "--out", help="Report directory (default: <experiment>/report/)."
-    ),
+    out: Path | None = typer.Option(None, "--out", help="Report directory (default: <experiment>/report/)."),
     split: str = typer.Option("test", "--split", help="Split for accuracies: test or dev."),
-    include_partial: bool = typer.Option(
-        False, "--include-partial", help="Also use runs whose status is not 'done'."
-    ),
+    include_partial: bool = typer.Option(False, "--include-partial", help="Also use runs whose status is not 'done'."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
-    bootstrap: int = typer.Option(
-        2000, "--bootstrap", help="Bootstrap resamples for the 95% intervals (fixed seed)."
-    ),
+    bootstrap: int = typer.Option(2000, "--bootstrap", help="Bootstrap resamples for the 95% intervals (fixed seed)."),
     export: Path | None = typer.Option(
         None,
         "--export",

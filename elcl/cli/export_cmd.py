@@ -11,7 +11,9 @@ def export(
     run: Path = typer.Argument(..., help="Run directory (with run.json).", show_default=False),
     out: Path = typer.Option(..., "--out", help="New folder to write (must not exist).", show_default=False),
     step: int | None = typer.Option(None, "--step", help="Step of the run (default: its last finished step)."),
-    task: str | None = typer.Option(None, "--task", help="Whose ontology goes with it (default: the step's trained task)."),
+    task: str | None = typer.Option(
+        None, "--task", help="Whose ontology goes with it (default: the step's trained task)."
+    ),
 ) -> None:
     """Export a finished step: HF encoder (or ResCNN safetensors), head, ontology, model card."""
     from elcl.errors import ElclError
@@ -27,10 +29,13 @@ def export(
         raise ElclError(f"{run}: already an export folder; export from a run directory")
     info = {
         "task": src.task,
-        "run": {k: rs.state.get(k) for k in ("experiment", "method", "lambda", "seed", "order")} | {"step": rs.step, "trained_task": rs.trained_task},
+        "run": {k: rs.state.get(k) for k in ("experiment", "method", "lambda", "seed", "order")}
+        | {"step": rs.step, "trained_task": rs.trained_task},
         "metrics": rs.metrics,
     }
-    card = render_card(rs.cfg, rs.state, rs.step, rs.trained_task, src.task, rs.metrics, src.ontology.source, len(src.ontology))
+    card = render_card(
+        rs.cfg, rs.state, rs.step, rs.trained_task, src.task, rs.metrics, src.ontology.source, len(src.ontology)
+    )
     export_linker(src.model, src.candidates, src.ontology, out, info, card)
     typer.echo(f"exported {rs.path} step {rs.step} ({rs.trained_task}) with the {src.task} ontology to {out}", err=True)
 

@@ -12,14 +12,20 @@ from elcl.errors import ElclError
 def fisher(
     run: Path = typer.Option(..., "--run", help="Run directory written by `elcl train`."),
     task: str = typer.Option(..., "--task", help="Task whose training data (and checkpoint) to use."),
-    approx: str | None = typer.Option(None, "--approx", help="kfac | diag | both (default: the run's curvature config, else what its method needs: diag for EWC, kfac for K-FAC and methods without a penalty)."),
+    approx: str | None = typer.Option(
+        None,
+        "--approx",
+        help="kfac | diag | both (default: the run's curvature config, else what its method needs: diag for EWC, kfac for K-FAC and methods without a penalty).",
+    ),
     kind: str | None = typer.Option(None, "--kind", help="empirical | sampled."),
     n_samples: int | None = typer.Option(None, "--n-samples", help="Label draws per example for the sampled Fisher."),
     variant: str | None = typer.Option(None, "--variant", help="expand | reduce (weight sharing over positions)."),
     max_examples: int | None = typer.Option(None, "--max-examples", help="Use at most this many training examples."),
     out: Path | None = typer.Option(None, "--out", help="Output directory (default RUN/curvature/TASK)."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing statistics in the output directory."),
-    stats: bool = typer.Option(False, "--stats", help="Print per-layer and total factor sizes next to parameter counts."),
+    stats: bool = typer.Option(
+        False, "--stats", help="Print per-layer and total factor sizes next to parameter counts."
+    ),
 ) -> None:
     """Compute (or inspect, with --stats on existing files) diagonal Fisher / K-FAC factors."""
     from elcl.config import load_run_config
@@ -38,7 +44,17 @@ def fisher(
     order = list(state["order"])
     if task not in order:
         raise ElclError(f"--task {task!r}: not a task of this run; its order is {', '.join(order)}")
-    overrides = [f"curvature.{k}={v}" for k, v in (("approx", approx), ("kind", kind), ("n_samples", n_samples), ("variant", variant), ("max_examples", max_examples)) if v is not None]
+    overrides = [
+        f"curvature.{k}={v}"
+        for k, v in (
+            ("approx", approx),
+            ("kind", kind),
+            ("n_samples", n_samples),
+            ("variant", variant),
+            ("max_examples", max_examples),
+        )
+        if v is not None
+    ]
     cfg = load_run_config(run, overrides)
     target = out or rd.curvature(task)
     rt = init_runtime(cfg.train.device, cfg.train.num_threads)
@@ -46,7 +62,9 @@ def fisher(
     existing = (target / "meta.json").is_file()
     if existing and not force:
         if not stats:
-            raise ElclError(f"{target}: statistics already exist; pass --force to recompute or --out DIR to write elsewhere")
+            raise ElclError(
+                f"{target}: statistics already exist; pass --force to recompute or --out DIR to write elsewhere"
+            )
         typer.echo(format_size_table(factor_size_table(target, model)))
         shutdown_runtime(rt)
         return
@@ -62,10 +80,14 @@ def fisher(
     guard = TrainDataGuard.for_config(cfg, str(state.get("method", "")))
     guard.begin(task)
     examples = guard.train_examples(task)
-    result = compute_curvature(model, examples, TokenCache(model.tokenizer, cfg.model.max_length), cfg, which, int(state["seed"]) + step, rt)
+    result = compute_curvature(
+        model, examples, TokenCache(model.tokenizer, cfg.model.max_length), cfg, which, int(state["seed"]) + step, rt
+    )
     if rt.is_main:
         save_curvature(result, target, model.config_hash, dtype=DTYPES[cfg.curvature.dtype])
-        typer.echo(f"wrote {target} ({which}, {cfg.curvature.kind}, {cfg.curvature.variant}, {result.n_examples} examples)")
+        typer.echo(
+            f"wrote {target} ({which}, {cfg.curvature.kind}, {cfg.curvature.variant}, {result.n_examples} examples)"
+        )
         if stats:
             typer.echo(format_size_table(factor_size_table(target, model)))
     shutdown_runtime(rt)

@@ -11,15 +11,27 @@ from elcl.errors import ElclError
 
 
 def link(
-    source: Path | None = typer.Argument(None, help="A run directory (with run.json) or an export folder.", show_default=False),
+    source: Path | None = typer.Argument(
+        None, help="A run directory (with run.json) or an export folder.", show_default=False
+    ),
     model: Path | None = typer.Option(None, "--model", help="An export folder (`elcl export`); instead of SOURCE."),
-    input_: str = typer.Option("-", "--input", "-i", help="PubTator file, span TSV, or '-' for mention strings on stdin."),
-    fmt: str = typer.Option("auto", "--format", help="auto (- = text, *.tsv = spans, else PubTator), pubtator, tsv or text."),
-    docs: Path | None = typer.Option(None, "--docs", help="Span TSV only: the documents' text (doc_id<TAB>text lines, or PubTator)."),
+    input_: str = typer.Option(
+        "-", "--input", "-i", help="PubTator file, span TSV, or '-' for mention strings on stdin."
+    ),
+    fmt: str = typer.Option(
+        "auto", "--format", help="auto (- = text, *.tsv = spans, else PubTator), pubtator, tsv or text."
+    ),
+    docs: Path | None = typer.Option(
+        None, "--docs", help="Span TSV only: the documents' text (doc_id<TAB>text lines, or PubTator)."
+    ),
     step: int | None = typer.Option(None, "--step", help="Step of the run (default: its last finished step)."),
-    task: str | None = typer.Option(None, "--task", help="Whose ontology to link against (default: the step's trained task)."),
+    task: str | None = typer.Option(
+        None, "--task", help="Whose ontology to link against (default: the step's trained task)."
+    ),
     out: Path | None = typer.Option(None, "--out", "-o", help="JSONL output (default: stdout)."),
-    pubtator_out: Path | None = typer.Option(None, "--pubtator-out", help="Also write the documents with predicted ids filled in."),
+    pubtator_out: Path | None = typer.Option(
+        None, "--pubtator-out", help="Also write the documents with predicted ids filled in."
+    ),
     top_k: int = typer.Option(5, "--top-k", min=1, help="Candidates per mention in the output."),
     batch_size: int = typer.Option(256, "--batch-size", min=1, help="Texts per encoder batch."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
@@ -47,10 +59,15 @@ def link(
     if inp is None:
         inp = read_input(input_, fmt, docs)
     if pubtator_out is not None and not inp.has_documents:
-        raise ElclError("--pubtator-out: the input has no documents (plain mention strings); give a PubTator file or a span TSV")
+        raise ElclError(
+            "--pubtator-out: the input has no documents (plain mention strings); give a PubTator file or a span TSV"
+        )
     if src.run is not None and src.run.cfg.train.max_eval_mentions is not None:
-        typer.echo(f"note: this run evaluated a subset of {src.run.cfg.train.max_eval_mentions} mentions per split "
-                   "(train.max_eval_mentions); accuracies over a whole corpus file differ from `elcl evaluate`'s", err=True)
+        typer.echo(
+            f"note: this run evaluated a subset of {src.run.cfg.train.max_eval_mentions} mentions per split "
+            "(train.max_eval_mentions); accuracies over a whole corpus file differ from `elcl evaluate`'s",
+            err=True,
+        )
     top_k = min(top_k, src.candidates.k)
     res = link_input(src, inp, top_k=top_k, batch_size=batch_size)
     write_jsonl(res.rows, out if out is not None else sys.stdout)

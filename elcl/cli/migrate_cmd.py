@@ -21,7 +21,9 @@ def migrate(
     if not found:
         raise ElclError(f"{path}: no checkpoints (steps/*/model.safetensors) under it")
     written = [p for p in found if migrate_legacy_checkpoint(p)]
-    typer.echo(f"{path}: {len(found)} checkpoint(s), {len(written)} given a meta file, {len(found) - len(written)} already current")
+    typer.echo(
+        f"{path}: {len(found)} checkpoint(s), {len(written)} given a meta file, {len(found) - len(written)} already current"
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -12,9 +12,15 @@ from elcl.errors import ElclError
 def train(
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML experiment config (see configs/)."),
     set_: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set train.epochs=2 (repeatable)."),
-    resume: Path | None = typer.Option(None, "--resume", help="Resume a run directory (or an experiment directory) at its first unfinished task."),
-    output_dir: Path | None = typer.Option(None, "--output-dir", "-o", help="Parent directory of runs (default: output_dir of the config)."),
-    order: list[int] = typer.Option([], "--order", help="Run only this task order (index into the config's orders; repeatable): a part of the grid."),
+    resume: Path | None = typer.Option(
+        None, "--resume", help="Resume a run directory (or an experiment directory) at its first unfinished task."
+    ),
+    output_dir: Path | None = typer.Option(
+        None, "--output-dir", "-o", help="Parent directory of runs (default: output_dir of the config)."
+    ),
+    order: list[int] = typer.Option(
+        [], "--order", help="Run only this task order (index into the config's orders; repeatable): a part of the grid."
+    ),
 ) -> None:
     """Train a linker on a task sequence with the configured method; writes run directories."""
     from elcl.config import load_config, load_run_config
@@ -25,7 +31,14 @@ def train(
     if resume is not None and (resume / "run.json").is_file():
         cfg = load_run_config(resume, set_)
         state = RunDir(resume).read_state()
-        spec = RunSpec(state["experiment"], state["method"], state.get("lambda"), int(state["seed"]), tuple(state["order"]), int(state["order_index"]))
+        spec = RunSpec(
+            state["experiment"],
+            state["method"],
+            state.get("lambda"),
+            int(state["seed"]),
+            tuple(state["order"]),
+            int(state["order_index"]),
+        )
         rt = init_runtime(cfg.train.device, cfg.train.num_threads)
         _warn_precision(cfg, rt)
         run_sequence(spec, cfg, resume, rt, resume=True)
@@ -73,7 +86,11 @@ def _print_summary(paths: list[Path]) -> None:
             continue
         last = max(r["step"] for r in rows)
         single = get_method(str(RunDir(Path(p)).read_state().get("method"))).per_task_model
-        final = [r for r in rows if r["trained_task"] == r["eval_task"]] if single else [r for r in rows if r["step"] == last]
+        final = (
+            [r for r in rows if r["trained_task"] == r["eval_task"]]
+            if single
+            else [r for r in rows if r["step"] == last]
+        )
         for r in final:
             table.add_row(str(p), r["eval_task"], f"{r['acc1']:.4f}", f"{r['acc5']:.4f}")
     Console().print(table)

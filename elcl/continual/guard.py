@@ -37,7 +37,9 @@ class TrainDataGuard(Generic[S]):
         self.accesses: list[str] = []
 
     @classmethod
-    def for_config(cls, cfg: ExperimentConfig, method: str, removals: Mapping[str, TrainRemoval] | None = None) -> TrainDataGuard[TrainSplit]:
+    def for_config(
+        cls, cfg: ExperimentConfig, method: str, removals: Mapping[str, TrainRemoval] | None = None
+    ) -> TrainDataGuard[TrainSplit]:
         """A guard over the tasks' real training splits as ``cfg`` prepares them, less the
         documents ``removals`` takes out (another task's dev/test abstracts)."""
         from elcl.training.tasks import load_train_split

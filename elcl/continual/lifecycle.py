@@ -39,7 +39,9 @@ def check_existing(rd: RunDir, cfg_dict: dict, resume: bool) -> None:
     status, done = state.get("status"), state.get("steps_done")
     if not resume:
         what = "a finished run" if status == "done" else f"an unfinished run (status '{status}', {done} step(s) done)"
-        raise ElclError(f"{rd.path}: {what} is already there; pass --resume {rd.path} to continue it, or choose another name or output_dir")
+        raise ElclError(
+            f"{rd.path}: {what} is already there; pass --resume {rd.path} to continue it, or choose another name or output_dir"
+        )
     cfg_file = rd.path / "config.yaml"
     if not cfg_file.is_file():
         raise ElclError(f"{cfg_file}: not found; cannot check that --resume continues the same experiment")
@@ -47,7 +49,9 @@ def check_existing(rd: RunDir, cfg_dict: dict, resume: bool) -> None:
     stored = load_run_config(rd.path).to_dict()
     changed = experiment_diff(stored, cfg_dict)
     if changed:
-        parts = ", ".join(f"{k} ({short_repr(_get(stored, k), 30)} -> {short_repr(_get(cfg_dict, k), 30)})" for k in changed[:5])
+        parts = ", ".join(
+            f"{k} ({short_repr(_get(stored, k), 30)} -> {short_repr(_get(cfg_dict, k), 30)})" for k in changed[:5]
+        )
         more = f" and {len(changed) - 5} more" if len(changed) > 5 else ""
         raise ConfigError(
             f"{cfg_file}: --resume cannot change {parts}{more}: these define the experiment; "

@@ -46,7 +46,9 @@ class RunLock:
         except FileExistsError:
             raise RunLockedError(self._refusal()) from None
         except OSError as exc:
-            raise RunLockedError(f"{self.directory}: cannot write the run directory ({exc.strerror or exc}); choose a writable output_dir") from None
+            raise RunLockedError(
+                f"{self.directory}: cannot write the run directory ({exc.strerror or exc}); choose a writable output_dir"
+            ) from None
         info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(json.dumps(info) + "\n")
@@ -62,10 +64,14 @@ class RunLock:
         if host == socket.gethostname():
             if _alive(pid):
                 return f"{self.path}: run directory is being written by pid {pid} on {host} (since {started}); wait for it to finish or stop it"
-            return (f"{self.path}: stale lock of pid {pid} on {host} (since {started}), which is no longer running (killed?); "
-                    f"remove it and resume: rm {self.path} && elcl train --resume {self.directory}")
-        return (f"{self.path}: run directory is locked by pid {pid} on host {host} (since {started}); "
-                f"if that process is gone, remove the lock: rm {self.path}")
+            return (
+                f"{self.path}: stale lock of pid {pid} on {host} (since {started}), which is no longer running (killed?); "
+                f"remove it and resume: rm {self.path} && elcl train --resume {self.directory}"
+            )
+        return (
+            f"{self.path}: run directory is locked by pid {pid} on host {host} (since {started}); "
+            f"if that process is gone, remove the lock: rm {self.path}"
+        )
 
     def release(self) -> None:
         if self.held:

@@ -108,18 +108,20 @@ class RunDir:
 
     def write_state(self, spec: RunSpec, status: str, steps_done: int, extra: dict | None = None) -> None:
         """run.json: the spec, progress, ``state_extra`` (set once by the runner) and ``extra``."""
-        record = RunRecord.model_validate({
-            "experiment": spec.experiment,
-            "method": spec.method,
-            "lambda": spec.lam,
-            "seed": spec.seed,
-            "order": list(spec.order),
-            "order_index": spec.order_index,
-            "status": status,
-            "steps_done": steps_done,
-            **self.state_extra,
-            **(extra or {}),
-        })
+        record = RunRecord.model_validate(
+            {
+                "experiment": spec.experiment,
+                "method": spec.method,
+                "lambda": spec.lam,
+                "seed": spec.seed,
+                "order": list(spec.order),
+                "order_index": spec.order_index,
+                "status": status,
+                "steps_done": steps_done,
+                **self.state_extra,
+                **(extra or {}),
+            }
+        )
         write_json(self.run_json, record.dump())
 
     def write_config(self, cfg_dict: dict) -> None:

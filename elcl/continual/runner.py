@@ -71,18 +71,35 @@ def _eval_splits(cfg: ExperimentConfig) -> list[str]:
     return [s for s in cfg.train.eval_splits if s in ("dev", "test")] or ["test"]
 
 
-def evaluate_all(model: Linker, cache: TokenCache, cfg: ExperimentConfig, rd: RunDir | None, step: int, trained: str, tasks: Sequence[str], rt: Runtime) -> list[dict]:
+def evaluate_all(
+    model: Linker,
+    cache: TokenCache,
+    cfg: ExperimentConfig,
+    rd: RunDir | None,
+    step: int,
+    trained: str,
+    tasks: Sequence[str],
+    rt: Runtime,
+) -> list[dict]:
     rows = []
     for task in tasks:
         data = prepare_eval_task(task, cfg)
         for split in _eval_splits(cfg):
             res = evaluate_examples(model, data.examples[split], cache)
-            rows.append(MetricRow(
-                step=step, trained_task=trained, eval_task=task, split=split,  # type: ignore[arg-type]
-                acc1=res.acc1, acc5=res.acc5, n=res.n, n_unlinkable=data.n_unlinkable(split),
-                # The retriever's own top-1 on the same mentions: the floor the linker must beat.
-                tfidf_acc1=tfidf_top1(data.examples[split]),
-            ).dump())
+            rows.append(
+                MetricRow(
+                    step=step,
+                    trained_task=trained,
+                    eval_task=task,
+                    split=split,  # type: ignore[arg-type]
+                    acc1=res.acc1,
+                    acc5=res.acc5,
+                    n=res.n,
+                    n_unlinkable=data.n_unlinkable(split),
+                    # The retriever's own top-1 on the same mentions: the floor the linker must beat.
+                    tfidf_acc1=tfidf_top1(data.examples[split]),
+                ).dump()
+            )
             if rd is not None and rt.is_main:
                 write_jsonl(rd.predictions(step, trained, task, split), res.predictions)
     return rows
@@ -92,7 +109,15 @@ def tfidf_top1(examples: Sequence[LinkingExample]) -> float:
     return sum(bool(e.labels) and e.labels[0] for e in examples) / len(examples) if examples else 0.0
 
 
-def compute_curvature(model: Linker, examples: Sequence[LinkingExample], cache: TokenCache, cfg: ExperimentConfig, approx: str, seed: int, rt: Runtime):
+def compute_curvature(
+    model: Linker,
+    examples: Sequence[LinkingExample],
+    cache: TokenCache,
+    cfg: ExperimentConfig,
+    approx: str,
+    seed: int,
+    rt: Runtime,
+):
     """Fisher statistics on the task's own training data (one sequence per example text)."""
     cc = cfg.curvature
     usable = [e for e in examples if e.has_gold]
@@ -101,12 +126,24 @@ def compute_curvature(model: Linker, examples: Sequence[LinkingExample], cache: 
         idx = torch.randperm(len(usable), generator=gen)[: cc.max_examples].sort().values.tolist()
         usable = [usable[i] for i in idx]
     if len(usable) < rt.world:
-        raise ElclError(f"curvature: {len(usable)} training examples cannot be shared by {rt.world} processes; raise curvature.max_examples or use fewer processes")
+        raise ElclError(
+            f"curvature: {len(usable)} training examples cannot be shared by {rt.world} processes; raise curvature.max_examples or use fewer processes"
+        )
     shard = usable[rt.rank :: rt.world]
-    batches = (collate(shard[i : i + cc.batch_size], cache, share=False, cross=model.head is not None) for i in range(0, len(shard), cc.batch_size))
+    batches = (
+        collate(shard[i : i + cc.batch_size], cache, share=False, cross=model.head is not None)
+        for i in range(0, len(shard), cc.batch_size)
+    )
     stats = collect_curvature(
-        model, batches, linker_logits_fn, approx=approx, kind=cc.kind, n_samples=cc.n_samples, variant=cc.variant,
-        generator=torch.Generator(device=rt.device).manual_seed(seed), progress=rt.is_main,
+        model,
+        batches,
+        linker_logits_fn,
+        approx=approx,
+        kind=cc.kind,
+        n_samples=cc.n_samples,
+        variant=cc.variant,
+        generator=torch.Generator(device=rt.device).manual_seed(seed),
+        progress=rt.is_main,
     )
     if rt.distributed:
         from elcl.curvature.distributed import all_reduce_stats
@@ -122,7 +159,9 @@ def _ddp_wrap(rt: Runtime):
     def wrap(model: torch.nn.Module) -> torch.nn.Module:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        return DDP(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None, find_unused_parameters=True)
+        return DDP(
+            model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None, find_unused_parameters=True
+        )
 
     return wrap
 
@@ -150,7 +189,9 @@ def _run_sequence(spec: RunSpec, cfg: ExperimentConfig, path: Path, rt: Runtime,
             # Rows of a step that did not finish are recomputed, not duplicated.
             write_jsonl(rd.metrics, [r for r in read_jsonl(rd.metrics) if int(r["step"]) < steps_done])
     elif rd.run_json.is_file() and rd.read_state().get("status") == "done" and not resume:
-        raise ElclError(f"{path}: a finished run is already there; pass --resume to skip it or choose another output_dir")
+        raise ElclError(
+            f"{path}: a finished run is already there; pass --resume to skip it or choose another output_dir"
+        )
     curves = Curves(cfg.train.log_to, rd.path) if rt.is_main else None
     # No document in two tasks: another task's dev/test abstracts leave this task's training data.
     removals = sequence_train_removals(spec.order, cfg)
@@ -193,30 +234,62 @@ def _run_sequence(spec: RunSpec, cfg: ExperimentConfig, path: Path, rt: Runtime,
         examples = method.train_examples(st, current)
         lr, groups = method.optimiser(model, cfg.train.lr, step)
         ctx = StepContext(
-            rd=rd, order=spec.order, step=step, task=st.label, model=model, config_hash=model.config_hash, device=rt.device,
-            curvature_rank=cfg.curvature.rank, curvature_dtype=DTYPES[cfg.curvature.dtype], amp=cfg.train.amp,
-            n_examples=sum(1 for e in examples if e.has_gold), is_main=rt.is_main,
+            rd=rd,
+            order=spec.order,
+            step=step,
+            task=st.label,
+            model=model,
+            config_hash=model.config_hash,
+            device=rt.device,
+            curvature_rank=cfg.curvature.rank,
+            curvature_dtype=DTYPES[cfg.curvature.dtype],
+            amp=cfg.train.amp,
+            n_examples=sum(1 for e in examples if e.has_gold),
+            is_main=rt.is_main,
         )
-        sibling = find_sibling(rd, spec, cfg.to_dict()) if (step == 0 and cfg.train.share_first_task and method.shares_first_step()) else None
+        sibling = (
+            find_sibling(rd, spec, cfg.to_dict())
+            if (step == 0 and cfg.train.share_first_task and method.shares_first_step())
+            else None
+        )
         if sibling is not None:
             load_checkpoint(model, sibling.checkpoint(0, st.label))
             if rt.is_main:
                 adopted_rows = adopt_first_step(sibling, rd, st.label)
                 append_jsonl(rd.metrics, adopted_rows)
-                adopted_log = [{k: v for k, v in e.items() if k != "task"} for e in adopted_train_log(sibling, st.label)]
+                adopted_log = [
+                    {k: v for k, v in e.items() if k != "task"} for e in adopted_train_log(sibling, st.label)
+                ]
                 if curves is not None:
                     for e in adopted_log:
                         curves.train_entry(st.label, e)
                     curves.train_log(st.label, adopted_log)
                     curves.evaluation(adopted_rows)
-                rd.log(f"step 0 ({st.label}) adopted from {sibling.path.name}: same data, model, training settings, seed and order")
+                rd.log(
+                    f"step 0 ({st.label}) adopted from {sibling.path.name}: same data, model, training settings, seed and order"
+                )
             barrier(rt)
         else:
             penalty = method.penalty(ctx)
             if ctx.record.get("lambda_t") and rt.is_main:
                 extra.setdefault("lambda_t", {})[st.label] = ctx.record["lambda_t"]
-                rd.log(f"{st.label}: penalty λ_t " + ", ".join(f"{t} {v:.6g}" for t, v in ctx.record["lambda_t"].items()))
-            _train(model, examples, cache, cfg, lr, groups, spec.seed + step, st.label, rt, rd, penalty=penalty, curves=curves)
+                rd.log(
+                    f"{st.label}: penalty λ_t " + ", ".join(f"{t} {v:.6g}" for t, v in ctx.record["lambda_t"].items())
+                )
+            _train(
+                model,
+                examples,
+                cache,
+                cfg,
+                lr,
+                groups,
+                spec.seed + step,
+                st.label,
+                rt,
+                rd,
+                penalty=penalty,
+                curves=curves,
+            )
             _finish_step(model, cache, cfg, rd, step, st.label, spec, rt, curves)
         stats = None
         if approx != "none":
@@ -230,28 +303,63 @@ def _run_sequence(spec: RunSpec, cfg: ExperimentConfig, path: Path, rt: Runtime,
     return path
 
 
-def _train(model, examples, cache, cfg, lr, groups, seed, task, rt: Runtime, rd: RunDir, penalty=None, curves: Curves | None = None) -> None:
+def _train(
+    model,
+    examples,
+    cache,
+    cfg,
+    lr,
+    groups,
+    seed,
+    task,
+    rt: Runtime,
+    rd: RunDir,
+    penalty=None,
+    curves: Curves | None = None,
+) -> None:
     train_cfg = cfg.train.model_copy(update={"lr": lr})
     t0 = time.perf_counter()
     log = train_steps(
-        model, examples, cache, train_cfg, seed=seed, param_groups=groups,
-        penalty=penalty, fast_grad=getattr(cfg.method.settings, "fast_grad", True), desc=f"train {task}", wrap=_ddp_wrap(rt), shard=(rt.rank, rt.world),
+        model,
+        examples,
+        cache,
+        train_cfg,
+        seed=seed,
+        param_groups=groups,
+        penalty=penalty,
+        fast_grad=getattr(cfg.method.settings, "fast_grad", True),
+        desc=f"train {task}",
+        wrap=_ddp_wrap(rt),
+        shard=(rt.rank, rt.world),
         on_step=(lambda e: _on_step(e, task, t0, rd, curves)) if rt.is_main else None,
     )
     if rt.is_main and curves is not None:
         curves.train_log(task, log)
     if rt.is_main:
-        rd.log(f"trained {task}: {len(examples)} examples, {time.perf_counter() - t0:.1f}s, final loss {log[-1]['loss'] if log else float('nan'):.4f}")
+        rd.log(
+            f"trained {task}: {len(examples)} examples, {time.perf_counter() - t0:.1f}s, final loss {log[-1]['loss'] if log else float('nan'):.4f}"
+        )
 
 
 def _on_step(entry: dict, task: str, t0: float, rd: RunDir, curves: Curves | None) -> None:
-    rd.log(f"  {task} step {entry['step']}: loss {entry['loss']:.4f} penalty {entry['penalty']:.4f} ({time.perf_counter() - t0:.0f}s)")
+    rd.log(
+        f"  {task} step {entry['step']}: loss {entry['loss']:.4f} penalty {entry['penalty']:.4f} ({time.perf_counter() - t0:.0f}s)"
+    )
     if curves is not None:
         curves.train_entry(task, entry)
 
 
-def _finish_step(model: Linker, cache: TokenCache, cfg: ExperimentConfig, rd: RunDir, step: int, trained: str, spec: RunSpec, rt: Runtime,
-                 curves: Curves | None = None) -> None:
+def _finish_step(
+    model: Linker,
+    cache: TokenCache,
+    cfg: ExperimentConfig,
+    rd: RunDir,
+    step: int,
+    trained: str,
+    spec: RunSpec,
+    rt: Runtime,
+    curves: Curves | None = None,
+) -> None:
     if rt.is_main:
         save_checkpoint(model, rd.checkpoint(step, trained))
     rows = evaluate_all(model, cache, cfg, rd, step, trained, spec.order, rt)
@@ -260,10 +368,14 @@ def _finish_step(model: Linker, cache: TokenCache, cfg: ExperimentConfig, rd: Ru
         if curves is not None:
             curves.evaluation(rows)
         for r in rows:
-            rd.log(f"step {step} ({trained}) -> {r['eval_task']} {r['split']}: acc@1 {r['acc1']:.4f} acc@5 {r['acc5']:.4f} (n={r['n']})")
+            rd.log(
+                f"step {step} ({trained}) -> {r['eval_task']} {r['split']}: acc@1 {r['acc1']:.4f} acc@5 {r['acc5']:.4f} (n={r['n']})"
+            )
 
 
-def run_experiment(cfg: ExperimentConfig, rt: Runtime, resume: bool = False, exp_dir: Path | None = None, orders: Sequence[int] = ()) -> list[Path]:
+def run_experiment(
+    cfg: ExperimentConfig, rt: Runtime, resume: bool = False, exp_dir: Path | None = None, orders: Sequence[int] = ()
+) -> list[Path]:
     """Every run of the config, or only those of the given order indices (a part of the grid
     that another process or machine can run beside this one: run names keep the index)."""
     n_orders = len(cfg.task_orders())

@@ -70,6 +70,3 @@ def adopt_first_step(src: RunDir, dst: RunDir, task: str) -> list[dict]:
 
 def adopted_train_log(src: RunDir, task: str) -> list[dict]:
     return [r for r in read_jsonl(src.path / "train_log.jsonl") if r.get("task") == task]
-
-
-

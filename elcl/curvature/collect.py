@@ -98,7 +98,9 @@ class LowRankFactor:
 
     def left_mul(self, X: torch.Tensor) -> torch.Tensor:
         """``M @ X`` for ``X [..., d, n]`` (M symmetric); batched like :meth:`right_mul`."""
-        return self.U @ ((self.s - self.rest[..., None])[..., :, None] * (self.U.mT @ X)) + self.rest[..., None, None] * X
+        return (
+            self.U @ ((self.s - self.rest[..., None])[..., :, None] * (self.U.mT @ X)) + self.rest[..., None, None] * X
+        )
 
 
 @dataclass
@@ -134,10 +136,15 @@ class CurvatureStats:
         """
         if rank < 1:
             raise ElclError(f"curvature: low-rank rank must be >= 1, got {rank}")
-        lr = {k: (LowRankFactor.from_matrix(A, rank), LowRankFactor.from_matrix(G, rank)) for k, (A, G) in self.kfac.items()}
+        lr = {
+            k: (LowRankFactor.from_matrix(A, rank), LowRankFactor.from_matrix(G, rank))
+            for k, (A, G) in self.kfac.items()
+        }
         meta = dict(self.meta)
         meta["rank"] = rank
-        return CurvatureStats(kfac=dict(self.kfac), diag=dict(self.diag), anchors=dict(self.anchors), meta=meta, low_rank=lr)
+        return CurvatureStats(
+            kfac=dict(self.kfac), diag=dict(self.diag), anchors=dict(self.anchors), meta=meta, low_rank=lr
+        )
 
 
 def _plan(model: nn.Module, approx: str) -> tuple[set[str], dict[str, list[str]]]:

@@ -60,11 +60,16 @@ def all_reduce_stats(stats: CurvatureStats, group=None) -> CurvatureStats:
     kfac_keys = sorted(stats.kfac)
     diag_keys = sorted(stats.diag)
     if variant == "expand" and stats.kfac and any(k not in n_pos_local for k in kfac_keys):
-        raise ElclError("curvature: K-FAC 'expand' statistics lack meta['n_positions']; collect them with collect_curvature")
+        raise ElclError(
+            "curvature: K-FAC 'expand' statistics lack meta['n_positions']; collect them with collect_curvature"
+        )
 
     # Every rank must hold the same blocks, shapes and settings.
     signature = (
-        meta.get("approx"), meta.get("kind"), variant, meta.get("n_samples"),
+        meta.get("approx"),
+        meta.get("kind"),
+        variant,
+        meta.get("n_samples"),
         [(k, tuple(A.shape), tuple(G.shape)) for k, (A, G) in sorted(stats.kfac.items())],
         [(k, tuple(v.shape)) for k, v in sorted(stats.diag.items())],
     )

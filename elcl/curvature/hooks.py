@@ -142,7 +142,9 @@ class Layout:
 class CurvatureHooks:
     """Hooks on the supported modules of a model; see the module docstring."""
 
-    def __init__(self, model: nn.Module, kfac_modules: set[str], diag_params: dict[str, list[str]], variant: str) -> None:
+    def __init__(
+        self, model: nn.Module, kfac_modules: set[str], diag_params: dict[str, list[str]], variant: str
+    ) -> None:
         if variant not in ("expand", "reduce"):
             raise ElclError(f"curvature: variant must be 'expand' or 'reduce', got {variant!r}")
         self.variant = variant
@@ -158,7 +160,9 @@ class CurvatureHooks:
             if name in kfac_modules or diag_params.get(name):
                 kind = layer_kind(module)
                 if kind is None:
-                    raise ElclError(f"curvature: module '{name}' is a {type(module).__name__}; supported: {supported_names()}")
+                    raise ElclError(
+                        f"curvature: module '{name}' is a {type(module).__name__}; supported: {supported_names()}"
+                    )
                 st = _ModuleState(name, module, kind, name in kfac_modules, list(diag_params.get(name, [])))
                 self.states[name] = st
                 self.handles.append(module.register_forward_hook(self._make_forward_hook(st)))
@@ -172,7 +176,9 @@ class CurvatureHooks:
                 return
             x = inputs[0]
             rec = _Record(
-                inp=x.detach(), info=current_sequence_info(), out_shape=output.shape,
+                inp=x.detach(),
+                info=current_sequence_info(),
+                out_shape=output.shape,
                 live_inp=x if (isinstance(x, torch.Tensor) and x.requires_grad) else None,
             )
             st.records.append(rec)

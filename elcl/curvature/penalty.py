@@ -207,7 +207,9 @@ def _require_diag(st: CurvatureStats, t: int, method: str) -> None:
 class EWCPenalty(Penalty):
     """``(λ/2) Σ_tasks Σ_i F_i (θ_i − θ*_i)²`` with each task's diagonal Fisher and anchor."""
 
-    def __init__(self, stats_list: Sequence[CurvatureStats], lam: float, weights: Sequence[float] | None = None) -> None:
+    def __init__(
+        self, stats_list: Sequence[CurvatureStats], lam: float, weights: Sequence[float] | None = None
+    ) -> None:
         self.lam = float(lam)
         ws = _weights(weights, stats_list, "ewc")
         terms: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
@@ -238,7 +240,11 @@ class OnlineEWCPenalty(Penalty):
 
     @classmethod
     def from_stats(
-        cls, stats_list: Sequence[CurvatureStats], lam: float, gamma: float = 1.0, weights: Sequence[float] | None = None,
+        cls,
+        stats_list: Sequence[CurvatureStats],
+        lam: float,
+        gamma: float = 1.0,
+        weights: Sequence[float] | None = None,
     ) -> OnlineEWCPenalty:
         """Folds ``F̃_t = γ F̃_{t−1} + w_t F_t`` over ``stats_list`` (oldest first; w_t = 1
         unless ``weights`` are given)."""
@@ -301,7 +307,14 @@ class _Group:
             W = W.view(len(self.blocks), -1, *W.shape[1:])
             if self.low:
                 lows = [lr for b in self.blocks for lr in b.low]
-                batch = lambda fs: LowRankFactor(cv([f.U for f in fs], ref.dtype), cv([f.s for f in fs], ref.dtype), cv([f.rest for f in fs], ref.dtype))  # noqa: E731
+
+                def batch(fs: list) -> LowRankFactor:
+                    return LowRankFactor(
+                        cv([f.U for f in fs], ref.dtype),
+                        cv([f.s for f in fs], ref.dtype),
+                        cv([f.rest for f in fs], ref.dtype),
+                    )
+
                 self._stacked = (batch([a for a, _ in lows]), batch([g for _, g in lows]), W)
             else:
                 A = cv([a for b in self.blocks for a in b.A], mm_dtype)
@@ -316,7 +329,10 @@ class KFACPenalty(Penalty):
     """``(λ/2) Σ_tasks Σ_blocks tr(ΔWᵀ G ΔW A)`` plus diagonal EWC for parameters without a block."""
 
     def __init__(
-        self, stats_list: Sequence[CurvatureStats], lam: float, matmul_dtype: torch.dtype | None = None,
+        self,
+        stats_list: Sequence[CurvatureStats],
+        lam: float,
+        matmul_dtype: torch.dtype | None = None,
         weights: Sequence[float] | None = None,
     ) -> None:
         self.lam = float(lam)
@@ -392,7 +408,12 @@ class KFACPenalty(Penalty):
         b = getattr(m, "bias", None) if blk.has_bias else None
         out = blk.W[0].shape[0]
         d_in = blk.W[0].shape[1] - (1 if blk.has_bias else 0)
-        if not isinstance(w, torch.Tensor) or w.shape[0] != out or w.numel() != out * d_in or (blk.has_bias and b is None):
+        if (
+            not isinstance(w, torch.Tensor)
+            or w.shape[0] != out
+            or w.numel() != out * d_in
+            or (blk.has_bias and b is None)
+        ):
             raise ElclError(f"kfac: module '{blk.path}' does not match its curvature block ([{out}, {d_in}] weight)")
         return w, b
 
@@ -451,4 +472,3 @@ class KFACPenalty(Penalty):
             total = total.to(device=v.device, dtype=_F64) + v.to(_F64)
         _add_grads(targets, grads)
         return 0.5 * self.lam * total
-

@@ -83,7 +83,9 @@ def factor_size_table(
             n_b, b_b = pinfo(f"{path}.bias" if path else "bias")
             covered.add(f"{path}.bias" if path else "bias")
         covered.add(f"{path}.weight" if path else "weight")
-        rows.append(SizeRow(path or "<root>", "kfac", n_w + n_b, b_w + b_b, (sym_count(A.shape[0]) + sym_count(G.shape[0])) * e))
+        rows.append(
+            SizeRow(path or "<root>", "kfac", n_w + n_b, b_w + b_b, (sym_count(A.shape[0]) + sym_count(G.shape[0])) * e)
+        )
     for name, F in sorted(stats.diag.items()):
         n, b = pinfo(name)
         covered.add(name)
@@ -111,9 +113,15 @@ def _human(n: float) -> str:
 def format_size_table(rows: list[SizeRow]) -> str:
     """Plain-text table for the CLI."""
     head = ("layer", "kind", "params", "param size", "factor size", "ratio")
-    body = [(r.layer, r.kind, f"{r.params:,}", _human(r.param_bytes), _human(r.factor_bytes), f"{r.ratio:.3f}") for r in rows]
+    body = [
+        (r.layer, r.kind, f"{r.params:,}", _human(r.param_bytes), _human(r.factor_bytes), f"{r.ratio:.3f}")
+        for r in rows
+    ]
     widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
-    lines = ["  ".join(str(c).ljust(w) if i < 2 else str(c).rjust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in (head, *body)]
+    lines = [
+        "  ".join(str(c).ljust(w) if i < 2 else str(c).rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+        for row in (head, *body)
+    ]
     lines.insert(1, "-" * len(lines[0]))
     if len(lines) > 3:
         lines.insert(len(lines) - 1, "-" * len(lines[0]))

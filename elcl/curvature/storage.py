@@ -68,8 +68,6 @@ def unpack_triu(v: torch.Tensor, where: str = "") -> torch.Tensor:
     return M
 
 
-
-
 def save_curvature(
     stats: CurvatureStats,
     directory: str | os.PathLike[str],

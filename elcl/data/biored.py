@@ -21,8 +21,12 @@ import re
 from elcl.data.pubtator import canonical_id
 
 TYPES = (
-    "GeneOrGeneProduct", "DiseaseOrPhenotypicFeature", "ChemicalEntity",
-    "OrganismTaxon", "SequenceVariant", "CellLine",
+    "GeneOrGeneProduct",
+    "DiseaseOrPhenotypicFeature",
+    "ChemicalEntity",
+    "OrganismTaxon",
+    "SequenceVariant",
+    "CellLine",
 )
 ID_HELP = (
     "per type: MeSH D012345/C012345 or OMIM:123456 (diseases, chemicals), NCBI Gene / Taxonomy numbers, "

@@ -41,18 +41,36 @@ def _pubtator_split(train: str, dev: str, test: str) -> dict[str, tuple[str, ...
     return {s: (f, f + ".gz") for s, f in zip(SPLITS, (train, dev, test))}
 
 
-_MM_SPLIT_FILES = {"train": "corpus_pubtator_pmids_trng.txt", "dev": "corpus_pubtator_pmids_dev.txt", "test": "corpus_pubtator_pmids_test.txt"}
+_MM_SPLIT_FILES = {
+    "train": "corpus_pubtator_pmids_trng.txt",
+    "dev": "corpus_pubtator_pmids_dev.txt",
+    "test": "corpus_pubtator_pmids_test.txt",
+}
 
 TASKS: dict[str, TaskSpec] = {
     t.name: t
     for t in (
-        TaskSpec("ncbi_disease", "ncbi_disease",
-                 _pubtator_split("NCBItrainset_corpus.txt", "NCBIdevelopset_corpus.txt", "NCBItestset_corpus.txt"),
-                 ("ncbi_disease", "NCBI_disease", "."), (), "MEDIC", "medic"),
+        TaskSpec(
+            "ncbi_disease",
+            "ncbi_disease",
+            _pubtator_split("NCBItrainset_corpus.txt", "NCBIdevelopset_corpus.txt", "NCBItestset_corpus.txt"),
+            ("ncbi_disease", "NCBI_disease", "."),
+            (),
+            "MEDIC",
+            "medic",
+        ),
         *(
-            TaskSpec(name, "bc5cdr",
-                     _pubtator_split("CDR_TrainingSet.PubTator.txt", "CDR_DevelopmentSet.PubTator.txt", "CDR_TestSet.PubTator.txt"),
-                     ("bc5cdr", "CDR_Data/CDR.Corpus.v010516", "."), types, onto, kind)
+            TaskSpec(
+                name,
+                "bc5cdr",
+                _pubtator_split(
+                    "CDR_TrainingSet.PubTator.txt", "CDR_DevelopmentSet.PubTator.txt", "CDR_TestSet.PubTator.txt"
+                ),
+                ("bc5cdr", "CDR_Data/CDR.Corpus.v010516", "."),
+                types,
+                onto,
+                kind,
+            )
             for name, types, onto, kind in (
                 ("bc5cdr", (), "MEDIC + CTD chemicals or MeSH", "medic+chemicals"),
                 ("bc5cdr_disease", ("Disease",), "MEDIC", "medic"),
@@ -60,17 +78,46 @@ TASKS: dict[str, TaskSpec] = {
             )
         ),
         *(
-            TaskSpec(name, "biored", _pubtator_split("Train.PubTator", "Dev.PubTator", "Test.PubTator"),
-                     ("biored", "BioRED", "BIORED", "."), types, onto, kind, "biored")
+            TaskSpec(
+                name,
+                "biored",
+                _pubtator_split("Train.PubTator", "Dev.PubTator", "Test.PubTator"),
+                ("biored", "BioRED", "BIORED", "."),
+                types,
+                onto,
+                kind,
+                "biored",
+            )
             for name, types, onto, kind in (
-                ("biored", (), "MEDIC + CTD chemicals or MeSH + training mentions of the other types", "medic+chemicals+mentions"),
+                (
+                    "biored",
+                    (),
+                    "MEDIC + CTD chemicals or MeSH + training mentions of the other types",
+                    "medic+chemicals+mentions",
+                ),
                 ("biored_disease", ("DiseaseOrPhenotypicFeature",), "MEDIC", "medic"),
                 ("biored_chemical", ("ChemicalEntity",), "CTD chemicals or MeSH", "chemicals"),
                 ("biored_gene", ("GeneOrGeneProduct",), "NCBI Gene (gene_info) or training mentions", "genes"),
             )
         ),
-        TaskSpec("medmentions_st21pv", "medmentions", {}, ("medmentions_st21pv", "medmentions/st21pv/data", "medmentions/st21pv", "medmentions"), (), "UMLS", "umls"),
-        TaskSpec("medmentions_full", "medmentions", {}, ("medmentions_full", "medmentions/full/data", "medmentions/full", "medmentions"), (), "UMLS", "umls"),
+        TaskSpec(
+            "medmentions_st21pv",
+            "medmentions",
+            {},
+            ("medmentions_st21pv", "medmentions/st21pv/data", "medmentions/st21pv", "medmentions"),
+            (),
+            "UMLS",
+            "umls",
+        ),
+        TaskSpec(
+            "medmentions_full",
+            "medmentions",
+            {},
+            ("medmentions_full", "medmentions/full/data", "medmentions/full", "medmentions"),
+            (),
+            "UMLS",
+            "umls",
+        ),
     )
 }
 
@@ -93,7 +140,9 @@ def _find(data_dir: Path, subdirs: tuple[str, ...], names: tuple[str, ...], task
             if p.is_file():
                 return p
     expected = data_dir / subdirs[0] / names[0]
-    raise ElclError(f"{task}: corpus file {expected} not found; run `elcl data fetch {fetch_name} --data-dir {data_dir}`")
+    raise ElclError(
+        f"{task}: corpus file {expected} not found; run `elcl data fetch {fetch_name} --data-dir {data_dir}`"
+    )
 
 
 def _filter(docs: list[Document], types: tuple[str, ...]) -> tuple[Document, ...]:
@@ -114,15 +163,24 @@ def _read_pmids(path: Path) -> list[str]:
     return out
 
 
-def _load_medmentions(spec: TaskSpec, data_dir: Path) -> tuple[dict[str, tuple[Document, ...]], dict[str, tuple[str, ...]], dict[str, str]]:
-    corpus_file = _find(data_dir, spec.subdirs, ("corpus_pubtator.txt.gz", "corpus_pubtator.txt"), spec.name, spec.corpus)
+def _load_medmentions(
+    spec: TaskSpec, data_dir: Path
+) -> tuple[dict[str, tuple[Document, ...]], dict[str, tuple[str, ...]], dict[str, str]]:
+    corpus_file = _find(
+        data_dir, spec.subdirs, ("corpus_pubtator.txt.gz", "corpus_pubtator.txt"), spec.name, spec.corpus
+    )
     result = parse_pubtator_file(corpus_file)
     by_id = {d.doc_id: d for d in result.documents}
     splits: dict[str, tuple[Document, ...]] = {}
     files = {"corpus": str(corpus_file)}
     for split, fname in _MM_SPLIT_FILES.items():
-        pmid_file = _find(data_dir, (str(corpus_file.parent.relative_to(data_dir)),) + spec.subdirs + _MM_PMID_DIRS,
-                          (fname,), spec.name, spec.corpus)
+        pmid_file = _find(
+            data_dir,
+            (str(corpus_file.parent.relative_to(data_dir)),) + spec.subdirs + _MM_PMID_DIRS,
+            (fname,),
+            spec.name,
+            spec.corpus,
+        )
         files[split] = str(pmid_file)
         docs = []
         for pmid in _read_pmids(pmid_file):
@@ -170,9 +228,13 @@ def _check_nonempty(corpus: Corpus) -> Corpus:
     for split in SPLITS:
         where = corpus.meta.get(f"file_{split}") or corpus.meta.get("file_corpus") or corpus.meta.get("data_dir", "")
         if not corpus.documents(split):
-            raise CorpusFormatError(where, None, f"{corpus.name}: the {split} split has no documents (empty or truncated file?)")
+            raise CorpusFormatError(
+                where, None, f"{corpus.name}: the {split} split has no documents (empty or truncated file?)"
+            )
         if not corpus.mentions(split):
-            raise CorpusFormatError(where, None, f"{corpus.name}: the {split} split has no mentions of this task (empty or truncated file?)")
+            raise CorpusFormatError(
+                where, None, f"{corpus.name}: the {split} split has no mentions of this task (empty or truncated file?)"
+            )
     return corpus
 
 

@@ -23,10 +23,16 @@ from elcl.fileio import atomic_path, sha256_file
 # from a 1000-abstract file; the current MEDIC release differs from the 2017 copy).
 KNOWN_SHA256: dict[str, tuple[str, bool]] = {
     "ncbi_disease/NCBItrainset_corpus.txt": ("f311381b28a6d0f641f57f4a963bb83619c2bdec5cd9caabb1381f894d5db817", True),
-    "ncbi_disease/NCBIdevelopset_corpus.txt": ("02db559974624ae9cbe6cd95d64d953e6926bb63afb6b25b63e53bd8b41a4b55", True),
+    "ncbi_disease/NCBIdevelopset_corpus.txt": (
+        "02db559974624ae9cbe6cd95d64d953e6926bb63afb6b25b63e53bd8b41a4b55",
+        True,
+    ),
     "ncbi_disease/NCBItestset_corpus.txt": ("61c8050bf6979ef7b943ec1158dfc03b651ea3367d4c37356f9de4841e85c9a3", True),
     "bc5cdr/CDR_TrainingSet.PubTator.txt": ("7afcec134e3d4871e74b0398d92850d3c9ac94c0bdc780003f2d60184c012bd8", False),
-    "bc5cdr/CDR_DevelopmentSet.PubTator.txt": ("9e18d8e700168887a7919e62f67ac2ce2357e3f409a48ee992906abdd80fe3e5", True),
+    "bc5cdr/CDR_DevelopmentSet.PubTator.txt": (
+        "9e18d8e700168887a7919e62f67ac2ce2357e3f409a48ee992906abdd80fe3e5",
+        True,
+    ),
     "bc5cdr/CDR_TestSet.PubTator.txt": ("a3c48d5f35bdfce20c2371778abedc9fd24d1da092207072e5181ad53c8d0e2f", True),
     "ontologies/CTD_diseases.tsv.gz": ("3a83865362b11f996fec18562d2e7996f66e94d01d2e0c6360770d64184e3326", False),
     # BioRED: the mirror's copies of the PubTator files (from a public redistribution of
@@ -35,8 +41,14 @@ KNOWN_SHA256: dict[str, tuple[str, bool]] = {
     "biored/Dev.PubTator": ("b648faefe4d8b76029746afbec437f31398ce35d2e691eb734aaac5db5dc5736", False),
     "biored/Test.PubTator": ("eee53e2da22cd49a92f300d8d76df610cc04b22bf9f8b09e874bfb8b280ab240", False),
     # MeSH as TSV exists only in the mirror (converted copies); downloads are NLM's XML.
-    "ontologies/mesh_descriptors_2024.tsv.gz": ("5729d570a50cb63b0ea176defbe3d58745fcecc5cd26805bc564b2f6432de69b", False),
-    "ontologies/mesh_supplementary_2018.tsv.gz": ("afabf2a0fc51e6a7718e6e5ffc04044083b7508cd4ef6a9d036f8e10c76ec6fd", False),
+    "ontologies/mesh_descriptors_2024.tsv.gz": (
+        "5729d570a50cb63b0ea176defbe3d58745fcecc5cd26805bc564b2f6432de69b",
+        False,
+    ),
+    "ontologies/mesh_supplementary_2018.tsv.gz": (
+        "afabf2a0fc51e6a7718e6e5ffc04044083b7508cd4ef6a9d036f8e10c76ec6fd",
+        False,
+    ),
 }
 
 
@@ -73,35 +85,50 @@ SOURCES: dict[str, tuple[Source, ...]] = {
         Source("medmentions/st21pv/data/corpus_pubtator.txt.gz", f"{_MM}st21pv/data/corpus_pubtator.txt.gz"),
         Source("medmentions/full/data/corpus_pubtator.txt.gz", f"{_MM}full/data/corpus_pubtator.txt.gz"),
         *(
-            Source(f"medmentions/full/data/corpus_pubtator_pmids_{s}.txt", f"{_MM}full/data/corpus_pubtator_pmids_{s}.txt")
+            Source(
+                f"medmentions/full/data/corpus_pubtator_pmids_{s}.txt", f"{_MM}full/data/corpus_pubtator_pmids_{s}.txt"
+            )
             for s in ("trng", "dev", "test")
         ),
     ),
     "medic": (Source("ontologies/CTD_diseases.tsv.gz", "http://ctdbase.org/reports/CTD_diseases.tsv.gz"),),
-    "biored": tuple(
-        Source(f"biored/{n}.PubTator", _BIORED, f"BioRED/{n}.PubTator") for n in ("Train", "Dev", "Test")
-    ),
+    "biored": tuple(Source(f"biored/{n}.PubTator", _BIORED, f"BioRED/{n}.PubTator") for n in ("Train", "Dev", "Test")),
     # NLM's current release as XML (read as a stream by elcl.data.mesh); the mirror holds
     # converted TSVs of the 2024 descriptors and 2018 supplementary concepts instead.
     "mesh": (
-        Source(f"ontologies/desc{MESH_YEAR}.xml", f"{_MESH}desc{MESH_YEAR}.xml", mirror_rel="ontologies/mesh_descriptors_2024.tsv.gz"),
-        Source(f"ontologies/supp{MESH_YEAR}.xml", f"{_MESH}supp{MESH_YEAR}.xml", mirror_rel="ontologies/mesh_supplementary_2018.tsv.gz"),
+        Source(
+            f"ontologies/desc{MESH_YEAR}.xml",
+            f"{_MESH}desc{MESH_YEAR}.xml",
+            mirror_rel="ontologies/mesh_descriptors_2024.tsv.gz",
+        ),
+        Source(
+            f"ontologies/supp{MESH_YEAR}.xml",
+            f"{_MESH}supp{MESH_YEAR}.xml",
+            mirror_rel="ontologies/mesh_supplementary_2018.tsv.gz",
+        ),
     ),
     "gene_info": (
-        Source("ontologies/Homo_sapiens.gene_info.gz", "https://ftp.ncbi.nlm.nih.gov/gene/DATA/GENE_INFO/Mammalia/Homo_sapiens.gene_info.gz"),
+        Source(
+            "ontologies/Homo_sapiens.gene_info.gz",
+            "https://ftp.ncbi.nlm.nih.gov/gene/DATA/GENE_INFO/Mammalia/Homo_sapiens.gene_info.gz",
+        ),
     ),
 }
 
 # Task names fetch their corpus.
 ALIASES = {
-    "bc5cdr_disease": "bc5cdr", "bc5cdr_chemical": "bc5cdr",
-    "medmentions_st21pv": "medmentions", "medmentions_full": "medmentions",
+    "bc5cdr_disease": "bc5cdr",
+    "bc5cdr_chemical": "bc5cdr",
+    "medmentions_st21pv": "medmentions",
+    "medmentions_full": "medmentions",
     "ctd_diseases": "medic",
-    "biored_disease": "biored", "biored_chemical": "biored", "biored_gene": "biored",
-    "mesh_descriptors": "mesh", "mesh_supplementary": "mesh", "ncbi_gene": "gene_info",
+    "biored_disease": "biored",
+    "biored_chemical": "biored",
+    "biored_gene": "biored",
+    "mesh_descriptors": "mesh",
+    "mesh_supplementary": "mesh",
+    "ncbi_gene": "gene_info",
 }
-
-
 
 
 def fetch_names() -> list[str]:
@@ -122,7 +149,9 @@ def _check(tmp: Path, dest_rel: str, origin: str, downloaded: bool) -> None:
     got = sha256_file(tmp)
     if got != known[0]:
         tmp.unlink(missing_ok=True)
-        raise ElclError(f"{origin}: sha256 {got} does not match the expected {known[0]} for {dest_rel}; the file was not installed")
+        raise ElclError(
+            f"{origin}: sha256 {got} does not match the expected {known[0]} for {dest_rel}; the file was not installed"
+        )
 
 
 def _install(write: callable, dest: Path, dest_rel: str, origin: str, downloaded: bool) -> None:
@@ -198,7 +227,10 @@ def fetch(name: str, data_dir: Path, mirror: Path | None = None, force: bool = F
         if src.member is not None:
             try:
                 with zipfile.ZipFile(io.BytesIO(payload)) as zf:
-                    member = next((n for n in zf.namelist() if n.endswith(src.member) or Path(n).name == Path(src.member).name), None)
+                    member = next(
+                        (n for n in zf.namelist() if n.endswith(src.member) or Path(n).name == Path(src.member).name),
+                        None,
+                    )
                     if member is None:
                         raise ElclError(f"{src.url}: archive has no {src.member}")
                     payload_file = zf.read(member)

@@ -63,11 +63,15 @@ def _rows(path: Path, n_cols: int, header: tuple[str, ...]) -> Iterator[tuple[in
                     continue
                 if len(cols) != n_cols:
                     raise CorpusFormatError(
-                        path, no, f"MeSH row has {len(cols)} tab-separated columns, expected {n_cols} ({', '.join(header)})"
+                        path,
+                        no,
+                        f"MeSH row has {len(cols)} tab-separated columns, expected {n_cols} ({', '.join(header)})",
                     )
                 yield no, cols
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise CorpusFormatError(path, no + 1, f"compressed stream ends early or is corrupt ({exc}); the file is truncated, fetch it again") from None
+        raise CorpusFormatError(
+            path, no + 1, f"compressed stream ends early or is corrupt ({exc}); the file is truncated, fetch it again"
+        ) from None
 
 
 def _add(names: dict[str, list[str]], cid: str, name: str) -> None:
@@ -86,7 +90,9 @@ def _descriptors_tsv(path: Path, prefixes: tuple[str, ...] | None) -> dict[str, 
     for no, (ui, preferred, trees, synonyms) in _rows(path, 4, _DESC_HEADER):
         ui = ui.strip()
         if not _DESC_ID.match(ui):
-            raise CorpusFormatError(path, no, f"descriptor id {ui!r}: expected D followed by 6 or 9 digits (e.g. D000001)")
+            raise CorpusFormatError(
+                path, no, f"descriptor id {ui!r}: expected D followed by 6 or 9 digits (e.g. D000001)"
+            )
         if not preferred.strip():
             raise CorpusFormatError(path, no, f"descriptor {ui} has an empty PreferredName")
         if ui in seen:
@@ -105,7 +111,9 @@ def _supplementary_tsv(path: Path) -> dict[str, list[str]]:
     for no, (ui, name) in _rows(path, 2, _SUPP_HEADER):
         ui = ui.strip()
         if not _SUPP_ID.match(ui):
-            raise CorpusFormatError(path, no, f"supplementary concept id {ui!r}: expected C followed by 6 or 9 digits (e.g. C000002)")
+            raise CorpusFormatError(
+                path, no, f"supplementary concept id {ui!r}: expected C followed by 6 or 9 digits (e.g. C000002)"
+            )
         if not name.strip():
             raise CorpusFormatError(path, no, f"supplementary concept {ui} has an empty Name")
         _add(names, ui, name)
@@ -128,7 +136,9 @@ def _xml_records(path: Path, record_tag: str) -> Iterator[tuple[int, ET.Element]
         line = exc.position[0] if getattr(exc, "position", None) else None
         raise CorpusFormatError(path, line, f"not well-formed MeSH XML ({exc})") from None
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise CorpusFormatError(path, None, f"compressed stream ends early or is corrupt ({exc}) after {count} records; fetch it again") from None
+        raise CorpusFormatError(
+            path, None, f"compressed stream ends early or is corrupt ({exc}) after {count} records; fetch it again"
+        ) from None
 
 
 def _xml_names(elem: ET.Element, main_name: str | None) -> list[str]:
@@ -144,7 +154,9 @@ def _descriptors_xml(path: Path, prefixes: tuple[str, ...] | None) -> dict[str, 
     for i, rec in _xml_records(path, "DescriptorRecord"):
         ui = (rec.findtext("DescriptorUI") or "").strip()
         if not _DESC_ID.match(ui):
-            raise CorpusFormatError(path, None, f"DescriptorRecord #{i}: DescriptorUI {ui!r}, expected D followed by 6 or 9 digits")
+            raise CorpusFormatError(
+                path, None, f"DescriptorRecord #{i}: DescriptorUI {ui!r}, expected D followed by 6 or 9 digits"
+            )
         trees = [t.text.strip() for t in rec.iterfind("TreeNumberList/TreeNumber") if t.text]
         if _keep(trees, prefixes):
             for n in _xml_names(rec, rec.findtext("DescriptorName/String")):
@@ -157,7 +169,11 @@ def _supplementary_xml(path: Path) -> dict[str, list[str]]:
     for i, rec in _xml_records(path, "SupplementalRecord"):
         ui = (rec.findtext("SupplementalRecordUI") or "").strip()
         if not _SUPP_ID.match(ui):
-            raise CorpusFormatError(path, None, f"SupplementalRecord #{i}: SupplementalRecordUI {ui!r}, expected C followed by 6 or 9 digits")
+            raise CorpusFormatError(
+                path,
+                None,
+                f"SupplementalRecord #{i}: SupplementalRecordUI {ui!r}, expected C followed by 6 or 9 digits",
+            )
         for n in _xml_names(rec, rec.findtext("SupplementalRecordName/String")):
             _add(names, ui, n)
     return names

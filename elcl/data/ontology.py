@@ -112,7 +112,9 @@ def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
                     raise CorpusFormatError(path, no, "not valid UTF-8") from None
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         # A cut download or a file that is not gzip at all: one line, not a traceback.
-        raise CorpusFormatError(path, no + 1, f"truncated or not a gzip file ({exc.__class__.__name__}); fetch it again") from None
+        raise CorpusFormatError(
+            path, no + 1, f"truncated or not a gzip file ({exc.__class__.__name__}); fetch it again"
+        ) from None
     except OSError as exc:
         raise CorpusFormatError(path, None, f"cannot read ontology file ({exc.strerror or exc})") from None
 
@@ -125,12 +127,20 @@ def _load_ctd(path: Path, kind: str, name_col: int, id_col: int, syn_col: int, a
             continue
         cols = line.split("\t")
         if len(cols) <= max(name_col, id_col):
-            raise CorpusFormatError(path, no, f"{kind} line has {len(cols)} tab-separated columns, expected at least {max(name_col, id_col) + 1}")
+            raise CorpusFormatError(
+                path,
+                no,
+                f"{kind} line has {len(cols)} tab-separated columns, expected at least {max(name_col, id_col) + 1}",
+            )
         # Lenient on prefixed ids: MEDIC's root concept is 'MESH:C' ("Diseases").
         raw_id = cols[id_col].strip()
         cid = canonical_id(raw_id) or (raw_id if _PREFIXED.match(raw_id) else None)
         if cid is None or not cols[name_col].strip():
-            raise CorpusFormatError(path, no, f"bad {kind} row: id {cols[id_col]!r} (expected MESH:D012345 or OMIM:123456) with name {cols[name_col]!r}")
+            raise CorpusFormatError(
+                path,
+                no,
+                f"bad {kind} row: id {cols[id_col]!r} (expected MESH:D012345 or OMIM:123456) with name {cols[name_col]!r}",
+            )
         if cid in names:
             raise CorpusFormatError(path, no, f"concept {cid} appears twice")
         _add(names, cid, cols[name_col])
@@ -181,7 +191,11 @@ def _load_mrconso(path: Path) -> Ontology:
             continue
         cols = line.split("|")
         if len(cols) < 15 or not cols[0].startswith("C"):
-            raise CorpusFormatError(path, no, f"MRCONSO line has {len(cols)} '|'-separated columns or CUI {cols[0]!r}; expected >= 15 and C0000000")
+            raise CorpusFormatError(
+                path,
+                no,
+                f"MRCONSO line has {len(cols)} '|'-separated columns or CUI {cols[0]!r}; expected >= 15 and C0000000",
+            )
         if cols[1] != "ENG":
             continue
         cid = canonical_id(f"UMLS:{cols[0]}")
@@ -232,8 +246,10 @@ def build_from_mentions(corpus: Corpus, splits: Iterable[str] = ("train",)) -> O
     counts: dict[str, Counter[str]] = {}
     for split in splits:
         for m in corpus.mentions(split, linkable_only=True):
-            pairs = [(m.concept_ids[0], m.text)] if len(m.concept_ids) == 1 else (
-                list(zip(m.concept_ids, m.components)) if len(m.components) == len(m.concept_ids) else []
+            pairs = (
+                [(m.concept_ids[0], m.text)]
+                if len(m.concept_ids) == 1
+                else (list(zip(m.concept_ids, m.components)) if len(m.components) == len(m.concept_ids) else [])
             )
             for cid, text in pairs:
                 if text.strip():
@@ -302,7 +318,9 @@ def ontology_for_task(
 
     def need_medic() -> Path:
         if medic is None:
-            raise ElclError(f"{task_name}: MEDIC not found at {onto_dir / 'CTD_diseases.tsv.gz'}; run `elcl data fetch medic --data-dir {data_dir}` or use ontology mode 'mentions'")
+            raise ElclError(
+                f"{task_name}: MEDIC not found at {onto_dir / 'CTD_diseases.tsv.gz'}; run `elcl data fetch medic --data-dir {data_dir}` or use ontology mode 'mentions'"
+            )
         return medic
 
     def mentions_of(keep: Callable[[str], bool]) -> Ontology:
@@ -323,7 +341,11 @@ def ontology_for_task(
             return mentions()
         chem_types = CHEMICAL_TYPES
         chemicals = chemical_ontology(onto_dir)
-        base = load_medic(medic).merged(chemicals) if chemicals is not None else load_medic(medic).merged(mentions_of(lambda t: t in chem_types))
+        base = (
+            load_medic(medic).merged(chemicals)
+            if chemicals is not None
+            else load_medic(medic).merged(mentions_of(lambda t: t in chem_types))
+        )
         if kind == "medic+chemicals":
             return base
         # BioRED's other types (genes, species, variants, cell lines) have no ontology file here.
@@ -335,17 +357,33 @@ def ontology_for_task(
 
 
 CHEMICAL_TYPES = ("Chemical", "ChemicalEntity")
-DISEASE_TYPES = ("Disease", "DiseaseOrPhenotypicFeature", "SpecificDisease", "DiseaseClass", "Modifier", "CompositeMention")
-GENE_INFO_NAMES = ("gene_info.gz", "gene_info", "Homo_sapiens.gene_info.gz", "Homo_sapiens.gene_info", "All_Data.gene_info.gz")
+DISEASE_TYPES = (
+    "Disease",
+    "DiseaseOrPhenotypicFeature",
+    "SpecificDisease",
+    "DiseaseClass",
+    "Modifier",
+    "CompositeMention",
+)
+GENE_INFO_NAMES = (
+    "gene_info.gz",
+    "gene_info",
+    "Homo_sapiens.gene_info.gz",
+    "Homo_sapiens.gene_info",
+    "All_Data.gene_info.gz",
+)
 
 
 def _only_types(corpus: Corpus, keep: Callable[[str], bool]) -> Corpus:
     from dataclasses import replace
 
-    return replace(corpus, splits={
-        s: tuple(replace(d, mentions=tuple(m for m in d.mentions if keep(m.semantic_type))) for d in docs)
-        for s, docs in corpus.splits.items()
-    })
+    return replace(
+        corpus,
+        splits={
+            s: tuple(replace(d, mentions=tuple(m for m in d.mentions if keep(m.semantic_type))) for d in docs)
+            for s, docs in corpus.splits.items()
+        },
+    )
 
 
 def _load_gene_info(path: Path) -> Ontology:
@@ -355,13 +393,22 @@ def _load_gene_info(path: Path) -> Ontology:
             continue
         cols = line.split("\t")
         if len(cols) < 9:
-            raise CorpusFormatError(path, no, f"gene_info line has {len(cols)} tab-separated columns, expected at least 9 (tax_id GeneID Symbol LocusTag Synonyms dbXrefs chromosome map_location description ...)")
+            raise CorpusFormatError(
+                path,
+                no,
+                f"gene_info line has {len(cols)} tab-separated columns, expected at least 9 (tax_id GeneID Symbol LocusTag Synonyms dbXrefs chromosome map_location description ...)",
+            )
         if not cols[1].strip().isdigit():
             raise CorpusFormatError(path, no, f"GeneID {cols[1]!r} is not a number")
         cid = f"NCBIGene:{cols[1].strip()}"
         # Symbol, synonyms, official symbol and full name, description, other designations.
-        fields = [cols[2], *cols[4].split("|"), *(cols[i] for i in (10, 11) if len(cols) > i), cols[8],
-                  *(cols[13].split("|") if len(cols) > 13 else ())]
+        fields = [
+            cols[2],
+            *cols[4].split("|"),
+            *(cols[i] for i in (10, 11) if len(cols) > i),
+            cols[8],
+            *(cols[13].split("|") if len(cols) > 13 else ()),
+        ]
         for name in fields:
             if name.strip() and name.strip() != "-":
                 _add(names, cid, name)
@@ -392,7 +439,9 @@ class GoldCoverage:
     def summary(self, top: int = 5) -> str:
         ids = ", ".join(f"{i} ({n})" for i, n in self.absent_ids[:top])
         more = f", {len(self.absent_ids) - top} more ids" if len(self.absent_ids) > top else ""
-        return f"{self.absent}/{self.linkable} linkable mentions have gold ids absent from the ontology" + (f": {ids}{more}" if ids else "")
+        return f"{self.absent}/{self.linkable} linkable mentions have gold ids absent from the ontology" + (
+            f": {ids}{more}" if ids else ""
+        )
 
 
 def gold_coverage(mentions: Iterable[Mention], ontology: Ontology) -> GoldCoverage:

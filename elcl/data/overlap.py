@@ -40,8 +40,12 @@ class TrainRemoval:
         return len(self.doc_ids)
 
     def to_json(self) -> dict:
-        return {"documents": self.documents, "mentions": self.mentions, "by_task": dict(sorted(self.by_task.items())),
-                "doc_ids": sorted(self.doc_ids)}
+        return {
+            "documents": self.documents,
+            "mentions": self.mentions,
+            "by_task": dict(sorted(self.by_task.items())),
+            "doc_ids": sorted(self.doc_ids),
+        }
 
     def summary(self) -> str:
         if not self.doc_ids:

@@ -44,7 +44,11 @@ _OMIM = re.compile(r"^OMIM:(\d+)$")
 _UMLS = re.compile(r"^UMLS:(C\d{7})$")
 # Digits per namespace in real files: MeSH descriptors D + 6 or 9, supplementary C + 6 or 9,
 # OMIM 6. Checked on corpus mentions only (a cut file can turn D004194 into D004).
-_ID_SHAPE = {"D": re.compile(r"^D(\d{6}|\d{9})$"), "C": re.compile(r"^C(\d{6}|\d{9})$"), "OMIM": re.compile(r"^OMIM:\d{6}$")}
+_ID_SHAPE = {
+    "D": re.compile(r"^D(\d{6}|\d{9})$"),
+    "C": re.compile(r"^C(\d{6}|\d{9})$"),
+    "OMIM": re.compile(r"^OMIM:\d{6}$"),
+}
 _TITLE = re.compile(r"^([^|\t]+)\|t\|(.*)$")
 _ABSTRACT = re.compile(r"^([^|\t]+)\|a\|(.*)$")
 _RELATION = re.compile(r"^[A-Za-z][A-Za-z_]*$")
@@ -113,7 +117,9 @@ class _Pending:
     def close(self, path: Path) -> Document:
         if self.abstract is None:
             raise CorpusFormatError(
-                path, self.title_line, f"truncated document {self.doc_id}: title without an abstract line '{self.doc_id}|a|...'"
+                path,
+                self.title_line,
+                f"truncated document {self.doc_id}: title without an abstract line '{self.doc_id}|a|...'",
             )
         return Document(self.doc_id, self.title, self.abstract, tuple(self.mentions), tuple(self.relations))
 
@@ -129,12 +135,16 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
                 try:
                     text = raw.decode("utf-8")
                 except UnicodeDecodeError as exc:
-                    raise CorpusFormatError(path, no, f"not valid UTF-8 (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})") from None
+                    raise CorpusFormatError(
+                        path, no, f"not valid UTF-8 (byte {exc.start}: {raw[exc.start : exc.start + 1]!r})"
+                    ) from None
                 yield no, text.rstrip("\r\n")
             if not raw.endswith(b"\n"):
                 # Every official file ends with a newline: a file cut mid-line (mid-abstract,
                 # inside the last id) would otherwise lose or shorten its last mention silently.
-                raise CorpusFormatError(path, no, "the file ends inside this line (no newline at the end): truncated file?")
+                raise CorpusFormatError(
+                    path, no, "the file ends inside this line (no newline at the end): truncated file?"
+                )
     except (OSError, EOFError, zlib.error) as exc:
         if isinstance(exc, FileNotFoundError):
             raise CorpusFormatError(path, None, "file not found") from None
@@ -142,13 +152,24 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
 
 
 def _parse_mention(
-    path: Path, no: int, cols: list[str], text: str, strict: bool, warnings: list[str],
-    id_parser: IdParser | None = None, id_help: str = DEFAULT_ID_HELP, ids_optional: bool = False,
+    path: Path,
+    no: int,
+    cols: list[str],
+    text: str,
+    strict: bool,
+    warnings: list[str],
+    id_parser: IdParser | None = None,
+    id_help: str = DEFAULT_ID_HELP,
+    ids_optional: bool = False,
 ) -> Mention:
     if ids_optional and len(cols) in (4, 5):
         cols = cols + [""] * (6 - len(cols))
     if len(cols) < 6:
-        raise CorpusFormatError(path, no, f"mention line has {len(cols)} tab-separated columns, expected at least 6 (PMID start end text type ids)")
+        raise CorpusFormatError(
+            path,
+            no,
+            f"mention line has {len(cols)} tab-separated columns, expected at least 6 (PMID start end text type ids)",
+        )
     pmid, s_start, s_end, mtext, stype, raw_ids = cols[:6]
     try:
         start, end = int(s_start), int(s_end)
@@ -169,24 +190,40 @@ def _parse_mention(
         return Mention(doc_id=pmid, start=start, end=end, text=mtext, semantic_type=stype, concept_ids=())
     parsed = (id_parser or parse_ids)(raw_ids, stype)
     if parsed is None:
-        raise CorpusFormatError(path, no, f"unknown concept id format {raw_ids!r} for type {stype!r} (expected {id_help})")
+        raise CorpusFormatError(
+            path, no, f"unknown concept id format {raw_ids!r} for type {stype!r} (expected {id_help})"
+        )
     ids, unlinkable = parsed
     for cid in ids:
         # MeSH and OMIM ids only (BioRED's Cellosaurus:CVCL_... also starts with 'C').
         shape = _ID_SHAPE.get(cid.split(":", 1)[0] if ":" in cid else cid[0])
         if shape is not None and not shape.match(cid):
-            raise CorpusFormatError(path, no, f"concept id {cid!r} has the wrong number of digits (MeSH D/C + 6 or 9 digits, OMIM: + 6): truncated or mistyped id?")
+            raise CorpusFormatError(
+                path,
+                no,
+                f"concept id {cid!r} has the wrong number of digits (MeSH D/C + 6 or 9 digits, OMIM: + 6): truncated or mistyped id?",
+            )
     # A custom vocabulary's separators are its parser's business ('|' sits inside BioRED's variant ids).
     composite = len(split_ids(raw_ids)) > 1 if id_parser is None else len(ids) > 1
     components = tuple(cols[6].split("|")) if len(cols) > 6 and cols[6] else ()
     return Mention(
-        doc_id=pmid, start=start, end=end, text=mtext, semantic_type=stype, concept_ids=ids,
-        unlinkable=unlinkable, composite=composite, components=components,
+        doc_id=pmid,
+        start=start,
+        end=end,
+        text=mtext,
+        semantic_type=stype,
+        concept_ids=ids,
+        unlinkable=unlinkable,
+        composite=composite,
+        components=components,
     )
 
 
 def parse_pubtator_file(
-    path: str | Path, strict_offsets: bool = False, id_parser: IdParser | None = None, id_help: str = DEFAULT_ID_HELP,
+    path: str | Path,
+    strict_offsets: bool = False,
+    id_parser: IdParser | None = None,
+    id_help: str = DEFAULT_ID_HELP,
     ids_optional: bool = False,
 ) -> ParseResult:
     """Parse one PubTator file (plain or ``.gz``).
@@ -231,29 +268,47 @@ def parse_pubtator_file(
             m = _ABSTRACT.match(line)
             if m:
                 if cur is None or cur.doc_id != m.group(1):
-                    raise CorpusFormatError(path, no, f"abstract of {m.group(1)} without its title line '{m.group(1)}|t|...' just before")
+                    raise CorpusFormatError(
+                        path, no, f"abstract of {m.group(1)} without its title line '{m.group(1)}|t|...' just before"
+                    )
                 if cur.abstract is not None:
                     raise CorpusFormatError(path, no, f"second abstract line for document {cur.doc_id}")
                 if cur.mentions:
                     raise CorpusFormatError(path, no, f"abstract of {cur.doc_id} after its mentions")
                 cur.abstract = m.group(2)
                 continue
-            raise CorpusFormatError(path, no, "expected 'PMID|t|title', 'PMID|a|abstract', a tab-separated annotation line or a blank line")
+            raise CorpusFormatError(
+                path, no, "expected 'PMID|t|title', 'PMID|a|abstract', a tab-separated annotation line or a blank line"
+            )
         cols = line.split("\t")
         pmid = cols[0]
         if cur is None:
-            raise CorpusFormatError(path, no, f"annotation line for {pmid} outside a document (no 'PMID|t|' title line before it)")
+            raise CorpusFormatError(
+                path, no, f"annotation line for {pmid} outside a document (no 'PMID|t|' title line before it)"
+            )
         if cur.abstract is None:
-            raise CorpusFormatError(path, no, f"truncated document {cur.doc_id}: annotation line before the abstract line")
+            raise CorpusFormatError(
+                path, no, f"truncated document {cur.doc_id}: annotation line before the abstract line"
+            )
         if pmid != cur.doc_id:
-            raise CorpusFormatError(path, no, f"annotation for {pmid} inside document {cur.doc_id} (missing blank line or truncated document?)")
+            raise CorpusFormatError(
+                path,
+                no,
+                f"annotation for {pmid} inside document {cur.doc_id} (missing blank line or truncated document?)",
+            )
         if len(cols) in (3, 4, 5) and _RELATION.match(cols[1]):
             if len(cols) == 5 and cols[4].strip() not in _NOVELTY:
-                raise CorpusFormatError(path, no, f"relation line has novelty {cols[4]!r}; expected 'Novel' or 'No' (PMID type id1 id2 novelty)")
+                raise CorpusFormatError(
+                    path,
+                    no,
+                    f"relation line has novelty {cols[4]!r}; expected 'Novel' or 'No' (PMID type id1 id2 novelty)",
+                )
             cur.relations.append(tuple(c.strip() for c in cols[1:]))
             continue
         text = f"{cur.title} {cur.abstract}"
-        cur.mentions.append(_parse_mention(path, no, cols, text, strict_offsets, warnings, id_parser, id_help, ids_optional))
+        cur.mentions.append(
+            _parse_mention(path, no, cols, text, strict_offsets, warnings, id_parser, id_help, ids_optional)
+        )
     finish()
     return ParseResult(docs, warnings)
 

@@ -59,10 +59,7 @@ def defining_config(config: dict[str, Any]) -> dict[str, Any]:
     """The experiment-defining part of a resolved config, flattened to dotted keys."""
     config = _with_defaults(config)
     flat = _flatten(config)
-    out = {
-        k: v for k, v in flat.items()
-        if not any(k == n or k.startswith(n + ".") for n in NOT_DEFINING)
-    }
+    out = {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in NOT_DEFINING)}
     tasks = config.get("orders") or [config.get("tasks") or []]
     out["tasks (set)"] = sorted({t for order in tasks for t in order})
     return out
@@ -110,13 +107,11 @@ def split_comparable(
             d = defs[i]
             diff = sorted(k for k in set(ref) | set(d) if ref.get(k, "<unset>") != d.get(k, "<unset>"))
             shown = ", ".join(
-                f"{k} = {d.get(k, '<unset>')!r} (compared runs: {ref.get(k, '<unset>')!r})"
-                for k in diff[:3]
+                f"{k} = {d.get(k, '<unset>')!r} (compared runs: {ref.get(k, '<unset>')!r})" for k in diff[:3]
             )
             more = f" and {len(diff) - 3} more key(s)" if len(diff) > 3 else ""
             left_out.append(
-                f"{items[i][0]}: left out: its config differs from the {len(best)} compared "
-                f"run(s) in {shown}{more}"
+                f"{items[i][0]}: left out: its config differs from the {len(best)} compared run(s) in {shown}{more}"
             )
     kept.extend(best)
     return sorted(kept), left_out, warnings

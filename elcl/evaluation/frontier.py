@@ -79,7 +79,8 @@ class MatchedComparison:
         na, nb = names.get(self.a, self.a), names.get(self.b, self.b)
         lo, hi = float(self.at.min()) * 100, float(self.at.max()) * 100
         where = (
-            f"newest-task acc@1 {lo:.1f}%" if math.isclose(lo, hi)
+            f"newest-task acc@1 {lo:.1f}%"
+            if math.isclose(lo, hi)
             else f"newest-task acc@1 {lo:.1f}–{hi:.1f}% ({self.at.size} matched points)"
         )
         d = self.mean_diff * 100
@@ -95,9 +96,7 @@ class MatchedComparison:
         )
 
 
-def matched_plasticity(
-    a: Sequence[FrontierPoint], b: Sequence[FrontierPoint]
-) -> MatchedComparison | None:
+def matched_plasticity(a: Sequence[FrontierPoint], b: Sequence[FrontierPoint]) -> MatchedComparison | None:
     """Compare two frontiers where their newest-task accuracies overlap (None if they don't).
 
     The matched accuracies are every point of either frontier inside the shared range

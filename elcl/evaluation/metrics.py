@@ -68,9 +68,7 @@ def average_final_accuracy(R: Sequence[Sequence[float]] | np.ndarray) -> float:
     return nanmean(final_accuracies(R))
 
 
-def forgetting_vs_single(
-    R: Sequence[Sequence[float]] | np.ndarray, single: Sequence[float] | np.ndarray
-) -> np.ndarray:
+def forgetting_vs_single(R: Sequence[Sequence[float]] | np.ndarray, single: Sequence[float] | np.ndarray) -> np.ndarray:
     """Per task ``j``: ``single[j] - R[-1, j]`` (NaN where either is missing)."""
     final = final_accuracies(R)
     base = np.asarray(single, dtype=float)

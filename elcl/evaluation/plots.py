@@ -61,8 +61,15 @@ def heatmap(g: GroupScores, split: str, path: Path) -> None:
     for i in range(n_steps):
         for j in range(n_tasks):
             if not math.isnan(R[i, j]):
-                ax.text(j, i, f"{R[i, j]:.1f}", ha="center", va="center",
-                        color="white" if R[i, j] < 60 else "black", fontsize=9)
+                ax.text(
+                    j,
+                    i,
+                    f"{R[i, j]:.1f}",
+                    ha="center",
+                    va="center",
+                    color="white" if R[i, j] < 60 else "black",
+                    fontsize=9,
+                )
     lam = "" if g.lam is None else f" λ={lam_label(g.lam)}"
     ax.set_title(f"{g.method}{lam}: acc@1 (%), mean of {g.n_runs} run(s)")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
@@ -89,8 +96,9 @@ def reduction_bars(report: Report, path: Path) -> bool:
     ax.set_ylabel("forgetting reduction vs naive (%)")
     ax.set_title("Forgetting reduction (ratio of means, 95% bootstrap interval)")
     for xi, m in zip(x, mid, strict=True):
-        ax.annotate(f"{m:.0f}%", (xi, m), ha="center", va="bottom", fontsize=8,
-                    xytext=(0, 3), textcoords="offset points")
+        ax.annotate(
+            f"{m:.0f}%", (xi, m), ha="center", va="bottom", fontsize=8, xytext=(0, 3), textcoords="offset points"
+        )
     _save(fig, path)
     return True
 
@@ -147,14 +155,18 @@ def frontier(report: Report, path: Path) -> bool:
                 ys = [p.forgetting * 100 for p in grid]
                 ax.plot(xs, ys, marker="o", color=color, label=method)
                 for p, x, y in zip(grid, xs, ys, strict=True):
-                    ax.annotate(f"λ={lam_label(p.lam)}", (x, y), fontsize=7,
-                                xytext=(3, 3), textcoords="offset points")
+                    ax.annotate(f"λ={lam_label(p.lam)}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
             for p in rules:
-                ax.scatter(getattr(p, attr) * 100, p.forgetting * 100, marker="*", s=120,
-                           color=color, label=f"{method} λ={lam_label(p.lam)}")
+                ax.scatter(
+                    getattr(p, attr) * 100,
+                    p.forgetting * 100,
+                    marker="*",
+                    s=120,
+                    color=color,
+                    label=f"{method} λ={lam_label(p.lam)}",
+                )
             for p in plain:
-                ax.scatter(getattr(p, attr) * 100, p.forgetting * 100, marker="s", s=50,
-                           color=color, label=method)
+                ax.scatter(getattr(p, attr) * 100, p.forgetting * 100, marker="s", s=50, color=color, label=method)
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("mean forgetting of earlier tasks (points)")

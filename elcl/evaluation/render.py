@@ -128,10 +128,19 @@ def group_table(report: Report, groups: list[GroupScores]) -> pd.DataFrame:
         rec["BWT (pp)"] = fmt_pm(g.scalars["bwt"])
         rec["n runs"] = str(g.n_runs)
         records.append(rec)
-    columns = ["method", "λ"] + (["order"] if multi_order else []) + [
-        "avg acc@1 (%)", "avg acc@5 (%)", *[f"forgetting {t} (pp)" for t in report.tasks],
-        "mean forgetting (pp)", "forgetting reduction (%)", "BWT (pp)", "n runs",
-    ]
+    columns = (
+        ["method", "λ"]
+        + (["order"] if multi_order else [])
+        + [
+            "avg acc@1 (%)",
+            "avg acc@5 (%)",
+            *[f"forgetting {t} (pp)" for t in report.tasks],
+            "mean forgetting (pp)",
+            "forgetting reduction (%)",
+            "BWT (pp)",
+            "n runs",
+        ]
+    )
     return pd.DataFrame.from_records(records, columns=columns)
 
 
@@ -150,9 +159,17 @@ def selection_table(report: Report) -> pd.DataFrame:
             "chosen": "yes" if g.chosen else ("rule" if isinstance(g.lam, str) else ""),
         }
         records.append(rec)
-    columns = ["method"] + (["order"] if multi_order else []) + [
-        "λ", "dev acc@1 (%)", f"{report.split} acc@1 (%)", "n runs", "chosen",
-    ]
+    columns = (
+        ["method"]
+        + (["order"] if multi_order else [])
+        + [
+            "λ",
+            "dev acc@1 (%)",
+            f"{report.split} acc@1 (%)",
+            "n runs",
+            "chosen",
+        ]
+    )
     return pd.DataFrame.from_records(records, columns=columns)
 
 
@@ -170,9 +187,7 @@ def best_forgetting_table(report: Report) -> pd.DataFrame:
         for t in report.tasks:
             rec[f"{t} (pp)"] = fmt_pm(g.tasks["forgetting_best"].get(t))
         records.append(rec)
-    columns = ["method", "λ"] + (["order"] if multi_order else []) + [
-        f"{t} (pp)" for t in report.tasks
-    ]
+    columns = ["method", "λ"] + (["order"] if multi_order else []) + [f"{t} (pp)" for t in report.tasks]
     return pd.DataFrame.from_records(records, columns=columns)
 
 
@@ -188,43 +203,85 @@ def comparison_frame(report: Report) -> pd.DataFrame:
             return {f"{prefix}": math.nan, f"{prefix}_lo": math.nan, f"{prefix}_hi": math.nan}
         return {f"{prefix}": v.point, f"{prefix}_lo": v.lo, f"{prefix}_hi": v.hi}
 
-    rows.append({"kind": "vs naive", "method": "naive", "lambda": "-", "n_paired": c.n_cells,
-                 **iv("mean_forgetting", c.naive), **iv("reduction", None)})
+    rows.append(
+        {
+            "kind": "vs naive",
+            "method": "naive",
+            "lambda": "-",
+            "n_paired": c.n_cells,
+            **iv("mean_forgetting", c.naive),
+            **iv("reduction", None),
+        }
+    )
     for a in c.arms:
-        rows.append({"kind": "vs naive", "method": a.method, "lambda": a.lam, "n_paired": a.n_cells,
-                     **iv("mean_forgetting", a.forgetting), **iv("reduction", a.reduction)})
+        rows.append(
+            {
+                "kind": "vs naive",
+                "method": a.method,
+                "lambda": a.lam,
+                "n_paired": a.n_cells,
+                **iv("mean_forgetting", a.forgetting),
+                **iv("reduction", a.reduction),
+            }
+        )
     for d in c.diffs:
-        rows.append({"kind": "difference", "method": f"{d.a} - {d.b}", "lambda": "selected",
-                     "n_paired": d.n_cells, **iv("mean_forgetting", d.forgetting),
-                     **iv("reduction", d.reduction)})
+        rows.append(
+            {
+                "kind": "difference",
+                "method": f"{d.a} - {d.b}",
+                "lambda": "selected",
+                "n_paired": d.n_cells,
+                **iv("mean_forgetting", d.forgetting),
+                **iv("reduction", d.reduction),
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def _comparison_tables(report: Report) -> tuple[pd.DataFrame, pd.DataFrame]:
     c = report.comparison
     assert c is not None
-    arms = [{
-        "method": "naive", "λ": "-", "paired runs": str(c.n_cells),
-        "mean forgetting (pp) [95% CI]": fmt_interval(c.naive),
-        "forgetting reduction (%) [95% CI]": "ref.", "reduction CI excludes 0": "",
-    }]
+    arms = [
+        {
+            "method": "naive",
+            "λ": "-",
+            "paired runs": str(c.n_cells),
+            "mean forgetting (pp) [95% CI]": fmt_interval(c.naive),
+            "forgetting reduction (%) [95% CI]": "ref.",
+            "reduction CI excludes 0": "",
+        }
+    ]
     for a in c.arms:
-        arms.append({
-            "method": a.method, "λ": a.lam, "paired runs": str(a.n_cells),
-            "mean forgetting (pp) [95% CI]": fmt_interval(a.forgetting),
-            "forgetting reduction (%) [95% CI]": fmt_interval(a.reduction),
-            "reduction CI excludes 0": "yes" if a.reduction.excludes_zero else "no",
-        })
-    diffs = [{
-        "difference": f"{d.a} − {d.b}", "paired runs": str(d.n_cells),
-        "Δ mean forgetting (pp) [95% CI]": fmt_interval(d.forgetting),
-        "Δ reduction (pp) [95% CI]": fmt_interval(d.reduction),
-        "forgetting CI excludes 0": "yes" if d.forgetting.excludes_zero else "no",
-    } for d in c.diffs]
-    return pd.DataFrame(arms), pd.DataFrame(diffs, columns=[
-        "difference", "paired runs", "Δ mean forgetting (pp) [95% CI]",
-        "Δ reduction (pp) [95% CI]", "forgetting CI excludes 0",
-    ])
+        arms.append(
+            {
+                "method": a.method,
+                "λ": a.lam,
+                "paired runs": str(a.n_cells),
+                "mean forgetting (pp) [95% CI]": fmt_interval(a.forgetting),
+                "forgetting reduction (%) [95% CI]": fmt_interval(a.reduction),
+                "reduction CI excludes 0": "yes" if a.reduction.excludes_zero else "no",
+            }
+        )
+    diffs = [
+        {
+            "difference": f"{d.a} − {d.b}",
+            "paired runs": str(d.n_cells),
+            "Δ mean forgetting (pp) [95% CI]": fmt_interval(d.forgetting),
+            "Δ reduction (pp) [95% CI]": fmt_interval(d.reduction),
+            "forgetting CI excludes 0": "yes" if d.forgetting.excludes_zero else "no",
+        }
+        for d in c.diffs
+    ]
+    return pd.DataFrame(arms), pd.DataFrame(
+        diffs,
+        columns=[
+            "difference",
+            "paired runs",
+            "Δ mean forgetting (pp) [95% CI]",
+            "Δ reduction (pp) [95% CI]",
+            "forgetting CI excludes 0",
+        ],
+    )
 
 
 def comparison_sentences(report: Report) -> list[str]:
@@ -245,24 +302,42 @@ def comparison_sentences(report: Report) -> list[str]:
 def frontier_frame(report: Report) -> pd.DataFrame:
     from elcl.evaluation.report import _method_rank
 
-    rows = [{
-        "method": p.method, "lambda": lam_label(p.lam), "newest_task_acc1": p.newest_acc,
-        "mean_forgetting": p.forgetting, "avg_final_acc1": p.avg_final_acc, "n_runs": p.n_runs,
-    } for p in sorted(report.frontier, key=lambda p: (_method_rank(p.method), M.lam_key(p.lam)))]
-    return pd.DataFrame(rows, columns=[
-        "method", "lambda", "newest_task_acc1", "mean_forgetting", "avg_final_acc1", "n_runs",
-    ])
+    rows = [
+        {
+            "method": p.method,
+            "lambda": lam_label(p.lam),
+            "newest_task_acc1": p.newest_acc,
+            "mean_forgetting": p.forgetting,
+            "avg_final_acc1": p.avg_final_acc,
+            "n_runs": p.n_runs,
+        }
+        for p in sorted(report.frontier, key=lambda p: (_method_rank(p.method), M.lam_key(p.lam)))
+    ]
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "method",
+            "lambda",
+            "newest_task_acc1",
+            "mean_forgetting",
+            "avg_final_acc1",
+            "n_runs",
+        ],
+    )
 
 
 def _frontier_display(report: Report) -> pd.DataFrame:
     df = frontier_frame(report)
-    out = pd.DataFrame({
-        "method": df["method"], "λ": df["lambda"],
-        "newest-task acc@1 (%)": df["newest_task_acc1"].map(_pct),
-        "mean forgetting (pp)": df["mean_forgetting"].map(_pct),
-        "avg final acc@1 (%)": df["avg_final_acc1"].map(_pct),
-        "n runs": df["n_runs"].astype(str),
-    })
+    out = pd.DataFrame(
+        {
+            "method": df["method"],
+            "λ": df["lambda"],
+            "newest-task acc@1 (%)": df["newest_task_acc1"].map(_pct),
+            "mean forgetting (pp)": df["mean_forgetting"].map(_pct),
+            "avg final acc@1 (%)": df["avg_final_acc1"].map(_pct),
+            "n runs": df["n_runs"].astype(str),
+        }
+    )
     return out
 
 
@@ -274,9 +349,11 @@ def _pct(x: float) -> str:
 def stdout_markdown(report: Report) -> str:
     """What `elcl evaluate` prints: the main table, the paired verdicts, the λ rule and table."""
     parts = [
-        (f"## Forgetting ({report.split} split, chosen λ per method; accuracies in %, "
-        f"forgetting in points, mean ± std over seeds; reduction: ratio of means with "
-        f"95% bootstrap interval)"),
+        (
+            f"## Forgetting ({report.split} split, chosen λ per method; accuracies in %, "
+            f"forgetting in points, mean ± std over seeds; reduction: ratio of means with "
+            f"95% bootstrap interval)"
+        ),
         "",
         markdown(group_table(report, report.chosen_groups())),
         "",
@@ -292,8 +369,7 @@ def report_markdown(report: Report) -> str:
     lines = [
         "# elcl continual entity-linking report",
         "",
-        f"- runs: {len(report.runs)}; split: {report.split}; experiment(s): "
-        + (", ".join(report.experiments) or "-"),
+        f"- runs: {len(report.runs)}; split: {report.split}; experiment(s): " + (", ".join(report.experiments) or "-"),
         f"- {SEQUENTIAL_NOTE}",
         "",
     ]
@@ -303,9 +379,11 @@ def report_markdown(report: Report) -> str:
         lines += [
             "## Paired comparison (dev-selected λ per method)",
             "",
-            (f"Each method paired with naive and single on the same (seed, order); 95% "
-            f"percentile intervals from {c.n_boot} bootstrap resamples (seed {c.seed}) of "
-            f"{c.resampling}."),
+            (
+                f"Each method paired with naive and single on the same (seed, order); 95% "
+                f"percentile intervals from {c.n_boot} bootstrap resamples (seed {c.seed}) of "
+                f"{c.resampling}."
+            ),
             "",
             markdown(arms),
             "",
@@ -317,9 +395,11 @@ def report_markdown(report: Report) -> str:
         lines += [
             "## Stability–plasticity frontier",
             "",
-            ("Per (method, λ), pooled over seeds and orders: accuracy on the newest task "
-            "(plasticity) and mean forgetting of the earlier tasks (stability). "
-            "Plot: frontier.png."),
+            (
+                "Per (method, λ), pooled over seeds and orders: accuracy on the newest task "
+                "(plasticity) and mean forgetting of the earlier tasks (stability). "
+                "Plot: frontier.png."
+            ),
             "",
             markdown(_frontier_display(report)),
             "",
@@ -327,8 +407,10 @@ def report_markdown(report: Report) -> str:
         if report.matched:
             lines += [f"- {m.words()}" for m in report.matched] + [""]
         else:
-            lines += [("- No two penalty methods share a range of newest-task accuracy: no "
-                      "matched-plasticity comparison."), ""]
+            lines += [
+                ("- No two penalty methods share a range of newest-task accuracy: no matched-plasticity comparison."),
+                "",
+            ]
     lines += [
         "## Forgetting (chosen λ per method)",
         "",
@@ -373,21 +455,33 @@ def print_terminal(report: Report) -> None:
 # ---------------------------------------------------------------------- csv / json
 def group_head(g: GroupScores) -> dict:
     """The identifying fields of an aggregated (method, λ, order) group."""
-    return {"method": g.method, "lambda": g.lam, "order": list(g.order), "chosen": g.chosen,
-            "n_runs": g.n_runs, "seeds": g.seeds}
+    return {
+        "method": g.method,
+        "lambda": g.lam,
+        "order": list(g.order),
+        "chosen": g.chosen,
+        "n_runs": g.n_runs,
+        "seeds": g.seeds,
+    }
 
 
 def run_head(r: Any) -> dict:
     """The identifying fields of one run, as written in JSON outputs."""
-    return {"run": str(r.path), "experiment": r.experiment, "method": r.method,
-            "lambda": r.lam, "seed": r.seed, "order": list(r.order), "status": r.status}
+    return {
+        "run": str(r.path),
+        "experiment": r.experiment,
+        "method": r.method,
+        "lambda": r.lam,
+        "seed": r.seed,
+        "order": list(r.order),
+        "status": r.status,
+    }
 
 
 def _interval_dict(iv: Interval | None) -> dict:
     if iv is None:
         return {"point": None, "lo": None, "hi": None, "excludes_zero": None}
-    return {"point": clean(iv.point), "lo": clean(iv.lo), "hi": clean(iv.hi),
-            "excludes_zero": iv.excludes_zero}
+    return {"point": clean(iv.point), "lo": clean(iv.lo), "hi": clean(iv.hi), "excludes_zero": iv.excludes_zero}
 
 
 def summary_frame(report: Report) -> pd.DataFrame:
@@ -396,8 +490,12 @@ def summary_frame(report: Report) -> pd.DataFrame:
     records = []
     for g in report.groups:
         rec: dict = {
-            "method": g.method, "lambda": g.lam, "order": order_label(g.order),
-            "chosen": g.chosen, "n_runs": g.n_runs, "seeds": " ".join(str(s) for s in g.seeds),
+            "method": g.method,
+            "lambda": g.lam,
+            "order": order_label(g.order),
+            "chosen": g.chosen,
+            "n_runs": g.n_runs,
+            "seeds": " ".join(str(s) for s in g.seeds),
         }
         for name in SCALAR_METRICS:
             mean, std, _ = g.scalars[name]
@@ -422,38 +520,72 @@ def summary_dict(report: Report) -> dict:
         mean, std, n = t if t is not None else (math.nan, math.nan, 0)
         return {"mean": clean(mean), "std": clean(std), "n": n}
 
-    groups = [{
-        **group_head(g),
-        "metrics": {name: ms(g.scalars[name]) for name in SCALAR_METRICS},
-        "forgetting_reduction": _interval_dict(g.reduction) | {"n_paired": g.n_paired},
-        "per_task": {t: {name: ms(g.tasks[name].get(t)) for name in TASK_METRICS} for t in g.order},
-    } for g in report.groups]
-    selections = [{
-        "method": method, "order": list(order), "chosen_lambda": choice.chosen,
-        "reason": choice.reason,
-        "candidates": [{"lambda": lam, "dev_acc1_mean": clean(choice.scores[lam]),
-                        "n": choice.counts[lam]} for lam in choice.scores],
-    } for (method, order), choice in report.selections.items()]
-    runs = [{
-        **run_head(rs.run),
-        "metrics": {name: clean(rs.scalar(name)) for name in SCALAR_METRICS},
-        "per_task": {t: {name: clean(rs.per_task(name)[j]) for name in TASK_METRICS}
-                     for j, t in enumerate(rs.run.order)},
-        "single_baseline": {t: clean(rs.single[j]) for j, t in enumerate(rs.run.order)},
-        "single_baseline_from": rs.single_from,
-    } for rs in report.runs]
+    groups = [
+        {
+            **group_head(g),
+            "metrics": {name: ms(g.scalars[name]) for name in SCALAR_METRICS},
+            "forgetting_reduction": _interval_dict(g.reduction) | {"n_paired": g.n_paired},
+            "per_task": {t: {name: ms(g.tasks[name].get(t)) for name in TASK_METRICS} for t in g.order},
+        }
+        for g in report.groups
+    ]
+    selections = [
+        {
+            "method": method,
+            "order": list(order),
+            "chosen_lambda": choice.chosen,
+            "reason": choice.reason,
+            "candidates": [
+                {"lambda": lam, "dev_acc1_mean": clean(choice.scores[lam]), "n": choice.counts[lam]}
+                for lam in choice.scores
+            ],
+        }
+        for (method, order), choice in report.selections.items()
+    ]
+    runs = [
+        {
+            **run_head(rs.run),
+            "metrics": {name: clean(rs.scalar(name)) for name in SCALAR_METRICS},
+            "per_task": {
+                t: {name: clean(rs.per_task(name)[j]) for name in TASK_METRICS} for j, t in enumerate(rs.run.order)
+            },
+            "single_baseline": {t: clean(rs.single[j]) for j, t in enumerate(rs.run.order)},
+            "single_baseline_from": rs.single_from,
+        }
+        for rs in report.runs
+    ]
     c = report.comparison
-    comparison = None if c is None else {
-        "resampling": c.resampling, "n_boot": c.n_boot, "seed": c.seed,
-        "naive": {"n_paired": c.n_cells, "mean_forgetting": _interval_dict(c.naive)},
-        "methods": [{"method": a.method, "lambda": a.lam, "n_paired": a.n_cells,
-                     "mean_forgetting": _interval_dict(a.forgetting),
-                     "forgetting_reduction": _interval_dict(a.reduction)} for a in c.arms],
-        "differences": [{"a": d.a, "b": d.b, "n_paired": d.n_cells,
-                         "mean_forgetting": _interval_dict(d.forgetting),
-                         "forgetting_reduction": _interval_dict(d.reduction)} for d in c.diffs],
-        "verdicts": comparison_sentences(report),
-    }
+    comparison = (
+        None
+        if c is None
+        else {
+            "resampling": c.resampling,
+            "n_boot": c.n_boot,
+            "seed": c.seed,
+            "naive": {"n_paired": c.n_cells, "mean_forgetting": _interval_dict(c.naive)},
+            "methods": [
+                {
+                    "method": a.method,
+                    "lambda": a.lam,
+                    "n_paired": a.n_cells,
+                    "mean_forgetting": _interval_dict(a.forgetting),
+                    "forgetting_reduction": _interval_dict(a.reduction),
+                }
+                for a in c.arms
+            ],
+            "differences": [
+                {
+                    "a": d.a,
+                    "b": d.b,
+                    "n_paired": d.n_cells,
+                    "mean_forgetting": _interval_dict(d.forgetting),
+                    "forgetting_reduction": _interval_dict(d.reduction),
+                }
+                for d in c.diffs
+            ],
+            "verdicts": comparison_sentences(report),
+        }
+    )
     return {
         "split": report.split,
         "selection_rule": M.SELECTION_RULE,
@@ -462,11 +594,18 @@ def summary_dict(report: Report) -> dict:
         "tasks": report.tasks,
         "comparison": comparison,
         "frontier": clean(frontier_frame(report).to_dict(orient="records")),
-        "matched_plasticity": [{
-            "a": m.a, "b": m.b, "newest_task_acc1": clean(m.at),
-            "forgetting_a": clean(m.forgetting_a), "forgetting_b": clean(m.forgetting_b),
-            "mean_difference": clean(m.mean_diff), "verdict": m.words(),
-        } for m in report.matched],
+        "matched_plasticity": [
+            {
+                "a": m.a,
+                "b": m.b,
+                "newest_task_acc1": clean(m.at),
+                "forgetting_a": clean(m.forgetting_a),
+                "forgetting_b": clean(m.forgetting_b),
+                "mean_difference": clean(m.mean_diff),
+                "verdict": m.words(),
+            }
+            for m in report.matched
+        ],
         "lambda_selection": selections,
         "groups": groups,
         "runs": runs,
@@ -481,17 +620,30 @@ def matrices_dict(report: Report) -> dict:
     def trained(method: str, order: tuple[str, ...], n_steps: int) -> list[str]:
         return ["joint"] if method == "joint" else [order[i] for i in range(n_steps)]
 
-    runs = [{
-        "run": str(rs.run.path), "method": rs.run.method, "lambda": rs.run.lam,
-        "seed": rs.run.seed, "order": list(rs.run.order),
-        "trained": trained(rs.run.method, rs.run.order, rs.R.shape[0]),
-        "acc1": clean(rs.R), "acc5": clean(rs.R5), "dev_acc1": clean(rs.R_dev),
-    } for rs in report.runs]
-    groups = [{
-        **group_head(g),
-        "trained": trained(g.method, g.order, g.R_mean.shape[0]),
-        "acc1_mean": clean(g.R_mean), "acc1_std": clean(g.R_std),
-    } for g in report.groups if g.R_mean is not None]
+    runs = [
+        {
+            "run": str(rs.run.path),
+            "method": rs.run.method,
+            "lambda": rs.run.lam,
+            "seed": rs.run.seed,
+            "order": list(rs.run.order),
+            "trained": trained(rs.run.method, rs.run.order, rs.R.shape[0]),
+            "acc1": clean(rs.R),
+            "acc5": clean(rs.R5),
+            "dev_acc1": clean(rs.R_dev),
+        }
+        for rs in report.runs
+    ]
+    groups = [
+        {
+            **group_head(g),
+            "trained": trained(g.method, g.order, g.R_mean.shape[0]),
+            "acc1_mean": clean(g.R_mean),
+            "acc1_std": clean(g.R_std),
+        }
+        for g in report.groups
+        if g.R_mean is not None
+    ]
     return {
         "split": report.split,
         "layout": "acc1[i][j] = acc@1 on order[j] after training step i (trained[i])",

@@ -285,9 +285,7 @@ def _aggregate(g: GroupScores) -> None:
     for name in SCALAR_METRICS:
         g.scalars[name] = M.mean_std([rs.scalar(name) for rs in g.runs])
     for name in TASK_METRICS:
-        g.tasks[name] = {
-            t: M.mean_std([rs.per_task(name)[j] for rs in g.runs]) for j, t in enumerate(g.order)
-        }
+        g.tasks[name] = {t: M.mean_std([rs.per_task(name)[j] for rs in g.runs]) for j, t in enumerate(g.order)}
     n_steps = max(rs.R.shape[0] for rs in g.runs)
     stack = np.full((len(g.runs), n_steps, len(g.order)), math.nan)
     for k, rs in enumerate(g.runs):
@@ -375,16 +373,11 @@ def _pair(
         for j in range(len(order) - 1):
             task = order[j]
             single[c, j] = srs.final[j]
-            cols.setdefault(task, []).append(
-                (prediction_file(srs.run, j, task, split), (-1, c, j), single[c, j])
-            )
+            cols.setdefault(task, []).append((prediction_file(srs.run, j, task, split), (-1, c, j), single[c, j]))
             for k, arm in enumerate(arms):
                 rs = arm[cell]
                 final[k, c, j] = rs.final[j] if j < _earlier(rs) else math.nan
-                cols[task].append(
-                    (prediction_file(rs.run, rs.R.shape[0] - 1, task, split), (k, c, j),
-                     final[k, c, j])
-                )
+                cols[task].append((prediction_file(rs.run, rs.R.shape[0] - 1, task, split), (k, c, j), final[k, c, j]))
     blocks, why = _mention_blocks(cols, read)
     point = S.mean_forgetting(single, final)
     boot = S.bootstrap_mean_forgetting(single, final, blocks, n_boot, seed)
@@ -425,7 +418,8 @@ def build_report(
     warnings += cfg_warnings
     if not runs:
         raise ElclError(
-            "no usable run under " + ", ".join(str(p) for p in run_dirs)
+            "no usable run under "
+            + ", ".join(str(p) for p in run_dirs)
             + (f" ({len(warnings)} skipped; see warnings)" if warnings else "")
         )
     notes: list[str] = []
@@ -439,8 +433,7 @@ def build_report(
     # of the same seed and order when there is one, else the mean of the single runs.
     single_runs = [rs for rs in scores if rs.run.method == "single"]
     singles = [
-        M.Baseline(rs.run.seed, rs.run.order, single_baseline(rs.run, split), str(rs.run.path))
-        for rs in single_runs
+        M.Baseline(rs.run.seed, rs.run.order, single_baseline(rs.run, split), str(rs.run.path)) for rs in single_runs
     ]
     if not singles:
         notes.append(
@@ -466,7 +459,8 @@ def build_report(
         if rs.run.method == "single":
             continue
         missing = [
-            what for what, pool in (("single", single_cells), ("naive", naive_cells))
+            what
+            for what, pool in (("single", single_cells), ("naive", naive_cells))
             if rs.cell not in pool and not (what == "naive" and rs.run.method == "naive")
         ]
         if missing and (single_cells or naive_cells):
@@ -530,8 +524,17 @@ def build_report(
     matched = _matched(frontier)
     experiments = sorted({r.experiment for r in runs})
     return Report(
-        split, scores, groups, selections, warnings, notes, experiments,
-        comparison=comparison, frontier=frontier, matched=matched, unpaired=unpaired,
+        split,
+        scores,
+        groups,
+        selections,
+        warnings,
+        notes,
+        experiments,
+        comparison=comparison,
+        frontier=frontier,
+        matched=matched,
+        unpaired=unpaired,
         left_out=left_out,
     )
 
@@ -580,7 +583,9 @@ def _compare(
             resampling["why"] = resampling["why"] or p.why_not
         out_arms.append(
             ArmStats(
-                method, _arm_label(gs), len(p.cells),
+                method,
+                _arm_label(gs),
+                len(p.cells),
                 S.percentile_interval(float(p.point[1]), p.boot[:, 1]),
                 _reduction_interval(p, 1),
             )
@@ -596,9 +601,7 @@ def _compare(
         if not p.mention_level:
             resampling["mentions"] = False
             resampling["why"] = resampling["why"] or p.why_not
-        d_f = S.percentile_interval(
-            float(p.point[1] - p.point[2]), p.boot[:, 1] - p.boot[:, 2]
-        )
+        d_f = S.percentile_interval(float(p.point[1] - p.point[2]), p.boot[:, 1] - p.boot[:, 2])
         ra, rb = S.reduction(p.point[1], p.point[0]), S.reduction(p.point[2], p.point[0])
         d_r = S.percentile_interval(
             float(ra - rb),
@@ -627,7 +630,8 @@ def _frontier(groups: list[GroupScores]) -> list[FrontierPoint]:
     for (method, lam), rss in pooled.items():
         points.append(
             FrontierPoint(
-                method, lam,
+                method,
+                lam,
                 newest_acc=M.nanmean([rs.newest_acc1 for rs in rss]),
                 forgetting=M.nanmean([rs.mean_forgetting for rs in rss]),
                 avg_final_acc=M.nanmean([rs.avg_final_acc1 for rs in rss]),

@@ -133,9 +133,7 @@ def load_run(path: Path | str) -> Run:
     )
 
 
-def discover_runs(
-    paths: list[Path] | list[str], include_partial: bool = False
-) -> tuple[list[Run], list[str], bool]:
+def discover_runs(paths: list[Path] | list[str], include_partial: bool = False) -> tuple[list[Run], list[str], bool]:
     """Load the runs under ``paths``.
 
     Each path is a run directory (has ``run.json``) or an experiment directory (run
@@ -162,8 +160,7 @@ def discover_runs(
         found = sorted({f.parent for f in p.rglob(RUN_FILE) if f.is_file()})
         if not found:
             raise ElclError(
-                f"{p}: neither a run directory (no {RUN_FILE}) nor an experiment "
-                f"directory (no run directory below it)"
+                f"{p}: neither a run directory (no {RUN_FILE}) nor an experiment directory (no run directory below it)"
             )
         any_experiment = True
         run_dirs.extend(found)
@@ -185,8 +182,7 @@ def discover_runs(
         if not run.done:
             if include_partial:
                 warnings.append(
-                    f"{d}: status '{run.status}' ({run.steps_done} step(s) done); included "
-                    f"(--include-partial)"
+                    f"{d}: status '{run.status}' ({run.steps_done} step(s) done); included (--include-partial)"
                 )
             else:
                 warnings.append(

@@ -60,13 +60,9 @@ class Interval:
         if math.isnan(self.lo):
             return f"{what}: {self.point * scale:.1f}{unit} (no interval)"
         side = "" if not self.excludes_zero else (" (above 0)" if self.lo > 0 else " (below 0)")
-        verdict = (
-            f"the interval excludes 0{side}" if self.excludes_zero
-            else "the interval includes 0: not separated"
-        )
+        verdict = f"the interval excludes 0{side}" if self.excludes_zero else "the interval includes 0: not separated"
         return (
-            f"{what}: {self.point * scale:.1f}{unit}, 95% CI [{self.lo * scale:.1f}, "
-            f"{self.hi * scale:.1f}]; {verdict}"
+            f"{what}: {self.point * scale:.1f}{unit}, 95% CI [{self.lo * scale:.1f}, {self.hi * scale:.1f}]; {verdict}"
         )
 
 
@@ -132,9 +128,7 @@ def bootstrap_mean_forgetting(
     K, C, J = final.shape
     rng = np.random.default_rng(seed)
     # [B, K+1, C, J]: slot 0 is the single baseline, 1..K the arms.
-    acc = np.broadcast_to(
-        np.concatenate([single[None], final], axis=0)[None], (n_boot, K + 1, C, J)
-    ).copy()
+    acc = np.broadcast_to(np.concatenate([single[None], final], axis=0)[None], (n_boot, K + 1, C, J)).copy()
     for block in blocks or ():
         corr = np.asarray(block.correct, dtype=float)
         M = corr.shape[0]
@@ -154,9 +148,7 @@ def bootstrap_mean_forgetting(
         return np.where(n > 0, total / np.where(n > 0, n, 1.0), math.nan)
 
 
-def percentile_interval(
-    point: float, samples: np.ndarray | float, level: float = 0.95
-) -> Interval:
+def percentile_interval(point: float, samples: np.ndarray | float, level: float = 0.95) -> Interval:
     """``point`` with the central ``level`` percentile interval of finite ``samples``."""
     s = np.asarray(samples, dtype=float)
     s = s[np.isfinite(s)]

@@ -76,7 +76,9 @@ def read_documents(path: Path) -> dict[str, Document]:
 def read_span_tsv(path: Path, docs_path: Path | None) -> LinkInput:
     """Spans ``doc_id, start, end, text[, ids]`` checked against the documents' text."""
     if docs_path is None:
-        raise ElclError(f"{path}: a span TSV needs the documents' text: pass --docs FILE (doc_id<TAB>text lines, or PubTator)")
+        raise ElclError(
+            f"{path}: a span TSV needs the documents' text: pass --docs FILE (doc_id<TAB>text lines, or PubTator)"
+        )
     docs = read_documents(docs_path)
     mentions: dict[str, list[Mention]] = {}
     order: list[Mention] = []
@@ -87,7 +89,9 @@ def read_span_tsv(path: Path, docs_path: Path | None) -> LinkInput:
         if no == 1 and cols[:3] == ["doc_id", "start", "end"]:
             continue  # header
         if len(cols) < 4:
-            raise CorpusFormatError(path, no, f"{len(cols)} tab-separated columns, expected doc_id, start, end, text[, ids]")
+            raise CorpusFormatError(
+                path, no, f"{len(cols)} tab-separated columns, expected doc_id, start, end, text[, ids]"
+            )
         doc_id, s_start, s_end, text = cols[:4]
         doc = docs.get(doc_id)
         if doc is None:
@@ -100,13 +104,19 @@ def read_span_tsv(path: Path, docs_path: Path | None) -> LinkInput:
         if not 0 <= start < end <= len(full):
             raise CorpusFormatError(path, no, f"offsets {start}-{end} outside document {doc_id} of length {len(full)}")
         if full[start:end] != text:
-            raise CorpusFormatError(path, no, f"offsets {start}-{end} give {full[start:end]!r} but the span text is {text!r}")
+            raise CorpusFormatError(
+                path, no, f"offsets {start}-{end} give {full[start:end]!r} but the span text is {text!r}"
+            )
         ids: tuple[str, ...] = ()
         unlinkable = False
         if len(cols) > 4 and cols[4].strip():
             parsed = parse_ids(cols[4])
             if parsed is None:
-                raise CorpusFormatError(path, no, f"unknown concept id format {cols[4]!r} (expected D012345, OMIM:123456, UMLS:C0000000 or -1, composites joined by '|' or '+')")
+                raise CorpusFormatError(
+                    path,
+                    no,
+                    f"unknown concept id format {cols[4]!r} (expected D012345, OMIM:123456, UMLS:C0000000 or -1, composites joined by '|' or '+')",
+                )
             ids, unlinkable = parsed
         m = Mention(doc_id, start, end, text, "", ids, unlinkable=unlinkable)
         mentions.setdefault(doc_id, []).append(m)

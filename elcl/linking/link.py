@@ -49,8 +49,16 @@ def link_input(source: LinkerSource, inp: LinkInput, top_k: int = 5, batch_size:
     generator = candidate_generator(ontology, source.candidates)
     docs = {d.doc_id: d for d in inp.documents}
     examples, stats = build_examples(
-        inp.mentions, docs, generator, ontology, source.candidates.k, training=False,
-        context_window=source.context_window, task=source.task, gold_index=GoldIndex(ontology), keep_unlabelled=True,
+        inp.mentions,
+        docs,
+        generator,
+        ontology,
+        source.candidates.k,
+        training=False,
+        context_window=source.context_window,
+        task=source.task,
+        gold_index=GoldIndex(ontology),
+        keep_unlabelled=True,
     )
     cache = TokenCache(source.model.tokenizer, source.max_length)
     res = evaluate_examples(source.model, examples, cache, batch_size)

@@ -63,7 +63,9 @@ def run_step(path: Path, step: int | None) -> RunStep:
     if step is None:
         step = done - 1
     if step < 0 or step >= done:
-        raise ElclError(f"--step {step}: not a finished step of {path} (finished: {', '.join(str(i) for i in range(done))})")
+        raise ElclError(
+            f"--step {step}: not a finished step of {path} (finished: {', '.join(str(i) for i in range(done))})"
+        )
     trained = "joint" if method == "joint" else order[step]
     cfg = load_config(rd.path / "config.yaml")
     metrics = [r for r in read_jsonl(rd.metrics) if int(r["step"]) == step]
@@ -80,7 +82,9 @@ def default_task(rs: RunStep, task: str | None) -> str:
     return task
 
 
-def open_source(path: Path, step: int | None = None, task: str | None = None, device: torch.device | str = "cpu") -> LinkerSource:
+def open_source(
+    path: Path, step: int | None = None, task: str | None = None, device: torch.device | str = "cpu"
+) -> LinkerSource:
     """A linker ready to link: from an export folder, or from a run (checkpoint + its data)."""
     path = Path(path).expanduser()
     if is_export_dir(path):

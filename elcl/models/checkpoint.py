@@ -108,10 +108,14 @@ def migrate_legacy_checkpoint(path: str | os.PathLike[str]) -> bool:
         raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({str(exc).splitlines()[0]})") from None
     model_hash = header.get("model_config_hash")
     if not model_hash:
-        raise CheckpointError(f"{path}: no model_config_hash in its safetensors header; not a checkpoint written by elcl")
+        raise CheckpointError(
+            f"{path}: no model_config_hash in its safetensors header; not a checkpoint written by elcl"
+        )
     for name, t in tensors.items():
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise CheckpointError(f"{path}: tensor {name!r} holds NaN or infinite values; the model diverged, it cannot be migrated")
+            raise CheckpointError(
+                f"{path}: tensor {name!r} holds NaN or infinite values; the model diverged, it cannot be migrated"
+            )
     meta = {
         "format": FORMAT,
         "file": path.name,
@@ -135,8 +139,12 @@ def load_checkpoint(model: Linker, path: str | os.PathLike[str]) -> Linker:
         raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({str(exc).splitlines()[0]})") from None
     for name, t in tensors.items():
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise CheckpointError(f"{path}: tensor {name!r} holds NaN or infinite values; the model diverged, it cannot be loaded")
+            raise CheckpointError(
+                f"{path}: tensor {name!r} holds NaN or infinite values; the model diverged, it cannot be loaded"
+            )
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     if missing or unexpected:
-        raise CheckpointError(f"{path}: parameters do not match the model (missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})")
+        raise CheckpointError(
+            f"{path}: parameters do not match the model (missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})"
+        )
     return model

@@ -42,7 +42,7 @@ def embed_texts(
     pad = tokenizer.pad_token_id or 0
     parts = []
     for lo in range(0, len(order), chunk_size):
-        rows = [ids[i] for i in order[lo:lo + chunk_size]]
+        rows = [ids[i] for i in order[lo : lo + chunk_size]]
         width = max(len(r) for r in rows)
         input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=device)
         mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)

@@ -98,7 +98,9 @@ def load_tokenizer(name: str):
     try:
         return AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as exc:
-        raise ElclError(f"model.name: cannot load a tokenizer from {name!r} ({path}): {str(exc).splitlines()[0]}") from None
+        raise ElclError(
+            f"model.name: cannot load a tokenizer from {name!r} ({path}): {str(exc).splitlines()[0]}"
+        ) from None
 
 
 def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -117,7 +119,9 @@ class TransformerTextEncoder(nn.Module):
         try:
             self.model = AutoModel.from_pretrained(path)
         except (OSError, ValueError) as exc:
-            raise ElclError(f"model.name: cannot load an encoder from {name!r} ({path}): {str(exc).splitlines()[0]}") from None
+            raise ElclError(
+                f"model.name: cannot load an encoder from {name!r} ({path}): {str(exc).splitlines()[0]}"
+            ) from None
         # A pooler head is unused by the linker and would only collect zero Fisher.
         if getattr(self.model, "pooler", None) is not None:
             self.model.pooler = None
@@ -185,9 +189,7 @@ class CharTokenizer:
     PAD, UNK = 0, 1
 
     def __init__(self, alphabet: str | None = None) -> None:
-        chars = alphabet or (
-            "abcdefghijklmnopqrstuvwxyz0123456789 -,.;:'\"()[]/+&%<>=*#"
-        )
+        chars = alphabet or ("abcdefghijklmnopqrstuvwxyz0123456789 -,.;:'\"()[]/+&%<>=*#")
         self.vocab = {c: i + 2 for i, c in enumerate(dict.fromkeys(chars))}
         self.pad_token_id = self.PAD
 

@@ -94,7 +94,9 @@ def _sentence_transformers_files(root: Path, cfg: ModelConfig, dim: int) -> None
         modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
         (root / "2_Normalize").mkdir()
     (root / "modules.json").write_text(json.dumps(modules, indent=2) + "\n")
-    (root / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": cfg.max_length, "do_lower_case": False}, indent=2) + "\n")
+    (root / "sentence_bert_config.json").write_text(
+        json.dumps({"max_seq_length": cfg.max_length, "do_lower_case": False}, indent=2) + "\n"
+    )
     (root / "1_Pooling").mkdir()
     pooling = {
         "word_embedding_dimension": dim,
@@ -120,7 +122,9 @@ def _readable_by_all(root: Path) -> None:
         p.chmod((0o777 if p.is_dir() else 0o666) & ~umask)
 
 
-def export_linker(model: Linker, candidates: CandidatesConfig, ontology: Ontology, out: Path, info: dict, card: str) -> Path:
+def export_linker(
+    model: Linker, candidates: CandidatesConfig, ontology: Ontology, out: Path, info: dict, card: str
+) -> Path:
     """Write ``model`` (with the candidates settings and ontology it links with) to ``out``.
 
     ``info`` (task, run, metrics...) is stored in ``elcl_linker.json``; ``card`` becomes
@@ -143,9 +147,16 @@ def export_linker(model: Linker, candidates: CandidatesConfig, ontology: Ontolog
         else:
             assert isinstance(enc, CNNTextEncoder)
             c = cfg.cnn
-            meta = {"vocab": c.vocab, "embedding_dim": str(c.embedding_dim), "channels": str(c.channels), "blocks": str(c.blocks),
-                    "kernel_size": str(c.kernel_size), "vocab_size": str(enc.embed.num_embeddings), "pooling": "masked max",
-                    "elcl_version": __version__}
+            meta = {
+                "vocab": c.vocab,
+                "embedding_dim": str(c.embedding_dim),
+                "channels": str(c.channels),
+                "blocks": str(c.blocks),
+                "kernel_size": str(c.kernel_size),
+                "vocab_size": str(enc.embed.num_embeddings),
+                "pooling": "masked max",
+                "elcl_version": __version__,
+            }
             save_file(_cpu(enc.state_dict()), str(tmp / CNN_FILE), metadata=meta)
             if c.vocab == "wordpiece":
                 model.tokenizer.save_pretrained(tmp)
@@ -160,8 +171,13 @@ def export_linker(model: Linker, candidates: CandidatesConfig, ontology: Ontolog
             "candidates": candidates.model_dump(mode="json"),
             "encoder": encoder,
             "head": HEAD_FILE if model.head is not None else None,
-            "ontology": {"file": ONTOLOGY_FILE, "source": ontology.source, "concepts": len(ontology), "names": ontology.num_names(),
-                         "content_hash": ontology.content_hash()},
+            "ontology": {
+                "file": ONTOLOGY_FILE,
+                "source": ontology.source,
+                "concepts": len(ontology),
+                "names": ontology.num_names(),
+                "content_hash": ontology.content_hash(),
+            },
             **info,
         }
         (tmp / META_FILE).write_text(json.dumps(meta_json, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -208,7 +224,9 @@ def load_exported(path: Path, device: torch.device | str = "cpu") -> ExportedLin
         cfg = ModelConfig.model_validate(meta["model"])
         candidates = CandidatesConfig.model_validate(meta["candidates"])
     except (KeyError, ValidationError) as exc:
-        raise ElclError(f"{path / META_FILE}: invalid 'model' or 'candidates' section ({str(exc).splitlines()[0]})") from None
+        raise ElclError(
+            f"{path / META_FILE}: invalid 'model' or 'candidates' section ({str(exc).splitlines()[0]})"
+        ) from None
     if cfg.type == "bert" or cfg.cnn.vocab == "wordpiece":
         cfg.name = str(path)
     if cfg.type == "cnn":
@@ -220,5 +238,7 @@ def load_exported(path: Path, device: torch.device | str = "cpu") -> ExportedLin
             model.head.load_state_dict(load_file(str(file)))
         except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"{file}: not a readable linker head ({str(exc).splitlines()[0]})") from None
-    ontology = read_ontology(path / meta.get("ontology", {}).get("file", ONTOLOGY_FILE), meta.get("ontology", {}).get("source", ""))
+    ontology = read_ontology(
+        path / meta.get("ontology", {}).get("file", ONTOLOGY_FILE), meta.get("ontology", {}).get("source", "")
+    )
     return ExportedLinker(model.to(device).eval(), candidates, ontology, meta)

@@ -37,12 +37,17 @@ class LinkerBatch:
     cand_sparse: torch.Tensor | None = None  # [B, K]  the retriever's TF-IDF score of each candidate
 
     def to(self, device: torch.device | str) -> LinkerBatch:
-        moved = {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
+        moved = {
+            k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()
+        }
         return LinkerBatch(**moved)
 
     def pin_memory(self) -> LinkerBatch:
         """Page-locked copies, so ``to(cuda)`` with ``non_blocking`` really overlaps."""
-        pinned = {k: (v.pin_memory() if isinstance(v, torch.Tensor) and v.device.type == "cpu" else v) for k, v in self.__dict__.items()}
+        pinned = {
+            k: (v.pin_memory() if isinstance(v, torch.Tensor) and v.device.type == "cpu" else v)
+            for k, v in self.__dict__.items()
+        }
         return LinkerBatch(**pinned)
 
     @property
@@ -130,12 +135,14 @@ def load_encoder_weights(encoder: nn.Module, path: str) -> None:
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{p}: not a readable safetensors file ({str(exc).splitlines()[0]})") from None
     if any(k.startswith("encoder.") for k in tensors):
-        tensors = {k[len("encoder."):]: v for k, v in tensors.items() if k.startswith("encoder.")}
+        tensors = {k[len("encoder.") :]: v for k, v in tensors.items() if k.startswith("encoder.")}
     own = encoder.state_dict()
     bad = [k for k, v in tensors.items() if k in own and own[k].shape != v.shape]
     missing = [k for k in own if k not in tensors]
     if bad or missing:
-        raise CheckpointError(f"{p}: weights do not fit the configured CNN encoder (missing {missing[:3]}, shape mismatch {bad[:3]})")
+        raise CheckpointError(
+            f"{p}: weights do not fit the configured CNN encoder (missing {missing[:3]}, shape mismatch {bad[:3]})"
+        )
     encoder.load_state_dict({k: tensors[k] for k in own})
 
 

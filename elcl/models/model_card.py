@@ -10,15 +10,27 @@ def _fmt_lambda(lam: object) -> str:
     return "–" if lam is None else f"{float(lam):g}"  # type: ignore[arg-type]
 
 
-def render_card(cfg: ExperimentConfig, state: dict, step: int, trained: str, task: str, metrics: list[dict],
-                ontology_source: str, n_concepts: int) -> str:
+def render_card(
+    cfg: ExperimentConfig,
+    state: dict,
+    step: int,
+    trained: str,
+    task: str,
+    metrics: list[dict],
+    ontology_source: str,
+    n_concepts: int,
+) -> str:
     m = cfg.model
     order = list(state.get("order", []))
     method = state.get("method", cfg.method.name)
     seq = " → ".join(f"**{t}**" if (i == step or method == "joint") else t for i, t in enumerate(order))
     kind = "ResCNN" if m.type == "cnn" else f"`{m.name}`"
     pooling = "masked max" if m.type == "cnn" else m.pooling
-    mode = "cross-encoder (mention [SEP] name, linear head)" if m.mode == "cross" else f"bi-encoder ({pooling} pooling, {m.scorer} / {m.temperature:g})"
+    mode = (
+        "cross-encoder (mention [SEP] name, linear head)"
+        if m.mode == "cross"
+        else f"bi-encoder ({pooling} pooling, {m.scorer} / {m.temperature:g})"
+    )
     lines = [
         f"# elcl linker: {task}",
         "",
@@ -30,7 +42,9 @@ def render_card(cfg: ExperimentConfig, state: dict, step: int, trained: str, tas
         "",
         f"- sequence: {seq} (step {step + 1} of {len(order)}, trained on {trained})",
         f"- method: {method}, λ = {_fmt_lambda(state.get('lambda'))}, seed {state.get('seed')}",
-        f"- curvature: {cfg.curvature.approx}, {cfg.curvature.kind} Fisher" if method in ("ewc", "online_ewc", "kfac") else "- curvature: not used",
+        f"- curvature: {cfg.curvature.approx}, {cfg.curvature.kind} Fisher"
+        if method in ("ewc", "online_ewc", "kfac")
+        else "- curvature: not used",
         f"- data: ontology mode `{cfg.data.ontology}`, training mentions per task: {cfg.train.max_train_mentions or 'all'}, "
         f"{cfg.train.epochs:g} epoch(s), lr {cfg.train.lr:g}, batch {cfg.train.batch_size}",
         f"- mention text: max {m.max_length} tokens, {m.context_window} words of context each side"
@@ -41,9 +55,13 @@ def render_card(cfg: ExperimentConfig, state: dict, step: int, trained: str, tas
         "| task | split | acc@1 | acc@5 | mentions | TF-IDF acc@1 |",
         "|---|---|---|---|---|---|",
     ]
-    for r in sorted(metrics, key=lambda r: (order.index(r["eval_task"]) if r["eval_task"] in order else 99, r["split"])):
+    for r in sorted(
+        metrics, key=lambda r: (order.index(r["eval_task"]) if r["eval_task"] in order else 99, r["split"])
+    ):
         tf = r.get("tfidf_acc1")
-        lines.append(f"| {r['eval_task']} | {r['split']} | {r['acc1']:.4f} | {r['acc5']:.4f} | {r['n']} | {'–' if tf is None else f'{tf:.4f}'} |")
+        lines.append(
+            f"| {r['eval_task']} | {r['split']} | {r['acc1']:.4f} | {r['acc5']:.4f} | {r['n']} | {'–' if tf is None else f'{tf:.4f}'} |"
+        )
     lines += [
         "",
         "## Use",
@@ -76,6 +94,8 @@ def render_card(cfg: ExperimentConfig, state: dict, step: int, trained: str, tas
         if m.mode == "bi":
             lines.append("The folder also loads with sentence-transformers (modules.json, 1_Pooling/).")
     else:
-        lines.append("The ResCNN encoder is in `cnn_encoder.safetensors` (layout: elcl's README, section `elcl export`).")
+        lines.append(
+            "The ResCNN encoder is in `cnn_encoder.safetensors` (layout: elcl's README, section `elcl export`)."
+        )
     lines += ["", f"elcl version: {__version__}", ""]
     return "\n".join(lines)

@@ -23,7 +23,9 @@ def pair_masks(labels: torch.Tensor, name_ids: torch.Tensor | None = None) -> tu
     return pos, neg
 
 
-def mine_hard_pairs(sim: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, margin: float) -> tuple[torch.Tensor, torch.Tensor]:
+def mine_hard_pairs(
+    sim: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, margin: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Online hard-pair mining: the pairs of every triplet (a, p, n) with s(a,n) > s(a,p) − margin.
 
     This is SapBERT's miner (pytorch-metric-learning ``TripletMarginMiner(margin,
@@ -61,15 +63,22 @@ def multi_similarity_loss(
         with torch.no_grad():
             pos, neg = mine_hard_pairs(sim.detach(), pos, neg, margin)
     zeros = torch.zeros_like(sim[:, :1])
-    pos_term = torch.logsumexp(torch.cat([zeros, (-alpha * (sim - base)).masked_fill(~pos, float("-inf"))], dim=1), dim=1) / alpha
-    neg_term = torch.logsumexp(torch.cat([zeros, (beta * (sim - base)).masked_fill(~neg, float("-inf"))], dim=1), dim=1) / beta
+    pos_term = (
+        torch.logsumexp(torch.cat([zeros, (-alpha * (sim - base)).masked_fill(~pos, float("-inf"))], dim=1), dim=1)
+        / alpha
+    )
+    neg_term = (
+        torch.logsumexp(torch.cat([zeros, (beta * (sim - base)).masked_fill(~neg, float("-inf"))], dim=1), dim=1) / beta
+    )
     active = pos.any(dim=1) | neg.any(dim=1)
     if not bool(active.any()):
         return (sim * 0).sum()
     return (pos_term + neg_term)[active].mean()
 
 
-def info_nce_loss(emb: torch.Tensor, labels: torch.Tensor, name_ids: torch.Tensor | None = None, temperature: float = 0.05) -> torch.Tensor:
+def info_nce_loss(
+    emb: torch.Tensor, labels: torch.Tensor, name_ids: torch.Tensor | None = None, temperature: float = 0.05
+) -> torch.Tensor:
     """Multi-positive InfoNCE: −log of the softmax mass on an anchor's in-batch synonyms.
 
     The softmax over every other name of the batch weights the hardest negatives most,

@@ -42,13 +42,17 @@ def load_pretraining_ontology(spec: str, data_dir: Path | str) -> Ontology:
     if spec == "medic":
         path = _first(onto_dir / "CTD_diseases.tsv.gz", onto_dir / "CTD_diseases.tsv")
         if path is None:
-            raise ElclError(f"--ontology medic: {onto_dir / 'CTD_diseases.tsv.gz'} not found; run `elcl data fetch medic`")
+            raise ElclError(
+                f"--ontology medic: {onto_dir / 'CTD_diseases.tsv.gz'} not found; run `elcl data fetch medic`"
+            )
         return load_medic(path)
     if spec == "mesh":
         try:
             from elcl.data.mesh import load_mesh_chemicals  # type: ignore[import-not-found]
         except ImportError:
-            raise ElclError("--ontology mesh: this elcl has no MeSH loader yet; pass a TSV of id<TAB>name instead") from None
+            raise ElclError(
+                "--ontology mesh: this elcl has no MeSH loader yet; pass a TSV of id<TAB>name instead"
+            ) from None
         return load_mesh_chemicals(onto_dir)
     path = Path(spec).expanduser()
     if not path.is_file():

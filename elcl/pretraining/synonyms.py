@@ -46,7 +46,9 @@ class SynonymSets:
                 concept_ids.append(cid)
                 names.append(ids)
         if not concept_ids:
-            raise ElclError(f"ontology ({ontology.source}) has no concept with {min_names} or more distinct names: nothing to align")
+            raise ElclError(
+                f"ontology ({ontology.source}) has no concept with {min_names} or more distinct names: nothing to align"
+            )
         return cls(concept_ids, names, texts)
 
     def __len__(self) -> int:
@@ -71,12 +73,16 @@ class SynonymBatcher:
         if names_per_concept < 2:
             raise ElclError("pretrain names_per_concept must be >= 2 (in-batch positives need two names of a concept)")
         if batch_size < 2 * names_per_concept or batch_size % names_per_concept:
-            raise ElclError(f"pretrain batch_size {batch_size}: expected a multiple of names_per_concept={names_per_concept}, at least two concepts' worth")
+            raise ElclError(
+                f"pretrain batch_size {batch_size}: expected a multiple of names_per_concept={names_per_concept}, at least two concepts' worth"
+            )
         self.sets = sets
         self.per = names_per_concept
         self.concepts_per_batch = min(batch_size // names_per_concept, len(sets))
         if self.concepts_per_batch < 2:
-            raise ElclError(f"ontology has {len(sets)} concept(s) with two or more names: a batch needs at least two concepts")
+            raise ElclError(
+                f"ontology has {len(sets)} concept(s) with two or more names: a batch needs at least two concepts"
+            )
         self.seed = seed
         self.steps_per_epoch = len(sets) // self.concepts_per_batch
         self._order_epoch = -1
@@ -96,10 +102,14 @@ class SynonymBatcher:
         texts: list[str] = []
         labels: list[int] = []
         name_ids: list[int] = []
-        for c in order[lo:lo + self.concepts_per_batch]:
+        for c in order[lo : lo + self.concepts_per_batch]:
             pool = self.sets.names[c]
             rng = random.Random(f"elcl-pretrain:{self.seed}:{epoch}:{c}")
-            picks = rng.sample(pool, self.per) if len(pool) >= self.per else [*pool, *rng.choices(pool, k=self.per - len(pool))]
+            picks = (
+                rng.sample(pool, self.per)
+                if len(pool) >= self.per
+                else [*pool, *rng.choices(pool, k=self.per - len(pool))]
+            )
             for i in picks:
                 texts.append(self.sets.texts[i])
                 labels.append(c)

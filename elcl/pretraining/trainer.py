@@ -110,7 +110,9 @@ def _schedule(total: int, warmup_ratio: float):
     return factor
 
 
-def _save_checkpoint(out: Path, step: int, model, opt, sched, losses: list[float], fingerprint: str, seconds: float) -> None:
+def _save_checkpoint(
+    out: Path, step: int, model, opt, sched, losses: list[float], fingerprint: str, seconds: float
+) -> None:
     from safetensors.torch import save_file
 
     ckdir = out / "checkpoints"
@@ -120,9 +122,19 @@ def _save_checkpoint(out: Path, step: int, model, opt, sched, losses: list[float
     target.mkdir(parents=True)
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     save_file(tensors, str(target / "encoder.safetensors"))
-    torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}, target / "optim.pt")
-    atomic_write_text(target / "state.json", json.dumps({"step": step, "fingerprint": fingerprint, "losses": losses, "seconds": seconds}))
+    torch.save(
+        {
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        },
+        target / "optim.pt",
+    )
+    atomic_write_text(
+        target / "state.json",
+        json.dumps({"step": step, "fingerprint": fingerprint, "losses": losses, "seconds": seconds}),
+    )
     # The pointer is replaced last: a crash above leaves the previous checkpoint current.
     atomic_write_text(ckdir / "latest.json", json.dumps({"step": step, "dir": target.name, "fingerprint": fingerprint}))
     for old in ckdir.glob("step-*"):
@@ -143,7 +155,9 @@ def _load_checkpoint(out: Path, model, opt, sched, fingerprint: str) -> tuple[in
     except (OSError, ValueError, KeyError) as exc:
         raise CheckpointError(f"{pointer}: unreadable pretraining checkpoint ({exc})") from None
     if state.get("fingerprint") != fingerprint:
-        raise CheckpointError(f"{target}: checkpoint of another pass (options or ontology differ); use a new --out or the same options")
+        raise CheckpointError(
+            f"{target}: checkpoint of another pass (options or ontology differ); use a new --out or the same options"
+        )
     model.load_state_dict(load_file(str(target / "encoder.safetensors")))
     extra = torch.load(target / "optim.pt", weights_only=True)
     opt.load_state_dict(extra["optimizer"])
@@ -213,12 +227,22 @@ def pretrain(
     step = start
     for step in range(start, total):
         batch = batcher.batch(step)
-        emb = embed_texts(model, tokenizer, batch.texts, max_length=cfg.max_length, pooling=cfg.pooling,
-                          chunk_size=cfg.chunk_size, amp=cfg.amp, device=device)
+        emb = embed_texts(
+            model,
+            tokenizer,
+            batch.texts,
+            max_length=cfg.max_length,
+            pooling=cfg.pooling,
+            chunk_size=cfg.chunk_size,
+            amp=cfg.amp,
+            device=device,
+        )
         labels = torch.tensor(batch.labels, device=device)
         name_ids = torch.tensor(batch.name_ids, device=device)
         if cfg.loss == "ms":
-            loss = multi_similarity_loss(emb, labels, name_ids, cfg.ms_alpha, cfg.ms_beta, cfg.ms_base, cfg.miner_margin)
+            loss = multi_similarity_loss(
+                emb, labels, name_ids, cfg.ms_alpha, cfg.ms_beta, cfg.ms_base, cfg.miner_margin
+            )
         else:
             loss = info_nce_loss(emb, labels, name_ids, cfg.temperature)
         opt.zero_grad(set_to_none=True)
@@ -240,10 +264,19 @@ def pretrain(
     bar.close()
     seconds += time.perf_counter() - t0
     meta = {
-        "format": FORMAT, "elcl_version": __version__, "ontology": ontology.source, "ontology_hash": onto_hash,
-        "concepts_aligned": len(sets), "names": sets.num_names, "steps": total, "steps_per_epoch": batcher.steps_per_epoch,
-        "epochs_done": round(total / batcher.steps_per_epoch, 3), "seconds": round(seconds, 1), "config": cfg.model_dump(),
-        "losses": losses, "fingerprint": fingerprint,
+        "format": FORMAT,
+        "elcl_version": __version__,
+        "ontology": ontology.source,
+        "ontology_hash": onto_hash,
+        "concepts_aligned": len(sets),
+        "names": sets.num_names,
+        "steps": total,
+        "steps_per_epoch": batcher.steps_per_epoch,
+        "epochs_done": round(total / batcher.steps_per_epoch, 3),
+        "seconds": round(seconds, 1),
+        "config": cfg.model_dump(),
+        "losses": losses,
+        "fingerprint": fingerprint,
     }
     _save_encoder(out, model.cpu(), tokenizer, meta)
     if not keep_checkpoints:

@@ -42,11 +42,15 @@ class TokenCache:
         return ids, mask
 
     def pad_pairs(self, first: Sequence[str], second: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        enc = self.tokenizer(list(first), list(second), truncation=True, max_length=self.max_length, padding=True, return_tensors="pt")
+        enc = self.tokenizer(
+            list(first), list(second), truncation=True, max_length=self.max_length, padding=True, return_tensors="pt"
+        )
         return enc["input_ids"], enc["attention_mask"]
 
 
-def collate(examples: Sequence[LinkingExample], cache: TokenCache, share: bool = True, cross: bool = False) -> LinkerBatch:
+def collate(
+    examples: Sequence[LinkingExample], cache: TokenCache, share: bool = True, cross: bool = False
+) -> LinkerBatch:
     b = len(examples)
     k = max(len(e.cand_ids) for e in examples)
     valid = torch.zeros((b, k), dtype=torch.bool)
@@ -83,4 +87,15 @@ def collate(examples: Sequence[LinkingExample], cache: TokenCache, share: bool =
             names.append(name)
             owner.append(i)
     c_ids, c_mask = cache.pad(names)
-    return LinkerBatch(m_ids, m_mask, c_ids, c_mask, index, valid, labels, torch.arange(b), torch.tensor(owner, dtype=torch.long), sparse)
+    return LinkerBatch(
+        m_ids,
+        m_mask,
+        c_ids,
+        c_mask,
+        index,
+        valid,
+        labels,
+        torch.arange(b),
+        torch.tensor(owner, dtype=torch.long),
+        sparse,
+    )

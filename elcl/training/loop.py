@@ -92,7 +92,9 @@ def train_step(
         pen_value = penalty.add_grad_(model)
     if cfg.grad_clip > 0:
         # returns a device tensor; no .item(), no error_if_nonfinite: no host sync
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=device.type == "cuda" or None)
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            model.parameters(), cfg.grad_clip, foreach=device.type == "cuda" or None
+        )
     else:
         grad_norm = _total_grad_norm(model)
     if scaler is not None:
@@ -126,7 +128,9 @@ def train_steps(
     """
     examples = [e for e in examples if e.has_gold]
     if not examples:
-        raise ElclError(f"{desc}: no training example has its gold concept among its candidates; nothing to train on (empty or unlinkable training split?)")
+        raise ElclError(
+            f"{desc}: no training example has its gold concept among its candidates; nothing to train on (empty or unlinkable training split?)"
+        )
     device = model.device
     model.train()
     groups = param_groups or [{"params": [p for p in model.parameters() if p.requires_grad]}]
@@ -157,12 +161,18 @@ def train_steps(
         for start in range(0, len(order), cfg.batch_size):
             if step >= total:
                 break
-            batch = collate([examples[i] for i in order[start : start + cfg.batch_size]], cache, share=True, cross=model.head is not None)
+            batch = collate(
+                [examples[i] for i in order[start : start + cfg.batch_size]],
+                cache,
+                share=True,
+                cross=model.head is not None,
+            )
             if device.type == "cuda":
                 batch = batch.pin_memory()  # async host-to-device copy (non_blocking in LinkerBatch.to)
             batch = batch.to(device)
-            loss, pen_value, grad_norm = train_step(model, batch, opt, cfg, penalty=penalty, fast_grad=fast_grad,
-                                                    forward_model=forward_model, scaler=scaler)
+            loss, pen_value, grad_norm = train_step(
+                model, batch, opt, cfg, penalty=penalty, fast_grad=fast_grad, forward_model=forward_model, scaler=scaler
+            )
             sched.step()
             running += loss
             running_norm += grad_norm
@@ -178,8 +188,13 @@ def train_steps(
                     bad_step = int(first_bad)
                     raise DivergedError(f"{desc}: the loss became non-finite at step {bad_step} of {total}")
                 n = 50 if step % 50 == 0 else step % 50
-                entry = {"step": step, "loss": float(running) / n, "penalty": float(running_pen) / n, "lr": sched.get_last_lr()[0],
-                         "grad_norm": float(running_norm) / n}
+                entry = {
+                    "step": step,
+                    "loss": float(running) / n,
+                    "penalty": float(running_pen) / n,
+                    "lr": sched.get_last_lr()[0],
+                    "grad_norm": float(running_norm) / n,
+                }
                 running.zero_()
                 running_pen.zero_()
                 running_norm.zero_()
@@ -191,5 +206,7 @@ def train_steps(
     model.eval()
     bad_params = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
     if bad_params:
-        raise DivergedError(f"{desc}: parameter {bad_params[0]} is non-finite after step {total} ({len(bad_params)} parameter(s) affected)")
+        raise DivergedError(
+            f"{desc}: parameter {bad_params[0]} is non-finite after step {total} ({len(bad_params)} parameter(s) affected)"
+        )
     return log

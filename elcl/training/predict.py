@@ -28,7 +28,9 @@ class EvalResult:
 
 
 @torch.no_grad()
-def _embed_texts(model: Linker, cache: TokenCache, texts: list[str], batch_size: int, desc: str = "embed") -> torch.Tensor:
+def _embed_texts(
+    model: Linker, cache: TokenCache, texts: list[str], batch_size: int, desc: str = "embed"
+) -> torch.Tensor:
     out = []
     # Sorting by length keeps padding (wasted compute) small.
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
@@ -44,7 +46,9 @@ def _embed_texts(model: Linker, cache: TokenCache, texts: list[str], batch_size:
 
 
 @torch.no_grad()
-def score_examples(model: Linker, examples: Sequence[LinkingExample], cache: TokenCache, batch_size: int = 256) -> list[torch.Tensor]:
+def score_examples(
+    model: Linker, examples: Sequence[LinkingExample], cache: TokenCache, batch_size: int = 256
+) -> list[torch.Tensor]:
     """Candidate scores per example (bi-encoder: every distinct text is embedded once)."""
     model.eval()
     if not examples:
@@ -72,7 +76,9 @@ def score_examples(model: Linker, examples: Sequence[LinkingExample], cache: Tok
     return out
 
 
-def evaluate_examples(model: Linker, examples: Sequence[LinkingExample], cache: TokenCache, batch_size: int = 256) -> EvalResult:
+def evaluate_examples(
+    model: Linker, examples: Sequence[LinkingExample], cache: TokenCache, batch_size: int = 256
+) -> EvalResult:
     """Rank every example's candidates; accuracy over the examples whose mention has gold ids.
 
     Evaluation examples all have gold ids; `elcl link` also ranks mentions without them

@@ -110,8 +110,12 @@ def _with_dense(sparse: TfidfCandidateGenerator, ontology: Ontology, cfg: Experi
     if cfg.model.type != "bert" and cfg.candidates.dense_encoder is None:
         from elcl.errors import ConfigError
 
-        raise ConfigError("candidates.dense: the CNN linker has no pretrained encoder to rank names with; set candidates.dense_encoder")
-    dense = DenseCandidateGenerator(ontology, encoder, pooling=cfg.model.pooling, max_length=cfg.model.max_length, cache_dir=default_cache_dir())
+        raise ConfigError(
+            "candidates.dense: the CNN linker has no pretrained encoder to rank names with; set candidates.dense_encoder"
+        )
+    dense = DenseCandidateGenerator(
+        ontology, encoder, pooling=cfg.model.pooling, max_length=cfg.model.max_length, cache_dir=default_cache_dir()
+    )
     return MergedCandidateGenerator(sparse, dense, cfg.candidates.dense_k).fit()
 
 

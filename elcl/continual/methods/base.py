@@ -162,7 +162,7 @@ def lambda_sort_key(lam: RunLambda) -> tuple[int, float]:
     if lam is None:
         return (0, 0.0)
     if isinstance(lam, str):
-        rest = lam[len(AUTO):]
+        rest = lam[len(AUTO) :]
         return (2, float(rest) if rest else 1.0)
     return (1, float(lam))
 
@@ -175,7 +175,7 @@ def parse_run_lambda(value: Any) -> RunLambda:
         if value == AUTO:
             return value
         if value.startswith(AUTO):
-            scale = float(value[len(AUTO):])  # ValueError when not a number
+            scale = float(value[len(AUTO) :])  # ValueError when not a number
             if math.isfinite(scale) and scale > 0:
                 return value
         raise ValueError(value)
@@ -319,7 +319,9 @@ class PenaltyMethod(Method):
         if len(stats) != len(ctx.done):
             raise ElclError(f"{self.name}: lambda auto needs one curvature per earlier task")
         if ctx.n_examples < 1:
-            raise ElclError(f"{self.name}: lambda auto needs the number of training examples of the current task (got {ctx.n_examples})")
+            raise ElclError(
+                f"{self.name}: lambda auto needs the number of training examples of the current task (got {ctx.n_examples})"
+            )
         lams = []
         for t, st in zip(ctx.done, stats):
             if st.n_examples < 1:
@@ -335,6 +337,17 @@ class PenaltyMethod(Method):
 
 
 __all__ = [
-    "AUTO", "Method", "MethodSettings", "PenaltyMethod", "PenaltySettings", "RunLambda", "Step", "StepContext",
-    "format_lambda", "is_auto", "lambda_sort_key", "lambda_token", "parse_run_lambda",
+    "AUTO",
+    "Method",
+    "MethodSettings",
+    "PenaltyMethod",
+    "PenaltySettings",
+    "RunLambda",
+    "Step",
+    "StepContext",
+    "format_lambda",
+    "is_auto",
+    "lambda_sort_key",
+    "lambda_token",
+    "parse_run_lambda",
 ]

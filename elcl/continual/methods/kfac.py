@@ -54,11 +54,15 @@ class KFAC(PenaltyMethod):
             return None
         return self.kfac_penalty(ctx, self.load_task_curvature(ctx, ctx.done))
 
-    def kfac_penalty(self, ctx: StepContext, stats: Sequence[CurvatureStats], weights: list[float] | None = None) -> Penalty:
+    def kfac_penalty(
+        self, ctx: StepContext, stats: Sequence[CurvatureStats], weights: list[float] | None = None
+    ) -> Penalty:
         from elcl.curvature.penalty import KFACPenalty
 
         if ctx.curvature_rank is not None:
             stats = [s.to_low_rank(ctx.curvature_rank) for s in stats]
         if weights is None:
             weights = self.task_lambdas(ctx, stats)
-        return KFACPenalty(stats, self.lam, matmul_dtype(self.settings.penalty_dtype, ctx.amp, ctx.device), weights=weights)
+        return KFACPenalty(
+            stats, self.lam, matmul_dtype(self.settings.penalty_dtype, ctx.amp, ctx.device), weights=weights
+        )

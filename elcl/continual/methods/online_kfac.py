@@ -52,7 +52,9 @@ def running_dir(ctx: StepContext, step: int) -> Path:
     return ctx.rd.path / "curvature" / RUNNING_DIR / f"{step}_{ctx.order[step]}"
 
 
-def fold(prev: CurvatureStats | None, prev_weight: float, new: CurvatureStats, omega: float, gamma: float) -> tuple[CurvatureStats, float]:
+def fold(
+    prev: CurvatureStats | None, prev_weight: float, new: CurvatureStats, omega: float, gamma: float
+) -> tuple[CurvatureStats, float]:
     """(running statistics, W) after adding ``new`` with weight ``omega`` (see the module
     docstring). ``kfac`` holds the weighted mean factors (Ā, Ḡ), ``diag`` the running sum."""
     import torch
@@ -66,14 +68,19 @@ def fold(prev: CurvatureStats | None, prev_weight: float, new: CurvatureStats, o
         weight = omega
     else:
         if set(prev.kfac) != set(new.kfac):
-            raise ElclError("online_kfac: the running factors and the new task's cover different layers (curvature from another model?)")
+            raise ElclError(
+                "online_kfac: the running factors and the new task's cover different layers (curvature from another model?)"
+            )
         weight = gamma * prev_weight + omega
         a, b = gamma * prev_weight / weight, omega / weight
         kfac = {
             k: (a * prev.kfac[k][0].to(f64) + b * A.to(f64), a * prev.kfac[k][1].to(f64) + b * G.to(f64))
             for k, (A, G) in new.kfac.items()
         }
-        diag = {k: gamma * prev.diag[k].to(f64) + omega * F.to(f64) if k in prev.diag else omega * F.to(f64) for k, F in new.diag.items()}
+        diag = {
+            k: gamma * prev.diag[k].to(f64) + omega * F.to(f64) if k in prev.diag else omega * F.to(f64)
+            for k, F in new.diag.items()
+        }
     meta = dict(new.meta)
     return CurvatureStats(kfac=kfac, diag=diag, anchors=dict(new.anchors), meta=meta), weight
 
@@ -91,7 +98,9 @@ class OnlineKFAC(KFAC):
         d = running_dir(ctx, step)
         info_path = d / RUNNING_FILE
         if not info_path.is_file():
-            raise ElclError(f"{info_path}: running curvature of step {step} not found (was the run made by another method?)")
+            raise ElclError(
+                f"{info_path}: running curvature of step {step} not found (was the run made by another method?)"
+            )
         try:
             info = json.loads(info_path.read_text(encoding="utf-8"))
         except json.JSONDecodeError:
@@ -106,7 +115,10 @@ class OnlineKFAC(KFAC):
         running, info = self._load_running(ctx, ctx.step - 1)
         W = float(info["weight"])
         scaled = CurvatureStats(
-            kfac={k: (W * A, G) for k, (A, G) in running.kfac.items()}, diag=running.diag, anchors=running.anchors, meta=running.meta,
+            kfac={k: (W * A, G) for k, (A, G) in running.kfac.items()},
+            diag=running.diag,
+            anchors=running.anchors,
+            meta=running.meta,
         )
         if self.settings.is_auto:
             # ω_t = N_t in the running sums; λ_t = scale · N_t / N
@@ -132,7 +144,12 @@ class OnlineKFAC(KFAC):
         target = running_dir(ctx, ctx.step)
         save_curvature(running, target, ctx.config_hash, dtype=ctx.curvature_dtype or DTYPES["float32"])
         n_examples = {**info["n_examples"], ctx.task: stats.n_examples}
-        record = {"weight": weight, "gamma": self.settings.gamma, "auto": self.settings.is_auto, "n_examples": n_examples}
+        record = {
+            "weight": weight,
+            "gamma": self.settings.gamma,
+            "auto": self.settings.is_auto,
+            "n_examples": n_examples,
+        }
         atomic_write_text(target / RUNNING_FILE, json.dumps(record, indent=2, sort_keys=True) + "\n")
         for old in range(ctx.step - 1):
             shutil.rmtree(running_dir(ctx, old), ignore_errors=True)
