@@ -243,6 +243,39 @@ def test_ctrl_c_exits_130_saying_what_was_kept_and_resume_finishes(
     assert state(run)["status"] == "done" and calls == ["ncbi_disease", "bc5cdr_disease"]
 
 
+def test_sigterm_marks_the_run_interrupted_exits_143_and_resume_finishes(
+    world: dict, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """A kill (or a scheduler's time limit) must not leave a run 'running' with its lock held."""
+    import os
+    import signal
+
+    from elcl.continual import runner as runner_mod
+
+    cfg = write_cfg(world, tmp_path, tasks=["ncbi_disease", "bc5cdr_disease"])
+    original = runner_mod._train
+
+    def killed(model, examples, cache, cfg_, lr, groups, seed, task, rt, rd, penalty=None, **kw):
+        if task == "bc5cdr_disease":
+            os.kill(os.getpid(), signal.SIGTERM)  # delivered here, in the main thread
+        return original(model, examples, cache, cfg_, lr, groups, seed, task, rt, rd, penalty=penalty, **kw)
+
+    previous = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(runner_mod, "_train", killed)
+    try:
+        code, err = main_exit(["train", "--config", str(cfg)], monkeypatch, capsys)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    run = tmp_path / "runs" / "loud" / "naive-o0-s5"
+    assert code == 143, err
+    assert f"interrupted: {run} keeps 1 finished step(s) (ncbi_disease)" in err
+    assert state(run)["status"] == "interrupted" and not (run / ".lock").exists()
+    monkeypatch.setattr(runner_mod, "_train", original)
+    res = runner.invoke(app, ["train", "--resume", str(run)])
+    assert res.exit_code == 0, res.output
+    assert state(run)["status"] == "done"
+
+
 def test_ctrl_c_in_a_data_command_exits_130(world: dict, monkeypatch, capsys) -> None:
     from elcl.candidates.tfidf import TfidfCandidateGenerator
 

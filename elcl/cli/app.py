@@ -44,6 +44,7 @@ for _module in (train_cmd, fisher_cmd, evaluate_cmd, migrate_cmd, pretrain_cmd, 
 
 def main() -> None:
     interrupt.reset()
+    interrupt.install_sigterm_handler()
     try:
         # Without standalone mode Typer *returns* exit codes (130 after Ctrl-C, a command's
         # typer.Exit code) instead of exiting: they must reach the shell.
@@ -54,8 +55,9 @@ def main() -> None:
     except typer.Exit as exc:  # pragma: no cover - typer control flow
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
+        code = interrupt.exit_code()
         typer.echo(interrupt.interrupted_message(), err=True)
-        sys.exit(130)
+        sys.exit(code)
     except OSError as exc:
         # A read-only or full output/cache directory: one line naming the path, not a traceback.
         where = exc.filename or "elcl"
@@ -74,5 +76,6 @@ def main() -> None:
         raise
     if isinstance(rc, int) and rc != 0:
         if rc == 130:
+            rc = interrupt.exit_code()
             typer.echo(interrupt.interrupted_message(), err=True)
         sys.exit(rc)
