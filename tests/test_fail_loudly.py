@@ -197,6 +197,25 @@ def test_live_and_stale_locks_are_refused_with_how_to_clear(world: dict, tmp_pat
     assert lock.exists() and state(run)["status"] == "running"  # reported, never broken silently
 
 
+def test_fisher_into_a_locked_run_is_refused_and_writes_nothing(world: dict, tmp_path: Path) -> None:
+    run = copy_run(world, tmp_path)
+    lock = run / ".lock"
+    lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": "now"}))
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    res = runner.invoke(app, ["fisher", "--run", str(run), "--task", "ncbi_disease", "--force"])
+    assert isinstance(res.exception, RunLockedError) and f"pid {os.getpid()}" in str(res.exception)
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before and lock.exists()
+    # --out elsewhere does not touch the run directory, so it needs no lock.
+    res = runner.invoke(
+        app, ["fisher", "--run", str(run), "--task", "ncbi_disease", "--out", str(tmp_path / "f"), "--force"]
+    )
+    assert res.exit_code == 0, res.output
+    lock.unlink()
+    res = runner.invoke(app, ["fisher", "--run", str(run), "--task", "ncbi_disease", "--force"])
+    assert res.exit_code == 0, res.output
+    assert not lock.exists()
+
+
 def test_plain_rerun_over_an_unfinished_run_refuses(world: dict, tmp_path: Path) -> None:
     run = copy_run(world, tmp_path)
     st = state(run)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import typer
@@ -30,6 +31,7 @@ def fisher(
     """Compute (or inspect, with --stats on existing files) diagonal Fisher / K-FAC factors."""
     from elcl.config import load_run_config
     from elcl.continual.guard import TrainDataGuard
+    from elcl.continual.lock import RunLock
     from elcl.continual.methods import get as get_method
     from elcl.continual.rundir import RunDir
     from elcl.continual.runner import build_linker, compute_curvature
@@ -80,16 +82,26 @@ def fisher(
     guard = TrainDataGuard.for_config(cfg, str(state.get("method", "")))
     guard.begin(task)
     examples = guard.train_examples(task)
-    result = compute_curvature(
-        model, examples, TokenCache(model.tokenizer, cfg.model.max_length), cfg, which, int(state["seed"]) + step, rt
-    )
-    if rt.is_main:
-        save_curvature(result, target, model.config_hash, dtype=DTYPES[cfg.curvature.dtype])
-        typer.echo(
-            f"wrote {target} ({which}, {cfg.curvature.kind}, {cfg.curvature.variant}, {result.n_examples} examples)"
+    # Writing into the run directory (no --out) takes its lock, as `elcl train` does: a
+    # training process resuming the run would otherwise read half-replaced statistics.
+    lock = RunLock(rd.path) if rt.is_main and target.resolve().is_relative_to(rd.path.resolve()) else nullcontext()
+    with lock:
+        result = compute_curvature(
+            model,
+            examples,
+            TokenCache(model.tokenizer, cfg.model.max_length),
+            cfg,
+            which,
+            int(state["seed"]) + step,
+            rt,
         )
-        if stats:
-            typer.echo(format_size_table(factor_size_table(target, model)))
+        if rt.is_main:
+            save_curvature(result, target, model.config_hash, dtype=DTYPES[cfg.curvature.dtype])
+            typer.echo(
+                f"wrote {target} ({which}, {cfg.curvature.kind}, {cfg.curvature.variant}, {result.n_examples} examples)"
+            )
+            if stats:
+                typer.echo(format_size_table(factor_size_table(target, model)))
     shutdown_runtime(rt)
 
 
