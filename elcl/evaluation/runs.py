@@ -17,6 +17,7 @@ import numpy as np
 import yaml
 
 from elcl.continual.methods import NAMES as METHODS
+from elcl.continual.methods import get as get_method
 from elcl.continual.rundir import RunSpec
 from elcl.errors import ElclError
 from elcl.schemas import (
@@ -230,7 +231,8 @@ def single_baseline(run: Run, split: str = "test", metric: str = "acc1") -> dict
 
 def prediction_file(run: Run, step: int, eval_task: str, split: str = "test") -> Path:
     """Where the trainer wrote the predictions of step ``step`` on ``eval_task``."""
-    trained = "joint" if run.method == "joint" else run.order[step]
+    method = get_method(run.method)
+    trained = method.step_labels(run.order)[0] if method.all_tasks_at_once else run.order[step]
     return run.path / "predictions" / f"{step}_{trained}" / f"{eval_task}.{split}.jsonl"
 
 
