@@ -37,6 +37,24 @@ RESUME_SAFE_KEYS = ("train.device", "train.num_threads", "output_dir", "data.dat
 Everything else defines the experiment and must match the run's own config.yaml."""
 
 
+DictionarySplit = Literal["train", "dev"]
+EvalSplit = Literal["train", "dev", "test"]
+CurveSink = Literal["jsonl", "tensorboard"]
+
+
+# Typed default factories: a lambda returning a list literal is list[str] to the type checker.
+def _dictionary_splits() -> list[DictionarySplit]:
+    return ["train"]
+
+
+def _eval_splits() -> list[EvalSplit]:
+    return ["dev", "test"]
+
+
+def _log_to() -> list[CurveSink]:
+    return ["jsonl"]
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True, allow_inf_nan=False)
 
@@ -47,7 +65,7 @@ class DataConfig(_Section):
     ontology: Literal["auto", "mentions", "auto+mentions"] = "auto"
     """auto: the ontology file when present (MEDIC for diseases), else a dictionary of training
     mentions; mentions: the dictionary only; auto+mentions: the file plus the training synonyms."""
-    dictionary_splits: list[Literal["train", "dev"]] = Field(default_factory=lambda: ["train"])
+    dictionary_splits: list[DictionarySplit] = Field(default_factory=_dictionary_splits)
     """Splits whose mentions build the dictionary when no ontology file is used (never test)."""
 
 
@@ -110,9 +128,9 @@ class TrainConfig(_Section):
     amp: Literal["none", "auto", "bf16", "fp16"] = "none"
     """auto: bf16 where the device computes bfloat16 natively (CUDA with bf16, CPUs with
     AVX512-BF16/AMX), else none; an explicit bf16 on a device that emulates it warns."""
-    eval_splits: list[Literal["train", "dev", "test"]] = Field(default_factory=lambda: ["dev", "test"])
+    eval_splits: list[EvalSplit] = Field(default_factory=_eval_splits)
     num_threads: int | None = Field(None, ge=1)
-    log_to: list[Literal["jsonl", "tensorboard"]] = Field(default_factory=lambda: ["jsonl"])
+    log_to: list[CurveSink] = Field(default_factory=_log_to)
     """Where training curves go: jsonl (train_log.jsonl) and/or tensorboard (<run>/tensorboard/,
     needs the tensorboard package). metrics.jsonl is written either way."""
     share_first_task: bool = True
@@ -172,7 +190,7 @@ class _MethodBase(_Section):
 def _method_config_model() -> type[_MethodBase]:
     from elcl.continual.methods import DEFAULT, REGISTRY
 
-    fields: dict[str, Any] = {"name": (Literal[tuple(REGISTRY)], DEFAULT)}  # type: ignore[valid-type]
+    fields: dict[str, Any] = {"name": (Literal[tuple(REGISTRY)], DEFAULT)}
     for key, cls in REGISTRY.items():
         fields[key] = (cls.Settings, Field(default_factory=cls.Settings, description=cls.summary))
     return create_model("MethodConfig", __base__=_MethodBase, **fields)

@@ -151,7 +151,8 @@ class MetricRow(_Schema):
 
     Validated with ``context={"order": [...], "method": ...}`` (as :func:`parse_jsonl_file`
     is given by the run reader), a row must also belong to its run: ``eval_task`` in the
-    order, ``trained_task`` the order's task at ``step`` (``joint``: step 0, "joint").
+    order, ``trained_task`` the order's task at ``step`` (a method trained on all tasks at
+    once, ``joint``: step 0 and its one step label, "joint").
     """
 
     step: int = Field(ge=0, json_schema_extra={"expected": "a non-negative integer"})
@@ -173,10 +174,14 @@ class MetricRow(_Schema):
             return self
         if self.eval_task not in order:
             raise _RunMismatch(f"eval_task '{self.eval_task}' is not in the run's order ({', '.join(order)})")
-        if ctx.get("method") == "joint":
-            if self.step != 0 or self.trained_task != "joint":
+        from elcl.continual.methods import REGISTRY
+
+        method = REGISTRY.get(ctx.get("method", ""))
+        if method is not None and method.all_tasks_at_once:
+            label = method.step_labels(order)[0]
+            if self.step != 0 or self.trained_task != label:
                 raise _RunMismatch(
-                    f"joint runs have one step (step 0, trained_task 'joint'), got step "
+                    f"{method.name} runs have one step (step 0, trained_task '{label}'), got step "
                     f"{self.step}, trained_task '{self.trained_task}'"
                 )
         elif self.step >= len(order):

@@ -6,6 +6,13 @@ import os
 from pathlib import Path
 
 import pytest
+from tiny_models import write_tiny_bert
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny BERT (tests/tiny_models.py), written once per test module."""
+    return write_tiny_bert(tmp_path_factory.mktemp("tinybert") / "bert")
 
 
 @pytest.fixture(scope="session")

@@ -8,10 +8,8 @@ import json
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 from synthetic import write_synthetic_corpora
-from tiny_models import write_tiny_bert
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
@@ -22,11 +20,6 @@ def _load(name: str):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
-
-
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory) -> Path:
-    return write_tiny_bert(tmp_path_factory.mktemp("tinybert_bench"))
 
 
 def _check_penalty_result(out: dict, path: Path) -> None:

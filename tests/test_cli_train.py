@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from synthetic import write_synthetic_corpora
-from tiny_models import write_tiny_bert
+from tiny_models import tiny_config
 from typer.testing import CliRunner
 
 from elcl.cli.app import app
@@ -22,20 +21,14 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def config_file(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("cli")
-    data = write_synthetic_corpora(root / "data")
-    model = write_tiny_bert(root / "tinybert")
-    cfg = {
-        "name": "cli",
-        "output_dir": str(root / "runs"),
-        "tasks": ["ncbi_disease", "bc5cdr_disease"],
-        "seeds": [5],
-        "data": {"data_dir": str(data), "ontology": "mentions"},
-        "candidates": {"k": 4},
-        "model": {"name": str(model), "max_length": 12},
-        "train": {"epochs": 1, "batch_size": 8, "lr": 1e-3, "device": "cpu"},
-        "method": {"name": "kfac", "kfac": {"lambda": 1.0}},
-        "curvature": {"max_examples": 8, "batch_size": 4},
-    }
+    cfg = tiny_config(
+        root,
+        "cli",
+        ["ncbi_disease", "bc5cdr_disease"],
+        5,
+        method={"name": "kfac", "kfac": {"lambda": 1.0}},
+        curvature={"max_examples": 8, "batch_size": 4},
+    )
     path = root / "cli.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path

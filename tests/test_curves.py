@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from synthetic import write_synthetic_corpora
-from tiny_models import write_tiny_bert
+from tiny_models import tiny_config
 from typer.testing import CliRunner
 
 from elcl.cli.app import app
@@ -19,20 +18,15 @@ runner = CliRunner()
 
 
 def _config(root: Path, log_to: list[str]) -> Path:
-    data = write_synthetic_corpora(root / "data")
-    model = write_tiny_bert(root / "tinybert")
-    cfg = {
-        "name": "curves",
-        "output_dir": str(root / "runs"),
-        "tasks": ["ncbi_disease", "bc5cdr_disease"],
-        "seeds": [2],
-        "data": {"data_dir": str(data), "ontology": "mentions"},
-        "candidates": {"k": 4},
-        "model": {"name": str(model), "max_length": 12},
-        "train": {"epochs": 1, "batch_size": 8, "lr": 1e-3, "device": "cpu", "log_to": log_to},
-        "method": {"name": "ewc", "lambda": 100.0},
-        "curvature": {"max_examples": 8, "batch_size": 4},
-    }
+    cfg = tiny_config(
+        root,
+        "curves",
+        ["ncbi_disease", "bc5cdr_disease"],
+        2,
+        train={"log_to": log_to},
+        method={"name": "ewc", "lambda": 100.0},
+        curvature={"max_examples": 8, "batch_size": 4},
+    )
     path = root / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path

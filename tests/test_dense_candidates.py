@@ -22,11 +22,6 @@ from elcl.candidates.tfidf import Candidate, TfidfCandidateGenerator
 from elcl.data.ontology import Ontology
 
 
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_bert(tmp_path_factory.mktemp("bert") / "bert", hidden=32, layers=2, seed=0)
-
-
 def _random_ontology(n_concepts: int = 40, seed: int = 0) -> Ontology:
     rng = random.Random(seed)
 

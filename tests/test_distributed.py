@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-from tiny_models import write_tiny_bert
+from tiny_models import tiny_config
 
 from elcl.config import ModelConfig
 from elcl.curvature.collect import collect_curvature
@@ -85,11 +85,6 @@ def _worker(rank: int, world: int, init_file: str, model_dir: str, out_dir: str)
     shutdown_runtime(Runtime(torch.device("cpu"), rank, world))
 
 
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory) -> Path:
-    return write_tiny_bert(tmp_path_factory.mktemp("tinybert_dist"))
-
-
 def test_two_process_factors_equal_single_process(tiny_bert: Path, tmp_path: Path) -> None:
     mp.spawn(_worker, args=(2, str(tmp_path / "rendezvous"), str(tiny_bert), str(tmp_path)), nprocs=2, join=True)
     model = Linker(ModelConfig(name=str(tiny_bert), max_length=16))
@@ -121,23 +116,17 @@ def test_all_reduce_needs_a_process_group() -> None:
 
 def test_torchrun_ddp_training_two_processes(tmp_path: Path) -> None:
     import yaml
-    from synthetic import write_synthetic_corpora
 
-    data_dir = write_synthetic_corpora(tmp_path / "data")
-    model_dir = write_tiny_bert(tmp_path / "tinybert")
     runs = tmp_path / "runs"
-    cfg = {
-        "name": "ddp",
-        "output_dir": str(runs),
-        "tasks": ["ncbi_disease", "bc5cdr_chemical"],
-        "seeds": [3],
-        "data": {"data_dir": str(data_dir), "ontology": "mentions"},
-        "candidates": {"k": 4},
-        "model": {"name": str(model_dir), "max_length": 12},
-        "train": {"epochs": 1, "batch_size": 4, "lr": 1e-3, "device": "cpu", "num_threads": 1},
-        "method": {"name": "kfac", "lambda": 10.0},
-        "curvature": {"max_examples": 16, "batch_size": 4},
-    }
+    cfg = tiny_config(
+        tmp_path,
+        "ddp",
+        ["ncbi_disease", "bc5cdr_chemical"],
+        3,
+        train={"batch_size": 4, "num_threads": 1},
+        method={"name": "kfac", "lambda": 10.0},
+        curvature={"max_examples": 16, "batch_size": 4},
+    )
     path = tmp_path / "ddp.yaml"
     path.write_text(yaml.safe_dump(cfg))
     env = {

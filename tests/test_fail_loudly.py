@@ -16,8 +16,7 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file, save_file
-from synthetic import write_synthetic_corpora
-from tiny_models import write_tiny_bert
+from tiny_models import tiny_config
 from typer.testing import CliRunner
 
 from elcl.cli import app as app_mod
@@ -42,19 +41,8 @@ AVX512_BF16 = {"ELCL_CPU_CAPABILITY": "AVX512", "ELCL_CPU_FLAGS": "avx2 avx512f 
 def world(tmp_path_factory) -> dict:
     """Synthetic corpora, a tiny BERT, a one-task config and one finished run of it."""
     root = tmp_path_factory.mktemp("loud")
-    data = write_synthetic_corpora(root / "data")
-    model = write_tiny_bert(root / "tinybert")
-    raw = {
-        "name": "loud",
-        "output_dir": str(root / "runs"),
-        "tasks": ["ncbi_disease"],
-        "seeds": [5],
-        "data": {"data_dir": str(data), "ontology": "mentions"},
-        "candidates": {"k": 4},
-        "model": {"name": str(model), "max_length": 12},
-        "train": {"epochs": 1, "batch_size": 8, "lr": 1e-3, "device": "cpu", "eval_splits": ["test"]},
-        "method": {"name": "naive"},
-    }
+    raw = tiny_config(root, "loud", ["ncbi_disease"], 5, train={"eval_splits": ["test"]}, method={"name": "naive"})
+    data = Path(raw["data"]["data_dir"])
     cfg = root / "loud.yaml"
     cfg.write_text(yaml.safe_dump(raw))
     old = os.umask(0o022)

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_models import write_tiny_bert
 
 from elcl.config import ModelConfig, TrainConfig
 from elcl.data.types import Mention
@@ -20,11 +19,6 @@ from elcl.training.predict import evaluate_examples
 
 NAMES = ["heart attack", "lung cancer", "breast cancer", "diabetes", "asthma"]
 QUERIES = ["myocardial infarct heart", "lung tumour", "breast tumor", "diabetic", "asthmatic"]
-
-
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory) -> Path:
-    return write_tiny_bert(tmp_path_factory.mktemp("tinybert"))
 
 
 def toy_examples() -> list[LinkingExample]:

@@ -41,6 +41,19 @@ def test_registry_is_the_one_list() -> None:
         get("si")
 
 
+def test_report_roles_come_from_the_classes(monkeypatch) -> None:
+    assert methods.role("baseline") == "naive"
+    assert methods.role("forgetting_reference") == "single"
+    # online_kfac extends kfac but does not inherit its place in the headline pair
+    assert methods.headline() == ("kfac", "ewc")
+    monkeypatch.setattr(get("replay"), "baseline", True)
+    with pytest.raises(ElclError, match="exactly one method must be the baseline.*'naive', 'replay'"):
+        methods.role("baseline")
+    monkeypatch.setattr(get("online_kfac"), "headline", True)
+    with pytest.raises(ElclError, match="exactly two methods must be the headline pair"):
+        methods.headline()
+
+
 def _ctx(tmp_path: Path, model, step: int, n_examples: int = 0) -> StepContext:
     return StepContext(
         rd=RunDir(tmp_path),

@@ -14,7 +14,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from synthetic import DISEASES, write_synthetic_corpora
-from tiny_models import write_tiny_bert
 from typer.testing import CliRunner
 
 from elcl.cli.app import app
@@ -29,11 +28,6 @@ from elcl.pretraining.losses import (
 from elcl.pretraining.sources import load_name_table, load_pretraining_ontology
 from elcl.pretraining.synonyms import SynonymBatcher, SynonymSets
 from elcl.pretraining.trainer import PretrainConfig, pretrain
-
-
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_bert(tmp_path_factory.mktemp("bert") / "bert", hidden=32, layers=2, seed=0)
 
 
 def write_medic(path: Path, concepts: dict[str, list[str]]) -> Path:

@@ -182,6 +182,44 @@ def test_build_report_numbers(tmp_path):
     assert "λ selection" in rep.stdout_markdown()
 
 
+def test_the_baseline_is_the_method_whose_class_says_so(tmp_path, monkeypatch):
+    """Reductions are measured against the class with ``baseline = True``, not 'naive'."""
+    from elcl.continual.methods import get
+
+    exp = make_experiment(tmp_path)
+    monkeypatch.setattr(get("naive"), "baseline", False)
+    monkeypatch.setattr(get("kfac"), "baseline", True)
+    monkeypatch.setattr(get("online_kfac"), "baseline", False)  # else inherited from kfac
+    rep = build_report([exp])
+    main = rep.main_table_markdown()
+    col = {h: i for i, h in enumerate(_row(main, "| method"))}
+    assert _row(main, "| kfac |")[col["forgetting reduction (%)"]] == "ref."
+    # naive against kfac: 1 - mean(0.40, 0.20) / mean(0.08, 0.08)
+    assert _row(main, "| naive |")[col["forgetting reduction (%)"]] == "-275.0"
+    assert rep.comparison.baseline == "kfac"
+    assert [a.method for a in rep.comparison.arms] == ["naive", "ewc", "joint"]
+    assert "forgetting reduction vs kfac" in rep.to_markdown()
+    assert "vs naive" not in rep.to_markdown()
+
+
+def test_forgetting_is_measured_from_the_reference_class(tmp_path, monkeypatch):
+    """The runs forgetting is measured from are those of ``forgetting_reference = True``."""
+    from elcl.continual.methods import get
+
+    exp = make_experiment(tmp_path)
+    monkeypatch.setattr(get("single"), "forgetting_reference", False)
+    monkeypatch.setattr(get("joint"), "forgetting_reference", True)
+    rep = build_report([exp])
+    assert rep.comparison.reference == "joint"
+    g = {g.method: g for g in rep.groups}
+    # joint (seed 0 only) is now the reference: single is paired and scored like any method
+    assert g["joint"].reduction is None
+    assert g["single"].reduction is not None and g["single"].n_paired == 1
+    # seed 1 has a single run but no joint run: its baseline is the mean of the joint runs
+    naive1 = next(rs for rs in rep.runs if rs.run.method == "naive" and rs.run.seed == 1)
+    assert naive1.single_from.startswith("mean of 1")
+
+
 def test_seed_matching_of_single_baseline(tmp_path):
     exp = make_experiment(tmp_path)
     # a seed without its own single run is compared to the mean single baseline

@@ -6,8 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from synthetic import write_synthetic_corpora
-from tiny_models import write_tiny_bert
+from tiny_models import tiny_config
 
 from elcl.config import config_from_dict
 from elcl.continual.runner import run_experiment
@@ -16,24 +15,12 @@ from elcl.runtime import Runtime
 
 
 def test_report_over_trained_runs(tmp_path: Path) -> None:
-    data_dir = write_synthetic_corpora(tmp_path / "data")
-    model_dir = write_tiny_bert(tmp_path / "tinybert")
+    base = tiny_config(
+        tmp_path, "t", ["ncbi_disease", "bc5cdr_chemical"], 3, curvature={"max_examples": 16, "batch_size": 8}
+    )
     exp = tmp_path / "runs"
     for method, settings in (("single", {}), ("naive", {}), ("kfac", {"kfac": {"lambda_grid": [1.0, 100.0]}})):
-        cfg = config_from_dict(
-            {
-                "name": "t",
-                "output_dir": str(exp),
-                "tasks": ["ncbi_disease", "bc5cdr_chemical"],
-                "seeds": [3],
-                "data": {"data_dir": str(data_dir), "ontology": "mentions"},
-                "candidates": {"k": 4},
-                "model": {"name": str(model_dir), "max_length": 12},
-                "train": {"epochs": 1, "batch_size": 8, "lr": 1e-3, "device": "cpu"},
-                "method": {"name": method, **settings},
-                "curvature": {"max_examples": 16, "batch_size": 8},
-            }
-        )
+        cfg = config_from_dict(base | {"method": {"name": method, **settings}})
         run_experiment(cfg, Runtime(torch.device("cpu")))
     rep = build_report([exp / "t"], n_boot=200)
     assert len(rep.runs) == 4 and not rep.left_out and not rep.unpaired

@@ -1,9 +1,13 @@
-"""Tiny locally built encoders so model tests run offline in seconds."""
+"""Tiny locally built encoders, and an experiment config on them, so model and training
+tests run offline in seconds."""
 
 from __future__ import annotations
 
 import string
 from pathlib import Path
+from typing import Any
+
+from synthetic import write_synthetic_corpora
 
 
 def write_tiny_bert(directory: Path, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
@@ -29,3 +33,25 @@ def write_tiny_bert(directory: Path, hidden: int = 32, layers: int = 2, seed: in
     )
     BertModel(cfg).save_pretrained(directory)
     return directory
+
+
+def tiny_config(root: Path, name: str, tasks: list[str], seed: int, **sections: Any) -> dict[str, Any]:
+    """A config (as a dict) that trains in seconds on the CPU: synthetic corpora and a tiny
+    BERT written under ``root``, runs under ``root / "runs"``, 4 candidates per mention,
+    one epoch. ``sections`` are merged into the config's own sections (``train={"log_to":
+    [...]}`` keeps the other train keys) or added (``method=...``, ``curvature=...``)."""
+    data = write_synthetic_corpora(root / "data")
+    model = write_tiny_bert(root / "tinybert")
+    cfg: dict[str, Any] = {
+        "name": name,
+        "output_dir": str(root / "runs"),
+        "tasks": tasks,
+        "seeds": [seed],
+        "data": {"data_dir": str(data), "ontology": "mentions"},
+        "candidates": {"k": 4},
+        "model": {"name": str(model), "max_length": 12},
+        "train": {"epochs": 1, "batch_size": 8, "lr": 1e-3, "device": "cpu"},
+    }
+    for key, value in sections.items():
+        cfg[key] = cfg[key] | value if isinstance(cfg.get(key), dict) else value
+    return cfg

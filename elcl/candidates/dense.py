@@ -161,7 +161,7 @@ class DenseCandidateGenerator:
         self._faiss = None
         if self.use_faiss:
             try:
-                import faiss  # type: ignore[import-not-found]
+                import faiss
 
                 index = faiss.IndexFlatIP(emb.shape[1])
                 index.add(emb.numpy().astype(np.float32))

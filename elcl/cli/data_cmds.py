@@ -6,6 +6,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -217,7 +218,7 @@ def candidates(
         cands = gen.top_k(texts, max(k))
         rec = recall_at_k(mentions, cands, onto, ks=ks)
         cov = gold_coverage(mentions, onto)
-        row = {
+        row: dict[str, Any] = {
             "mentions": len(mentions),
             "linkable": cov.linkable,
             "recall": {str(kk): round(v, 4) for kk, v in rec.items()},

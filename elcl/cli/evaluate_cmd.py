@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from elcl.errors import ElclError
 from elcl.evaluation.render import run_head
+
+if TYPE_CHECKING:
+    from rich.console import JustifyMethod
 
 
 def _default_out(path: Path) -> Path:
@@ -54,7 +58,7 @@ def _print_run_tables(runs, as_json: bool) -> None:
             title=f"{r.path}  [{r.method}, λ={lam}, seed {r.seed}, {r.status}]",
             title_justify="left",
         )
-        for col, just in (
+        columns: tuple[tuple[str, JustifyMethod], ...] = (
             ("step", "right"),
             ("trained", "left"),
             ("eval task", "left"),
@@ -64,7 +68,8 @@ def _print_run_tables(runs, as_json: bool) -> None:
             ("tf-idf@1", "right"),
             ("n", "right"),
             ("unlinkable", "right"),
-        ):
+        )
+        for col, just in columns:
             table.add_column(col, justify=just, no_wrap=True)
         for m in r.rows:
             table.add_row(

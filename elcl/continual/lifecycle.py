@@ -24,11 +24,12 @@ from elcl.runtime import Runtime
 
 
 def _get(d: dict, dotted: str) -> Any:
+    cur: Any = d
     for part in dotted.split("."):
-        if not isinstance(d, dict):
+        if not isinstance(cur, dict):
             return None
-        d = d.get(part)
-    return d
+        cur = cur.get(part)
+    return cur
 
 
 def check_existing(rd: RunDir, cfg_dict: dict, resume: bool) -> None:

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -47,7 +47,10 @@ from elcl.curvature.hooks import CurvatureHooks
 from elcl.curvature.layers import layer_kind, supported_names
 from elcl.errors import ElclError
 
-LogitsFn = Callable[[nn.Module, Any], "tuple[torch.Tensor, torch.Tensor]"]
+ModelT = TypeVar("ModelT", bound=nn.Module)
+LogitsFn = Callable[[ModelT, Any], "tuple[torch.Tensor, torch.Tensor]"]
+"""``logits_fn(model, batch) -> (logits, labels)`` for the model type it is given (a
+function written for :class:`~elcl.models.linker.Linker` takes a Linker, not any module)."""
 
 
 def _eigh64(M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -185,9 +188,9 @@ def _plan(model: nn.Module, approx: str) -> tuple[set[str], dict[str, list[str]]
 
 
 def collect_curvature(
-    model: nn.Module,
+    model: ModelT,
     batches: Iterable[Any],
-    logits_fn: LogitsFn,
+    logits_fn: LogitsFn[ModelT],
     approx: str = "kfac",
     kind: str = "empirical",
     n_samples: int = 1,

@@ -85,14 +85,14 @@ def _add_grad(p: torch.Tensor, g: torch.Tensor) -> None:
         p.grad.add_(g)
 
 
-def _add_grads(params: list[torch.Tensor], grads: list[torch.Tensor], alpha: float = 1.0) -> None:
+def _add_grads(params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor], alpha: float = 1.0) -> None:
     """``p.grad += alpha · g`` for all pairs, in one foreach call where grads exist."""
-    have = [(p, g) for p, g in zip(params, grads) if p.grad is not None and p.grad.dtype == g.dtype]
+    have = [(p.grad, g) for p, g in zip(params, grads) if p.grad is not None and p.grad.dtype == g.dtype]
     for p, g in zip(params, grads):
         if p.grad is None or p.grad.dtype != g.dtype:
             _add_grad(p, g * alpha if alpha != 1.0 else g)
     if have:
-        torch._foreach_add_([p.grad for p, _ in have], [g for _, g in have], alpha=alpha)
+        torch._foreach_add_([pg for pg, _ in have], [g for _, g in have], alpha=alpha)
 
 
 class Penalty:
@@ -306,7 +306,9 @@ class _Group:
             W = cv([w for b in self.blocks for w in b.W], ref.dtype)
             W = W.view(len(self.blocks), -1, *W.shape[1:])
             if self.low:
-                lows = [lr for b in self.blocks for lr in b.low]
+                # a low group has every task's factors in low-rank form: nothing is dropped here
+                lows = [lr for b in self.blocks for lr in b.low if lr is not None]
+                assert len(lows) == sum(len(b.low) for b in self.blocks)
 
                 def batch(fs: list) -> LowRankFactor:
                     return LowRankFactor(
@@ -387,14 +389,14 @@ class KFACPenalty(Penalty):
         by_kind: dict[tuple, list[_Block]] = {}
         for blk in self.blocks.values():
             ranks = {(lr[0].U.shape[1], lr[1].U.shape[1]) if lr is not None else None for lr in blk.low}
-            low = ranks.pop() if len(ranks) == 1 else None
-            if low is None:
+            common_rank = ranks.pop() if len(ranks) == 1 else None
+            if common_rank is None:
                 # dense, or low-rank for only some tasks (or at different ranks): those
                 # tasks' factors join the dense products as their dense reconstruction
                 for t, lr in enumerate(blk.low):
                     if lr is not None:
                         blk.A[t], blk.G[t] = lr[0].dense(), lr[1].dense()
-            by_kind.setdefault((blk.shape, blk.has_bias, len(blk.A), low), []).append(blk)
+            by_kind.setdefault((blk.shape, blk.has_bias, len(blk.A), common_rank), []).append(blk)
         self.groups = [_Group(bs, low=key[3] is not None) for key, bs in by_kind.items()]
 
     # -- helpers
@@ -442,7 +444,9 @@ class KFACPenalty(Penalty):
         out = blocks[0].W[0].shape[0]
         Ws = torch.stack([w.reshape(out, -1) for w, _ in params])
         if blocks[0].has_bias:
-            Ws = torch.cat([Ws, torch.stack([b for _, b in params]).unsqueeze(-1)], -1)
+            # every block of the group folds a bias, and _module_params refused a missing one
+            biases = [b for _, b in params if b is not None]
+            Ws = torch.cat([Ws, torch.stack(biases).unsqueeze(-1)], -1)
         return params, Ws
 
     def value(self, model: nn.Module) -> torch.Tensor:

@@ -12,8 +12,10 @@ import io
 import shutil
 import urllib.request
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from elcl.errors import ElclError
 from elcl.fileio import atomic_path, sha256_file
@@ -154,7 +156,7 @@ def _check(tmp: Path, dest_rel: str, origin: str, downloaded: bool) -> None:
         )
 
 
-def _install(write: callable, dest: Path, dest_rel: str, origin: str, downloaded: bool) -> None:
+def _install(write: Callable[[BinaryIO], object], dest: Path, dest_rel: str, origin: str, downloaded: bool) -> None:
     """Write via ``write(fileobj)`` to a temp file beside ``dest``, verify, rename atomically."""
     with atomic_path(dest, ".part") as tmp:
         with open(tmp, "wb") as fh:
@@ -238,7 +240,11 @@ def fetch(name: str, data_dir: Path, mirror: Path | None = None, force: bool = F
                 raise ElclError(f"{src.url}: not a zip archive") from None
         else:
             payload_file = payload
-        _install(lambda fh, b=payload_file: fh.write(b), dest, src.dest, src.url, downloaded=True)
+
+        def write_payload(fh: BinaryIO, data: bytes = payload_file) -> None:
+            fh.write(data)
+
+        _install(write_payload, dest, src.dest, src.url, downloaded=True)
         report.append((str(dest), f"downloaded from {src.url}"))
     return report
 

@@ -84,8 +84,8 @@ class Ontology:
             cur = names.setdefault(k, [])
             cur.extend(n for n in v if n not in cur)
         alts = dict(self.alt_ids)
-        for k, v in other.alt_ids.items():
-            alts[k] = alts.get(k, frozenset()) | v
+        for cid, ids in other.alt_ids.items():
+            alts[cid] = alts.get(cid, frozenset()) | ids
         return Ontology(names, alts, f"{self.source} + {other.source}")
 
 

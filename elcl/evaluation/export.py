@@ -38,7 +38,7 @@ def correctness_entries(run_dir: Path, split: str = "test") -> dict[str, dict[st
     for path in sorted(run_dir.glob(f"predictions/*/*.{split}.jsonl")):
         rows = [r for _, r in parse_jsonl_file(PredictionRow, path)]
         out[path.relative_to(run_dir).as_posix()] = {
-            "keys_sha256": keys_digest([list(r.key) for r in rows]),
+            "keys_sha256": keys_digest([r.key for r in rows]),
             "correct": "".join("1" if r.correct else "0" for r in rows),
         }
     return out

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from elcl.continual import methods
 from elcl.evaluation.runs import lam_label
 from elcl.fileio import atomic_write_bytes
 
@@ -49,12 +50,14 @@ def heatmap(g: GroupScores, split: str, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(1.2 * n_tasks + 2.5, 0.8 * n_steps + 1.8))
     im = ax.imshow(np.ma.masked_invalid(R), vmin=0, vmax=100, cmap="viridis", aspect="auto")
     ax.set_xticks(range(n_tasks), labels=list(g.order))
-    if g.method == "joint":
-        ylabels = ["joint"]
-    elif g.method == "single":
-        ylabels = [f"only {g.order[i]}" for i in range(n_steps)]
+    method = methods.get(g.method)
+    steps = method.step_labels(g.order, n_steps)
+    if method.all_tasks_at_once:
+        ylabels = steps
+    elif method.per_task_model:
+        ylabels = [f"only {t}" for t in steps]
     else:
-        ylabels = [f"after {g.order[i]}" for i in range(n_steps)]
+        ylabels = [f"after {t}" for t in steps]
     ax.set_yticks(range(n_steps), labels=ylabels)
     ax.set_xlabel(f"evaluated on ({split})")
     ax.set_ylabel("trained")
@@ -80,7 +83,9 @@ def reduction_bars(report: Report, path: Path) -> bool:
     import matplotlib.pyplot as plt
 
     c = report.comparison
-    arms = [a for a in (c.arms if c else []) if not math.isnan(a.reduction.point)]
+    if c is None:
+        return False
+    arms = [a for a in c.arms if not math.isnan(a.reduction.point)]
     if not arms:
         return False
     labels = [f"{a.method}\nλ {a.lam}" for a in arms]
@@ -93,7 +98,7 @@ def reduction_bars(report: Report, path: Path) -> bool:
     ax.bar(x, mid, yerr=err, capsize=4, color="tab:blue")
     ax.axhline(0.0, color="black", linewidth=0.8)
     ax.set_xticks(x, labels=labels)
-    ax.set_ylabel("forgetting reduction vs naive (%)")
+    ax.set_ylabel(f"forgetting reduction vs {c.baseline} (%)")
     ax.set_title("Forgetting reduction (ratio of means, 95% bootstrap interval)")
     for xi, m in zip(x, mid, strict=True):
         ax.annotate(
@@ -139,12 +144,12 @@ def frontier(report: Report, path: Path) -> bool:
         return False
     fig, axes = plt.subplots(1, 2, figsize=(10.5, 4.2), sharey=True)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    methods = list(dict.fromkeys(p.method for p in pts))
+    shown = list(dict.fromkeys(p.method for p in pts))
     for ax, attr, xlabel in (
         (axes[0], "newest_acc", "newest-task acc@1 (%)"),
         (axes[1], "avg_final_acc", "average final acc@1 (%)"),
     ):
-        for i, method in enumerate(methods):
+        for i, method in enumerate(shown):
             color = colors[i % len(colors)]
             mine = sorted((p for p in pts if p.method == method), key=lambda p: lam_key(p.lam))
             grid = [p for p in mine if isinstance(p.lam, (int, float))]

@@ -5,9 +5,11 @@ The report is built in three parts:
 * scoring — pure functions over accuracy matrices and per-mention correctness:
   :mod:`elcl.evaluation.metrics` (one run), :mod:`elcl.evaluation.stats` (paired
   ratio-of-means reduction, bootstrap intervals), :mod:`elcl.evaluation.frontier`;
-* this module — reads the runs, keeps the comparable ones, pairs every run with naive
-  and single on the same (seed, order), groups by (method, λ, order), selects λ on
-  dev data, and fills a :class:`Report` (data only);
+* this module — reads the runs, keeps the comparable ones, pairs every run with the
+  baseline (naive) and the forgetting reference (single) on the same (seed, order),
+  groups by (method, λ, order), selects λ on dev data, and fills a :class:`Report`
+  (data only). Which method plays which role it asks the method registry
+  (:func:`elcl.continual.methods.role`); it never names a method;
 * rendering — :mod:`elcl.evaluation.render` (DataFrames → Markdown / CSV / JSON, rich
   on a terminal) and :mod:`elcl.evaluation.plots` (matplotlib PNGs);
   :func:`write_report` writes both.
@@ -23,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from elcl.continual.methods import PENALTY_METHODS, SEQUENTIAL_METHODS
+from elcl.continual import methods
+from elcl.continual.methods import PENALTY_METHODS
 from elcl.errors import ElclError
 from elcl.evaluation import metrics as M
 from elcl.evaluation import stats as S
@@ -85,7 +88,7 @@ class RunScores:
     R: np.ndarray  # acc1 on the report split, [n_steps, n_tasks]
     R5: np.ndarray
     R_dev: np.ndarray  # acc1 on dev
-    final: np.ndarray  # per task final acc1 (diagonal for "single")
+    final: np.ndarray  # per task final acc1 (the diagonal for a per-task-model method: single)
     avg_final_acc1: float
     avg_final_acc5: float
     avg_final_dev_acc1: float
@@ -171,9 +174,15 @@ class DiffStats:
 
 @dataclass
 class Comparison:
-    """The paired statistics of the report: every method against naive, and penalty pairs."""
+    """The paired statistics of the report: every method against the baseline (naive),
+    and penalty pairs."""
 
-    naive: S.Interval | None
+    baseline: str
+    """The method the reductions are measured against (``methods.role("baseline")``)."""
+    reference: str
+    """The method forgetting is measured from (``methods.role("forgetting_reference")``)."""
+    base: S.Interval | None
+    """The baseline's mean forgetting over its paired cells."""
     n_cells: int
     arms: list[ArmStats]
     diffs: list[DiffStats]
@@ -250,7 +259,7 @@ def _diag(R: np.ndarray) -> np.ndarray:
 
 def _earlier(rs: RunScores) -> int:
     """How many tasks were trained before the last step (joint sees all at once)."""
-    steps = rs.run.n_tasks if rs.run.method == "joint" else rs.R.shape[0]
+    steps = rs.run.n_tasks if methods.get(rs.run.method).all_tasks_at_once else rs.R.shape[0]
     return max(0, min(rs.run.n_tasks, steps - 1))
 
 
@@ -258,11 +267,12 @@ def _score_run(run: Run, split: str) -> RunScores:
     R = accuracy_matrix(run, split, "acc1")
     R5 = accuracy_matrix(run, split, "acc5")
     R_dev = accuracy_matrix(run, "dev", "acc1")
-    if run.method == "single":
+    method = methods.get(run.method)
+    if method.per_task_model:
         final, final5, final_dev = _diag(R), _diag(R5), _diag(R_dev)
     else:
         final, final5, final_dev = R[-1].copy(), R5[-1].copy(), R_dev[-1].copy()
-    sequential = run.method in SEQUENTIAL_METHODS
+    sequential = method.sequential()
     n = run.n_tasks
     return RunScores(
         run=run,
@@ -428,16 +438,17 @@ def build_report(
             warnings.append(f"{r.path}: no '{split}' rows in metrics.jsonl; its accuracies are n/a")
 
     scores = [_score_run(r, split) for r in runs]
+    reference, baseline = methods.role("forgetting_reference"), methods.role("baseline")
 
-    # Single-task baseline of each run (for its own per-task forgetting): the single run
-    # of the same seed and order when there is one, else the mean of the single runs.
-    single_runs = [rs for rs in scores if rs.run.method == "single"]
+    # Single-task baseline of each run (for its own per-task forgetting): the reference
+    # (single) run of the same seed and order when there is one, else the mean of them.
+    single_runs = [rs for rs in scores if rs.run.method == reference]
     singles = [
         M.Baseline(rs.run.seed, rs.run.order, single_baseline(rs.run, split), str(rs.run.path)) for rs in single_runs
     ]
     if not singles:
         notes.append(
-            "no 'single' run: forgetting vs the single-task baseline and forgetting "
+            f"no '{reference}' run: forgetting vs the single-task baseline and forgetting "
             "reduction are n/a (see forgetting vs best earlier accuracy instead)"
         )
     for rs in scores:
@@ -449,19 +460,20 @@ def build_report(
         k = _earlier(rs)
         rs.mean_forgetting = M.nanmean(rs.forgetting_single[:k]) if k > 0 else math.nan
 
-    # Pairing: the paired statistics use only runs with naive and single on their cell.
+    # Pairing: the paired statistics use only runs with the baseline (naive) and the
+    # reference (single) on their cell.
     single_cells = _by_cell(single_runs)
-    naive_cells = _by_cell([rs for rs in scores if rs.run.method == "naive"])
+    naive_cells = _by_cell([rs for rs in scores if rs.run.method == baseline])
     if singles and not naive_cells:
-        notes.append("no 'naive' run: forgetting reduction is n/a")
+        notes.append(f"no '{baseline}' run: forgetting reduction is n/a")
     unpaired: list[str] = []
     for rs in scores:
-        if rs.run.method == "single":
+        if rs.run.method == reference:
             continue
         missing = [
             what
-            for what, pool in (("single", single_cells), ("naive", naive_cells))
-            if rs.cell not in pool and not (what == "naive" and rs.run.method == "naive")
+            for what, pool in ((reference, single_cells), (baseline, naive_cells))
+            if rs.cell not in pool and not (what == baseline and rs.run.method == baseline)
         ]
         if missing and (single_cells or naive_cells):
             unpaired.append(
@@ -507,20 +519,20 @@ def build_report(
 
     # Per group: the ratio-of-means reduction over its paired seeds, with an interval.
     for g in groups:
-        if g.method in ("single", "naive"):
+        if g.method in (reference, baseline):
             continue
         p = _pair([naive_cells, _by_cell(g.runs)], single_cells, split, read, n_boot, boot_seed)
         if p is not None:
             g.reduction = _reduction_interval(p, 1)
             g.n_paired = len(p.cells)
 
-    comparison = _compare(groups, naive_cells, single_cells, split, read, n_boot, boot_seed)
-    if comparison is not None and comparison.naive is not None and not comparison.naive.point > 0:
+    comparison = _compare(groups, naive_cells, single_cells, split, read, n_boot, boot_seed, baseline, reference)
+    if comparison is not None and comparison.base is not None and not comparison.base.point > 0:
         notes.append(
-            f"naive forgetting is {comparison.naive.point * 100:.1f} points on average: the "
+            f"{baseline} forgetting is {comparison.base.point * 100:.1f} points on average: the "
             f"forgetting reduction is undefined (it divides by it)"
         )
-    frontier = _frontier(groups)
+    frontier = _frontier(groups, reference)
     matched = _matched(frontier)
     experiments = sorted({r.experiment for r in runs})
     return Report(
@@ -555,9 +567,12 @@ def _compare(
     read: _Correctness,
     n_boot: int,
     seed: int,
+    baseline: str,
+    reference: str,
 ) -> Comparison | None:
-    """Every method at its selected λ (pooled over orders) against naive, and the
-    penalty methods against each other, with paired bootstrap intervals."""
+    """Every method at its selected λ (pooled over orders) against the ``baseline``
+    (naive, runs ``naive_cells``), and the penalty methods against each other, with
+    paired bootstrap intervals; forgetting from the ``reference`` (single, ``single_cells``)."""
     if not naive_cells or not single_cells:
         return None
     base = _pair([naive_cells], single_cells, split, read, n_boot, seed)
@@ -568,7 +583,7 @@ def _compare(
 
     arms: dict[tuple[str, str], list[GroupScores]] = {}
     for g in groups:
-        if g.method in ("single", "naive") or not g.shown:
+        if g.method in (reference, baseline) or not g.shown:
             continue
         # The selected λ of each order forms one arm; each λ rule ('auto…') its own.
         arms.setdefault((g.method, str(g.lam) if is_rule(g.lam) else "chosen"), []).append(g)
@@ -593,7 +608,8 @@ def _compare(
     diffs: list[DiffStats] = []
     penalty = [k for k in arms if k[0] in PENALTY_METHODS and k[1] == "chosen"]
     pairs = [(a, b) for b, a in combinations(penalty, 2)]  # later − earlier in method order
-    pairs.sort(key=lambda ab: (ab[0][0], ab[1][0]) != ("kfac", "ewc"))
+    first = methods.headline()
+    pairs.sort(key=lambda ab: (ab[0][0], ab[1][0]) != first)
     for a, b in pairs:
         p = _pair([naive_cells, arm_runs[a], arm_runs[b]], single_cells, split, read, n_boot, seed)
         if p is None:
@@ -616,14 +632,15 @@ def _compare(
             f"; test mentions not resampled in the comparisons whose prediction files are "
             f"missing or disagree ({resampling['why']})"
         )
-    return Comparison(naive, len(base.cells), out_arms, diffs, text, n_boot, seed)
+    return Comparison(baseline, reference, naive, len(base.cells), out_arms, diffs, text, n_boot, seed)
 
 
-def _frontier(groups: list[GroupScores]) -> list[FrontierPoint]:
-    """(method, λ) points pooled over orders: newest-task accuracy vs mean forgetting."""
+def _frontier(groups: list[GroupScores], reference: str) -> list[FrontierPoint]:
+    """(method, λ) points pooled over orders: newest-task accuracy vs mean forgetting
+    (every method but the forgetting ``reference``, whose accuracies define forgetting)."""
     pooled: dict[tuple, list[RunScores]] = {}
     for g in groups:
-        if g.method == "single":
+        if g.method == reference:
             continue
         pooled.setdefault((g.method, g.lam), []).extend(g.runs)
     points = []
@@ -647,12 +664,13 @@ def _matched(points: list[FrontierPoint]) -> list[MatchedComparison]:
         if p.method in PENALTY_METHODS and not is_rule(p.lam) and p.lam is not None:
             curves.setdefault(p.method, []).append(p)
     out = []
-    methods = sorted(curves, key=_method_rank)
-    for b, a in combinations(methods, 2):
+    penalties = sorted(curves, key=_method_rank)
+    for b, a in combinations(penalties, 2):
         m = matched_plasticity(curves[a], curves[b])
         if m is not None:
             out.append(m)
-    out.sort(key=lambda m: (m.a, m.b) != ("kfac", "ewc"))
+    first = methods.headline()
+    out.sort(key=lambda m: (m.a, m.b) != first)
     return out
 
 

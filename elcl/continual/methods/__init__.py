@@ -9,6 +9,8 @@ Its order is the order of methods in reports. To add a method, write a
 
 from __future__ import annotations
 
+from typing import Literal
+
 from elcl.continual.methods.base import (
     AUTO,
     Method,
@@ -62,6 +64,28 @@ def label(name: str) -> str:
     return REGISTRY[name].label if name in REGISTRY else name
 
 
+Role = Literal["forgetting_reference", "baseline"]
+
+
+def role(which: Role) -> str:
+    """The name of the one registered method playing ``which`` in the reports (its class
+    attribute of that name is true): ``forgetting_reference`` (single) or ``baseline``
+    (naive). Asked at report time, so the report follows the classes, never a name."""
+    names = [n for n, cls in REGISTRY.items() if getattr(cls, which)]
+    if len(names) != 1:
+        raise ElclError(f"exactly one method must be the {which} of the reports; registered: {names or 'none'}")
+    return names[0]
+
+
+def headline() -> tuple[str, str]:
+    """The two methods (``headline = True``) whose paired difference the report lists
+    first, later one first in method order (kfac, ewc)."""
+    names = [n for n, cls in REGISTRY.items() if cls.headline]
+    if len(names) != 2:
+        raise ElclError(f"exactly two methods must be the headline pair of the reports; registered: {names or 'none'}")
+    return names[1], names[0]
+
+
 __all__ = [
     "AUTO",
     "DEFAULT",
@@ -74,16 +98,19 @@ __all__ = [
     "PenaltyMethod",
     "PenaltySettings",
     "ReplayMemory",
+    "Role",
     "RunLambda",
     "Step",
     "StepContext",
     "discriminative_groups",
     "format_lambda",
     "get",
+    "headline",
     "is_auto",
     "label",
     "lambda_sort_key",
     "lambda_token",
     "parse_run_lambda",
     "rank",
+    "role",
 ]

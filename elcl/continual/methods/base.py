@@ -17,6 +17,13 @@ calls them for each step of a sequence:
 ``curvature`` says which statistics the method needs after each task (``diag``,
 ``kfac`` or ``none``); ``Settings`` is the pydantic model of its config section, so a
 key that belongs to another method is an error naming the key.
+
+The reports never name a method either: the roles a method plays in them are class
+attributes (``forgetting_reference``, ``baseline``, ``headline``), looked up through
+:func:`elcl.continual.methods.role` and :func:`~elcl.continual.methods.headline`.
+A role is a plain class attribute, so a subclass inherits it unless it sets it back
+(``OnlineKFAC(KFAC)`` sets ``headline = False``); the lookups refuse a registry where
+a role is not played by the expected number of methods.
 """
 
 from __future__ import annotations
@@ -228,13 +235,24 @@ class Method:
     Settings: ClassVar[type[MethodSettings]] = MethodSettings
     curvature: ClassVar[CurvatureNeed] = "none"
     reference: ClassVar[bool] = False
-    """single / joint: baselines the sequential methods are measured against."""
-    baseline: ClassVar[bool] = False
-    """naive: the method whose forgetting the reductions divide by."""
+    """single / joint: baselines the sequential methods are measured against, not
+    continual methods (no forgetting vs best or BWT in reports, no curvature collected)."""
     per_task_model: ClassVar[bool] = False
     """single: a fresh model per task; its final accuracies are the diagonal R[j][j]."""
     all_tasks_at_once: ClassVar[bool] = False
-    """joint: one step over every task's training data."""
+    """joint: one step over every task's training data (its one step label is not a task)."""
+
+    # Roles in the forgetting report (exactly one method each, except ``headline``: two).
+    forgetting_reference: ClassVar[bool] = False
+    """single: its accuracy on each task, trained on that task alone, is what forgetting is
+    measured from (forgetting of task j = its acc on j − a run's final acc on j). Every run
+    is paired with its run of the same seed and order."""
+    baseline: ClassVar[bool] = False
+    """naive: the method the forgetting reductions are measured against
+    (1 − F(method) / F(baseline)); ``ref.`` in the tables."""
+    headline: ClassVar[bool] = False
+    """ewc and kfac: the pair of penalties whose paired difference and matched-plasticity
+    verdict the report lists first (does K-FAC forget less than EWC?)."""
 
     def __init__(self, settings: MethodSettings | None = None, seed: int = 0) -> None:
         self.settings = settings if settings is not None else self.Settings()

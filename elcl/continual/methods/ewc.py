@@ -16,6 +16,7 @@ class EWC(PenaltyMethod):
     label = "EWC"
     summary = "diagonal Fisher penalty per earlier task"
     curvature = "diag"
+    headline = True
 
     def penalty(self, ctx: StepContext) -> Penalty | None:
         from elcl.curvature.penalty import EWCPenalty

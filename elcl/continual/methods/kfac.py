@@ -46,6 +46,7 @@ class KFAC(PenaltyMethod):
     label = "K-FAC"
     summary = "Kronecker-factored Fisher per layer and per earlier task"
     curvature = "kfac"
+    headline = True
     Settings: ClassVar[type[KFACSettings]] = KFACSettings
     settings: KFACSettings
 

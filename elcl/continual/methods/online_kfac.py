@@ -89,6 +89,7 @@ class OnlineKFAC(KFAC):
     name = "online_kfac"
     label = "online K-FAC"
     summary = "running Kronecker factors (decayed by γ) at the latest anchor"
+    headline = False  # K-FAC's role is not inherited: the headline pair is K-FAC vs EWC
     Settings = OnlineKFACSettings
     settings: OnlineKFACSettings
 

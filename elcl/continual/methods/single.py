@@ -11,3 +11,4 @@ class Single(Method):
     summary = "a new model per task; each task's own accuracy is the reference"
     reference = True
     per_task_model = True
+    forgetting_reference = True
