@@ -535,3 +535,16 @@ def test_a_key_an_older_elcl_did_not_write_takes_its_default(tmp_path):
     assert {rs.run.method for rs in rep.runs} == {"single", "naive", "kfac"}
     (msg,) = rep.left_out
     assert "ewc_dense: left out" in msg and "candidates.dense = True" in msg
+
+
+def test_evaluate_shows_one_run_with_a_lambda_rule(tmp_path: Path) -> None:
+    """A run of `lambda: auto` prints its table (λ=auto), not a format error."""
+    from typer.testing import CliRunner
+
+    from elcl.cli.app import app
+
+    R = [[0.8, math.nan, math.nan], [0.7, 0.9, math.nan], [0.6, 0.8, 0.9]]
+    run = write_run(tmp_path, "kfac-lamauto-o0-s1", "kfac", "auto", 1, R)
+    res = CliRunner().invoke(app, ["evaluate", str(run)])
+    assert res.exit_code == 0, res.output  # was: ValueError: Unknown format code 'g'
+    assert "acc@1" in res.output

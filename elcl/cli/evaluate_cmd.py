@@ -51,9 +51,11 @@ def _print_run_tables(runs, as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from elcl.evaluation.runs import lam_label
+
     console = Console(width=100)
     for r in runs:
-        lam = "-" if r.lam is None else f"{r.lam:g}"
+        lam = lam_label(r.lam)
         table = Table(
             title=f"{r.path}  [{r.method}, λ={lam}, seed {r.seed}, {r.status}]",
             title_justify="left",
