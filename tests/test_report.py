@@ -548,3 +548,26 @@ def test_evaluate_shows_one_run_with_a_lambda_rule(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["evaluate", str(run)])
     assert res.exit_code == 0, res.output  # was: ValueError: Unknown format code 'g'
     assert "acc@1" in res.output
+
+
+def test_lambda_chosen_on_the_first_task_pair(tmp_path):
+    """The first-pair rule reads row 1 (after the second task) of the dev matrix only."""
+    exp = tmp_path / "exp"
+    for s in (0, 1):
+        sA, sB, sC = SINGLE[s]
+        write_run(exp, f"single_s{s}", "single", None, s, [[sA, 0.1, 0.1], [0.1, sB, 0.1], [0.1, 0.1, sC]])
+        write_run(exp, f"naive_s{s}", "naive", None, s, seq(s, sA - 0.40, sB - 0.20))
+        # λ=1: keeps A well after the second task, forgets by the end; λ=10 the reverse
+        write_run(exp, f"ewc1_s{s}", "ewc", 1.0, s, seq(s, sA - 0.30, sB - 0.20, mid=0.7))
+        write_run(exp, f"ewc10_s{s}", "ewc", 10.0, s, seq(s, sA - 0.10, sB - 0.10, mid=0.4))
+    rep = build_report([exp])
+    order = tuple(ORDER)
+    assert rep.selections[("ewc", order)].chosen == 10.0
+    fp = rep.first_pair[("ewc", order)]
+    assert fp.chosen == 1.0
+    assert fp.scores[1.0] == pytest.approx(np.mean([(0.7 + SINGLE[s][1]) / 2 for s in (0, 1)]))
+    assert ("naive", order) not in rep.first_pair  # no penalty, no rule
+    row = _row(rep.to_markdown().split("## λ chosen on the first task pair")[1], "| ewc |")
+    # 1 - mean(0.30, 0.20) / mean(0.40, 0.20) and 1 - mean(0.10, 0.10) / mean(0.40, 0.20)
+    assert row[:4] == ["ewc", "1", "10", "16.7"] and row[4] == "66.7"
+    assert rep.summary_dict()["lambda_first_pair"][0]["chosen_lambda"] == 1.0

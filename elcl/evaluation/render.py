@@ -174,6 +174,40 @@ def selection_table(report: Report) -> pd.DataFrame:
     return pd.DataFrame.from_records(records, columns=columns)
 
 
+FIRST_PAIR_RULE = (
+    "λ chosen on the first task pair: the λ of the grid maximising the mean over seeds of "
+    "the average dev acc@1 over the first two tasks right after the second (ties -> smaller "
+    "λ), carried forward to the whole sequence; it needs the grid over two tasks only. "
+    "Reductions are those of the whole-sequence runs at each λ."
+)
+
+
+def first_pair_table(report: Report) -> pd.DataFrame:
+    """The first-pair rule's λ next to the whole-sequence dev choice, with both reductions."""
+    multi_order = len(report.orders) > 1
+    by_key = {(g.method, g.lam, g.order): g for g in report.groups}
+    records = []
+    for (method, order), fp in report.first_pair.items():
+        full = report.selections[(method, order)]
+        rec = {"method": method}
+        if multi_order:
+            rec["order"] = order_label(order)
+        g_fp, g_full = by_key.get((method, fp.chosen, order)), by_key.get((method, full.chosen, order))
+        rec |= {
+            "λ (first pair)": lam_label(fp.chosen),
+            "λ (whole sequence)": lam_label(full.chosen),
+            "reduction at first-pair λ (%)": fmt_interval(g_fp.reduction if g_fp else None),
+            "reduction at whole-sequence λ (%)": fmt_interval(g_full.reduction if g_full else None),
+        }
+        records.append(rec)
+    columns = (
+        ["method"]
+        + (["order"] if multi_order else [])
+        + ["λ (first pair)", "λ (whole sequence)", "reduction at first-pair λ (%)", "reduction at whole-sequence λ (%)"]
+    )
+    return pd.DataFrame.from_records(records, columns=columns)
+
+
 def best_forgetting_table(report: Report) -> pd.DataFrame:
     from elcl.continual.methods import SEQUENTIAL_METHODS
 
@@ -427,6 +461,10 @@ def report_markdown(report: Report) -> str:
         "",
         markdown(group_table(report, report.groups)),
         "",
+    ]
+    if report.first_pair:
+        lines += ["## λ chosen on the first task pair", "", FIRST_PAIR_RULE, "", markdown(first_pair_table(report)), ""]
+    lines += [
         "## Forgetting vs best earlier accuracy (chosen λ)",
         "",
         "max over steps j..n-2 of R[i][j] minus R[n-1][j], tasks j < n-1.",
@@ -609,6 +647,19 @@ def summary_dict(report: Report) -> dict:
             for m in report.matched
         ],
         "lambda_selection": selections,
+        "lambda_first_pair": [
+            {
+                "method": method,
+                "order": list(order),
+                "chosen_lambda": choice.chosen,
+                "whole_sequence_lambda": report.selections[(method, order)].chosen,
+                "candidates": [
+                    {"lambda": lam, "first_pair_dev_acc1_mean": clean(choice.scores[lam]), "n": choice.counts[lam]}
+                    for lam in choice.scores
+                ],
+            }
+            for (method, order), choice in report.first_pair.items()
+        ],
         "groups": groups,
         "runs": runs,
         "left_out": report.left_out,

@@ -99,6 +99,8 @@ class RunScores:
     single_from: str = "none"
     forgetting_single: np.ndarray = field(default_factory=lambda: np.zeros(0))
     mean_forgetting: float = math.nan
+    first_pair_dev_acc1: float = math.nan
+    """Mean dev acc@1 over the first two tasks right after the second (sequences of 3+)."""
 
     @property
     def cell(self) -> Cell:
@@ -205,6 +207,8 @@ class Report:
     matched: list[MatchedComparison] = field(default_factory=list)
     unpaired: list[str] = field(default_factory=list)
     left_out: list[str] = field(default_factory=list)
+    first_pair: dict = field(default_factory=dict)
+    """(method, order) -> LambdaChoice made on the first task pair's dev accuracy alone."""
 
     @property
     def orders(self) -> list[tuple[str, ...]]:
@@ -288,6 +292,11 @@ def _score_run(run: Run, split: str) -> RunScores:
         bwt=M.backward_transfer(R) if sequential else math.nan,
         single=np.full(n, math.nan),
         forgetting_single=np.full(n, math.nan),
+        first_pair_dev_acc1=(
+            M.nanmean(R_dev[1, :2])
+            if sequential and not method.all_tasks_at_once and n >= 3 and R_dev.shape[0] >= 2
+            else math.nan
+        ),
     )
 
 
@@ -514,6 +523,7 @@ def build_report(
             g.chosen = g.lam == choice.chosen
         if len(gs) > 1 and choice.reason != "max mean dev acc@1":
             notes.append(f"{method} {order_label(order)}: λ selection: {choice.reason}")
+    first_pair = _first_pair_selections(per_mo)
 
     read = _Correctness()
 
@@ -548,7 +558,27 @@ def build_report(
         matched=matched,
         unpaired=unpaired,
         left_out=left_out,
+        first_pair=first_pair,
     )
+
+
+def _first_pair_selections(per_mo: dict[tuple, list[GroupScores]]) -> dict:
+    """λ chosen as if only the first two tasks had been run with the grid.
+
+    A λ that needs no grid over the whole sequence: select it on the dev accuracy of the
+    first task pair (both tasks, right after the second) and carry it forward. Every run of
+    a penalty grid holds that row already, so the rule is scored from the same runs; it
+    applies to orders of three or more tasks (with two, the pair is the sequence).
+    """
+    out: dict = {}
+    for (method, order), gs in per_mo.items():
+        if not methods.get(method).penalised() or len(gs) < 2:
+            continue
+        scores = {g.lam: [rs.first_pair_dev_acc1 for rs in g.runs] for g in gs}
+        if all(math.isnan(v) for vs in scores.values() for v in vs):
+            continue
+        out[(method, order)] = M.select_lambda(scores)
+    return out
 
 
 def _arm_label(gs: Sequence[GroupScores]) -> str:
