@@ -13,8 +13,8 @@ install:
 test:
 	$(PY) -m pytest -q
 
-# CPU-sized reproduction on the real corpora (< 30 min on 2 cores): single-task
-# baselines, naive fine-tuning, EWC and K-FAC (λ grids), then the forgetting table.
+# The benchmark's design scaled down (< 30 min on 2 cores; configs/quick.yaml): the
+# reproduce-cpu tasks and model, one seed and order, one λ per penalty; the same report.
 QUICK_METHODS ?= single naive ewc kfac
 quick:
 	@for m in $(QUICK_METHODS); do \
@@ -27,7 +27,7 @@ quick:
 # on another core or machine: make reproduce-cpu CPU_METHODS="naive kfac" CPU_SEEDS="[13]" CPU_ORDER=1
 # Then `make reproduce-cpu-report` exports the small per-run files under results/ and
 # writes the report there (RUNS may hold only some parts; the report says what it has).
-CPU_METHODS ?= single naive kfac ewc joint lr_control replay online_ewc
+CPU_METHODS ?= single naive kfac ewc joint lr_control replay online_ewc online_kfac
 CPU_SEEDS ?=
 CPU_ORDER ?=
 reproduce-cpu:
