@@ -335,8 +335,6 @@ def comparison_sentences(report: Report) -> list[str]:
 
 
 def frontier_frame(report: Report) -> pd.DataFrame:
-    from elcl.evaluation.report import _method_rank
-
     rows = [
         {
             "method": p.method,
@@ -346,7 +344,7 @@ def frontier_frame(report: Report) -> pd.DataFrame:
             "avg_final_acc1": p.avg_final_acc,
             "n_runs": p.n_runs,
         }
-        for p in sorted(report.frontier, key=lambda p: (_method_rank(p.method), M.lam_key(p.lam)))
+        for p in sorted(report.frontier, key=lambda p: (methods.rank(p.method), M.lam_key(p.lam)))
     ]
     return pd.DataFrame(
         rows,

@@ -37,7 +37,6 @@ from elcl.evaluation.frontier import (
     matched_plasticity,
 )
 from elcl.evaluation.runs import (
-    METHODS,
     Run,
     accuracy_matrix,
     discover_runs,
@@ -317,10 +316,6 @@ def _aggregate(g: GroupScores) -> None:
             g.R_mean[i, j], g.R_std[i, j] = mean, std
 
 
-def _method_rank(method: str) -> int:
-    return METHODS.index(method) if method in METHODS else len(METHODS)
-
-
 # ---------------------------------------------------------------------- pairing
 class _Correctness:
     """Per-mention correctness read from prediction files, each file once."""
@@ -499,7 +494,7 @@ def build_report(
         by_key[key].runs.append(rs)
     groups = sorted(
         by_key.values(),
-        key=lambda g: (order_rank.index(g.order), _method_rank(g.method), M.lam_key(g.lam)),
+        key=lambda g: (order_rank.index(g.order), methods.rank(g.method), M.lam_key(g.lam)),
     )
     for g in groups:
         _aggregate(g)
@@ -694,7 +689,7 @@ def _matched(points: list[FrontierPoint]) -> list[MatchedComparison]:
         if p.method in PENALTY_METHODS and not is_rule(p.lam) and p.lam is not None:
             curves.setdefault(p.method, []).append(p)
     out = []
-    penalties = sorted(curves, key=_method_rank)
+    penalties = sorted(curves, key=methods.rank)
     for b, a in combinations(penalties, 2):
         m = matched_plasticity(curves[a], curves[b])
         if m is not None:
