@@ -121,7 +121,6 @@ def test_merged_generator_scores_dense_finds_with_tfidf(tiny_bert: Path, tmp_pat
 def test_config_hook_and_cli_rows(tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from synthetic import write_synthetic_corpora
 
-    from elcl.cli.app import app
     from elcl.config import config_from_dict
     from elcl.training.tasks import prepare_eval_task
 
@@ -139,31 +138,7 @@ def test_config_hook_and_cli_rows(tiny_bert: Path, tmp_path: Path, monkeypatch: 
     ex = task.examples["test"][0]
     assert len(ex.cand_ids) == 4 and len(set(ex.cand_ids)) == 4
     assert list((tmp_path / "cache" / "candidates").glob("dense-*.safetensors"))
-    res = CliRunner().invoke(
-        app,
-        [
-            "data",
-            "candidates",
-            "ncbi_disease",
-            "--data-dir",
-            str(data),
-            "--ontology",
-            "mentions",
-            "--split",
-            "test",
-            "--k",
-            "1",
-            "--k",
-            "3",
-            "--dense",
-            str(tiny_bert),
-            "--json",
-        ],
-    )
-    assert res.exit_code == 0, res.output
-    import json
-
-    row = json.loads(res.output[res.output.index("{\n") :])["splits"]["test"]
+    row = _dense_candidates_json(data, tiny_bert, "--k", "1", "--k", "3")["splits"]["test"]
     assert set(row) >= {"recall", "recall_dense", "recall_merged", "recall_union"}
     assert row["recall_union"]["3"] >= max(row["recall"]["3"], row["recall_dense"]["3"])
 
@@ -171,7 +146,6 @@ def test_config_hook_and_cli_rows(tiny_bert: Path, tmp_path: Path, monkeypatch: 
 def test_cli_dense_pool_indexes_only_tfidf_names(
     tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import json
 
     from synthetic import write_synthetic_corpora
 
@@ -179,33 +153,27 @@ def test_cli_dense_pool_indexes_only_tfidf_names(
 
     monkeypatch.setenv("ELCL_CACHE_DIR", str(tmp_path / "cache"))
     data = write_synthetic_corpora(tmp_path / "data")
-    runs = {}
-    for pool in ([], ["--dense-pool", "1"]):
-        res = CliRunner().invoke(
-            app,
-            [
-                "data",
-                "candidates",
-                "ncbi_disease",
-                "--data-dir",
-                str(data),
-                "--ontology",
-                "mentions",
-                "--split",
-                "test",
-                "--k",
-                "1",
-                "--dense",
-                str(tiny_bert),
-                "--json",
-                *pool,
-            ],
-        )
-        assert res.exit_code == 0, res.output
-        runs[bool(pool)] = json.loads(res.output[res.output.index("{\n") :])
+    runs = {
+        bool(pool): _dense_candidates_json(data, tiny_bert, "--k", "1", *pool) for pool in ([], ["--dense-pool", "1"])
+    }
     assert runs[True]["dense"]["indexed_names"] < runs[False]["dense"]["indexed_names"]
     res = CliRunner().invoke(
         app,
         ["data", "candidates", "ncbi_disease", "--data-dir", str(data), "--dense", str(tiny_bert), "--dense-pool", "0"],
     )
     assert res.exit_code != 0
+
+
+def _dense_candidates_json(data: Path, encoder: Path, *extra: str) -> dict:
+    """`elcl data candidates ncbi_disease --dense ENCODER --json` on the test split, parsed."""
+    import json
+
+    from elcl.cli.app import app
+
+    res = CliRunner().invoke(
+        app,
+        ["data", "candidates", "ncbi_disease", "--data-dir", str(data), "--ontology", "mentions"]
+        + ["--split", "test", "--dense", str(encoder), "--json", *extra],
+    )
+    assert res.exit_code == 0, res.output
+    return json.loads(res.output[res.output.index("{\n") :])
