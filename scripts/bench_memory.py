@@ -139,11 +139,11 @@ def report(title: str, s: dict, show_layers: int) -> None:
     mib = lambda b: f"{b / 2**20:.2f}"  # noqa: E731
     print(f"\n{title}")
     kfac = [r for r in s["layers"] if r["kind"] == "kfac"]
-    # one encoder layer is representative; the rest repeat
-    rows = [
-        [
-            r["layer"],
-            r["kind"],
+
+    def row(label: str, kind: str, r: dict) -> list:
+        return [
+            label,
+            kind,
             r["params"],
             mib(r["param_bytes"]),
             mib(r["kfac_triu_bytes"]),
@@ -151,21 +151,10 @@ def report(title: str, s: dict, show_layers: int) -> None:
             f"{r['ratio_triu']:.3f}",
             f"{r['ratio_full']:.3f}",
         ]
-        for r in kfac[:show_layers]
-    ]
-    t = s["total"]
-    rows.append(
-        [
-            "TOTAL (all params; diag for embeddings/LayerNorm)",
-            "",
-            t["params"],
-            mib(t["param_bytes"]),
-            mib(t["kfac_triu_bytes"]),
-            mib(t["kfac_full_bytes"]),
-            f"{t['ratio_triu']:.3f}",
-            f"{t['ratio_full']:.3f}",
-        ]
-    )
+
+    # one encoder layer is representative; the rest repeat
+    rows = [row(r["layer"], r["kind"], r) for r in kfac[:show_layers]]
+    rows.append(row("TOTAL (all params; diag for embeddings/LayerNorm)", "", s["total"]))
     print(table(["layer", "kind", "params", "param MiB", "triu MiB", "full MiB", "triu/param", "full/param"], rows))
 
 
