@@ -7,6 +7,7 @@ Sub-commands live in their own modules; this one only wires them together and tu
 from __future__ import annotations
 
 import sys
+from typing import NoReturn
 
 import typer
 
@@ -55,9 +56,7 @@ def main() -> None:
     except typer.Exit as exc:  # pragma: no cover - typer control flow
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        code = interrupt.exit_code()
-        typer.echo(interrupt.interrupted_message(), err=True)
-        sys.exit(code)
+        _exit_interrupted()
     except OSError as exc:
         # A read-only or full output/cache directory: one line naming the path, not a traceback.
         where = exc.filename or "elcl"
@@ -76,6 +75,12 @@ def main() -> None:
         raise
     if isinstance(rc, int) and rc != 0:
         if rc == 130:
-            rc = interrupt.exit_code()
-            typer.echo(interrupt.interrupted_message(), err=True)
+            _exit_interrupted()
         sys.exit(rc)
+
+
+def _exit_interrupted() -> NoReturn:
+    """The note of what was kept, then 130 (Ctrl-C) or 143 (SIGTERM)."""
+    code = interrupt.exit_code()
+    typer.echo(interrupt.interrupted_message(), err=True)
+    sys.exit(code)
