@@ -291,11 +291,7 @@ def _score_run(run: Run, split: str) -> RunScores:
         bwt=M.backward_transfer(R) if sequential else math.nan,
         single=np.full(n, math.nan),
         forgetting_single=np.full(n, math.nan),
-        first_pair_dev_acc1=(
-            M.nanmean(R_dev[1, :2])
-            if sequential and not method.all_tasks_at_once and n >= 3 and R_dev.shape[0] >= 2
-            else math.nan
-        ),
+        first_pair_dev_acc1=M.nanmean(R_dev[1, :2]) if sequential and n >= 3 and R_dev.shape[0] >= 2 else math.nan,
     )
 
 
