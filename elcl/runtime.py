@@ -36,6 +36,13 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise ConfigError("train.device: 'cuda' requested but no CUDA device is available; use 'auto' or 'cpu'")
+        n_gpus = torch.cuda.device_count()
+        if local_rank >= n_gpus:
+            # Two ranks on one card would share it under NCCL (a hang) or ask for a card that is not there.
+            raise ConfigError(
+                f"LOCAL_RANK {local_rank} needs GPU {local_rank} but this machine has {n_gpus}: "
+                f"start torchrun with --nproc_per_node {n_gpus} or set train.device: cpu"
+            )
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
 

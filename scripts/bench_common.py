@@ -98,10 +98,12 @@ def machine() -> dict:
     return info
 
 
-def print_cpu() -> None:
-    """First line of every benchmark: bfloat16 timings mean nothing without it."""
+def print_cpu(device: str = "cpu") -> None:
+    """First line of every benchmark: bfloat16 timings mean nothing without it (nor GPU ones without the card)."""
+    gpu = f", GPU {torch.cuda.get_device_name(torch.device(device))}" if torch.device(device).type == "cuda" else ""
     print(
-        f"running on: {cpu_info().describe()}, torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True
+        f"running on: {cpu_info().describe()}, torch {torch.__version__}, {torch.get_num_threads()} threads{gpu}",
+        flush=True,
     )
 
 

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--curvlinops-batches", type=int, default=1)
     ap.add_argument("--out", default="results/bench_factors.json")
     args = ap.parse_args(argv)
-    print_cpu()
+    print_cpu(args.device)
 
     model = build_linker(args.model, args.device)
     batches = [

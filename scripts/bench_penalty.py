@@ -60,10 +60,12 @@ def fake_stats(model: nn.Module, seed: int, approx: str) -> CurvatureStats:
     for n, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        anchors[n] = (p.detach() + 1e-3 * torch.randn(p.shape, generator=g)).to(p.device)
+        # Drawn on the CPU (the generator's device), then moved beside the weights.
+        anchors[n] = p.detach() + (1e-3 * torch.randn(p.shape, generator=g)).to(p.device)
         if n not in covered:
             diag[n] = torch.rand(p.shape, generator=g).to(p.device)
-    kfac = {k: (A.to(model.device), G.to(model.device)) for k, (A, G) in kfac.items()}
+    device = next(model.parameters()).device
+    kfac = {k: (A.to(device), G.to(device)) for k, (A, G) in kfac.items()}
     return CurvatureStats(kfac=kfac, diag=diag, anchors=anchors, meta={"approx": approx, "n_examples": 1})
 
 
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--set", action="append", default=[], dest="overrides", help="config override KEY=VALUE (--config)")
     ap.add_argument("--out", default="results/bench_penalty.json")
     args = ap.parse_args(argv)
-    print_cpu()
+    print_cpu(args.device)
 
     train_cfg = TrainConfig(amp="none", grad_clip=0.0)
     if args.config:

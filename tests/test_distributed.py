@@ -165,3 +165,18 @@ def test_torchrun_ddp_training_two_processes(tmp_path: Path) -> None:
     assert (rd / "curvature").exists() or any("curv" in p.name for p in rd.rglob("*"))
     # nothing written outside the run directory (e.g. by rank 1 into the working dir)
     assert not [p for p in tmp_path.iterdir() if p.name not in {"data", "tinybert", "runs", "ddp.yaml", "cache"}]
+
+
+def test_more_ranks_than_gpus_is_refused_with_the_fix(monkeypatch) -> None:
+    """Rank k needs GPU k: with fewer cards the run stops at once, naming the torchrun flag."""
+    import pytest
+
+    from elcl.errors import ConfigError
+    from elcl.runtime import pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert pick_device("cuda", 0) == torch.device("cuda", 0)
+    with pytest.raises(ConfigError, match="--nproc_per_node 1"):
+        pick_device("auto", 1)
+    assert pick_device("cpu", 1) == torch.device("cpu")

@@ -311,6 +311,18 @@ def test_include_partial(tmp_path):
     assert any("included" in w for w in rep.warnings)
 
 
+def test_a_run_stopped_before_its_first_step_is_skipped_not_fatal(tmp_path):
+    """SIGTERM before step 0 leaves run.json 'interrupted' and no metrics file: the report
+    of the experiment still builds (it once stopped with 'metrics.jsonl: missing')."""
+    exp = make_experiment(tmp_path)
+    write_run(exp, "kfac_s3", "kfac", 100.0, 3, [], status="interrupted")
+    (exp / "kfac_s3" / "metrics.jsonl").unlink(missing_ok=True)  # what such a run leaves
+    for partial in (False, True):
+        rep = build_report([exp], include_partial=partial)
+        assert not any(r.run.path.name == "kfac_s3" for r in rep.runs)
+        assert any("kfac_s3" in w and "skipped" in w for w in rep.warnings)
+
+
 def test_two_orders_get_separate_groups(tmp_path):
     exp = make_experiment(tmp_path)
     write_run(

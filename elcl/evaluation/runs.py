@@ -185,18 +185,19 @@ def discover_runs(paths: list[Path] | list[str], include_partial: bool = False) 
             reason = (rec.model_extra or {}).get("reason", "no reason recorded")
             warnings.append(f"{d}: status 'failed' ({reason}); skipped")
             continue
-        run = load_run(d)
-        if not run.done:
-            if include_partial:
+        if rec.status != "done":
+            if not include_partial:
+                # Decided from run.json alone: a run stopped before its first step has no metrics file yet.
                 warnings.append(
-                    f"{d}: status '{run.status}' ({run.steps_done} step(s) done); included (--include-partial)"
-                )
-            else:
-                warnings.append(
-                    f"{d}: status '{run.status}' ({run.steps_done} step(s) done); skipped "
+                    f"{d}: status '{rec.status}' ({rec.steps_done} step(s) done); skipped "
                     f"(use --include-partial to include it)"
                 )
                 continue
+            if not (d / METRICS_FILE).is_file():
+                warnings.append(f"{d}: status '{rec.status}', no {METRICS_FILE} yet; skipped")
+                continue
+            warnings.append(f"{d}: status '{rec.status}' ({rec.steps_done} step(s) done); included (--include-partial)")
+        run = load_run(d)
         if not run.rows:
             warnings.append(f"{d}: {METRICS_FILE} has no rows; skipped")
             continue
