@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from synthetic import write_synthetic_corpora
 
@@ -108,3 +109,65 @@ def test_bench_memory_tasks_table(tiny_bert: Path, tmp_path: Path) -> None:
     assert one > 0 and [r["kfac_bytes"] for r in rows] == [one, 2 * one, 5 * one]
     assert [r["online_kfac_bytes"] for r in rows] == [one] * 3
     assert [r["online_kfac_disk_bytes"] for r in rows] == [one, 2 * one, 2 * one]
+
+
+def test_bench_penalty_fake_stats_sit_beside_the_weights() -> None:
+    """The synthetic statistics are drawn with a CPU generator and must land on the model's
+    device (a CUDA run once failed here); the meta device stands in for a GPU."""
+    from torch import nn
+
+    mod = _load("bench_penalty")
+    model = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4)).to("meta")
+    for approx in ("kfac", "ewc"):
+        stats = mod.fake_stats(model, 0, approx)
+        tensors = [*stats.anchors.values(), *stats.diag.values(), *(t for pair in stats.kfac.values() for t in pair)]
+        assert tensors and all(t.device.type == "meta" for t in tensors), approx
+        assert set(stats.anchors) == {n for n, _ in model.named_parameters()}
+        assert bool(stats.kfac) == (approx == "kfac")
+
+
+def _write_logged_run(root: Path, name: str, log: str, method: str = "kfac") -> Path:
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "log.txt").write_text(log)
+    (d / "config.yaml").write_text("name: exp\n")
+    state = {"experiment": "exp", "method": method, "order": ["A", "B"], "seed": 1, "status": "done", "steps_done": 2}
+    (d / "run.json").write_text(json.dumps(state))
+    return d
+
+
+def test_metrics_from_logs_rebuilds_exact_counts_and_adopted_steps(tmp_path: Path) -> None:
+    mod = _load("metrics_from_logs")
+    ref = tmp_path / "ref"
+    rows = [
+        {"acc1": 0.5, "acc5": 0.75, "eval_task": t, "n": 400, "n_unlinkable": u, "split": s, "step": 0}
+        | {"tfidf_acc1": 0.25, "trained_task": "A"}
+        for t, u in (("A", 0), ("B", 3))
+        for s in ("dev", "test")
+    ]
+    (ref / "r").mkdir(parents=True)
+    (ref / "r" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    constants = mod.data_constants([ref / "r"])
+    logs = tmp_path / "logs"
+    step0 = "".join(
+        f"step 0 (A) -> {t} {s}: acc@1 0.8175 acc@5 0.9000 (n=400)\n" for t in ("A", "B") for s in ("dev", "test")
+    )
+    _write_logged_run(logs, "naive", step0, "naive")
+    later = "".join(
+        f"step 1 (B) -> {t} {s}: acc@1 0.7719 acc@5 0.8672 (n=399)\n" for t in ("A", "B") for s in ("dev", "test")
+    )
+    run = _write_logged_run(logs, "kfac", "step 0 (A) adopted from naive: same data\n" + later)
+    got = mod.rows_from_log(run, constants)
+    assert len(got) == 8
+    first = next(r for r in got if r["step"] == 0 and r["eval_task"] == "A" and r["split"] == "test")
+    assert first["acc1"] == 327 / 400 and first["tfidf_acc1"] == 0.25  # the sibling's step, the data's constant
+    last = next(r for r in got if r["step"] == 1 and r["eval_task"] == "B")
+    assert last["acc1"] == 308 / 399 and last["n_unlinkable"] == 3 and last["trained_task"] == "B"
+    # a printed value that is no k/n is refused rather than rounded into a wrong count
+    with pytest.raises(ValueError, match="no k/400"):
+        mod._count("0.8176", 400)
+    # reference runs that disagree on a data constant stop the recovery
+    (ref / "r2").mkdir()
+    (ref / "r2" / "metrics.jsonl").write_text(json.dumps(rows[0] | {"tfidf_acc1": 0.3}) + "\n")
+    with pytest.raises(SystemExit, match="not a property of the data"):
+        mod.data_constants([ref / "r", ref / "r2"])

@@ -43,6 +43,8 @@ def test_report_over_trained_runs(tmp_path: Path) -> None:
     )
     assert first.exit_code == 0, first.output
     assert not list(out.rglob("*.safetensors")) and not list(out.rglob("predictions"))
+    # each run keeps its log: the record of what ran, and what scripts/metrics_from_logs.py reads
+    assert all((d / "log.txt").is_file() for d in out.iterdir())
     assert sorted(p.name for p in out.iterdir()) == sorted(
         p.name for p in (exp / "t").iterdir() if (p / "run.json").is_file()
     )

@@ -1,7 +1,8 @@
 """Export an experiment's small per-run files, so its report outlives the machine.
 
 Checkpoints, curvature factors and full prediction files stay behind; what a report
-needs is kept: ``run.json``, ``config.yaml``, ``metrics.jsonl`` and, instead of the
+needs is kept: ``run.json``, ``config.yaml``, ``metrics.jsonl``, the run's ``log.txt`` (a
+few kilobytes: what ran, on which data, how long each step took) and, instead of the
 prediction files (megabytes per run), ``correctness.json`` — per prediction file of the
 test split, the top-1 correctness of each mention as a string of 0/1 and the sha256 of
 the mention keys in file order. The mention bootstrap pairs runs by those keys, so the
@@ -24,7 +25,7 @@ from elcl.schemas import PredictionRow, parse_jsonl_file
 
 CORRECTNESS_FILE = "correctness.json"
 CORRECTNESS_FORMAT = "elcl-correctness/1"
-RUN_FILES = ("run.json", "config.yaml", "metrics.jsonl")
+RUN_FILES = ("run.json", "config.yaml", "metrics.jsonl", "log.txt")
 
 
 def keys_digest(keys: list[tuple[str, int, int]]) -> str:
