@@ -46,7 +46,7 @@ EOF
   warm=$!
   # Straight to the file (a pipe through tail loses everything when the call is cut), and a
   # per-test limit so that a hanging test is named rather than the stage going silent.
-  $PY -m pytest -q -n 8 -p no:cacheprovider --timeout 120 -o junit_family=xunit2 >"$OUT/pytest.log" 2>&1
+  $PY -m pytest -q -n 8 -p no:cacheprovider --timeout 120 >"$OUT/pytest.log" 2>&1
   tail -n 40 "$OUT/pytest.log"
   wait $warm; cat "$OUT/warm.log"
   ;;
