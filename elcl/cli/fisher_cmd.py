@@ -68,7 +68,7 @@ def fisher(
                 f"{target}: statistics already exist; pass --force to recompute or --out DIR to write elsewhere"
             )
         typer.echo(format_size_table(factor_size_table(target, model)))
-        shutdown_runtime(rt)
+        shutdown_runtime(rt, exit_process=True)
         return
     method = get_method(str(state["method"]))
     step = next(i for i, st in enumerate(method.steps(order)) if task in st.tasks)
@@ -102,7 +102,7 @@ def fisher(
             )
             if stats:
                 typer.echo(format_size_table(factor_size_table(target, model)))
-    shutdown_runtime(rt)
+    shutdown_runtime(rt, exit_process=True)
 
 
 def register(app: typer.Typer) -> None:

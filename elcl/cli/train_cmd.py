@@ -57,7 +57,7 @@ def train(
         paths = run_experiment(cfg, rt, resume=resume is not None, exp_dir=exp_dir, orders=order)
     if rt.is_main:
         _print_summary(paths)
-    shutdown_runtime(rt)
+    shutdown_runtime(rt, exit_process=True)
 
 
 def _warn_precision(cfg, rt) -> None:
