@@ -4,8 +4,9 @@
 #   scripts/gpu_session.sh check OUT              test suite (CUDA tests included), TF-IDF caches warmed
 #   scripts/gpu_session.sh bench OUT              step / curvature benchmarks on CUDA, JSON under OUT
 #   scripts/gpu_session.sh seeds OUT DEADLINE_S SEED...
-#                                                 more seeds of configs/reproduce_cpu.yaml (its full
-#                                                 λ grids, both orders), PAR runs at a time, stopped
+#                                                 more seeds of configs/reproduce_cpu.yaml (both orders,
+#                                                 the λ values the CPU seeds ran: 1e2–1e5 in order 0,
+#                                                 1e3–1e5 in order 1), PAR runs at a time, stopped
 #                                                 at DEADLINE_S; exported runs under OUT
 #
 # The corpora come from $ELCL_DATA_DIR, TF-IDF caches go to $ELCL_CACHE_DIR. Runs go to

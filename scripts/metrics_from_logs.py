@@ -29,7 +29,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from elcl.continual.rundir import read_jsonl
+from elcl.continual.rundir import read_jsonl, write_jsonl
+from elcl.fileio import atomic_write_text
 from elcl.schemas import MetricRow
 
 LINE = re.compile(
@@ -133,12 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         dest.mkdir(parents=True, exist_ok=True)
         for name in ("config.yaml", "log.txt"):
             shutil.copyfile(run / name, dest / name)
-        rows = rows_from_log(run, constants)
-        (dest / "metrics.jsonl").write_text(
-            "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows), encoding="utf-8"
-        )
+        write_jsonl(dest / "metrics.jsonl", rows_from_log(run, constants))  # the trainer's own writer
         state["metrics_recovered_from"] = "log.txt"
-        (dest / "run.json").write_text(json.dumps(state, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        atomic_write_text(dest / "run.json", json.dumps(state, indent=2, sort_keys=True) + "\n")
         n += 1
     print(f"rebuilt {n} runs under {args.out}")
     return 0
