@@ -24,14 +24,14 @@ from elcl.linking.source import open_source
 runner = CliRunner()
 
 
-def _train(root: Path, name: str, model: dict) -> Path:
+def _train(root: Path, name: str, model: dict, candidates: dict | None = None) -> Path:
     cfg = {
         "name": name,
         "output_dir": str(root / "runs"),
         "tasks": ["ncbi_disease", "bc5cdr_disease"],
         "seeds": [3],
         "data": {"data_dir": str(root / "data"), "ontology": "mentions"},
-        "candidates": {"k": 4},
+        "candidates": candidates or {"k": 4},
         "model": model,
         "train": {"epochs": 1, "batch_size": 8, "lr": 1e-3, "device": "cpu"},
         "method": {"name": "naive"},
@@ -49,12 +49,14 @@ def trained(tmp_path_factory) -> dict:
     write_synthetic_corpora(root / "data")
     tiny = write_tiny_bert(root / "tinybert")
     bert = _train(root, "bert", {"name": str(tiny), "max_length": 12})
+    # dense candidates from the (untrained) tiny encoder, not from the fine-tuned one
+    dense = _train(root, "dense", {"name": str(tiny), "max_length": 12}, {"k": 4, "dense": True, "dense_k": 2})
     cnn = _train(
         root,
         "cnn",
         {"type": "cnn", "name": str(tiny), "max_length": 12, "cnn": {"embedding_dim": 16, "channels": 16, "blocks": 1}},
     )
-    return {"root": root, "data": root / "data", "bert": bert, "cnn": cnn}
+    return {"root": root, "data": root / "data", "bert": bert, "dense": dense, "cnn": cnn}
 
 
 def _metric(run: Path, step: int, task: str, split: str = "test") -> dict:
@@ -73,9 +75,19 @@ def _elcl(args: list[str], capsys, monkeypatch) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
-@pytest.mark.parametrize("step,task", [(0, "ncbi_disease"), (1, "ncbi_disease"), (1, "bc5cdr_disease")])
-def test_link_reproduces_evaluate_exactly(trained, step, task):
-    run = trained["bert"]
+@pytest.mark.parametrize(
+    "kind,step,task",
+    [
+        ("bert", 0, "ncbi_disease"),
+        ("bert", 1, "ncbi_disease"),
+        ("bert", 1, "bc5cdr_disease"),
+        ("dense", 0, "ncbi_disease"),
+        ("dense", 1, "bc5cdr_disease"),
+    ],
+)
+def test_link_reproduces_evaluate_exactly(trained, kind, step, task, monkeypatch):
+    monkeypatch.setenv("ELCL_CACHE_DIR", str(trained["root"] / "cache"))
+    run = trained[kind]
     test_file = {
         "ncbi_disease": trained["data"] / "ncbi_disease" / "NCBItestset_corpus.txt",
         "bc5cdr_disease": trained["data"] / "bc5cdr" / "CDR_TestSet.PubTator.txt",
@@ -184,6 +196,38 @@ def _hf_embed(folder: Path, texts: list[str]) -> torch.Tensor:
     if any(m["type"].endswith("Normalize") for m in json.loads((folder / "modules.json").read_text())):
         vec = torch.nn.functional.normalize(vec, dim=-1)
     return vec
+
+
+def test_dense_runs_link_with_their_training_candidates(trained):
+    """The dense run's lists differ from TF-IDF's alone: linking with TF-IDF only would not match."""
+    from elcl.training.tasks import candidate_generator
+
+    src = open_source(trained["dense"], step=0)
+    stored = [
+        json.loads(x)
+        for x in (trained["dense"] / "predictions" / "0_ncbi_disease" / "ncbi_disease.test.jsonl")
+        .read_text()
+        .splitlines()
+    ]
+    sparse = candidate_generator(src.ontology, src.candidates).top_k([r["mention"] for r in stored], 4)
+    assert any({c.concept_id for c in s} != {c for c, _ in r["predicted"]} for s, r in zip(sparse, stored))
+
+
+def test_dense_export_carries_its_candidate_encoder(trained, tmp_path, monkeypatch):
+    monkeypatch.setenv("ELCL_CACHE_DIR", str(trained["root"] / "cache"))
+    run = trained["dense"]
+    out = tmp_path / "dense_export"
+    res = runner.invoke(app, ["export", str(run), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "elcl_linker.json").read_text())["candidates"]["dense_encoder"] == "dense_encoder"
+    moved = tmp_path / "elsewhere" / "dense_model"
+    shutil.copytree(out, moved)
+    shutil.rmtree(out)
+    test_file = trained["data"] / "bc5cdr" / "CDR_TestSet.PubTator.txt"
+    via_run = runner.invoke(app, ["link", str(run), "-i", str(test_file)])
+    alone = runner.invoke(app, ["link", str(moved), "-i", str(test_file)])
+    assert via_run.exit_code == 0 and alone.exit_code == 0, via_run.output + alone.output
+    assert alone.stdout == via_run.stdout and via_run.stdout.count("\n") > 10
 
 
 def test_export_loads_with_transformers_alone_and_links_like_the_run(trained, tmp_path):

@@ -20,7 +20,7 @@ from elcl.linking.source import LinkerSource
 from elcl.training.batching import TokenCache
 from elcl.training.examples import GoldIndex, build_examples
 from elcl.training.predict import EvalResult, evaluate_examples
-from elcl.training.tasks import candidate_generator
+from elcl.training.tasks import retriever
 
 
 @dataclass
@@ -46,7 +46,7 @@ class LinkResult:
 
 def link_input(source: LinkerSource, inp: LinkInput, top_k: int = 5, batch_size: int = 256) -> LinkResult:
     ontology = source.ontology
-    generator = candidate_generator(ontology, source.candidates)
+    generator = retriever(ontology, source.candidates, source.model.cfg)
     docs = {d.doc_id: d for d in inp.documents}
     examples, stats = build_examples(
         inp.mentions,

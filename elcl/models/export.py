@@ -15,6 +15,8 @@ Layout of an export folder (format ``elcl-export/1``)::
                               (embed.weight, inp.weight/bias, blocks.<i>.conv1/conv2.weight/bias,
                               proj.weight/bias); header metadata holds its shape settings
     tokenizer files           wordpiece vocabulary (cnn.vocab wordpiece)
+    dense_encoder/            runs with candidates.dense only: the encoder that lists the
+                              dense candidates (Hugging Face format), not the fine-tuned one
 
 The folder is built beside its target and renamed into place, so it appears complete
 or not at all.
@@ -47,6 +49,30 @@ META_FILE = "elcl_linker.json"
 ONTOLOGY_FILE = "ontology.jsonl.gz"
 HEAD_FILE = "linker_head.safetensors"
 CNN_FILE = "cnn_encoder.safetensors"
+DENSE_DIR = "dense_encoder"
+
+
+def _save_dense_encoder(candidates: CandidatesConfig, cfg: ModelConfig, out: Path) -> CandidatesConfig:
+    """Copy the encoder that ranks dense candidates into the export (``dense_encoder/``).
+
+    The linker was trained on candidate lists from that encoder (the run's ``model.name``
+    unless ``candidates.dense_encoder`` names another), not from the fine-tuned encoder
+    the export holds, so linking from the folder needs it to list the same candidates."""
+    if not candidates.dense:
+        return candidates
+    from transformers import AutoModel
+
+    from elcl.models.encoders import load_tokenizer, resolve_model_path
+
+    name = candidates.dense_encoder or cfg.name
+    try:
+        AutoModel.from_pretrained(resolve_model_path(name)).save_pretrained(out / DENSE_DIR)
+    except (OSError, ValueError) as exc:
+        raise ElclError(
+            f"candidates.dense_encoder {name!r}: cannot load it to export ({str(exc).splitlines()[0]})"
+        ) from None
+    load_tokenizer(name).save_pretrained(out / DENSE_DIR)
+    return candidates.model_copy(update={"dense_encoder": DENSE_DIR})
 
 
 def is_export_dir(path: Path) -> bool:
@@ -164,6 +190,7 @@ def export_linker(
         if model.head is not None:
             save_file(_cpu(model.head.state_dict()), str(tmp / HEAD_FILE), metadata={"elcl_version": __version__})
         write_ontology(tmp / ONTOLOGY_FILE, ontology)
+        candidates = _save_dense_encoder(candidates, cfg, tmp)
         meta_json = {
             "format": EXPORT_FORMAT,
             "elcl_version": __version__,
@@ -227,6 +254,8 @@ def load_exported(path: Path, device: torch.device | str = "cpu") -> ExportedLin
         raise ElclError(
             f"{path / META_FILE}: invalid 'model' or 'candidates' section ({str(exc).splitlines()[0]})"
         ) from None
+    if candidates.dense and candidates.dense_encoder == DENSE_DIR:
+        candidates.dense_encoder = str(path / DENSE_DIR)
     if cfg.type == "bert" or cfg.cnn.vocab == "wordpiece":
         cfg.name = str(path)
     if cfg.type == "cnn":

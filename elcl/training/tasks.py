@@ -16,15 +16,18 @@ import random
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import overload
+from typing import TYPE_CHECKING, overload
 
 from elcl.candidates.tfidf import TfidfCandidateGenerator, default_cache_dir
-from elcl.config import CandidatesConfig, ExperimentConfig, resolve_data_dir
+from elcl.config import CandidatesConfig, ExperimentConfig, ModelConfig, resolve_data_dir
 from elcl.data.corpora import load_corpus
 from elcl.data.ontology import Ontology, ontology_for_task
 from elcl.data.overlap import TrainRemoval, cross_task_removals
 from elcl.data.types import Corpus, Document
 from elcl.training.examples import ExampleStats, GoldIndex, LinkingExample, build_examples
+
+if TYPE_CHECKING:
+    from elcl.candidates.dense import MergedCandidateGenerator
 
 EVAL_SPLITS = ("dev", "test")
 
@@ -68,7 +71,7 @@ class TrainSplit(Sequence[LinkingExample]):
 class _Sources:
     corpus: Corpus
     ontology: Ontology
-    generator: TfidfCandidateGenerator
+    generator: TfidfCandidateGenerator | MergedCandidateGenerator
     docs: dict[str, Document]
     gold_index: GoldIndex
 
@@ -102,21 +105,30 @@ def candidate_generator(ontology: Ontology, cfg: CandidatesConfig) -> TfidfCandi
     ).fit()
 
 
-def _with_dense(sparse: TfidfCandidateGenerator, ontology: Ontology, cfg: ExperimentConfig):
-    """TF-IDF merged with the encoder's nearest names (``candidates.dense``); embeddings cached on disk."""
+def retriever(
+    ontology: Ontology, candidates: CandidatesConfig, model: ModelConfig
+) -> TfidfCandidateGenerator | MergedCandidateGenerator:
+    """The candidate generator a linker trained with these settings ranks: TF-IDF, merged with
+    the encoder's nearest names when ``candidates.dense`` (embeddings cached on disk).
+
+    Training, evaluation and `elcl link` all take their candidates from here, so a trained
+    linker re-ranks the same candidate lists wherever it is used."""
+    sparse = candidate_generator(ontology, candidates)
+    if not candidates.dense:
+        return sparse
     from elcl.candidates.dense import DenseCandidateGenerator, MergedCandidateGenerator
 
-    encoder = cfg.candidates.dense_encoder or cfg.model.name
-    if cfg.model.type != "bert" and cfg.candidates.dense_encoder is None:
+    encoder = candidates.dense_encoder or model.name
+    if model.type != "bert" and candidates.dense_encoder is None:
         from elcl.errors import ConfigError
 
         raise ConfigError(
             "candidates.dense: the CNN linker has no pretrained encoder to rank names with; set candidates.dense_encoder"
         )
     dense = DenseCandidateGenerator(
-        ontology, encoder, pooling=cfg.model.pooling, max_length=cfg.model.max_length, cache_dir=default_cache_dir()
+        ontology, encoder, pooling=model.pooling, max_length=model.max_length, cache_dir=default_cache_dir()
     )
-    return MergedCandidateGenerator(sparse, dense, cfg.candidates.dense_k).fit()
+    return MergedCandidateGenerator(sparse, dense, candidates.dense_k).fit()
 
 
 def _key(name: str, cfg: ExperimentConfig) -> tuple:
@@ -136,9 +148,7 @@ def _sources(name: str, cfg: ExperimentConfig) -> _Sources:
     key = _key(name, cfg)
     if key not in _SOURCES:
         corpus, ontology = task_ontology(name, cfg)
-        generator = candidate_generator(ontology, cfg.candidates)
-        if cfg.candidates.dense:
-            generator = _with_dense(generator, ontology, cfg)
+        generator = retriever(ontology, cfg.candidates, cfg.model)
         docs = {d.doc_id: d for s in corpus.splits.values() for d in s}
         _SOURCES[key] = _Sources(corpus, ontology, generator, docs, GoldIndex(ontology))
     return _SOURCES[key]
