@@ -70,6 +70,25 @@ def test_abbreviations() -> None:
     assert query_texts([doc]) == ["Copper toxicosis", "maternal Copper toxicosis"]
 
 
+def test_abbreviations_prefer_word_initials_and_expand_nested_forms() -> None:
+    # Schwartz-Hearst's shortest tail would match AAPC's second A inside "adenomatous"
+    text = "APC is implicated in attenuated adenomatous polyposis coli (AAPC), a milder form."
+    assert find_abbreviations(text) == {"AAPC": "attenuated adenomatous polyposis coli"}
+    # a long form holding another defined short form gets it expanded
+    text = "Diffuse mesangial sclerosis (DMS) occurs. Of 24 patients, 10 had isolated DMS (IDMS)."
+    assert find_abbreviations(text)["IDMS"] == "isolated Diffuse mesangial sclerosis"
+    # initials across a hyphenated word and stop words; letters inside words still fall back
+    assert find_abbreviations("in X-linked dilated cardiomyopathy (XLDCM) the") == {
+        "XLDCM": "X-linked dilated cardiomyopathy"
+    }
+    assert find_abbreviations("a deficiency of the second component (DSC) was") == {
+        "DSC": "deficiency of the second component"
+    }
+    assert find_abbreviations("patients with hereditary hemochromatosis (HH) were") == {
+        "HH": "hereditary hemochromatosis"
+    }
+
+
 @pytest.mark.integration
 def test_ncbi_reference(shared_corpora: Path, tmp_path: Path) -> None:
     from elcl.data.corpora import load_corpus

@@ -39,6 +39,53 @@ def _best_long_form(sf: str, lf: str) -> str | None:
     return out or None
 
 
+_STOPWORDS = frozenset({"of", "the", "and", "in", "with", "to", "for", "on", "a", "an", "or", "by"})
+_PARTS = re.compile(r"[-/]")
+
+
+def _initials_long_form(sf: str, words: list[str]) -> str | None:
+    """The words before the parenthesis whose initials spell ``sf`` ("attenuated adenomatous
+    polyposis coli (AAPC)"), stop words allowed between them.
+
+    Schwartz-Hearst takes the *shortest* tail whose characters contain the short form's, so
+    a letter can match inside a word ("adenomatous polyposis coli" for AAPC, one word
+    short); when every letter is a word's initial, that reading is the intended one.  A
+    hyphenated word gives the initials of its parts ("X-linked" -> X, L) or its first only.
+    """
+    letters = [c.lower() for c in sf if c.isalnum()]
+    j = len(letters)
+    start = len(words)
+    for w in range(len(words) - 1, -1, -1):
+        if j == 0:
+            break
+        word = words[w].strip("()[],;\"'")
+        parts = [p for p in _PARTS.split(word) if p]
+        if not parts:
+            return None
+        initials = [p[0].lower() for p in parts]
+        if len(initials) <= j and letters[j - len(initials) : j] == initials:
+            j -= len(initials)
+        elif letters[j - 1] == initials[0]:
+            j -= 1
+        elif word.lower() in _STOPWORDS:
+            pass
+        else:
+            return None
+        start = w
+    if j > 0 or words[start].lower() in _STOPWORDS:
+        return None
+    return " ".join(words[start:])
+
+
+def _expand_nested(abbreviations: dict[str, str]) -> dict[str, str]:
+    """Long forms with the document's other short forms expanded ("isolated DMS" -> "isolated
+    diffuse mesangial sclerosis" when DMS is defined too); one level, never a form itself."""
+    return {
+        sf: _TOKEN.sub(lambda t, sf=sf: abbreviations.get(t.group(0), t.group(0)) if t.group(0) != sf else sf, lf)
+        for sf, lf in abbreviations.items()
+    }
+
+
 def find_abbreviations(text: str) -> dict[str, str]:
     """Short form -> long form for every ``long form (SF)`` pattern in ``text``."""
     out: dict[str, str] = {}
@@ -52,10 +99,10 @@ def find_abbreviations(text: str) -> dict[str, str]:
         words = sentence.split()
         n = min(len(sf) + 5, 2 * len(sf))
         window = " ".join(words[-n:])
-        lf = _best_long_form(sf, window)
+        lf = _initials_long_form(sf, words[-n:]) or _best_long_form(sf, window)
         if lf and len(lf) > len(sf) and sf not in out and sf.lower() not in lf.lower().split():
             out[sf] = lf
-    return out
+    return _expand_nested(out)
 
 
 def expand_mention(mention: Mention, abbreviations: dict[str, str]) -> str:
