@@ -67,6 +67,17 @@ class DataConfig(_Section):
     mentions; mentions: the dictionary only; auto+mentions: the file plus the training synonyms."""
     dictionary_splits: list[DictionarySplit] = Field(default_factory=_dictionary_splits)
     """Splits whose mentions build the dictionary when no ontology file is used (never test)."""
+    train_splits: list[DictionarySplit] = Field(default_factory=_dictionary_splits)
+    """Splits the linker trains on. [train, dev] is BioSyn's and SapBERT's protocol for their
+    reported test accuracy (choose settings on dev first, then retrain on train + dev); a run
+    trained on dev is not evaluated on it (train.eval_splits must leave dev out)."""
+
+    @field_validator("train_splits", "dictionary_splits")
+    @classmethod
+    def _some_split(cls, v: list[DictionarySplit]) -> list[DictionarySplit]:
+        if not v:
+            raise ValueError("expected at least one of train, dev")
+        return list(dict.fromkeys(v))
 
 
 class CandidatesConfig(_Section):
@@ -229,6 +240,14 @@ class ExperimentConfig(_Section):
     method: MethodConfig = Field(default_factory=MethodConfig)
     curvature: CurvatureConfig = Field(default_factory=CurvatureConfig)
 
+    @model_validator(mode="after")
+    def _dev_not_trained_and_evaluated(self) -> ExperimentConfig:
+        if "dev" in self.data.train_splits and "dev" in self.train.eval_splits:
+            raise ValueError(
+                "data.train_splits includes dev, so dev cannot score the linker: set train.eval_splits: [test]"
+            )
+        return self
+
     @field_validator("tasks")
     @classmethod
     def _nonempty(cls, v: list[str]) -> list[str]:
@@ -342,11 +361,13 @@ def _format_validation_error(err: ValidationError, source: str, raw: dict[str, A
         msg = f"unknown key; allowed keys here: {', '.join(allowed)}"
     elif first["type"] == "literal_error":
         msg = f"invalid value {short_repr(first.get('input'))}; {msg}"
+    elif not loc and first["type"] == "value_error":
+        msg = msg.removeprefix("Value error, ")  # a check across sections names its keys itself
     elif "input" in first and first["type"] != "missing":
         msg = f"invalid value {short_repr(first.get('input'))}: {msg}"
     more = sum(1 for e in errors if path(e)[: len(head)] != head)
     suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
-    return f"{source}: config key '{key}': {msg}{suffix}"
+    return f"{source}: {f'config key {key!r}: ' if loc else ''}{msg}{suffix}"
 
 
 def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:

@@ -151,6 +151,25 @@ def test_evaluation_tasks_carry_no_training_data(setup, tmp_path: Path) -> None:
         assert all(e.mention.doc_id in train_docs for e in load_train_split(task, cfg))
 
 
+def test_training_on_train_and_dev_leaves_dev_out_of_evaluation(setup, tmp_path: Path) -> None:
+    """BioSyn's protocol: retrain on train + dev, score on test only; dev is refused as a score."""
+    from elcl.data.corpora import load_corpus
+    from elcl.errors import ConfigError
+    from elcl.training.tasks import load_train_split
+
+    task = ORDER[0]
+    splits = load_corpus(task, setup[0]).splits
+    cfg = make_cfg(setup, tmp_path, "naive", data={"train_splits": ["train", "dev"]}, train={"eval_splits": ["test"]})
+    trained_on = {e.mention.doc_id for e in load_train_split(task, cfg)}
+    assert trained_on == {d.doc_id for s in ("train", "dev") for d in splits[s] if d.mentions}
+    assert {e.mention.doc_id for e in load_train_split(task, make_cfg(setup, tmp_path, "naive"))} < trained_on
+    (path,) = run_experiment(cfg.model_copy(update={"tasks": [task]}), CPU)
+    rows = [json.loads(x) for x in (path / "metrics.jsonl").read_text().splitlines()]
+    assert rows and {r["split"] for r in rows} == {"test"}
+    with pytest.raises(ConfigError, match="train.eval_splits"):
+        make_cfg(setup, tmp_path, "naive", data={"train_splits": ["train", "dev"]})
+
+
 def test_only_the_guard_loads_training_splits() -> None:
     import elcl
 

@@ -80,10 +80,11 @@ def _initials_long_form(sf: str, words: list[str]) -> str | None:
 def _expand_nested(abbreviations: dict[str, str]) -> dict[str, str]:
     """Long forms with the document's other short forms expanded ("isolated DMS" -> "isolated
     diffuse mesangial sclerosis" when DMS is defined too); one level, never a form itself."""
-    return {
-        sf: _TOKEN.sub(lambda t, sf=sf: abbreviations.get(t.group(0), t.group(0)) if t.group(0) != sf else sf, lf)
-        for sf, lf in abbreviations.items()
-    }
+
+    def expand(sf: str, lf: str) -> str:
+        return _TOKEN.sub(lambda t: t.group(0) if t.group(0) == sf else abbreviations.get(t.group(0), t.group(0)), lf)
+
+    return {sf: expand(sf, lf) for sf, lf in abbreviations.items()}
 
 
 def find_abbreviations(text: str) -> dict[str, str]:

@@ -157,7 +157,9 @@ def _sources(name: str, cfg: ExperimentConfig) -> _Sources:
 def _split_examples(name: str, cfg: ExperimentConfig, split: str) -> tuple[list[LinkingExample], ExampleStats]:
     src = _sources(name, cfg)
     limit = cfg.train.max_train_mentions if split == "train" else cfg.train.max_eval_mentions
-    mentions = _subsample(src.corpus.mentions(split), limit, f"{name}:{split}")
+    parts = list(cfg.data.train_splits) if split == "train" else [split]
+    pool = [m for part in parts for m in src.corpus.mentions(part)]
+    mentions = _subsample(pool, limit, f"{name}:{'+'.join(parts)}")
     return build_examples(
         mentions,
         src.docs,
