@@ -92,6 +92,10 @@ class CandidatesConfig(_Section):
     """Encoder of the dense candidates (HF id or folder, e.g. an `elcl pretrain` output); default model.name."""
     dense_k: int | None = Field(None, ge=0)
     """Slots of k given to dense candidates (default k // 2)."""
+    abbreviations: Literal["initials", "schwartz_hearst", "off"] = "initials"
+    """Short forms defined in the abstract replaced by their long forms in the mention text
+    (candidate query and linker input); see elcl/candidates/abbrev.py. Runs written before
+    this key existed used ``schwartz_hearst`` and are read so (upgrade_run_config)."""
 
     @model_validator(mode="after")
     def _ngram_order(self) -> CandidatesConfig:
@@ -457,10 +461,22 @@ _FLAT_METHOD_KEYS = ("lambda", "gamma", "replay_size", "lr_scale", "layer_decay"
 ``config.yaml`` held all of these, whatever the method."""
 
 
+def upgrade_candidates(candidates: Any) -> Any:
+    """A candidates section written before ``abbreviations`` existed: that elcl expanded
+    short forms by the plain Schwartz-Hearst rule, so the run is read (and resumed, and
+    compared) as made with it."""
+    if isinstance(candidates, dict) and "abbreviations" not in candidates:
+        return {**candidates, "abbreviations": "schwartz_hearst"}
+    return candidates
+
+
 def upgrade_run_config(raw: dict[str, Any]) -> dict[str, Any]:
-    """A run's ``config.yaml`` written before per-method sections, in today's form: the
-    flat keys the named method has move into its section, the others (written for every
-    method alike) are dropped. Newer files come back unchanged."""
+    """A run's ``config.yaml`` as today's elcl reads it: settings an older elcl applied
+    without a key get that key (``upgrade_candidates``); flat method keys written before
+    per-method sections move into the named method's section, the others (written for
+    every method alike) are dropped. Newer files come back unchanged."""
+    if isinstance(raw, dict):
+        raw = {**raw, "candidates": upgrade_candidates(raw.get("candidates", {}))}
     method = raw.get("method")
     if not isinstance(method, dict) or not any(k in method for k in _FLAT_METHOD_KEYS):
         return raw

@@ -87,6 +87,10 @@ def test_abbreviations_prefer_word_initials_and_expand_nested_forms() -> None:
     assert find_abbreviations("patients with hereditary hemochromatosis (HH) were") == {
         "HH": "hereditary hemochromatosis"
     }
+    # the earlier rule, kept for runs made with it, and no expansion at all
+    text = "APC is implicated in attenuated adenomatous polyposis coli (AAPC), a milder form."
+    assert find_abbreviations(text, "schwartz_hearst") == {"AAPC": "adenomatous polyposis coli"}
+    assert find_abbreviations(text, "off") == {}
 
 
 @pytest.mark.integration

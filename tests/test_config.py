@@ -91,3 +91,28 @@ def test_penalty_dtype_follows_amp_unless_set(amp: str, choice: str, expected: s
 
     cfg = config_from_dict({"train": {"amp": amp}, "method": {"name": "kfac", "penalty_dtype": choice}})
     assert penalty_matmul_dtype(cfg) == (getattr(torch, expected) if expected else None)
+
+
+def test_runs_from_before_the_abbreviations_key_read_as_schwartz_hearst() -> None:
+    """A run made before candidates.abbreviations existed resumes, links and compares as made."""
+    from pathlib import Path
+
+    import yaml
+
+    from elcl.config import upgrade_run_config
+    from elcl.evaluation.comparable import defining_config
+
+    root = Path(__file__).resolve().parent.parent
+    committed = yaml.safe_load((root / "results/reproduce_cpu/runs/naive-o0-s13/config.yaml").read_text())
+    assert "abbreviations" not in committed["candidates"]
+    assert config_from_dict(upgrade_run_config(committed)).candidates.abbreviations == "schwartz_hearst"
+    shipped = load_config(root / "configs/reproduce_cpu.yaml")
+    # the benchmark config pins the rule its committed runs used, so they stay one comparable group
+    assert defining_config(shipped.to_dict()) == defining_config(committed)
+    raw = shipped.to_dict()
+    raw["candidates"].pop("abbreviations")
+    today = config_from_dict(raw)
+    assert today.candidates.abbreviations == "initials"
+    assert defining_config(today.to_dict())["candidates.abbreviations"] != defining_config(committed)[
+        "candidates.abbreviations"
+    ]

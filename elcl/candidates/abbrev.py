@@ -9,8 +9,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Literal
 
 from elcl.data.types import Document, Mention
+
+AbbreviationStyle = Literal["initials", "schwartz_hearst", "off"]
+"""How short forms are resolved: ``initials`` (default) prefers the long form whose word
+initials spell the short form and expands short forms nested in long forms;
+``schwartz_hearst`` is the plain shortest-tail rule (what elcl did before, kept so runs
+made with it resume and compare unchanged); ``off`` leaves mentions as written."""
 
 _PAREN = re.compile(r"\(([^()]{1,20})\)")
 _TOKEN = re.compile(r"\S+")
@@ -87,9 +94,11 @@ def _expand_nested(abbreviations: dict[str, str]) -> dict[str, str]:
     return {sf: expand(sf, lf) for sf, lf in abbreviations.items()}
 
 
-def find_abbreviations(text: str) -> dict[str, str]:
+def find_abbreviations(text: str, style: AbbreviationStyle = "initials") -> dict[str, str]:
     """Short form -> long form for every ``long form (SF)`` pattern in ``text``."""
     out: dict[str, str] = {}
+    if style == "off":
+        return out
     for m in _PAREN.finditer(text):
         sf = m.group(1).strip()
         if not _valid_short(sf):
@@ -100,10 +109,10 @@ def find_abbreviations(text: str) -> dict[str, str]:
         words = sentence.split()
         n = min(len(sf) + 5, 2 * len(sf))
         window = " ".join(words[-n:])
-        lf = _initials_long_form(sf, words[-n:]) or _best_long_form(sf, window)
+        lf = (_initials_long_form(sf, words[-n:]) if style == "initials" else None) or _best_long_form(sf, window)
         if lf and len(lf) > len(sf) and sf not in out and sf.lower() not in lf.lower().split():
             out[sf] = lf
-    return _expand_nested(out)
+    return _expand_nested(out) if style == "initials" else out
 
 
 def expand_mention(mention: Mention, abbreviations: dict[str, str]) -> str:
@@ -114,10 +123,10 @@ def expand_mention(mention: Mention, abbreviations: dict[str, str]) -> str:
     return _TOKEN.sub(lambda t: abbreviations.get(t.group(0), t.group(0)), text)
 
 
-def query_texts(documents: Sequence[Document]) -> list[str]:
+def query_texts(documents: Sequence[Document], style: AbbreviationStyle = "initials") -> list[str]:
     """One query per mention of ``documents`` (document order), abbreviations expanded."""
     out: list[str] = []
     for doc in documents:
-        abbr = find_abbreviations(doc.text)
+        abbr = find_abbreviations(doc.text, style)
         out.extend(expand_mention(m, abbr) for m in doc.mentions)
     return out

@@ -6,7 +6,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast, get_args
 
 import typer
 from rich.console import Console
@@ -15,6 +15,9 @@ from rich.table import Table
 from elcl.candidates.tfidf import default_cache_dir
 from elcl.config import resolve_data_dir
 from elcl.errors import ElclError
+
+if TYPE_CHECKING:
+    from elcl.candidates.abbrev import AbbreviationStyle
 
 app = typer.Typer(help="Corpora: fetch, statistics, candidate recall.", no_args_is_help=True)
 
@@ -125,8 +128,10 @@ def candidates(
     dictionary_split: list[str] = typer.Option(
         ["train"], "--dictionary-split", help="Splits whose mentions build the dictionary."
     ),
-    abbreviations: bool = typer.Option(
-        True, "--abbreviations/--no-abbreviations", help="Expand abbreviations defined in the abstract."
+    abbreviations: str = typer.Option(
+        "initials",
+        "--abbreviations",
+        help="Short forms defined in the abstract: initials (default), schwartz_hearst or off (as candidates.abbreviations).",
     ),
     data_dir: Path | None = _DATA_DIR,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
@@ -156,7 +161,7 @@ def candidates(
     list (TF-IDF's first k−dense_k, then dense; see elcl/candidates/dense.py) and the
     union of both top-k lists (up to 2k candidates).
     """
-    from elcl.candidates.abbrev import query_texts
+    from elcl.candidates.abbrev import AbbreviationStyle, query_texts
     from elcl.candidates.recall import recall_at_k
     from elcl.candidates.tfidf import TfidfCandidateGenerator
     from elcl.data.corpora import load_corpus
@@ -166,6 +171,9 @@ def candidates(
     for s in split:
         if s not in SPLITS:
             raise ElclError(f"--split {s!r}: expected one of {', '.join(SPLITS)}")
+    if abbreviations not in get_args(AbbreviationStyle):
+        raise ElclError(f"--abbreviations {abbreviations!r}: expected one of {', '.join(get_args(AbbreviationStyle))}")
+    style = cast(AbbreviationStyle, abbreviations)
     if any(x < 1 for x in k):
         raise ElclError("--k values must be >= 1")
     root = resolve_data_dir(str(data_dir) if data_dir else None)
@@ -198,7 +206,7 @@ def candidates(
         if dense_pool is not None:
             if dense_pool < 1:
                 raise ElclError("--dense-pool must be >= 1")
-            index_onto = _tfidf_pool(gen, corpus, split, dense_pool, abbreviations)
+            index_onto = _tfidf_pool(gen, corpus, split, dense_pool, style)
         dense_gen = DenseCandidateGenerator(
             index_onto, dense, max_length=dense_max_length, cache_dir=default_cache_dir(), amp=dense_amp
         ).fit()
@@ -214,7 +222,7 @@ def candidates(
         t1, c1 = time.perf_counter(), time.process_time()
         docs = corpus.documents(s)
         mentions = [m for d in docs for m in d.mentions]
-        texts = query_texts(docs) if abbreviations else [m.text for m in mentions]
+        texts = query_texts(docs, style)
         cands = gen.top_k(texts, max(k))
         rec = recall_at_k(mentions, cands, onto, ks=ks)
         cov = gold_coverage(mentions, onto)
@@ -298,7 +306,7 @@ def _dense_recalls(dense_gen, texts, mentions, sparse, onto, ks, dense_k) -> dic
     return out
 
 
-def _tfidf_pool(gen, corpus, splits, n: int, abbreviations: bool):
+def _tfidf_pool(gen, corpus, splits, n: int, style: AbbreviationStyle):
     """The names TF-IDF retrieves in its top-n for the mentions of ``splits``: a small dense index."""
     from elcl.candidates.abbrev import query_texts
     from elcl.data.ontology import Ontology
@@ -306,7 +314,7 @@ def _tfidf_pool(gen, corpus, splits, n: int, abbreviations: bool):
     texts: list[str] = []
     for s in splits:
         docs = corpus.documents(s)
-        texts += query_texts(docs) if abbreviations else [m.text for d in docs for m in d.mentions]
+        texts += query_texts(docs, style)
     names: dict[str, list[str]] = {}
     for cands in gen.top_k(list(dict.fromkeys(texts)), n):
         for c in cands:

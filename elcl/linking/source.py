@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from elcl.config import CandidatesConfig, ExperimentConfig, load_config
+from elcl.config import CandidatesConfig, ExperimentConfig, load_run_config
 from elcl.continual.rundir import RunDir, read_jsonl
 from elcl.data.ontology import Ontology
 from elcl.errors import ElclError
@@ -67,7 +67,7 @@ def run_step(path: Path, step: int | None) -> RunStep:
             f"--step {step}: not a finished step of {path} (finished: {', '.join(str(i) for i in range(done))})"
         )
     trained = "joint" if method == "joint" else order[step]
-    cfg = load_config(rd.path / "config.yaml")
+    cfg = load_run_config(rd.path)
     metrics = [r for r in read_jsonl(rd.metrics) if int(r["step"]) == step]
     return RunStep(rd.path, state, cfg, step, trained, metrics)
 

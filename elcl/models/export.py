@@ -38,7 +38,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from elcl import __version__
-from elcl.config import CandidatesConfig, ModelConfig
+from elcl.config import CandidatesConfig, ModelConfig, upgrade_candidates
 from elcl.data.ontology import Ontology
 from elcl.errors import CheckpointError, ElclError
 from elcl.models.encoders import CNNTextEncoder, TransformerTextEncoder
@@ -249,7 +249,7 @@ def load_exported(path: Path, device: torch.device | str = "cpu") -> ExportedLin
     meta = read_export_meta(path)
     try:
         cfg = ModelConfig.model_validate(meta["model"])
-        candidates = CandidatesConfig.model_validate(meta["candidates"])
+        candidates = CandidatesConfig.model_validate(upgrade_candidates(meta["candidates"]))
     except (KeyError, ValidationError) as exc:
         raise ElclError(
             f"{path / META_FILE}: invalid 'model' or 'candidates' section ({str(exc).splitlines()[0]})"

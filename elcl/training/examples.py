@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from elcl.candidates.abbrev import AbbreviationStyle
 from elcl.data.types import Document, Mention
 
 
@@ -59,7 +60,9 @@ def with_context(doc: Document | None, mention: Mention, window: int, surface: s
     return " ".join([*left, "[", surface, "]", *right])
 
 
-def _expanded_queries(mentions: Sequence[Mention], docs: dict[str, Document]) -> list[str]:
+def _expanded_queries(
+    mentions: Sequence[Mention], docs: dict[str, Document], style: AbbreviationStyle = "initials"
+) -> list[str]:
     """Mention texts with abbreviations defined in their abstract expanded ("DMD" -> long form)."""
     from elcl.candidates.abbrev import expand_mention, find_abbreviations
 
@@ -71,7 +74,7 @@ def _expanded_queries(mentions: Sequence[Mention], docs: dict[str, Document]) ->
             out.append(m.text)
             continue
         if m.doc_id not in cache:
-            cache[m.doc_id] = find_abbreviations(doc.text)
+            cache[m.doc_id] = find_abbreviations(doc.text, style)
         out.append(expand_mention(m, cache[m.doc_id]))
     return out
 
@@ -107,6 +110,7 @@ def build_examples(
     task: str = "",
     gold_index: GoldIndex | None = None,
     keep_unlabelled: bool = False,
+    abbreviations: AbbreviationStyle = "initials",
 ) -> tuple[list[LinkingExample], ExampleStats]:
     """Retrieve candidates for every linkable mention and label them.
 
@@ -117,7 +121,7 @@ def build_examples(
     linkable = [m for m in mentions if m.linkable or keep_unlabelled]
     stats.unlinkable = sum(1 for m in mentions if not m.linkable)
     gold_index = gold_index or GoldIndex(ontology)
-    queries = _expanded_queries(linkable, docs)
+    queries = _expanded_queries(linkable, docs, abbreviations)
     retrieved = generator.top_k(queries, k) if linkable else []
     out: list[LinkingExample] = []
     for m, q, cands in zip(linkable, queries, retrieved):

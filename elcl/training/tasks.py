@@ -170,6 +170,7 @@ def _split_examples(name: str, cfg: ExperimentConfig, split: str) -> tuple[list[
         context_window=cfg.model.context_window,
         task=name,
         gold_index=src.gold_index,
+        abbreviations=cfg.candidates.abbreviations,
     )
 
 
