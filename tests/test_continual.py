@@ -166,6 +166,13 @@ def test_training_on_train_and_dev_leaves_dev_out_of_evaluation(setup, tmp_path:
     (path,) = run_experiment(cfg.model_copy(update={"tasks": [task]}), CPU)
     rows = [json.loads(x) for x in (path / "metrics.jsonl").read_text().splitlines()]
     assert rows and {r["split"] for r in rows} == {"test"}
+    from typer.testing import CliRunner
+
+    from elcl.cli.app import app
+
+    res = CliRunner().invoke(app, ["evaluate", str(path), "--out", str(tmp_path / "report")])
+    assert res.exit_code == 0, res.output
+    assert "test" in (tmp_path / "report" / "report.md").read_text()
     with pytest.raises(ConfigError, match="train.eval_splits"):
         make_cfg(setup, tmp_path, "naive", data={"train_splits": ["train", "dev"]})
 
