@@ -113,6 +113,7 @@ def test_runs_from_before_the_abbreviations_key_read_as_schwartz_hearst() -> Non
     raw["candidates"].pop("abbreviations")
     today = config_from_dict(raw)
     assert today.candidates.abbreviations == "initials"
-    assert defining_config(today.to_dict())["candidates.abbreviations"] != defining_config(committed)[
-        "candidates.abbreviations"
-    ]
+    assert (
+        defining_config(today.to_dict())["candidates.abbreviations"]
+        != defining_config(committed)["candidates.abbreviations"]
+    )
