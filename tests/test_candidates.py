@@ -62,6 +62,29 @@ def test_recall_uses_equivalent_ids() -> None:
     assert recall_at_k(ms, cands, o, ks=(1, 2)) == {1: 0.5, 2: 1.0}
 
 
+def test_recall_scores_candidates_as_linker_accuracy_does() -> None:
+    """Two concepts sharing an alt id stay two concepts: recall@1 is the retriever's acc@1."""
+    from elcl.continual.runner import tfidf_top1
+    from elcl.training.examples import GoldIndex, LinkingExample
+
+    o = Ontology(
+        names={"D1": ["a"], "D2": ["b"], "OMIM:9": ["c"]},
+        alt_ids={"D1": frozenset({"DO:1"}), "D2": frozenset({"DO:1", "OMIM:9"})},
+    )
+    gold_index = GoldIndex(o)
+    cases = [  # (gold ids, top candidate, right?)
+        (("D1",), "D2", False),  # only the shared DO:1 in common
+        (("D2",), "OMIM:9", True),  # a concept named by its alt id
+        (("OMIM:9",), "D2", True),
+        (("DO:1",), "D2", True),  # the alt id itself annotated
+    ]
+    for gold, top, right in cases:
+        m = Mention("1", 0, 1, "w", "Disease", gold)
+        assert recall_at_k([m], [[Candidate(top, "x", 1.0)]], o, ks=(1,)) == {1: float(right)}, (gold, top)
+        ex = LinkingExample(m, "w", (top,), ("x",), (1.0,), (gold_index.is_correct(top, frozenset(gold)),))
+        assert tfidf_top1([ex]) == float(right)
+
+
 def test_abbreviations() -> None:
     text = "Copper toxicosis (CT) is rare. Patients with CT and familial adenomatous polyposis (FAP) ..."
     assert find_abbreviations(text) == {"CT": "Copper toxicosis", "FAP": "familial adenomatous polyposis"}

@@ -11,12 +11,10 @@ from elcl.errors import ElclError
 
 
 def hit_rank(mention: Mention, candidates: Sequence[Candidate], ontology: Ontology) -> int | None:
-    """0-based rank of the first candidate whose equivalent ids meet the gold ids, else None."""
-    gold = set(mention.concept_ids)
-    for gid in mention.concept_ids:
-        gold |= ontology.equivalent_ids(gid)
+    """0-based rank of the first candidate the linker would be scored right for, else None."""
+    gold = frozenset(mention.concept_ids)
     for i, c in enumerate(candidates):
-        if gold & ontology.equivalent_ids(c.concept_id):
+        if ontology.matches(c.concept_id, gold):
             return i
     return None
 

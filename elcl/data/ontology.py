@@ -62,6 +62,14 @@ class Ontology:
             out.update(self.alt_ids.get(primary, ()))
         return frozenset(out)
 
+    def matches(self, concept_id: str, gold_ids: Iterable[str]) -> bool:
+        """Whether predicting ``concept_id`` is right for a mention annotated ``gold_ids``.
+
+        Right when the concept or one of its equivalent ids (its alt ids; the primaries of an
+        alt id) is a gold id. Two concepts that merely share an alt id are different concepts:
+        the one scoring rule of linker accuracy, TF-IDF's top-1 and recall@k alike."""
+        return not self.equivalent_ids(concept_id).isdisjoint(gold_ids)
+
     def num_names(self) -> int:
         return sum(len(v) for v in self.names.values())
 

@@ -96,7 +96,7 @@ class GoldIndex:
         return None
 
     def is_correct(self, concept_id: str, gold_ids: frozenset[str]) -> bool:
-        return bool(self.ontology.equivalent_ids(concept_id) & gold_ids)
+        return self.ontology.matches(concept_id, gold_ids)
 
 
 def build_examples(
