@@ -3,7 +3,7 @@ PY ?= python
 ELCL ?= $(PY) -m elcl
 RUNS ?= runs
 
-.PHONY: install test quick reproduce-cpu reproduce-cpu-report reproduce-cpu-report-5seeds reproduce-bert reproduce-cnn single ncbi-pretrained bench clean-quick
+.PHONY: install test quick reproduce-cpu reproduce-cpu-report reproduce-cpu-report-all reproduce-bert reproduce-cnn single ncbi-pretrained bench clean-quick
 
 install:
 	$(PY) -m pip install "torch==2.13.0"
@@ -42,8 +42,8 @@ reproduce-cpu-report:
 
 # The CPU seeds with the three seeds run on a lent H200 (metrics rebuilt from their logs:
 # scripts/metrics_from_logs.py); bootstrap over (seed, order) cells only.
-reproduce-cpu-report-5seeds:
-	$(ELCL) evaluate results/reproduce_cpu/runs results/reproduce_cpu/runs_h200 --out results/reproduce_cpu/report_5seeds
+reproduce-cpu-report-all:
+	$(ELCL) evaluate results/reproduce_cpu/runs results/reproduce_cpu/runs_h200 --out results/reproduce_cpu/report_all
 
 # Full grids for a GPU (BERT-family and CNN linkers, every method, 3 seeds).
 FULL_METHODS ?= single joint naive lr_control replay ewc online_ewc kfac online_kfac
