@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
+from elcl.candidates.abbrev import AbbreviationStyle
 from elcl.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ CurveSink = Literal["jsonl", "tensorboard"]
 
 
 # Typed default factories: a lambda returning a list literal is list[str] to the type checker.
-def _dictionary_splits() -> list[DictionarySplit]:
+def _train_only() -> list[DictionarySplit]:
     return ["train"]
 
 
@@ -65,9 +66,9 @@ class DataConfig(_Section):
     ontology: Literal["auto", "mentions", "auto+mentions"] = "auto"
     """auto: the ontology file when present (MEDIC for diseases), else a dictionary of training
     mentions; mentions: the dictionary only; auto+mentions: the file plus the training synonyms."""
-    dictionary_splits: list[DictionarySplit] = Field(default_factory=_dictionary_splits)
+    dictionary_splits: list[DictionarySplit] = Field(default_factory=_train_only)
     """Splits whose mentions build the dictionary when no ontology file is used (never test)."""
-    train_splits: list[DictionarySplit] = Field(default_factory=_dictionary_splits)
+    train_splits: list[DictionarySplit] = Field(default_factory=_train_only)
     """Splits the linker trains on. [train, dev] is BioSyn's and SapBERT's protocol for their
     reported test accuracy (choose settings on dev first, then retrain on train + dev); a run
     trained on dev is not evaluated on it (train.eval_splits must leave dev out)."""
@@ -92,7 +93,7 @@ class CandidatesConfig(_Section):
     """Encoder of the dense candidates (HF id or folder, e.g. an `elcl pretrain` output); default model.name."""
     dense_k: int | None = Field(None, ge=0)
     """Slots of k given to dense candidates (default k // 2)."""
-    abbreviations: Literal["initials", "schwartz_hearst", "off"] = "initials"
+    abbreviations: AbbreviationStyle = "initials"
     """Short forms defined in the abstract replaced by their long forms in the mention text
     (candidate query and linker input); see elcl/candidates/abbrev.py. Runs written before
     this key existed used ``schwartz_hearst`` and are read so (upgrade_run_config)."""

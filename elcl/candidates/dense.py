@@ -97,17 +97,9 @@ class DenseCandidateGenerator:
 
     def _load_model(self):
         if self._model is None:
-            from transformers import AutoModel
+            from elcl.models.encoders import load_encoder_model, load_tokenizer
 
-            from elcl.models.encoders import load_tokenizer, resolve_model_path
-
-            path = resolve_model_path(self.encoder)
-            try:
-                model = AutoModel.from_pretrained(path)
-            except (OSError, ValueError) as exc:
-                raise ElclError(
-                    f"dense encoder {self.encoder!r} ({path}): cannot load ({str(exc).splitlines()[0]})"
-                ) from None
+            model = load_encoder_model(self.encoder, "candidates.dense_encoder")
             self._model = model.to(self.device).eval()
             self._tokenizer = load_tokenizer(self.encoder)
         return self._model

@@ -103,6 +103,18 @@ def load_tokenizer(name: str):
         ) from None
 
 
+def load_encoder_model(name: str, key: str = "model.name"):
+    """``AutoModel`` of ``name`` (hub id or folder, see resolve_model_path); a folder or id
+    that does not hold one is one line naming ``key``, the config key that gave it."""
+    from transformers import AutoModel
+
+    path = resolve_model_path(name)
+    try:
+        return AutoModel.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise ElclError(f"{key}: cannot load an encoder from {name!r} ({path}): {str(exc).splitlines()[0]}") from None
+
+
 def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     m = mask.unsqueeze(-1).to(hidden.dtype)
     return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
@@ -113,15 +125,7 @@ class TransformerTextEncoder(nn.Module):
 
     def __init__(self, name: str, pooling: str = "mean") -> None:
         super().__init__()
-        from transformers import AutoModel
-
-        path = resolve_model_path(name)
-        try:
-            self.model = AutoModel.from_pretrained(path)
-        except (OSError, ValueError) as exc:
-            raise ElclError(
-                f"model.name: cannot load an encoder from {name!r} ({path}): {str(exc).splitlines()[0]}"
-            ) from None
+        self.model = load_encoder_model(name)
         # A pooler head is unused by the linker and would only collect zero Fisher.
         if getattr(self.model, "pooler", None) is not None:
             self.model.pooler = None

@@ -60,17 +60,10 @@ def _save_dense_encoder(candidates: CandidatesConfig, cfg: ModelConfig, out: Pat
     the export holds, so linking from the folder needs it to list the same candidates."""
     if not candidates.dense:
         return candidates
-    from transformers import AutoModel
-
-    from elcl.models.encoders import load_tokenizer, resolve_model_path
+    from elcl.models.encoders import load_encoder_model, load_tokenizer
 
     name = candidates.dense_encoder or cfg.name
-    try:
-        AutoModel.from_pretrained(resolve_model_path(name)).save_pretrained(out / DENSE_DIR)
-    except (OSError, ValueError) as exc:
-        raise ElclError(
-            f"candidates.dense_encoder {name!r}: cannot load it to export ({str(exc).splitlines()[0]})"
-        ) from None
+    load_encoder_model(name, "candidates.dense_encoder").save_pretrained(out / DENSE_DIR)
     load_tokenizer(name).save_pretrained(out / DENSE_DIR)
     return candidates.model_copy(update={"dense_encoder": DENSE_DIR})
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from elcl.candidates.abbrev import AbbreviationStyle
+from elcl.candidates.abbrev import AbbreviationStyle, expand_mention, find_abbreviations
 from elcl.data.types import Document, Mention
 
 
@@ -64,8 +64,6 @@ def _expanded_queries(
     mentions: Sequence[Mention], docs: dict[str, Document], style: AbbreviationStyle = "initials"
 ) -> list[str]:
     """Mention texts with abbreviations defined in their abstract expanded ("DMD" -> long form)."""
-    from elcl.candidates.abbrev import expand_mention, find_abbreviations
-
     cache: dict[str, dict[str, str]] = {}
     out = []
     for m in mentions:
