@@ -99,7 +99,7 @@ class DenseCandidateGenerator:
         if self._model is None:
             from elcl.models.encoders import load_encoder_model, load_tokenizer
 
-            model = load_encoder_model(self.encoder, "candidates.dense_encoder")
+            model = load_encoder_model(self.encoder, "candidates.dense_encoder (default model.name)")
             self._model = model.to(self.device).eval()
             self._tokenizer = load_tokenizer(self.encoder)
         return self._model

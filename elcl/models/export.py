@@ -63,7 +63,9 @@ def _save_dense_encoder(candidates: CandidatesConfig, cfg: ModelConfig, out: Pat
     from elcl.models.encoders import load_encoder_model, load_tokenizer
 
     name = candidates.dense_encoder or cfg.name
-    load_encoder_model(name, "candidates.dense_encoder").save_pretrained(out / DENSE_DIR)
+    load_encoder_model(name, "candidates.dense_encoder" if candidates.dense_encoder else "model.name").save_pretrained(
+        out / DENSE_DIR
+    )
     load_tokenizer(name).save_pretrained(out / DENSE_DIR)
     return candidates.model_copy(update={"dense_encoder": DENSE_DIR})
 
