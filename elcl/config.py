@@ -126,6 +126,10 @@ class ModelConfig(_Section):
     sparse_weight: float = Field(0.0, ge=0)
     """Adds this times the retriever's TF-IDF score to each candidate's logit (BioSyn-style
     sparse + dense scoring); a fixed hyper-parameter, so the curvature sees no extra parameter."""
+    prior_weight: float = Field(0.0, ge=0)
+    """Adds this times log(1 + n) to each candidate's logit, n = the task's training mentions
+    the candidate is right for, outside the mention's own document (a commonness prior:
+    :mod:`elcl.candidates.prior`); fixed, like ``sparse_weight``."""
     context_window: int = Field(0, ge=0, le=256)
     """Words of abstract context on each side of the mention (0 = mention only)."""
     cnn: CNNConfig = Field(default_factory=CNNConfig)

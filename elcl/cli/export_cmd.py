@@ -36,7 +36,7 @@ def export(
     card = render_card(
         rs.cfg, rs.state, rs.step, rs.trained_task, src.task, rs.metrics, src.ontology.source, len(src.ontology)
     )
-    export_linker(src.model, src.candidates, src.ontology, out, info, card)
+    export_linker(src.model, src.candidates, src.ontology, out, info, card, src.prior)
     typer.echo(f"exported {rs.path} step {rs.step} ({rs.trained_task}) with the {src.task} ontology to {out}", err=True)
 
 

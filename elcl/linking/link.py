@@ -60,6 +60,7 @@ def link_input(source: LinkerSource, inp: LinkInput, top_k: int = 5, batch_size:
         gold_index=GoldIndex(ontology),
         keep_unlabelled=True,
         abbreviations=source.candidates.abbreviations,
+        prior=source.prior,
     )
     cache = TokenCache(source.model.tokenizer, source.max_length)
     res = evaluate_examples(source.model, examples, cache, batch_size)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from elcl.candidates.prior import ConceptPrior
 from elcl.config import CandidatesConfig, ExperimentConfig, load_run_config
 from elcl.continual.rundir import RunDir, read_jsonl
 from elcl.data.ontology import Ontology
@@ -39,6 +40,7 @@ class LinkerSource:
     label: str
     run: RunStep | None = None
     export_meta: dict | None = None
+    prior: ConceptPrior | None = None
 
     @property
     def context_window(self) -> int:
@@ -94,15 +96,25 @@ def open_source(
         exported_task = str(ex.meta.get("task", ""))
         if task is not None and task != exported_task:
             raise ElclError(f"--task {task}: {path} links against the ontology of {exported_task} only")
-        return LinkerSource(ex.model, ex.candidates, ex.ontology, exported_task, str(path), export_meta=ex.meta)
+        return LinkerSource(
+            ex.model, ex.candidates, ex.ontology, exported_task, str(path), export_meta=ex.meta, prior=ex.prior
+        )
     if not path.exists():
         raise ElclError(f"{path}: no such run directory or export folder")
-    from elcl.training.tasks import task_ontology
+    from elcl.training.tasks import task_ontology, task_prior
 
     rs = run_step(path, step)
     task = default_task(rs, task)
     model = Linker(rs.cfg.model).to(device)
     load_checkpoint(model, RunDir(path).checkpoint(rs.step, rs.trained_task))
     model.eval()
-    _, ontology = task_ontology(task, rs.cfg)
-    return LinkerSource(model, rs.cfg.candidates, ontology, task, f"{path} step {rs.step} ({rs.trained_task})", run=rs)
+    corpus, ontology = task_ontology(task, rs.cfg)
+    return LinkerSource(
+        model,
+        rs.cfg.candidates,
+        ontology,
+        task,
+        f"{path} step {rs.step} ({rs.trained_task})",
+        run=rs,
+        prior=task_prior(task, corpus, ontology, rs.cfg),
+    )

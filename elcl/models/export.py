@@ -17,6 +17,8 @@ Layout of an export folder (format ``elcl-export/1``)::
     tokenizer files           wordpiece vocabulary (cnn.vocab wordpiece)
     dense_encoder/            runs with candidates.dense only: the encoder that lists the
                               dense candidates (Hugging Face format), not the fine-tuned one
+    (elcl_linker.json's concept_prior: runs with model.prior_weight only, the task's
+    training-annotation count per concept, {"source", "mentions", "counts"})
 
 The folder is built beside its target and renamed into place, so it appears complete
 or not at all.
@@ -38,6 +40,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from elcl import __version__
+from elcl.candidates.prior import ConceptPrior, PriorRecord
 from elcl.config import CandidatesConfig, ModelConfig, upgrade_candidates
 from elcl.data.ontology import Ontology
 from elcl.errors import CheckpointError, ElclError
@@ -50,6 +53,7 @@ ONTOLOGY_FILE = "ontology.jsonl.gz"
 HEAD_FILE = "linker_head.safetensors"
 CNN_FILE = "cnn_encoder.safetensors"
 DENSE_DIR = "dense_encoder"
+PRIOR_KEY = "concept_prior"
 
 
 def _save_dense_encoder(candidates: CandidatesConfig, cfg: ModelConfig, out: Path) -> CandidatesConfig:
@@ -144,13 +148,22 @@ def _readable_by_all(root: Path) -> None:
 
 
 def export_linker(
-    model: Linker, candidates: CandidatesConfig, ontology: Ontology, out: Path, info: dict, card: str
+    model: Linker,
+    candidates: CandidatesConfig,
+    ontology: Ontology,
+    out: Path,
+    info: dict,
+    card: str,
+    prior: ConceptPrior | None = None,
 ) -> Path:
     """Write ``model`` (with the candidates settings and ontology it links with) to ``out``.
 
     ``info`` (task, run, metrics...) is stored in ``elcl_linker.json``; ``card`` becomes
-    README.md. ``out`` must not exist (or be an empty folder).
+    README.md. ``out`` must not exist (or be an empty folder). A linker with
+    ``model.prior_weight`` needs its task's ``prior`` (stored as ``concept_prior``).
     """
+    if model.cfg.prior_weight and prior is None:
+        raise ElclError("export: model.prior_weight is set but no concept prior was given (nothing was written)")
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ElclError(f"{out}: already exists; export into a new folder (nothing was written)")
@@ -202,6 +215,8 @@ def export_linker(
             },
             **info,
         }
+        if model.cfg.prior_weight and prior is not None:
+            meta_json[PRIOR_KEY] = prior.record().model_dump(mode="json")
         (tmp / META_FILE).write_text(json.dumps(meta_json, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         (tmp / "README.md").write_text(card, encoding="utf-8")
         _readable_by_all(tmp)
@@ -220,6 +235,7 @@ class ExportedLinker:
     candidates: CandidatesConfig
     ontology: Ontology
     meta: dict
+    prior: ConceptPrior | None = None
 
 
 def read_export_meta(path: Path) -> dict:
@@ -265,4 +281,13 @@ def load_exported(path: Path, device: torch.device | str = "cpu") -> ExportedLin
     ontology = read_ontology(
         path / meta.get("ontology", {}).get("file", ONTOLOGY_FILE), meta.get("ontology", {}).get("source", "")
     )
-    return ExportedLinker(model.to(device).eval(), candidates, ontology, meta)
+    prior = None
+    if cfg.prior_weight:
+        try:
+            prior = ConceptPrior.from_record(PriorRecord.model_validate(meta[PRIOR_KEY]))
+        except (KeyError, ValidationError) as exc:
+            raise ElclError(
+                f"{path / META_FILE}: model.prior_weight is {cfg.prior_weight:g} but '{PRIOR_KEY}' is missing "
+                f"or invalid ({str(exc).splitlines()[0]}); expected {{source, mentions, counts}}"
+            ) from None
+    return ExportedLinker(model.to(device).eval(), candidates, ontology, meta, prior)

@@ -35,6 +35,7 @@ class LinkerBatch:
     mention_owner: torch.Tensor | None = None  # [B]
     cand_owner: torch.Tensor | None = None  # [S], None when sequences are shared
     cand_sparse: torch.Tensor | None = None  # [B, K]  the retriever's TF-IDF score of each candidate
+    cand_prior: torch.Tensor | None = None  # [B, K]  log(1 + training-annotation count) of each candidate
 
     def to(self, device: torch.device | str) -> LinkerBatch:
         moved = {
@@ -56,10 +57,35 @@ class LinkerBatch:
         return self.labels.float().argmax(dim=1)
 
 
+_ADDED_LATER = {"prior_weight": 0.0}
+"""Model settings newer than checkpoints already written: left out of the hash at their
+default, so those checkpoints (and their curvature files) still match their configuration."""
+
+
 def model_config_hash(cfg: ModelConfig, vocab_size: int) -> str:
     """Identity of an architecture: checkpoints and curvature files must match it."""
-    payload = json.dumps({"model": cfg.model_dump(mode="json"), "vocab_size": vocab_size}, sort_keys=True)
+    model = cfg.model_dump(mode="json")
+    for key, default in _ADDED_LATER.items():
+        if model.get(key) == default:
+            del model[key]
+    payload = json.dumps({"model": model, "vocab_size": vocab_size}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def feature_logits(
+    cfg: ModelConfig, sparse: torch.Tensor | None, prior: torch.Tensor | None, dtype: torch.dtype
+) -> torch.Tensor | float:
+    """The fixed-weight terms every candidate's logit gets besides the encoder's score:
+    ``sparse_weight`` × TF-IDF score + ``prior_weight`` × log(1 + training count).
+
+    Training, curvature and evaluation all add them through here, so a linker ranks the
+    same way wherever it scores (no extra parameter for the curvature to see)."""
+    out: torch.Tensor | float = 0.0
+    if cfg.sparse_weight and sparse is not None:
+        out = out + cfg.sparse_weight * sparse.to(dtype)
+    if cfg.prior_weight and prior is not None:
+        out = out + cfg.prior_weight * prior.to(dtype)
+    return out
 
 
 class Linker(nn.Module):
@@ -109,8 +135,7 @@ class Linker(nn.Module):
             m = self.embed(batch.mention_ids, batch.mention_mask, batch.mention_owner)
             c = self.embed(batch.cand_ids, batch.cand_mask, batch.cand_owner)
             logits = self.score_vectors(m, c[batch.cand_index])
-        if self.cfg.sparse_weight and batch.cand_sparse is not None:
-            logits = logits + self.cfg.sparse_weight * batch.cand_sparse.to(logits.dtype)
+        logits = logits + feature_logits(self.cfg, batch.cand_sparse, batch.cand_prior, logits.dtype)
         return logits.masked_fill(~batch.cand_valid, torch.finfo(logits.dtype).min / 4)
 
 

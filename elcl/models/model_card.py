@@ -48,7 +48,8 @@ def render_card(
         f"- data: ontology mode `{cfg.data.ontology}`, training mentions per task: {cfg.train.max_train_mentions or 'all'}, "
         f"{cfg.train.epochs:g} epoch(s), lr {cfg.train.lr:g}, batch {cfg.train.batch_size}",
         f"- mention text: max {m.max_length} tokens, {m.context_window} words of context each side"
-        + (f", TF-IDF score weight {m.sparse_weight:g}" if m.sparse_weight else ""),
+        + (f", TF-IDF score weight {m.sparse_weight:g}" if m.sparse_weight else "")
+        + (f", concept-prior weight {m.prior_weight:g} (training-annotation counts)" if m.prior_weight else ""),
         "",
         "## Accuracy after this step",
         "",

@@ -56,9 +56,11 @@ def collate(
     valid = torch.zeros((b, k), dtype=torch.bool)
     labels = torch.zeros((b, k), dtype=torch.bool)
     sparse = torch.zeros((b, k), dtype=torch.float32)
+    prior = torch.zeros((b, k), dtype=torch.float32)
     for i, e in enumerate(examples):
         valid[i, : len(e.cand_ids)] = True
         sparse[i, : len(e.cand_scores)] = torch.tensor(e.cand_scores, dtype=torch.float32)
+        prior[i, : len(e.cand_prior)] = torch.tensor(e.cand_prior, dtype=torch.float32)
         labels[i, : len(e.labels)] = torch.tensor(e.labels, dtype=torch.bool)
     if cross:
         firsts, seconds = [], []
@@ -69,7 +71,7 @@ def collate(
         ids, mask = cache.pad_pairs(firsts, seconds)
         owner = torch.arange(b).repeat_interleave(k)
         index = torch.arange(b * k).view(b, k)
-        return LinkerBatch(ids, mask, ids[:0], mask[:0], index, valid, labels, owner, None, sparse)
+        return LinkerBatch(ids, mask, ids[:0], mask[:0], index, valid, labels, owner, None, sparse, prior)
     m_ids, m_mask = cache.pad([e.query for e in examples])
     if share:
         texts: dict[str, int] = {}
@@ -78,7 +80,7 @@ def collate(
             for j, name in enumerate(e.cand_names):
                 index[i, j] = texts.setdefault(name, len(texts))
         c_ids, c_mask = cache.pad(list(texts))
-        return LinkerBatch(m_ids, m_mask, c_ids, c_mask, index, valid, labels, None, None, sparse)
+        return LinkerBatch(m_ids, m_mask, c_ids, c_mask, index, valid, labels, None, None, sparse, prior)
     names = []
     name_owner: list[int] = []
     index = torch.zeros((b, k), dtype=torch.long)
@@ -99,4 +101,5 @@ def collate(
         torch.arange(b),
         torch.tensor(name_owner, dtype=torch.long),
         sparse,
+        prior,
     )

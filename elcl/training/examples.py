@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from elcl.candidates.abbrev import AbbreviationStyle, expand_mention, find_abbreviations
+from elcl.candidates.prior import ConceptPrior
 from elcl.data.types import Document, Mention
 
 
@@ -24,6 +25,9 @@ class LinkingExample:
     cand_scores: tuple[float, ...]
     labels: tuple[bool, ...]
     task: str = ""
+    cand_prior: tuple[float, ...] = ()
+    """``log(1 + n)`` per candidate, n = training mentions of the task it is right for
+    (:mod:`elcl.candidates.prior`); empty when the task has no prior."""
 
     @property
     def has_gold(self) -> bool:
@@ -109,11 +113,13 @@ def build_examples(
     gold_index: GoldIndex | None = None,
     keep_unlabelled: bool = False,
     abbreviations: AbbreviationStyle = "initials",
+    prior: ConceptPrior | None = None,
 ) -> tuple[list[LinkingExample], ExampleStats]:
     """Retrieve candidates for every linkable mention and label them.
 
     ``keep_unlabelled`` (`elcl link`) also keeps mentions without gold ids, every label
-    False, so new text is ranked the same way as evaluation mentions.
+    False, so new text is ranked the same way as evaluation mentions. ``prior``: each
+    candidate's training-annotation count outside the mention's own document.
     """
     stats = ExampleStats(total=len(mentions))
     linkable = [m for m in mentions if m.linkable or keep_unlabelled]
@@ -142,5 +148,6 @@ def build_examples(
             labels.append(True)
             stats.gold_inserted += 1
         query = with_context(docs.get(m.doc_id), m, context_window, q)
-        out.append(LinkingExample(m, query, tuple(ids), tuple(names), tuple(scores), tuple(labels), task))
+        cand_prior = prior.feature(ids, m.doc_id) if prior is not None else ()
+        out.append(LinkingExample(m, query, tuple(ids), tuple(names), tuple(scores), tuple(labels), task, cand_prior))
     return out, stats

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from elcl.models.linker import Linker
+from elcl.models.linker import Linker, feature_logits
 from elcl.schemas import PredictionRow
 from elcl.training.batching import TokenCache, collate
 from elcl.training.examples import LinkingExample
@@ -70,8 +70,9 @@ def score_examples(
     for e in examples:
         c = nv[torch.tensor([npos[n] for n in e.cand_names], device=nv.device)]
         score = (c @ qv[qpos[e.query]] / model.cfg.temperature).cpu()
-        if model.cfg.sparse_weight:
-            score = score + model.cfg.sparse_weight * torch.tensor(e.cand_scores, dtype=score.dtype)
+        score = score + feature_logits(
+            model.cfg, torch.tensor(e.cand_scores), torch.tensor(e.cand_prior) if e.cand_prior else None, score.dtype
+        )
         out.append(score)
     return out
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, overload
 
+from elcl.candidates.prior import ConceptPrior, build_prior
 from elcl.candidates.tfidf import TfidfCandidateGenerator, default_cache_dir
 from elcl.config import CandidatesConfig, ExperimentConfig, ModelConfig, resolve_data_dir
 from elcl.data.corpora import load_corpus
@@ -74,6 +75,7 @@ class _Sources:
     generator: TfidfCandidateGenerator | MergedCandidateGenerator
     docs: dict[str, Document]
     gold_index: GoldIndex
+    prior: ConceptPrior | None
 
 
 _SOURCES: dict[tuple, _Sources] = {}
@@ -96,6 +98,17 @@ def task_ontology(name: str, cfg: ExperimentConfig) -> tuple[Corpus, Ontology]:
         name, data_dir, corpus, mode=cfg.data.ontology, dictionary_splits=tuple(cfg.data.dictionary_splits)
     )
     return corpus, ontology
+
+
+def task_prior(name: str, corpus: Corpus, ontology: Ontology, cfg: ExperimentConfig) -> ConceptPrior | None:
+    """The task's concept prior, counted over every mention of its training splits (the
+    data the linker learns from, as for the mention dictionary); None when the linker has
+    no ``model.prior_weight``."""
+    if not cfg.model.prior_weight:
+        return None
+    splits = tuple(cfg.data.train_splits)
+    mentions = [m for split in splits for m in corpus.mentions(split)]
+    return build_prior(mentions, ontology, f"{name} {'+'.join(splits)} annotations")
 
 
 def candidate_generator(ontology: Ontology, cfg: CandidatesConfig) -> TfidfCandidateGenerator:
@@ -139,6 +152,7 @@ def _key(name: str, cfg: ExperimentConfig) -> tuple:
         cfg.data.model_dump_json(),
         cfg.candidates.model_dump_json(),
         cfg.model.context_window,
+        cfg.model.prior_weight > 0,
         cfg.train.max_train_mentions,
         cfg.train.max_eval_mentions,
     )
@@ -150,7 +164,8 @@ def _sources(name: str, cfg: ExperimentConfig) -> _Sources:
         corpus, ontology = task_ontology(name, cfg)
         generator = retriever(ontology, cfg.candidates, cfg.model)
         docs = {d.doc_id: d for s in corpus.splits.values() for d in s}
-        _SOURCES[key] = _Sources(corpus, ontology, generator, docs, GoldIndex(ontology))
+        prior = task_prior(name, corpus, ontology, cfg)
+        _SOURCES[key] = _Sources(corpus, ontology, generator, docs, GoldIndex(ontology), prior)
     return _SOURCES[key]
 
 
@@ -171,6 +186,7 @@ def _split_examples(name: str, cfg: ExperimentConfig, split: str) -> tuple[list[
         task=name,
         gold_index=src.gold_index,
         abbreviations=cfg.candidates.abbreviations,
+        prior=src.prior,
     )
 
 
