@@ -51,12 +51,13 @@ def trained(tmp_path_factory) -> dict:
     bert = _train(root, "bert", {"name": str(tiny), "max_length": 12})
     # dense candidates from the (untrained) tiny encoder, not from the fine-tuned one
     dense = _train(root, "dense", {"name": str(tiny), "max_length": 12}, {"k": 4, "dense": True, "dense_k": 2})
+    prior = _train(root, "prior", {"name": str(tiny), "max_length": 12, "prior_weight": 2.0})
     cnn = _train(
         root,
         "cnn",
         {"type": "cnn", "name": str(tiny), "max_length": 12, "cnn": {"embedding_dim": 16, "channels": 16, "blocks": 1}},
     )
-    return {"root": root, "data": root / "data", "bert": bert, "dense": dense, "cnn": cnn}
+    return {"root": root, "data": root / "data", "bert": bert, "dense": dense, "prior": prior, "cnn": cnn}
 
 
 def _metric(run: Path, step: int, task: str, split: str = "test") -> dict:
@@ -83,6 +84,8 @@ def _elcl(args: list[str], capsys, monkeypatch) -> tuple[int, str]:
         ("bert", 1, "bc5cdr_disease"),
         ("dense", 0, "ncbi_disease"),
         ("dense", 1, "bc5cdr_disease"),
+        ("prior", 0, "ncbi_disease"),
+        ("prior", 1, "bc5cdr_disease"),
     ],
 )
 def test_link_reproduces_evaluate_exactly(trained, kind, step, task, monkeypatch):
@@ -228,6 +231,32 @@ def test_dense_export_carries_its_candidate_encoder(trained, tmp_path, monkeypat
     alone = runner.invoke(app, ["link", str(moved), "-i", str(test_file)])
     assert via_run.exit_code == 0 and alone.exit_code == 0, via_run.output + alone.output
     assert alone.stdout == via_run.stdout and via_run.stdout.count("\n") > 10
+
+
+def test_prior_export_carries_its_counts_and_links_like_the_run(trained, tmp_path, capsys, monkeypatch):
+    run = trained["prior"]
+    out = tmp_path / "prior_export"
+    res = runner.invoke(app, ["export", str(run), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    meta = json.loads((out / "elcl_linker.json").read_text())
+    counts = meta["concept_prior"]["counts"]
+    assert meta["model"]["prior_weight"] == 2.0 and counts and all(n > 0 for n in counts.values())
+    test_file = trained["data"] / "bc5cdr" / "CDR_TestSet.PubTator.txt"
+    via_run = runner.invoke(app, ["link", str(run), "-i", str(test_file)])
+    alone = runner.invoke(app, ["link", str(out), "-i", str(test_file)])
+    assert via_run.exit_code == 0 and alone.exit_code == 0, via_run.output + alone.output
+    assert alone.stdout == via_run.stdout
+    # the prior changes the rankings: the same weights without it rank differently
+    src = open_source(out)
+    src.prior = None
+    inp = read_input(str(test_file))
+    assert [r["ids"] for r in link_input(src, inp).rows] != [r["ids"] for r in link_input(open_source(out), inp).rows]
+    # an export whose counts were lost says so in one line
+    del meta["concept_prior"]
+    (out / "elcl_linker.json").write_text(json.dumps(meta))
+    capsys.readouterr()
+    code, err = _elcl(["link", str(out), "-i", str(test_file)], capsys, monkeypatch)
+    assert code == 2 and err.count("\n") == 1 and "'concept_prior' is missing" in err
 
 
 def test_export_loads_with_transformers_alone_and_links_like_the_run(trained, tmp_path):

@@ -252,6 +252,23 @@ def read_export_meta(path: Path) -> dict:
     return meta
 
 
+def _read_prior(path: Path, meta: dict, cfg: ModelConfig) -> ConceptPrior | None:
+    """The export's concept prior; checked before any weights load, so a bad folder fails fast."""
+    from pydantic import ValidationError
+
+    if not cfg.prior_weight:
+        return None
+    where = f"{path / META_FILE}: model.prior_weight is {cfg.prior_weight:g} but '{PRIOR_KEY}'"
+    if PRIOR_KEY not in meta:
+        raise ElclError(f"{where} is missing; expected {{source, mentions, counts}} (re-export the run)")
+    try:
+        return ConceptPrior.from_record(PriorRecord.model_validate(meta[PRIOR_KEY]))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"])
+        raise ElclError(f"{where} is invalid at {loc or 'top level'}: {err['msg']}") from None
+
+
 def load_exported(path: Path, device: torch.device | str = "cpu") -> ExportedLinker:
     """Rebuild the linker from an export folder alone (no run directory, no corpora)."""
     from pydantic import ValidationError
@@ -265,6 +282,7 @@ def load_exported(path: Path, device: torch.device | str = "cpu") -> ExportedLin
         raise ElclError(
             f"{path / META_FILE}: invalid 'model' or 'candidates' section ({str(exc).splitlines()[0]})"
         ) from None
+    prior = _read_prior(path, meta, cfg)
     if candidates.dense and candidates.dense_encoder == DENSE_DIR:
         candidates.dense_encoder = str(path / DENSE_DIR)
     if cfg.type == "bert" or cfg.cnn.vocab == "wordpiece":
@@ -281,13 +299,4 @@ def load_exported(path: Path, device: torch.device | str = "cpu") -> ExportedLin
     ontology = read_ontology(
         path / meta.get("ontology", {}).get("file", ONTOLOGY_FILE), meta.get("ontology", {}).get("source", "")
     )
-    prior = None
-    if cfg.prior_weight:
-        try:
-            prior = ConceptPrior.from_record(PriorRecord.model_validate(meta[PRIOR_KEY]))
-        except (KeyError, ValidationError) as exc:
-            raise ElclError(
-                f"{path / META_FILE}: model.prior_weight is {cfg.prior_weight:g} but '{PRIOR_KEY}' is missing "
-                f"or invalid ({str(exc).splitlines()[0]}); expected {{source, mentions, counts}}"
-            ) from None
     return ExportedLinker(model.to(device).eval(), candidates, ontology, meta, prior)
