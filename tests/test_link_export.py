@@ -355,3 +355,21 @@ def test_bad_inputs_one_line_exit_2(trained, tmp_path, capsys, monkeypatch):
     assert code == 2 and err.count("\n") == 1 and "already exists" in err
     assert (out / "keep" / "file.txt").read_text() == "mine" and len(list(out.iterdir())) == 1
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".exp.")]
+
+
+def test_prior_sweep_rescoring_at_zero_is_the_runs_accuracy(trained, monkeypatch, capsys):
+    import importlib.util
+
+    from elcl.errors import ElclError
+
+    monkeypatch.setenv("ELCL_CACHE_DIR", str(trained["root"] / "cache"))
+    path = Path(__file__).resolve().parents[1] / "scripts" / "prior_sweep.py"
+    spec = importlib.util.spec_from_file_location("prior_sweep", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = mod.main([str(trained["bert"]), "--step", "0", "--weights", "0", "3"])
+    for split in ("dev", "test"):
+        assert out["acc1"][split][0.0] == _metric(trained["bert"], 0, "ncbi_disease", split)["acc1"]
+    assert out["best_on_dev"] in (0.0, 3.0) and "best on dev" in capsys.readouterr().out
+    with pytest.raises(ElclError, match="would count it twice"):
+        mod.main([str(trained["prior"])])

@@ -104,3 +104,32 @@ def test_prior_weight_at_its_default_keeps_older_checkpoints_hash() -> None:
     before = hashlib.sha256(json.dumps({"model": dump, "vocab_size": 7}, sort_keys=True).encode()).hexdigest()[:16]
     assert model_config_hash(cfg, 7) == before
     assert model_config_hash(ModelConfig(name="x", prior_weight=0.5), 7) != before
+
+
+def test_rescoring_adds_the_weighted_prior_to_stored_scores() -> None:
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "prior_sweep.py"
+    spec = importlib.util.spec_from_file_location("prior_sweep", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["prior_sweep"] = mod
+    spec.loader.exec_module(mod)
+    from elcl.schemas import PredictionRow
+
+    prior = build_prior([_m("a", ("D1",)), _m("b", ("D1",))], ONTO)
+    row = PredictionRow(
+        doc_id="t",
+        start=0,
+        end=9,
+        mention="cirrhosis",
+        gold=["D1"],
+        predicted=[("D2", 5.0), ("D1", 4.0)],
+        correct=False,
+    )
+    assert mod.rescored_accuracy([row], prior, ONTO, 0.0) == 0.0
+    assert mod.rescored_accuracy([row], prior, ONTO, 0.5) == 0.0  # 4 + 0.5·log 3 = 4.55 < 5
+    assert mod.rescored_accuracy([row], prior, ONTO, 1.0) == 1.0  # 4 + log 3 = 5.10 > 5
+    # a training document's own annotations do not count for its mentions
+    own = row.model_copy(update={"doc_id": "a"})
+    assert mod.rescored_accuracy([own], prior, ONTO, 1.0) == 0.0  # 4 + log 2 = 4.69 < 5
