@@ -67,7 +67,8 @@ single:
 
 # The strongest NCBI linker measured here (README, "Ontology self-alignment pretraining"):
 # nine epochs of self-alignment over MEDIC (3, then 6 more), then one epoch of fine-tuning
-# with dense candidates from the pretrained encoder. A finished pass is not redone.
+# with dense candidates from the pretrained encoder and the concept prior (weight 0.5,
+# chosen on dev by scripts/prior_sweep.py). A finished pass is not redone.
 # PRETRAIN_AMP=none on CPUs without native bf16 (AVX2 only), where bf16 is emulated.
 PRETRAIN_AMP ?= bf16
 PRETRAINED ?= $(RUNS)/pretrain
@@ -77,7 +78,7 @@ ncbi-pretrained:
 	test -f $(PRETRAINED)/minilm_medic9/pretrain.json || $(ELCL) pretrain --ontology medic --encoder $(PRETRAINED)/minilm_medic3 \
 	  --out $(PRETRAINED)/minilm_medic9 --epochs 6 --batch-size 128 --lr 5e-5 --amp $(PRETRAIN_AMP) --seed 17
 	$(ELCL) train --config configs/single_ncbi_disease_bert_synonyms.yaml --set name=ncbi_pretrained \
-	  --set model.name=$(PRETRAINED)/minilm_medic9 --set candidates.dense=true --output-dir $(RUNS)
+	  --set model.name=$(PRETRAINED)/minilm_medic9 --set candidates.dense=true --set model.prior_weight=0.5 --output-dir $(RUNS)
 
 bench:
 	$(PY) scripts/bench_factors.py
