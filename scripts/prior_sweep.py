@@ -17,13 +17,13 @@ import math
 import sys
 from pathlib import Path
 
-from elcl.candidates.prior import ConceptPrior, build_prior
+from elcl.candidates.prior import ConceptPrior
 from elcl.continual.rundir import RunDir, read_jsonl
 from elcl.data.ontology import Ontology
 from elcl.errors import ElclError
 from elcl.linking.source import default_task, run_step
 from elcl.schemas import PredictionRow
-from elcl.training.tasks import task_ontology
+from elcl.training.tasks import annotation_prior, task_ontology
 
 
 def rescored_accuracy(rows: list[PredictionRow], prior: ConceptPrior, ontology: Ontology, weight: float) -> float:
@@ -54,8 +54,7 @@ def main(argv: list[str] | None = None) -> dict:
         )
     task = default_task(rs, args.task)
     corpus, ontology = task_ontology(task, rs.cfg)
-    splits = tuple(rs.cfg.data.train_splits)
-    prior = build_prior([m for s in splits for m in corpus.mentions(s)], ontology)
+    prior = annotation_prior(task, corpus, ontology, rs.cfg.data.train_splits)
     out: dict = {"run": str(args.run), "step": rs.step, "task": task, "acc1": {}}
     for split in rs.cfg.train.eval_splits:
         path = RunDir(args.run).predictions(rs.step, rs.trained_task, task, split)

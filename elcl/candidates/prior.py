@@ -66,9 +66,6 @@ class ConceptPrior:
         return cls(dict(rec.counts), {}, rec.mentions, rec.source)
 
 
-EMPTY_PRIOR = ConceptPrior({})
-
-
 def _owners(ontology: Ontology) -> dict[str, list[str]]:
     """Any id -> the concepts that predicting would be right for a mention annotated with it."""
     out: dict[str, list[str]] = {}

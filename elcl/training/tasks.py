@@ -106,7 +106,11 @@ def task_prior(name: str, corpus: Corpus, ontology: Ontology, cfg: ExperimentCon
     no ``model.prior_weight``."""
     if not cfg.model.prior_weight:
         return None
-    splits = tuple(cfg.data.train_splits)
+    return annotation_prior(name, corpus, ontology, cfg.data.train_splits)
+
+
+def annotation_prior(name: str, corpus: Corpus, ontology: Ontology, splits: Sequence[str]) -> ConceptPrior:
+    """Concept counts over every mention of ``splits`` (whatever ``model.prior_weight`` is)."""
     mentions = [m for split in splits for m in corpus.mentions(split)]
     return build_prior(mentions, ontology, f"{name} {'+'.join(splits)} annotations")
 
