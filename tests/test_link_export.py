@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from script_loader import load_script
 from synthetic import write_synthetic_corpora
 from tiny_models import write_tiny_bert
 from typer.testing import CliRunner
@@ -358,15 +359,10 @@ def test_bad_inputs_one_line_exit_2(trained, tmp_path, capsys, monkeypatch):
 
 
 def test_prior_sweep_rescoring_at_zero_is_the_runs_accuracy(trained, monkeypatch, capsys):
-    import importlib.util
-
     from elcl.errors import ElclError
 
     monkeypatch.setenv("ELCL_CACHE_DIR", str(trained["root"] / "cache"))
-    path = Path(__file__).resolve().parents[1] / "scripts" / "prior_sweep.py"
-    spec = importlib.util.spec_from_file_location("prior_sweep", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("prior_sweep")
     out = mod.main([str(trained["bert"]), "--step", "0", "--weights", "0", "3"])
     for split in ("dev", "test"):
         assert out["acc1"][split][0.0] == _metric(trained["bert"], 0, "ncbi_disease", split)["acc1"]

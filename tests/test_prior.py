@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import torch
+from script_loader import load_script
 
 from elcl.candidates.prior import ConceptPrior, PriorRecord, build_prior
 from elcl.config import ModelConfig
@@ -107,14 +108,7 @@ def test_prior_weight_at_its_default_keeps_older_checkpoints_hash() -> None:
 
 
 def test_rescoring_adds_the_weighted_prior_to_stored_scores() -> None:
-    import importlib.util
-    import sys
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / "prior_sweep.py"
-    spec = importlib.util.spec_from_file_location("prior_sweep", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["prior_sweep"] = mod
-    spec.loader.exec_module(mod)
+    mod = load_script("prior_sweep")
     from elcl.schemas import PredictionRow
 
     prior = build_prior([_m("a", ("D1",)), _m("b", ("D1",))], ONTO)

@@ -66,21 +66,12 @@ class ConceptPrior:
         return cls(dict(rec.counts), {}, rec.mentions, rec.source)
 
 
-def _owners(ontology: Ontology) -> dict[str, list[str]]:
-    """Any id -> the concepts that predicting would be right for a mention annotated with it."""
-    out: dict[str, list[str]] = {}
-    for cid in ontology.names:
-        for eid in ontology.equivalent_ids(cid):
-            out.setdefault(eid, []).append(cid)
-    return out
-
-
 def build_prior(mentions: Iterable[Mention], ontology: Ontology, source: str = "") -> ConceptPrior:
     """Count, for every concept of ``ontology``, the linkable ``mentions`` it is right for.
 
     A mention counts once per concept however many of its gold ids that concept matches;
     a composite mention counts for each of its parts' concepts."""
-    owners = _owners(ontology)
+    owners = ontology.concepts_by_id()
     total: Counter[str] = Counter()
     by_doc: dict[str, Counter[str]] = {}
     n = 0

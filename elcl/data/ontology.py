@@ -62,6 +62,15 @@ class Ontology:
             out.update(self.alt_ids.get(primary, ()))
         return frozenset(out)
 
+    def concepts_by_id(self) -> dict[str, list[str]]:
+        """Any id -> the concepts (in ontology order) whose equivalent ids hold it: the
+        concepts :meth:`matches` accepts for a mention annotated with that id."""
+        out: dict[str, list[str]] = {}
+        for cid in self.names:
+            for eid in self.equivalent_ids(cid):
+                out.setdefault(eid, []).append(cid)
+        return out
+
     def matches(self, concept_id: str, gold_ids: Iterable[str]) -> bool:
         """Whether predicting ``concept_id`` is right for a mention annotated ``gold_ids``.
 

@@ -86,10 +86,7 @@ class GoldIndex:
 
     def __init__(self, ontology) -> None:
         self.ontology = ontology
-        self._owner: dict[str, str] = {}
-        for cid in ontology.names:
-            for alt in ontology.equivalent_ids(cid):
-                self._owner.setdefault(alt, cid)
+        self._owner = {eid: cids[0] for eid, cids in ontology.concepts_by_id().items()}
 
     def concept_for(self, gold_ids: Iterable[str]) -> str | None:
         for g in gold_ids:

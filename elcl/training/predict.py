@@ -70,9 +70,10 @@ def score_examples(
     for e in examples:
         c = nv[torch.tensor([npos[n] for n in e.cand_names], device=nv.device)]
         score = (c @ qv[qpos[e.query]] / model.cfg.temperature).cpu()
-        score = score + feature_logits(
-            model.cfg, torch.tensor(e.cand_scores), torch.tensor(e.cand_prior) if e.cand_prior else None, score.dtype
-        )
+        # tensors only for the terms the linker uses: this loop runs once per evaluated mention
+        sparse = torch.tensor(e.cand_scores) if model.cfg.sparse_weight else None
+        prior = torch.tensor(e.cand_prior) if model.cfg.prior_weight and e.cand_prior else None
+        score = score + feature_logits(model.cfg, sparse, prior, score.dtype)
         out.append(score)
     return out
 
