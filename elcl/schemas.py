@@ -7,6 +7,8 @@
 * :class:`PredictionRow` — one line of ``<run>/predictions/<i>_<task>/<eval>.<split>.jsonl``:
   one mention, its gold ids, the ranked candidates and whether the top one is right.
 * :class:`CurvatureMeta` — ``<run>/curvature/<task>/meta.json`` (format ``elcl-curvature/1``).
+* :class:`PruneRecord` — ``<run>/pruned.json``: what ``elcl prune`` removed from a finished
+  run, so a later reader can say why a checkpoint is gone instead of "not found".
 
 The trainer builds these objects and writes :meth:`dump`; readers call :func:`parse`,
 which turns every validation failure into one :class:`~elcl.errors.ElclError` line
@@ -44,6 +46,7 @@ __all__ = [
     "CurvatureMeta",
     "MetricRow",
     "PredictionRow",
+    "PruneRecord",
     "RunRecord",
     "dump_json",
     "format_error",
@@ -144,6 +147,16 @@ class RunRecord(_Schema):
         if not v or not all(v) or len(set(v)) != len(v):
             raise ValueError("bad order")
         return v
+
+
+class PruneRecord(_Schema):
+    """``pruned.json``: the files ``elcl prune`` removed from a finished run."""
+
+    removed_steps: list[int] = _expected("a list of step indices")
+    """Steps whose checkpoint (``steps/<i>_<task>/``) was removed."""
+    removed_curvature: list[str] = _expected("a list of task names")
+    """Tasks whose curvature statistics (``curvature/<task>/``) were removed."""
+    bytes_freed: int = Field(ge=0, json_schema_extra={"expected": "a non-negative integer"})
 
 
 class MetricRow(_Schema):

@@ -20,6 +20,7 @@ from elcl.cli import (
     link_cmd,
     migrate_cmd,
     pretrain_cmd,
+    prune_cmd,
     train_cmd,
 )
 from elcl.errors import ElclError
@@ -39,7 +40,7 @@ def version() -> None:
     typer.echo(__version__)
 
 
-for _module in (train_cmd, fisher_cmd, evaluate_cmd, migrate_cmd, pretrain_cmd, link_cmd, export_cmd):
+for _module in (train_cmd, fisher_cmd, evaluate_cmd, migrate_cmd, pretrain_cmd, link_cmd, export_cmd, prune_cmd):
     _module.register(app)
 
 

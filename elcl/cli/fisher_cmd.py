@@ -73,7 +73,7 @@ def fisher(
     method = get_method(str(state["method"]))
     step = next(i for i, st in enumerate(method.steps(order)) if task in st.tasks)
     trained = method.steps(order)[step].label
-    ckpt = rd.checkpoint(step, trained)
+    ckpt = rd.existing_checkpoint(step, trained)
     load_checkpoint(model, ckpt)
     # what the run's own penalty reads (diag for EWC, kfac for K-FAC), unless asked;
     # K-FAC for methods that need none

@@ -10,6 +10,7 @@
     <exp>/<run>/predictions/<i>_<task>/<eval task>.<split>.jsonl
     <exp>/<run>/curvature/<task>/factors.safetensors + meta.json
     <exp>/<run>/log.txt
+    <exp>/<run>/pruned.json            what `elcl prune` removed (finished runs only)
 
 Every file is written atomically (temp file + rename), so a crash never leaves a
 half-written file and ``elcl train --resume`` can trust what it finds.
@@ -27,7 +28,7 @@ import yaml
 
 from elcl.errors import ElclError
 from elcl.fileio import atomic_write_text
-from elcl.schemas import RunRecord
+from elcl.schemas import PruneRecord, RunRecord, parse_json_file
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -91,6 +92,21 @@ class RunDir:
 
     def checkpoint(self, step: int, task: str) -> Path:
         return self.step_dir(step, task) / "model.safetensors"
+
+    @property
+    def pruned_json(self) -> Path:
+        return self.path / "pruned.json"
+
+    def existing_checkpoint(self, step: int, task: str) -> Path:
+        """The checkpoint of ``step``; one line naming ``elcl prune`` when it removed it."""
+        ckpt = self.checkpoint(step, task)
+        if not ckpt.is_file() and self.pruned_json.is_file():
+            if step in parse_json_file(PruneRecord, self.pruned_json).removed_steps:
+                raise ElclError(
+                    f"{ckpt}: removed by `elcl prune` ({self.pruned_json}); its metrics and predictions remain, "
+                    "the weights of this step do not: use a step that was kept or train the run again"
+                )
+        return ckpt
 
     def predictions(self, step: int, task: str, eval_task: str, split: str) -> Path:
         return self.path / "predictions" / f"{step}_{task}" / f"{eval_task}.{split}.jsonl"

@@ -105,8 +105,9 @@ def open_source(
 
     rs = run_step(path, step)
     task = default_task(rs, task)
+    ckpt = RunDir(path).existing_checkpoint(rs.step, rs.trained_task)  # before the encoder loads
     model = Linker(rs.cfg.model).to(device)
-    load_checkpoint(model, RunDir(path).checkpoint(rs.step, rs.trained_task))
+    load_checkpoint(model, ckpt)
     model.eval()
     corpus, ontology = task_ontology(task, rs.cfg)
     return LinkerSource(
