@@ -17,25 +17,32 @@ import math
 import sys
 from pathlib import Path
 
+import torch
+
 from elcl.candidates.prior import ConceptPrior
 from elcl.continual.rundir import RunDir, read_jsonl
 from elcl.data.ontology import Ontology
 from elcl.errors import ElclError
 from elcl.linking.source import default_task, run_step
 from elcl.schemas import PredictionRow
+from elcl.training.predict import ranking
 from elcl.training.tasks import annotation_prior, task_ontology
 
 
 def rescored_accuracy(rows: list[PredictionRow], prior: ConceptPrior, ontology: Ontology, weight: float) -> float:
-    """acc@1 over ``rows`` with ``weight · log(1 + n)`` added to each stored score (stable ties)."""
+    """acc@1 over ``rows`` with ``weight · log(1 + n)`` added to each stored score.
+
+    Stored candidates are in the run's ranked order, so ``ranking``'s stable ties over
+    that order are the run's own tie rule.
+    """
     hits = 0
     scored = [r for r in rows if r.gold]
     for r in scored:
-        best = max(
-            enumerate(r.predicted),
-            key=lambda ip: (ip[1][1] + weight * math.log1p(prior.count(ip[1][0], r.doc_id)), -ip[0]),
+        s = torch.tensor(
+            [score + weight * math.log1p(prior.count(cid, r.doc_id)) for cid, score in r.predicted],
+            dtype=torch.float64,
         )
-        hits += ontology.matches(best[1][0], r.gold)
+        hits += ontology.matches(r.predicted[ranking(s)[0]][0], r.gold)
     return hits / len(scored) if scored else 0.0
 
 

@@ -17,7 +17,7 @@ from elcl.data.types import Document, Mention
 from elcl.models.linker import Linker, model_config_hash
 from elcl.training.batching import TokenCache, collate
 from elcl.training.examples import LinkingExample, build_examples
-from elcl.training.predict import evaluate_examples, score_examples
+from elcl.training.predict import evaluate_examples, ranking, score_examples
 
 # D1 carries OMIM:1 as an alt id; OMIM:1 is also its own concept (a corpus dictionary entry).
 ONTO = Ontology(
@@ -127,3 +127,17 @@ def test_rescoring_adds_the_weighted_prior_to_stored_scores() -> None:
     # a training document's own annotations do not count for its mentions
     own = row.model_copy(update={"doc_id": "a"})
     assert mod.rescored_accuracy([own], prior, ONTO, 1.0) == 0.0  # 4 + log 2 = 4.69 < 5
+
+
+def test_ranking_keeps_candidate_order_on_ties_and_the_sweep_uses_it() -> None:
+    assert ranking(torch.tensor([1.0, 2.0, 2.0, 0.0])) == [1, 2, 0, 3]
+    mod = load_script("prior_sweep")
+    from elcl.schemas import PredictionRow
+
+    # equal stored scores: the stored (ranked) order decides, as it did in the run
+    row = PredictionRow(
+        doc_id="t", start=0, end=9, mention="cirrhosis", gold=["D2"], predicted=[("D2", 4.0), ("D1", 4.0)], correct=True
+    )
+    assert mod.rescored_accuracy([row], build_prior([], ONTO), ONTO, 1.0) == 1.0
+    swapped = row.model_copy(update={"predicted": [("D1", 4.0), ("D2", 4.0)]})
+    assert mod.rescored_accuracy([swapped], build_prior([], ONTO), ONTO, 1.0) == 0.0

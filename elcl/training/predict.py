@@ -78,6 +78,16 @@ def score_examples(
     return out
 
 
+def ranking(scores: torch.Tensor) -> list[int]:
+    """Candidate positions, best first; equal scores keep candidate order.
+
+    The one tie rule of elcl: training-time evaluation, `elcl link` and rescoring of
+    stored predictions (scripts/prior_sweep.py) all rank through it, so a tie is broken
+    the same way wherever a score is turned into a prediction.
+    """
+    return torch.argsort(scores, descending=True, stable=True).tolist()
+
+
 def evaluate_examples(
     model: Linker, examples: Sequence[LinkingExample], cache: TokenCache, batch_size: int = 256
 ) -> EvalResult:
@@ -90,7 +100,7 @@ def evaluate_examples(
     hits1 = hits5 = n = 0
     preds = []
     for e, s in zip(examples, scores):
-        order = torch.argsort(s, descending=True, stable=True).tolist()
+        order = ranking(s)
         top = [e.labels[i] for i in order]
         m = e.mention
         correct = None
