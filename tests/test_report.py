@@ -142,12 +142,16 @@ def test_build_report_numbers(tmp_path):
     assert any("kfac_s2" in w and "running" in w for w in rep.warnings)
     main = rep.main_table_markdown()
     header = _row(main, "| method")
-    assert header[:4] == ["method", "λ", "avg acc@1 (%)", "avg acc@5 (%)"]
+    assert header[:5] == ["method", "λ", "avg acc@1 (%)", "avg acc@1 95% CI", "avg acc@5 (%)"]
     col = {h: i for i, h in enumerate(header)}
     naive = _row(main, "| naive |")
     assert naive[col["forgetting A (pp)"]] == "40.0 ± 0.0"
     assert naive[col["forgetting B (pp)"]] == "20.0 ± 0.0"
     assert naive[col["avg acc@1 (%)"]] == "60.3 ± 0.5"
+    # no prediction files here: seeds alone are resampled, so with two seeds the interval
+    # runs from one seed's average to the other's
+    naive_avgs = sorted(rs.avg_final_acc1 for rs in rep.runs if rs.run.method == "naive")
+    assert naive[col["avg acc@1 95% CI"]] == f"[{naive_avgs[0] * 100:.1f}, {naive_avgs[-1] * 100:.1f}]"
     assert naive[col["n runs"]] == "2"
     ewc = _row(main, "| ewc |")  # λ chosen on dev: λ=1 although λ=10 is better on test
     assert ewc[col["λ"]] == "1"

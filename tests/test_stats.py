@@ -121,6 +121,22 @@ def test_mentions_give_an_interval_even_with_one_seed():
     assert (iv.hi - iv.lo) / 2 == pytest.approx(1.96 * math.sqrt(0.4 * 0.6 / n), rel=0.15)
 
 
+def test_accuracy_interval_over_seeds_and_mentions():
+    # seeds only: a replicate draws whole runs, so its extremes are the lowest and highest
+    # run means (0.65: the run whose first task has no metric; 0.80)
+    acc = np.array([[0.80, 0.60], [0.90, 0.70], [np.nan, 0.65]])
+    boot = S.bootstrap_mean_accuracy(acc, n_boot=4000, seed=1)
+    assert boot.min() == pytest.approx(0.65) and boot.max() == pytest.approx(0.80)
+    assert S.percentile_interval(float(np.nanmean(acc)), boot).lo < np.nanmean(acc)
+    # one run of 400 mentions at 90%: the interval is the binomial one, ±1.96·sqrt(.09/400)
+    n = 400
+    corr = np.r_[np.ones(360), np.zeros(40)][:, None]
+    boot = S.bootstrap_mean_accuracy(np.array([[0.9]]), [S.MentionBlock(corr, [(-1, 0, 0)])], n_boot=4000, seed=2)
+    iv = S.percentile_interval(0.9, boot)
+    assert (iv.hi - iv.lo) / 2 == pytest.approx(1.96 * math.sqrt(0.9 * 0.1 / n), rel=0.1)
+    assert iv.lo < 0.9 < iv.hi
+
+
 def test_interval_words():
     assert "excludes 0 (above 0)" in S.Interval(0.3, 0.1, 0.5).words("kfac − ewc")
     assert "includes 0: not separated" in S.Interval(0.3, -0.1, 0.5).words("x")

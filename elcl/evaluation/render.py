@@ -9,7 +9,8 @@ Files written by :func:`write_tables` (atomically):
   verdicts, the main table, λ selection, all λ, forgetting vs best earlier accuracy,
   left-out / unpaired runs, warnings and notes.
 * ``summary.csv`` — one row per (method, λ, order) group: ``method, lambda, order,
-  chosen, n_runs, seeds``, ``<metric>_mean/_std`` for the per-run metrics, then
+  chosen, n_runs, seeds``, ``<metric>_mean/_std`` for the per-run metrics,
+  ``avg_final_acc1_lo/_hi`` (its 95% bootstrap interval), then
   ``forgetting_reduction, forgetting_reduction_lo, forgetting_reduction_hi, n_paired``,
   then per task ``<metric>[<task>]_mean/_std``. Fractions (0..1); NaN as empty cells.
 * ``comparison.csv`` — the paired statistics (rows ``vs naive`` and ``difference``).
@@ -97,6 +98,13 @@ def fmt_interval(iv: Interval | None, scale: float = 100.0) -> str:
     return f"{iv.point * scale:.1f} [{iv.lo * scale:.1f}, {iv.hi * scale:.1f}]"
 
 
+def fmt_bounds(iv: Interval | None, scale: float = 100.0) -> str:
+    """'[lo, hi]' of an interval (the point is shown beside it); 'n/a' without one."""
+    if iv is None or math.isnan(iv.lo):
+        return "n/a"
+    return f"[{iv.lo * scale:.1f}, {iv.hi * scale:.1f}]"
+
+
 def markdown(df: pd.DataFrame) -> str:
     """A DataFrame of display strings as a GitHub Markdown table."""
 
@@ -121,6 +129,7 @@ def group_table(report: Report, groups: list[GroupScores]) -> pd.DataFrame:
         if multi_order:
             rec["order"] = order_label(g.order)
         rec["avg acc@1 (%)"] = fmt_pm(g.scalars["avg_final_acc1"])
+        rec["avg acc@1 95% CI"] = fmt_bounds(g.acc_interval)
         rec["avg acc@5 (%)"] = fmt_pm(g.scalars["avg_final_acc5"])
         for t in report.tasks:
             rec[f"forgetting {t} (pp)"] = fmt_pm(g.tasks["forgetting_single"].get(t))
@@ -134,6 +143,7 @@ def group_table(report: Report, groups: list[GroupScores]) -> pd.DataFrame:
         + (["order"] if multi_order else [])
         + [
             "avg acc@1 (%)",
+            "avg acc@1 95% CI",
             "avg acc@5 (%)",
             *[f"forgetting {t} (pp)" for t in report.tasks],
             "mean forgetting (pp)",
@@ -384,8 +394,8 @@ def stdout_markdown(report: Report) -> str:
     parts = [
         (
             f"## Forgetting ({report.split} split, chosen λ per method; accuracies in %, "
-            f"forgetting in points, mean ± std over seeds; reduction: ratio of means with "
-            f"95% bootstrap interval)"
+            f"forgetting in points, mean ± std over seeds; avg acc@1 CI and reduction: 95% "
+            f"bootstrap over seeds and test mentions; reduction: ratio of means)"
         ),
         "",
         markdown(group_table(report, report.chosen_groups())),
@@ -537,6 +547,8 @@ def summary_frame(report: Report) -> pd.DataFrame:
         for name in SCALAR_METRICS:
             mean, std, _ = g.scalars[name]
             rec[f"{name}_mean"], rec[f"{name}_std"] = mean, std
+        rec["avg_final_acc1_lo"] = g.acc_interval.lo if g.acc_interval else math.nan
+        rec["avg_final_acc1_hi"] = g.acc_interval.hi if g.acc_interval else math.nan
         iv = g.reduction
         rec["forgetting_reduction"] = iv.point if iv else math.nan
         rec["forgetting_reduction_lo"] = iv.lo if iv else math.nan
@@ -561,6 +573,7 @@ def summary_dict(report: Report) -> dict:
         {
             **group_head(g),
             "metrics": {name: ms(g.scalars[name]) for name in SCALAR_METRICS},
+            "avg_final_acc1_interval": _interval_dict(g.acc_interval),
             "forgetting_reduction": _interval_dict(g.reduction) | {"n_paired": g.n_paired},
             "per_task": {t: {name: ms(g.tasks[name].get(t)) for name in TASK_METRICS} for t in g.order},
         }

@@ -131,6 +131,9 @@ class GroupScores:
     R_std: np.ndarray | None = None
     reduction: S.Interval | None = None
     """Ratio-of-means forgetting reduction vs naive over the paired seeds, with its interval."""
+    acc_interval: S.Interval | None = None
+    """Average final acc@1 with its 95% bootstrap interval over the group's runs and,
+    when their prediction files hold the same mentions, those mentions."""
     n_paired: int = 0
 
     @property
@@ -401,6 +404,21 @@ def _by_cell(runs: Sequence[RunScores]) -> dict[Cell, RunScores]:
     return out
 
 
+def _accuracy_interval(g: GroupScores, split: str, read: _Correctness, n_boot: int, seed: int) -> S.Interval:
+    """The group's average final acc@1 with a 95% interval: seeds resampled, and mentions too
+    when every run's final predictions of a task cover the same mentions."""
+    acc = np.array([rs.final for rs in g.runs], dtype=float)  # [C, J]
+    cols: dict[str, list[tuple[Path, tuple[int, int, int], float]]] = {}
+    for c, rs in enumerate(g.runs):
+        per_task = methods.get(rs.run.method).per_task_model
+        for j, task in enumerate(rs.run.order):
+            step = j if per_task else rs.R.shape[0] - 1
+            cols.setdefault(task, []).append((prediction_file(rs.run, step, task, split), (-1, c, j), acc[c, j]))
+    blocks, _ = _mention_blocks(cols, read)
+    point = float(S.mean_forgetting(acc, np.zeros((1, *acc.shape)))[0])
+    return S.percentile_interval(point, S.bootstrap_mean_accuracy(acc, blocks, n_boot, seed))
+
+
 def _reduction_interval(p: _Paired, k: int, naive: int = 0) -> S.Interval:
     point = S.reduction(p.point[k], p.point[naive])
     return S.percentile_interval(float(point), S.reduction(p.boot[:, k], p.boot[:, naive]))
@@ -517,6 +535,9 @@ def build_report(
     first_pair = _first_pair_selections(per_mo)
 
     read = _Correctness()
+
+    for g in groups:
+        g.acc_interval = _accuracy_interval(g, split, read, n_boot, boot_seed)
 
     # Per group: the ratio-of-means reduction over its paired seeds, with an interval.
     for g in groups:

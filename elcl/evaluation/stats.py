@@ -29,6 +29,7 @@ __all__ = [
     "DEFAULT_BOOTSTRAP_SEED",
     "Interval",
     "MentionBlock",
+    "bootstrap_mean_accuracy",
     "bootstrap_mean_forgetting",
     "forgetting_cells",
     "mean_forgetting",
@@ -146,6 +147,21 @@ def bootstrap_mean_forgetting(
     n = w.sum(axis=(2, 3))
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(n > 0, total / np.where(n > 0, n, 1.0), math.nan)
+
+
+def bootstrap_mean_accuracy(
+    acc: np.ndarray,
+    blocks: Sequence[MentionBlock] | None = None,
+    n_boot: int = DEFAULT_BOOTSTRAP,
+    seed: int = DEFAULT_BOOTSTRAP_SEED,
+) -> np.ndarray:
+    """Bootstrap replicates (``[n_boot]``) of the mean of ``acc`` (``[C, J]``: run c's
+    accuracy on task j; NaN entries left out), resampled exactly as
+    :func:`bootstrap_mean_forgetting` resamples: runs with replacement and, per block
+    (targets ``(-1, c, j)``), the task's mentions. It is that function with one arm of
+    zeros, since forgetting from ``acc`` down to 0 is ``acc``."""
+    acc = np.asarray(acc, dtype=float)
+    return bootstrap_mean_forgetting(acc, np.zeros((1, *acc.shape)), blocks, n_boot, seed)[:, 0]
 
 
 def percentile_interval(point: float, samples: np.ndarray | float, level: float = 0.95) -> Interval:
