@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
-from tiny_models import tiny_config
+from tiny_models import write_tiny_config
 from typer.testing import CliRunner
 
 from elcl.cli.app import app
@@ -21,7 +20,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def config_file(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("cli")
-    cfg = tiny_config(
+    return write_tiny_config(
         root,
         "cli",
         ["ncbi_disease", "bc5cdr_disease"],
@@ -29,9 +28,6 @@ def config_file(tmp_path_factory) -> Path:
         method={"name": "kfac", "kfac": {"lambda": 1.0}},
         curvature={"max_examples": 8, "batch_size": 4},
     )
-    path = root / "cli.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
 
 
 def test_train_fisher_evaluate_round_trip(config_file: Path) -> None:

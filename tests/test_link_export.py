@@ -5,18 +5,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from console import run_main
 from script_loader import load_script
 from synthetic import write_synthetic_corpora
 from tiny_models import write_tiny_bert
 from typer.testing import CliRunner
 
-from elcl.cli.app import app, main
+from elcl.cli.app import app
 from elcl.data.pubtator import parse_pubtator_file
 from elcl.linking.inputs import read_input
 from elcl.linking.link import link_input
@@ -64,17 +64,6 @@ def trained(tmp_path_factory) -> dict:
 def _metric(run: Path, step: int, task: str, split: str = "test") -> dict:
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
     return next(r for r in rows if r["step"] == step and r["eval_task"] == task and r["split"] == split)
-
-
-def _elcl(args: list[str], capsys, monkeypatch) -> tuple[int, str]:
-    """Run the console entry point in-process: (exit code, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["elcl", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    return code, capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -256,7 +245,7 @@ def test_prior_export_carries_its_counts_and_links_like_the_run(trained, tmp_pat
     del meta["concept_prior"]
     (out / "elcl_linker.json").write_text(json.dumps(meta))
     capsys.readouterr()
-    code, err = _elcl(["link", str(out), "-i", str(test_file)], capsys, monkeypatch)
+    code, err = run_main(["link", str(out), "-i", str(test_file)], capsys, monkeypatch)
     assert code == 2 and err.count("\n") == 1 and "'concept_prior' is missing" in err
 
 
@@ -328,14 +317,14 @@ def test_cnn_export_round_trip(trained, tmp_path):
 
 def test_bad_inputs_one_line_exit_2(trained, tmp_path, capsys, monkeypatch):
     run = trained["bert"]
-    code, err = _elcl(["link", str(tmp_path / "nope")], capsys, monkeypatch)
+    code, err = run_main(["link", str(tmp_path / "nope")], capsys, monkeypatch)
     assert code == 2 and err.count("\n") == 1 and "no such run directory or export folder" in err
 
     partial = tmp_path / "partial"
     shutil.copytree(run, partial)
     state = json.loads((partial / "run.json").read_text())
     (partial / "run.json").write_text(json.dumps({**state, "status": "running", "steps_done": 1}))
-    code, err = _elcl(["link", str(partial), "--step", "1"], capsys, monkeypatch)
+    code, err = run_main(["link", str(partial), "--step", "1"], capsys, monkeypatch)
     assert code == 2 and err.count("\n") == 1 and "--step 1: not a finished step" in err
 
     doc = parse_pubtator_file(trained["data"] / "ncbi_disease" / "NCBIdevelopset_corpus.txt").documents[0]
@@ -343,16 +332,16 @@ def test_bad_inputs_one_line_exit_2(trained, tmp_path, capsys, monkeypatch):
     texts, spans = tmp_path / "d.tsv", tmp_path / "s.tsv"
     texts.write_text(f"{doc.doc_id}\t{doc.text}\n")
     spans.write_text(f"{m.doc_id}\t{m.start}\t{m.end}\t{m.text}\n{m.doc_id}\t{m.start + 1}\t{m.end + 1}\t{m.text}\n")
-    code, err = _elcl(["link", str(run), "-i", str(spans), "--docs", str(texts)], capsys, monkeypatch)
+    code, err = run_main(["link", str(run), "-i", str(spans), "--docs", str(texts)], capsys, monkeypatch)
     assert code == 2 and err.count("\n") == 1 and f"{spans}:2: offsets" in err
     spans.write_text(f"{m.doc_id}\t{m.start}\t99999\t{m.text}\n")
-    code, err = _elcl(["link", str(run), "-i", str(spans), "--docs", str(texts)], capsys, monkeypatch)
+    code, err = run_main(["link", str(run), "-i", str(spans), "--docs", str(texts)], capsys, monkeypatch)
     assert code == 2 and f"{spans}:1: offsets {m.start}-99999 outside document" in err
 
     out = tmp_path / "exp"
     (out / "keep").mkdir(parents=True)
     (out / "keep" / "file.txt").write_text("mine")
-    code, err = _elcl(["export", str(run), "--out", str(out)], capsys, monkeypatch)
+    code, err = run_main(["export", str(run), "--out", str(out)], capsys, monkeypatch)
     assert code == 2 and err.count("\n") == 1 and "already exists" in err
     assert (out / "keep" / "file.txt").read_text() == "mine" and len(list(out.iterdir())) == 1
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".exp.")]

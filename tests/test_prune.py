@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from tiny_models import tiny_config
+from console import run_main
+from tiny_models import write_tiny_config
 from typer.testing import CliRunner
 
-from elcl.cli.app import app, main
+from elcl.cli.app import app
 from elcl.continual.prune import plan_prune
 from elcl.schemas import PruneRecord, parse_json_file
 
@@ -24,7 +24,7 @@ runner = CliRunner()
 def trained(tmp_path_factory) -> Path:
     """An EWC experiment (two steps, curvature of both tasks), to be copied per test."""
     root = tmp_path_factory.mktemp("prune")
-    cfg = tiny_config(
+    path = write_tiny_config(
         root,
         "exp",
         ["ncbi_disease", "bc5cdr_disease"],
@@ -32,8 +32,6 @@ def trained(tmp_path_factory) -> Path:
         method={"name": "ewc", "ewc": {"lambda": 1.0}},
         curvature={"max_examples": 8, "batch_size": 4},
     )
-    path = root / "exp.yaml"
-    path.write_text(yaml.safe_dump(cfg))
     res = runner.invoke(app, ["train", "--config", str(path)])
     assert res.exit_code == 0, res.output
     return root
@@ -52,16 +50,6 @@ def _files(path: Path) -> dict[str, int]:
 
 def _json_lines(output: str) -> list[dict]:
     return [json.loads(x) for x in output.splitlines() if x.startswith("{")]
-
-
-def _elcl(args: list[str], capsys, monkeypatch) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["elcl", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    return code, capsys.readouterr().err
 
 
 def test_prune_keeps_the_report_and_the_final_step(trained, tmp_path, monkeypatch):
@@ -107,7 +95,7 @@ def test_a_pruned_step_is_refused_in_one_line(trained, tmp_path, capsys, monkeyp
         ["link", str(run), "--step", "0", "--input", str(mentions), "--format", "text"],
         ["export", str(run), "--step", "0", "--out", str(tmp_path / "exported")],
     ):
-        code, err = _elcl(args, capsys, monkeypatch)
+        code, err = run_main(args, capsys, monkeypatch)
         assert code == 2 and len(err.strip().splitlines()) == 1, err
         assert "removed by `elcl prune`" in err and "0_ncbi_disease" in err
     assert not (tmp_path / "exported").exists()
@@ -153,7 +141,7 @@ def test_bad_input_one_line_nothing_removed(trained, tmp_path, capsys, monkeypat
         (["prune", str(tmp_path / "missing")], "not a directory"),
         (["prune", str(tmp_path)], "no run directories"),
     ):
-        code, err = _elcl(args, capsys, monkeypatch)
+        code, err = run_main(args, capsys, monkeypatch)
         assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
     assert _files(run) == before
 

@@ -55,3 +55,12 @@ def tiny_config(root: Path, name: str, tasks: list[str], seed: int, **sections: 
     for key, value in sections.items():
         cfg[key] = cfg[key] | value if isinstance(cfg.get(key), dict) else value
     return cfg
+
+
+def write_tiny_config(root: Path, name: str, tasks: list[str], seed: int, **sections: Any) -> Path:
+    """:func:`tiny_config` written as ``root/<name>.yaml``; returns the file."""
+    import yaml
+
+    path = root / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(root, name, tasks, seed, **sections)))
+    return path
