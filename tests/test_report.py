@@ -152,6 +152,7 @@ def test_build_report_numbers(tmp_path):
     # runs from one seed's average to the other's
     naive_avgs = sorted(rs.avg_final_acc1 for rs in rep.runs if rs.run.method == "naive")
     assert naive[col["avg acc@1 95% CI"]] == f"[{naive_avgs[0] * 100:.1f}, {naive_avgs[-1] * 100:.1f}]"
+    assert any("avg acc@1 intervals resample seeds only" in n for n in rep.notes)
     assert naive[col["n runs"]] == "2"
     ewc = _row(main, "| ewc |")  # λ chosen on dev: λ=1 although λ=10 is better on test
     assert ewc[col["λ"]] == "1"

@@ -30,6 +30,13 @@ def test_report_over_trained_runs(tmp_path: Path) -> None:
     (kfac,) = c.arms
     assert kfac.n_cells == 1 and kfac.lam in ("1", "100")
     assert {p.lam for p in rep.frontier if p.method == "kfac"} == {1.0, 100.0}
+    # every group's accuracy interval resamples the test mentions (the synthetic tasks are
+    # learned perfectly, so here the intervals have no width)
+    assert not any("resample seeds only" in n for n in rep.notes)
+    assert all(
+        g.acc_interval is not None and g.acc_interval.lo <= g.acc_interval.point <= g.acc_interval.hi
+        for g in rep.groups
+    )
 
     # Exported (small files + compact correctness, no predictions or checkpoints), the
     # experiment gives the same report, mention bootstrap included.

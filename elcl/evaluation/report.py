@@ -404,9 +404,12 @@ def _by_cell(runs: Sequence[RunScores]) -> dict[Cell, RunScores]:
     return out
 
 
-def _accuracy_interval(g: GroupScores, split: str, read: _Correctness, n_boot: int, seed: int) -> S.Interval:
+def _accuracy_interval(
+    g: GroupScores, split: str, read: _Correctness, n_boot: int, seed: int
+) -> tuple[S.Interval, str]:
     """The group's average final acc@1 with a 95% interval: seeds resampled, and mentions too
-    when every run's final predictions of a task cover the same mentions."""
+    when every run's final predictions of a task cover the same mentions (else the reason
+    they could not be, for the report's notes)."""
     acc = np.array([rs.final for rs in g.runs], dtype=float)  # [C, J]
     cols: dict[str, list[tuple[Path, tuple[int, int, int], float]]] = {}
     for c, rs in enumerate(g.runs):
@@ -414,9 +417,9 @@ def _accuracy_interval(g: GroupScores, split: str, read: _Correctness, n_boot: i
         for j, task in enumerate(rs.run.order):
             step = j if per_task else rs.R.shape[0] - 1
             cols.setdefault(task, []).append((prediction_file(rs.run, step, task, split), (-1, c, j), acc[c, j]))
-    blocks, _ = _mention_blocks(cols, read)
+    blocks, why = _mention_blocks(cols, read)
     point = float(S.mean_forgetting(acc, np.zeros((1, *acc.shape)))[0])
-    return S.percentile_interval(point, S.bootstrap_mean_accuracy(acc, blocks, n_boot, seed))
+    return S.percentile_interval(point, S.bootstrap_mean_accuracy(acc, blocks, n_boot, seed)), why
 
 
 def _reduction_interval(p: _Paired, k: int, naive: int = 0) -> S.Interval:
@@ -536,8 +539,17 @@ def build_report(
 
     read = _Correctness()
 
+    seeds_only: list[str] = []
     for g in groups:
-        g.acc_interval = _accuracy_interval(g, split, read, n_boot, boot_seed)
+        g.acc_interval, why = _accuracy_interval(g, split, read, n_boot, boot_seed)
+        if why:
+            seeds_only.append(f"{g.method} λ={lam_label(g.lam)} {order_label(g.order)} ({why})")
+    if seeds_only:
+        notes.append(
+            f"avg acc@1 intervals resample seeds only, not test mentions, for {len(seeds_only)} group(s): "
+            + "; ".join(seeds_only[:3])
+            + (" …" if len(seeds_only) > 3 else "")
+        )
 
     # Per group: the ratio-of-means reduction over its paired seeds, with an interval.
     for g in groups:
