@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import typer
 
@@ -22,10 +23,11 @@ def prune(
 
     Reports (elcl evaluate) need neither; unfinished runs are left whole so they can resume.
     """
+    from elcl.continual.prune import Keep
     from elcl.continual.prune import prune as prune_runs
 
-    # every run is planned (and --keep checked) before anything is removed
-    plans = prune_runs(paths, keep, dry_run)  # type: ignore[arg-type]
+    # every run is planned (and --keep checked against Keep's values) before anything is removed
+    plans = prune_runs(paths, cast(Keep, keep), dry_run)
     verb = "would free" if dry_run else "freed"
     for p in plans:
         if p.skipped is not None:
