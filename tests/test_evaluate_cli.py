@@ -126,3 +126,18 @@ def test_errors_are_elcl_errors(tmp_path):
     assert isinstance(res.exception, ElclError)
     res = runner.invoke(app, ["evaluate", str(d), "--split", "train"])
     assert isinstance(res.exception, ElclError) and "--split" in str(res.exception)
+
+
+def test_several_paths_need_out_and_leave_existing_reports_alone(tmp_path):
+    exp = make_exp(tmp_path)
+    assert runner.invoke(app, ["evaluate", str(exp)]).exit_code == 0
+    before = (exp / "report" / "report.md").read_text()
+    other = tmp_path / "other"
+    write_run(other, "naive2", "naive", None, 1, [[0.8, 0.1, 0.1], [0.6, 0.7, 0.1], [0.5, 0.5, 0.9]])
+    res = runner.invoke(app, ["evaluate", str(exp), str(other)])
+    assert isinstance(res.exception, ElclError)
+    assert "pass --out DIR" in str(res.exception) and str(exp / "report") in str(res.exception)
+    assert (exp / "report" / "report.md").read_text() == before
+    # runs of several methods inside one experiment: their subset would replace its report too
+    res = runner.invoke(app, ["evaluate", str(exp / "naive"), str(exp / "kfac")])
+    assert isinstance(res.exception, ElclError) and (exp / "report" / "report.md").read_text() == before

@@ -128,6 +128,13 @@ def evaluate(
         _print_run_tables(runs, as_json)
         return
 
+    if out is None and len(paths) > 1:
+        # the default <experiment>/report/ of the first path would silently replace that
+        # experiment's own report with one over other runs as well
+        raise ElclError(
+            f"{len(paths)} paths: pass --out DIR for their joint report "
+            f"(the default {_default_out(Path(paths[0]))} belongs to {paths[0]} alone)"
+        )
     report = build_report(paths, split=split, include_partial=include_partial, n_boot=bootstrap)
     for w in report.left_out:
         typer.echo(f"warning: {w}", err=True)
