@@ -13,7 +13,6 @@ choice. Training with the prior can move the best weight (README measures both).
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -38,10 +37,9 @@ def rescored_accuracy(rows: list[PredictionRow], prior: ConceptPrior, ontology: 
     hits = 0
     scored = [r for r in rows if r.gold]
     for r in scored:
-        s = torch.tensor(
-            [score + weight * math.log1p(prior.count(cid, r.doc_id)) for cid, score in r.predicted],
-            dtype=torch.float64,
-        )
+        ids = [cid for cid, _ in r.predicted]
+        s = torch.tensor([score for _, score in r.predicted], dtype=torch.float64)
+        s += weight * torch.tensor(prior.feature(ids, r.doc_id), dtype=torch.float64)
         hits += ontology.matches(r.predicted[ranking(s)[0]][0], r.gold)
     return hits / len(scored) if scored else 0.0
 

@@ -418,7 +418,7 @@ def _accuracy_interval(
             step = j if per_task else rs.R.shape[0] - 1
             cols.setdefault(task, []).append((prediction_file(rs.run, step, task, split), (-1, c, j), acc[c, j]))
     blocks, why = _mention_blocks(cols, read)
-    point = float(S.mean_forgetting(acc, np.zeros((1, *acc.shape)))[0])
+    point = M.nanmean(acc)
     return S.percentile_interval(point, S.bootstrap_mean_accuracy(acc, blocks, n_boot, seed)), why
 
 
