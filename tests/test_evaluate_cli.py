@@ -126,6 +126,9 @@ def test_errors_are_elcl_errors(tmp_path):
     assert isinstance(res.exception, ElclError)
     res = runner.invoke(app, ["evaluate", str(d), "--split", "train"])
     assert isinstance(res.exception, ElclError) and "--split" in str(res.exception)
+    res = runner.invoke(app, ["evaluate", str(d), "--resample", "seeds", "--out", str(tmp_path / "r")])
+    assert isinstance(res.exception, ElclError) and "--resample: 'seeds'" in str(res.exception)
+    assert not (tmp_path / "r").exists()
 
 
 def test_several_paths_need_out_and_leave_existing_reports_alone(tmp_path):

@@ -477,6 +477,27 @@ def test_mention_level_bootstrap_and_verdicts(tmp_path):
     assert again == d.forgetting
 
 
+def test_resample_cells_drops_the_mention_part_of_the_width(tmp_path):
+    exp = tmp_path / "exp"
+    sA, sB, sC = SINGLE[0]
+    kw = {"predictions": True, "n": 200}
+    write_run(exp, "single", "single", None, 0, [[sA, 0.1, 0.1], [0.1, sB, 0.1], [0.1, 0.1, sC]], **kw)
+    write_run(exp, "naive", "naive", None, 0, seq(0, sA - 0.40, sB - 0.20), **kw)
+    write_run(exp, "kfac", "kfac", 1.0, 0, seq(0, sA - 0.05, sB - 0.05), **kw)
+    both = build_report([exp], n_boot=300)
+    cells = build_report([exp], n_boot=300, resample="cells")
+    wide = next(a for a in both.comparison.arms if a.method == "kfac").reduction
+    narrow = next(a for a in cells.comparison.arms if a.method == "kfac").reduction
+    # one cell: resampling it changes nothing, so without the mentions the interval collapses
+    assert narrow.point == pytest.approx(wide.point)
+    assert wide.hi - wide.lo > 0.05 and narrow.hi - narrow.lo == pytest.approx(0.0)
+    assert "test mentions not resampled (--resample cells)" in cells.comparison.resampling
+    assert any(n.startswith("--resample cells") for n in cells.notes)
+    assert not any("resample seeds only" in n for n in cells.notes)
+    with pytest.raises(ElclError, match="--resample: 'seeds' is not one of mentions, cells"):
+        build_report([exp], resample="seeds")
+
+
 def test_prediction_files_that_disagree_fall_back_to_seeds(tmp_path):
     exp = tmp_path / "exp"
     kw = {"predictions": True, "n": 100}

@@ -97,6 +97,12 @@ def evaluate(
     include_partial: bool = typer.Option(False, "--include-partial", help="Also use runs whose status is not 'done'."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
     bootstrap: int = typer.Option(2000, "--bootstrap", help="Bootstrap resamples for the 95% intervals (fixed seed)."),
+    resample: str = typer.Option(
+        "mentions",
+        "--resample",
+        help="What the intervals resample: mentions ((seed, order) cells and, where the runs kept "
+        "prediction files, test mentions) or cells (cells only: the seed-to-seed part of the width).",
+    ),
     export: Path | None = typer.Option(
         None,
         "--export",
@@ -113,11 +119,13 @@ def evaluate(
     --out. Only runs whose experiment-defining config agrees are compared; the others
     are listed with the keys that differ.
     """
-    from elcl.evaluation.report import build_report, write_report
+    from elcl.evaluation.report import RESAMPLE, build_report, write_report
     from elcl.evaluation.runs import discover_runs
 
     if split not in ("dev", "test"):
         raise ElclError(f"--split: '{split}' is not one of dev, test")
+    if resample not in RESAMPLE:
+        raise ElclError(f"--resample: '{resample}' is not one of {', '.join(RESAMPLE)}")
     runs, warnings, any_experiment = discover_runs(paths, include_partial=include_partial)
     methods = {r.method for r in runs}
     if not any_experiment and len(methods) <= 1 and out is None:
@@ -135,7 +143,7 @@ def evaluate(
             f"{len(paths)} paths: pass --out DIR for their joint report "
             f"(the default {_default_out(Path(paths[0]))} belongs to {paths[0]} alone)"
         )
-    report = build_report(paths, split=split, include_partial=include_partial, n_boot=bootstrap)
+    report = build_report(paths, split=split, include_partial=include_partial, n_boot=bootstrap, resample=resample)
     for w in report.left_out:
         typer.echo(f"warning: {w}", err=True)
     for w in report.unpaired:

@@ -316,11 +316,19 @@ def _aggregate(g: GroupScores) -> None:
 
 
 # ---------------------------------------------------------------------- pairing
-class _Correctness:
-    """Per-mention correctness read from prediction files, each file once."""
+RESAMPLE = ("mentions", "cells")
+"""What the bootstrap resamples: ``mentions`` — (seed, order) cells and, where every run
+kept its prediction files, the test mentions; ``cells`` — cells only, which separates the
+seed-to-seed part of an interval's width from the part the fixed test sample adds."""
 
-    def __init__(self) -> None:
+
+class _Correctness:
+    """Per-mention correctness read from prediction files, each file once; ``off`` (with its
+    reason) when the caller asked for cells-only intervals."""
+
+    def __init__(self, off: str = "") -> None:
         self._cache: dict[Path, tuple[list, np.ndarray] | None] = {}
+        self.off = off
 
     def __call__(self, path: Path) -> tuple[list, np.ndarray] | None:
         if path not in self._cache:
@@ -340,6 +348,8 @@ class _Paired:
 def _mention_blocks(
     cols: dict[str, list[tuple[Path, tuple[int, int, int], float]]], read: _Correctness
 ) -> tuple[list[S.MentionBlock] | None, str]:
+    if read.off:
+        return None, read.off
     blocks = []
     for task, entries in cols.items():
         keys0 = None
@@ -434,13 +444,17 @@ def build_report(
     include_partial: bool = False,
     n_boot: int = S.DEFAULT_BOOTSTRAP,
     boot_seed: int = S.DEFAULT_BOOTSTRAP_SEED,
+    resample: str = "mentions",
 ) -> Report:
-    """Score every comparable run under ``run_dirs`` and aggregate.
+    """Score every comparable run under ``run_dirs`` and aggregate (``resample``: see
+    :data:`RESAMPLE`).
 
-    Raises :class:`ElclError` on a bad split, unreadable/invalid files or no usable run.
+    Raises :class:`ElclError` on a bad split, resample, unreadable/invalid files or no usable run.
     """
     if split not in ("dev", "test"):
         raise ElclError(f"--split: '{split}' is not one of dev, test")
+    if resample not in RESAMPLE:
+        raise ElclError(f"--resample: '{resample}' is not one of {', '.join(RESAMPLE)}")
     if n_boot < 100:
         raise ElclError(f"--bootstrap: {n_boot} resamples are too few for a 95% interval; use >= 100")
     runs, warnings, _ = discover_runs(run_dirs, include_partial=include_partial)
@@ -537,12 +551,17 @@ def build_report(
             notes.append(f"{method} {order_label(order)}: λ selection: {choice.reason}")
     first_pair = _first_pair_selections(per_mo)
 
-    read = _Correctness()
+    read = _Correctness("--resample cells" if resample == "cells" else "")
+    if read.off:
+        notes.append(
+            "--resample cells: every interval resamples (seed, order) cells (seeds for accuracies) "
+            "only, not test mentions"
+        )
 
     seeds_only: list[str] = []
     for g in groups:
         g.acc_interval, why = _accuracy_interval(g, split, read, n_boot, boot_seed)
-        if why:
+        if why and not read.off:
             seeds_only.append(f"{g.method} λ={lam_label(g.lam)} {order_label(g.order)} ({why})")
     if seeds_only:
         notes.append(
@@ -681,6 +700,8 @@ def _compare(
     text = "seeds and orders (paired cells)"
     if resampling["mentions"]:
         text += " and test mentions (one draw per task, shared by all runs)"
+    elif read.off:
+        text += f"; test mentions not resampled ({read.off})"
     else:
         text += (
             f"; test mentions not resampled in the comparisons whose prediction files are "
