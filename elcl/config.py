@@ -153,6 +153,12 @@ class TrainConfig(_Section):
     log_to: list[CurveSink] = Field(default_factory=_log_to)
     """Where training curves go: jsonl (train_log.jsonl) and/or tensorboard (<run>/tensorboard/,
     needs the tensorboard package). metrics.jsonl is written either way."""
+    freeze_embeddings: bool = False
+    """Keep the encoder's embedding tables (word, position, token type; the CNN's token table)
+    at their loaded values: no update, and no curvature or penalty on them. They are half of
+    MiniLM's parameters and a diagonal under both EWC and K-FAC, so freezing them leaves the
+    two penalties differing only where they differ — and measures how much of forgetting
+    lives in the embeddings."""
     share_first_task: bool = True
     """Adopt the first task's step from a sibling run of the same experiment when data, model,
     training settings, seed and order match (it would be trained identically)."""

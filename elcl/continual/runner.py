@@ -64,7 +64,13 @@ def curvature_approx(cfg: ExperimentConfig) -> str:
 
 
 def build_linker(cfg: ExperimentConfig, rt: Runtime) -> Linker:
-    return Linker(cfg.model).to(rt.device)
+    """The configured linker on the runtime's device, its embeddings frozen when
+    ``train.freeze_embeddings`` says so (here, so training, curvature and `elcl fisher`
+    all see the same trainable parameters)."""
+    model = Linker(cfg.model).to(rt.device)
+    if cfg.train.freeze_embeddings:
+        model.freeze_embeddings()
+    return model
 
 
 def _eval_splits(cfg: ExperimentConfig) -> list[str]:
@@ -204,6 +210,10 @@ def _run_sequence(spec: RunSpec, cfg: ExperimentConfig, path: Path, rt: Runtime,
         rd.log(f"{time.strftime('%Y-%m-%d %H:%M:%S')} start {spec.dirname} at step {steps_done}")
     seed_everything(spec.seed)
     model = build_linker(cfg, rt)
+    if rt.is_main and cfg.train.freeze_embeddings:
+        frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+        total = sum(p.numel() for p in model.parameters())
+        rd.log(f"train.freeze_embeddings: {frozen:,} of {total:,} parameters frozen (the embedding tables)")
     cache = TokenCache(model.tokenizer, cfg.model.max_length)
     approx = curvature_approx(cfg) if method.collects_curvature() else "none"
     guard = TrainDataGuard.for_config(cfg, spec.method, removals)
