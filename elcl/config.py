@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from elcl.candidates.abbrev import AbbreviationStyle
-from elcl.errors import ConfigError
+from elcl.errors import ConfigError, ElclError
 
 if TYPE_CHECKING:
     from elcl.continual.methods import Method, MethodSettings, RunLambda
@@ -499,6 +499,17 @@ def upgrade_run_config(raw: dict[str, Any]) -> dict[str, Any]:
     known = {f.alias or n for n, f in cls.Settings.model_fields.items()}
     kept = {k: v for k, v in method.items() if k not in _FLAT_METHOD_KEYS or k in known}
     return {**raw, "method": kept}
+
+
+def resolved_run_config(raw: dict[str, Any]) -> dict[str, Any]:
+    """A run's config as today's elcl resolves it, every default filled in: a key an older
+    elcl did not write yet takes its default (what loading that run does), so comparing two
+    runs' configs does not see it as a difference. One that no longer validates comes back
+    as written."""
+    try:
+        return config_from_dict(upgrade_run_config(raw)).to_dict()
+    except (ElclError, TypeError, ValueError):
+        return raw
 
 
 def load_run_config(run_dir: str | os.PathLike[str], overrides: list[str] | None = None) -> ExperimentConfig:

@@ -272,3 +272,19 @@ def test_first_task_is_adopted_from_an_identical_sibling(setup, tmp_path: Path) 
     other = make_cfg(setup, tmp_path, "ewc", train={"lr": 5e-4})
     (fourth,) = run_experiment(other, CPU)
     assert "adopted" not in (fourth / "log.txt").read_text()
+
+
+def test_a_sibling_written_before_a_setting_existed_is_still_adopted(setup, tmp_path: Path) -> None:
+    import yaml
+
+    (first,) = run_experiment(make_cfg(setup, tmp_path, "naive"), CPU)
+    # as an older elcl wrote it: no train.freeze_embeddings key (its default, false, applied)
+    cfg_file = first / "config.yaml"
+    raw = yaml.safe_load(cfg_file.read_text())
+    assert raw["train"].pop("freeze_embeddings") is False
+    cfg_file.write_text(yaml.safe_dump(raw))
+    (second,) = run_experiment(make_cfg(setup, tmp_path, "kfac"), CPU)
+    assert "adopted from naive-o0-s3" in (second / "log.txt").read_text()
+    # a setting that does change the first step still keeps them apart
+    (third,) = run_experiment(make_cfg(setup, tmp_path, "ewc", train={"freeze_embeddings": True}), CPU)
+    assert "adopted" not in (third / "log.txt").read_text()

@@ -18,6 +18,7 @@ import shutil
 
 import yaml
 
+from elcl.config import resolved_run_config
 from elcl.continual.methods import REGISTRY
 from elcl.continual.rundir import RunDir, RunSpec, read_jsonl
 from elcl.fileio import atomic_path
@@ -27,7 +28,9 @@ _IGNORED_SECTIONS = ("method", "curvature", "output_dir", "name")
 
 
 def first_step_key(cfg_dict: dict) -> str:
-    key = {k: v for k, v in cfg_dict.items() if k not in _IGNORED_SECTIONS}
+    """What a first step depends on; defaults filled in, so a sibling written by an older
+    elcl (without a key added since, at its default) still matches."""
+    key = {k: v for k, v in resolved_run_config(cfg_dict).items() if k not in _IGNORED_SECTIONS}
     if isinstance(key.get("train"), dict):
         # Where curves are logged does not change the step (and older runs lack the key).
         key["train"] = {k: v for k, v in key["train"].items() if k != "log_to"}

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from elcl.config import RESUME_SAFE_KEYS
+from elcl.config import RESUME_SAFE_KEYS, resolved_run_config
 
 __all__ = ["NOT_DEFINING", "defining_config", "split_comparable"]
 
@@ -42,22 +42,9 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _with_defaults(config: dict[str, Any]) -> dict[str, Any]:
-    """The config as today's elcl resolves it: a key that an older elcl did not write yet
-    takes its default (what loading that run does), so it does not count as a difference.
-    A config that no longer validates is compared as written."""
-    from elcl.config import config_from_dict, upgrade_run_config
-    from elcl.errors import ElclError
-
-    try:
-        return config_from_dict(upgrade_run_config(config)).to_dict()
-    except (ElclError, TypeError, ValueError):
-        return config
-
-
 def defining_config(config: dict[str, Any]) -> dict[str, Any]:
     """The experiment-defining part of a resolved config, flattened to dotted keys."""
-    config = _with_defaults(config)
+    config = resolved_run_config(config)
     flat = _flatten(config)
     out = {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in NOT_DEFINING)}
     tasks = config.get("orders") or [config.get("tasks") or []]
