@@ -156,9 +156,9 @@ class TrainConfig(_Section):
     freeze_embeddings: bool = False
     """Keep the encoder's embedding tables (word, position, token type; the CNN's token table)
     at their loaded values: no update, and no curvature or penalty on them. They are half of
-    MiniLM's parameters and a diagonal under both EWC and K-FAC, so freezing them leaves the
-    two penalties differing only where they differ — and measures how much of forgetting
-    lives in the embeddings."""
+    MiniLM's parameters and get the same diagonal under EWC and K-FAC, so with them frozen
+    the two penalties differ on all that trains but the LayerNorms — and a run measures how
+    much of forgetting lives in the embeddings."""
     share_first_task: bool = True
     """Adopt the first task's step from a sibling run of the same experiment when data, model,
     training settings, seed and order match (it would be trained identically)."""
