@@ -119,13 +119,10 @@ def evaluate(
     --out. Only runs whose experiment-defining config agrees are compared; the others
     are listed with the keys that differ.
     """
-    from elcl.evaluation.report import RESAMPLE, build_report, write_report
+    from elcl.evaluation.report import build_report, check_options, write_report
     from elcl.evaluation.runs import discover_runs
 
-    if split not in ("dev", "test"):
-        raise ElclError(f"--split: '{split}' is not one of dev, test")
-    if resample not in RESAMPLE:
-        raise ElclError(f"--resample: '{resample}' is not one of {', '.join(RESAMPLE)}")
+    check_options(split, resample)  # before anything is read, for the per-run tables too
     runs, warnings, any_experiment = discover_runs(paths, include_partial=include_partial)
     methods = {r.method for r in runs}
     if not any_experiment and len(methods) <= 1 and out is None:

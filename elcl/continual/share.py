@@ -28,11 +28,10 @@ _IGNORED_SECTIONS = ("method", "curvature", "output_dir", "name")
 
 
 def first_step_key(cfg_dict: dict) -> str:
-    """What a first step depends on; defaults filled in, so a sibling written by an older
-    elcl (without a key added since, at its default) still matches."""
-    key = {k: v for k, v in resolved_run_config(cfg_dict).items() if k not in _IGNORED_SECTIONS}
+    """What a first step depends on, from a resolved config (every default filled in)."""
+    key = {k: v for k, v in cfg_dict.items() if k not in _IGNORED_SECTIONS}
     if isinstance(key.get("train"), dict):
-        # Where curves are logged does not change the step (and older runs lack the key).
+        # Where curves are logged does not change the step.
         key["train"] = {k: v for k, v in key["train"].items() if k != "log_to"}
     return json.dumps(key, sort_keys=True)
 
@@ -54,7 +53,12 @@ def find_sibling(rd: RunDir, spec: RunSpec, cfg_dict: dict) -> RunDir | None:
         if int(state.get("seed", -1)) != spec.seed or tuple(state.get("order", ())) != spec.order:
             continue
         sibling = RunDir(other)
-        if first_step_key(other_cfg) == key and meta_path(sibling.checkpoint(0, spec.order[0])).is_file():
+        # resolved: a sibling written by an older elcl (without a key added since, at its
+        # default) still matches
+        if (
+            first_step_key(resolved_run_config(other_cfg)) == key
+            and meta_path(sibling.checkpoint(0, spec.order[0])).is_file()
+        ):
             return sibling
     return None
 

@@ -438,6 +438,14 @@ def _reduction_interval(p: _Paired, k: int, naive: int = 0) -> S.Interval:
 
 
 # ---------------------------------------------------------------------- build
+def check_options(split: str, resample: str) -> None:
+    """One line naming the option when ``split`` or ``resample`` is not a known value."""
+    if split not in ("dev", "test"):
+        raise ElclError(f"--split: '{split}' is not one of dev, test")
+    if resample not in RESAMPLE:
+        raise ElclError(f"--resample: '{resample}' is not one of {', '.join(RESAMPLE)}")
+
+
 def build_report(
     run_dirs: list[Path] | list[str],
     split: str = "test",
@@ -451,10 +459,7 @@ def build_report(
 
     Raises :class:`ElclError` on a bad split, resample, unreadable/invalid files or no usable run.
     """
-    if split not in ("dev", "test"):
-        raise ElclError(f"--split: '{split}' is not one of dev, test")
-    if resample not in RESAMPLE:
-        raise ElclError(f"--resample: '{resample}' is not one of {', '.join(RESAMPLE)}")
+    check_options(split, resample)
     if n_boot < 100:
         raise ElclError(f"--bootstrap: {n_boot} resamples are too few for a 95% interval; use >= 100")
     runs, warnings, _ = discover_runs(run_dirs, include_partial=include_partial)

@@ -115,17 +115,13 @@ class Linker(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def freeze_embeddings(self) -> int:
-        """Stop training every embedding table of the encoder; returns how many parameters
-        that froze. Parameters with ``requires_grad=False`` are left out by the optimiser
-        and by the curvature collector, hence by every penalty."""
-        frozen = 0
+    def freeze_embeddings(self) -> None:
+        """Stop training every embedding table of the encoder. Parameters with
+        ``requires_grad=False`` are left out by the optimiser and by the curvature
+        collector, hence by every penalty."""
         for module in self.encoder.modules():
             if isinstance(module, nn.Embedding):
-                for p in module.parameters():
-                    p.requires_grad_(False)
-                    frozen += p.numel()
-        return frozen
+                module.requires_grad_(False)
 
     def embed(self, ids: torch.Tensor, mask: torch.Tensor, owner: torch.Tensor | None = None) -> torch.Tensor:
         with sequence_context(token_mask=mask.bool(), example_index=owner):
