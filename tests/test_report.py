@@ -611,3 +611,54 @@ def test_lambda_chosen_on_the_first_task_pair(tmp_path):
     # 1 - mean(0.30, 0.20) / mean(0.40, 0.20) and 1 - mean(0.10, 0.10) / mean(0.40, 0.20)
     assert row[:4] == ["ewc", "1", "10", "16.7"] and row[4] == "66.7"
     assert rep.summary_dict()["lambda_first_pair"][0]["chosen_lambda"] == 1.0
+
+
+def test_the_papers_values_are_placed_against_the_intervals(tmp_path):
+    """K-FAC 73.3% and EWC 25% (both seeds alike: zero-width intervals) against the paper's
+    51% / 27%; the difference 48.3 points against the paper's 24; a λ rule arm and
+    online K-FAC (no published value) are not tested."""
+    exp = make_experiment(tmp_path)
+    for s in (0, 1):
+        sA, sB, _ = SINGLE[s]
+        write_run(exp, f"kfac_auto_s{s}", "kfac", "auto", s, seq(s, sA - 0.20, sB - 0.10))
+        write_run(exp, f"okfac_s{s}", "online_kfac", 1.0, s, seq(s, sA - 0.10, sB - 0.10))
+    rep = build_report([exp])
+    checks = rep.summary_dict()["comparison"]["against_paper"]
+    got = {c["what"]: (c["paper"], c["ours"]["point"], c["position"]) for c in checks}
+    kfac, ewc = 1 - 0.08 / 0.30, 0.25
+    assert got == {
+        "ewc (λ 1) forgetting reduction": (0.27, pytest.approx(ewc), "above"),
+        "kfac (λ 100) forgetting reduction": (0.51, pytest.approx(kfac), "below"),
+        "kfac − ewc forgetting reduction": (pytest.approx(0.24), pytest.approx(kfac - ewc), "below"),
+    }
+    md = rep.to_markdown()
+    assert "### Against the paper (McInerney et al. 2021" in md
+    assert "the paper's 51% lies below the interval: not consistent with the paper" in md
+    assert "the paper's +24 points lies below the interval" in md
+    assert "no difference separated" not in md  # 48.3 [48.3, 48.3] excludes 0
+    assert "Against the paper" in rep.stdout_markdown()
+
+
+def test_a_paper_value_inside_or_untested():
+    from elcl.evaluation.paper import PaperCheck
+    from elcl.evaluation.stats import Interval
+
+    inside = PaperCheck("kfac − ewc forgetting reduction", 0.24, Interval(0.10, -0.05, 0.30), True)
+    assert inside.position == "inside"
+    assert inside.words() == (
+        "kfac − ewc forgetting reduction: +10.0 points, 95% CI [-5.0, 30.0]; the paper's +24 points lies "
+        "inside the interval: consistent with the paper; the interval includes 0: no difference separated"
+    )
+    none = PaperCheck("ewc forgetting reduction", 0.27, Interval(0.5, math.nan, math.nan), False)
+    assert none.position == "untested" and "not tested" in none.words()
+
+
+def test_no_paper_section_without_a_method_the_paper_measured(tmp_path):
+    exp = tmp_path / "exp"
+    sA, sB, sC = SINGLE[0]
+    write_run(exp, "single", "single", None, 0, [[sA, 0.1, 0.1], [0.1, sB, 0.1], [0.1, 0.1, sC]])
+    write_run(exp, "naive", "naive", None, 0, seq(0, sA - 0.40, sB - 0.20))
+    write_run(exp, "replay", "replay", None, 0, seq(0, sA - 0.20, sB - 0.10))
+    rep = build_report([exp])
+    assert rep.summary_dict()["comparison"]["against_paper"] == []
+    assert "Against the paper" not in rep.to_markdown()

@@ -31,6 +31,7 @@ import pandas as pd
 
 from elcl.continual import methods
 from elcl.evaluation import metrics as M
+from elcl.evaluation.paper import SOURCE, paper_checks
 from elcl.evaluation.runs import lam_label, order_label
 from elcl.fileio import atomic_write_text
 
@@ -404,8 +405,18 @@ def stdout_markdown(report: Report) -> str:
     sentences = comparison_sentences(report) + [m.words() for m in report.matched]
     if sentences:
         parts += [f"- {s}" for s in sentences] + [""]
+    parts += _paper_lines(report)
     parts += [M.SELECTION_RULE, "", markdown(selection_table(report))]
     return "\n".join(parts) + "\n"
+
+
+def _paper_lines(report: Report) -> list[str]:
+    """The paper's published reductions against this report's intervals (none when no
+    method with a published value was compared)."""
+    checks = paper_checks(report.comparison)
+    if not checks:
+        return []
+    return [f"### Against the paper ({SOURCE})", ""] + [f"- {c.words()}" for c in checks] + [""]
 
 
 def report_markdown(report: Report) -> str:
@@ -434,6 +445,7 @@ def report_markdown(report: Report) -> str:
         if not diffs.empty:
             lines += [markdown(diffs), ""]
         lines += [f"- {s}" for s in comparison_sentences(report)] + [""]
+        lines += _paper_lines(report)
     if report.frontier:
         lines += [
             "## Stability–plasticity frontier",
@@ -635,6 +647,16 @@ def summary_dict(report: Report) -> dict:
                 for d in c.diffs
             ],
             "verdicts": comparison_sentences(report),
+            "against_paper": [
+                {
+                    "what": k.what,
+                    "paper": k.paper,
+                    "ours": _interval_dict(k.ours),
+                    "position": k.position,
+                    "verdict": k.words(),
+                }
+                for k in paper_checks(c)
+            ],
         }
     )
     return {

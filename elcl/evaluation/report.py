@@ -163,6 +163,8 @@ class ArmStats:
     n_cells: int
     forgetting: S.Interval
     reduction: S.Interval
+    rule: bool = False
+    """λ set by a rule (``auto…``), not chosen on dev from a grid."""
 
 
 @dataclass(frozen=True)
@@ -681,6 +683,7 @@ def _compare(
                 len(p.cells),
                 S.percentile_interval(float(p.point[1]), p.boot[:, 1]),
                 _reduction_interval(p, 1),
+                rule=kind != "chosen",
             )
         )
     diffs: list[DiffStats] = []

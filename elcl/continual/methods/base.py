@@ -253,6 +253,10 @@ class Method:
     headline: ClassVar[bool] = False
     """ewc and kfac: the pair of penalties whose paired difference and matched-plasticity
     verdict the report lists first (does K-FAC forget less than EWC?)."""
+    paper_reduction: ClassVar[float | None] = None
+    """The forgetting reduction McInerney et al. (2021) report for this method with a
+    BERT-based linker (K-FAC 0.51, EWC 0.27): a published reference value, not a result of
+    elcl; the report says whether its own interval contains it (``evaluation.paper``)."""
 
     def __init__(self, settings: MethodSettings | None = None, seed: int = 0) -> None:
         self.settings = settings if settings is not None else self.Settings()

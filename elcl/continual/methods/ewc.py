@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from elcl.continual.methods.base import PenaltyMethod, StepContext
 
@@ -17,6 +17,7 @@ class EWC(PenaltyMethod):
     summary = "diagonal Fisher penalty per earlier task"
     curvature = "diag"
     headline = True
+    paper_reduction: ClassVar[float | None] = 0.27
 
     def penalty(self, ctx: StepContext) -> Penalty | None:
         from elcl.curvature.penalty import EWCPenalty

@@ -47,6 +47,7 @@ class KFAC(PenaltyMethod):
     summary = "Kronecker-factored Fisher per layer and per earlier task"
     curvature = "kfac"
     headline = True
+    paper_reduction: ClassVar[float | None] = 0.51
     Settings: ClassVar[type[KFACSettings]] = KFACSettings
     settings: KFACSettings
 

@@ -90,6 +90,7 @@ class OnlineKFAC(KFAC):
     label = "online K-FAC"
     summary = "running Kronecker factors (decayed by γ) at the latest anchor"
     headline = False  # K-FAC's role is not inherited: the headline pair is K-FAC vs EWC
+    paper_reduction = None  # the paper's 51% is offline K-FAC's
     Settings = OnlineKFACSettings
     settings: OnlineKFACSettings
 
