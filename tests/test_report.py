@@ -500,6 +500,27 @@ def test_resample_cells_drops_the_mention_part_of_the_width(tmp_path):
         build_report([exp], resample="seeds")
 
 
+def test_resample_mentions_only_holds_the_cells_fixed(tmp_path):
+    """One cell: mentions-only and the default agree (resampling one cell changes nothing);
+    without prediction files mentions-only has no interval and says so."""
+    exp = tmp_path / "exp"
+    _one_seed_with_predictions(exp, ewc=False)
+    both = build_report([exp], n_boot=300)
+    only = build_report([exp], n_boot=300, resample="mentions-only")
+    kb = next(a for a in both.comparison.arms if a.method == "kfac").reduction
+    ko = next(a for a in only.comparison.arms if a.method == "kfac").reduction
+    assert (ko.point, ko.lo, ko.hi) == pytest.approx((kb.point, kb.lo, kb.hi))
+    assert only.comparison.resampling.startswith("test mentions only")
+    assert any(n.startswith("--resample mentions-only") for n in only.notes)
+    # two seeds, no prediction files: the cells part alone would have width, mentions have none
+    rep = build_report([make_experiment(tmp_path / "two")], resample="mentions-only")
+    g = next(g for g in rep.groups if g.method == "ewc" and g.lam == 10.0)
+    assert g.reduction.point == pytest.approx(1 - 0.13 / 0.30)
+    assert math.isnan(g.reduction.lo) and math.isnan(g.reduction.hi)
+    assert "no interval where prediction files are missing" in rep.comparison.resampling
+    assert any("avg acc@1 intervals resample nothing (no interval)" in n for n in rep.notes)
+
+
 def test_prediction_files_that_disagree_fall_back_to_seeds(tmp_path):
     exp = tmp_path / "exp"
     kw = {"predictions": True, "n": 100}

@@ -121,6 +121,29 @@ def test_mentions_give_an_interval_even_with_one_seed():
     assert (iv.hi - iv.lo) / 2 == pytest.approx(1.96 * math.sqrt(0.4 * 0.6 / n), rel=0.15)
 
 
+def test_mentions_only_holds_the_cells_fixed():
+    """Two cells forgetting 0.1 and 0.3 with no mention-level spread (every column constant):
+    resampling cells gives width, mentions alone give none; with mention spread and the cells
+    held fixed, every replicate is the loop reference's with cell weights of one."""
+    single = np.array([[0.9], [0.9]])
+    final = np.array([[[0.8], [0.6]]])
+    cells = S.bootstrap_mean_forgetting(single, final, None, n_boot=400, seed=1)
+    fixed = S.bootstrap_mean_forgetting(single, final, None, n_boot=400, seed=1, cells=False)
+    assert cells.min() == pytest.approx(0.1) and cells.max() == pytest.approx(0.3)
+    assert fixed == pytest.approx(np.full((400, 1), 0.2))
+    rng = np.random.default_rng(2)
+    corr = (rng.random((60, 4)) < 0.7).astype(float)
+    blocks = [S.MentionBlock(corr, [(-1, 0, 0), (0, 0, 0), (-1, 1, 0), (0, 1, 0)])]
+    single = np.array([[corr[:, 0].mean()], [corr[:, 2].mean()]])
+    final = np.array([[[corr[:, 1].mean()], [corr[:, 3].mean()]]])
+    got = S.bootstrap_mean_forgetting(single, final, blocks, n_boot=200, seed=4, cells=False)
+    draws = np.random.default_rng(4).multinomial(60, np.full(60, 1 / 60), size=200) @ corr / 60
+    want = ((draws[:, 0] - draws[:, 1]) + (draws[:, 2] - draws[:, 3])) / 2
+    assert got[:, 0] == pytest.approx(want)
+    acc = S.bootstrap_mean_accuracy(np.array([[0.5], [0.7]]), None, n_boot=50, seed=0, cells=False)
+    assert acc == pytest.approx(np.full(50, 0.6))
+
+
 def test_accuracy_interval_over_seeds_and_mentions():
     # seeds only: a replicate draws whole runs, so its extremes are the lowest and highest
     # run means (0.65: the run whose first task has no metric; 0.80)

@@ -101,7 +101,8 @@ def evaluate(
         "mentions",
         "--resample",
         help="What the intervals resample: mentions ((seed, order) cells and, where the runs kept "
-        "prediction files, test mentions) or cells (cells only: the seed-to-seed part of the width).",
+        "prediction files, test mentions), cells (cells only: the seed-to-seed part of the width) "
+        "or mentions-only (test mentions, cells held fixed: the part a larger evaluation sample shrinks).",
     ),
     export: Path | None = typer.Option(
         None,

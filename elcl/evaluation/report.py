@@ -318,24 +318,42 @@ def _aggregate(g: GroupScores) -> None:
 
 
 # ---------------------------------------------------------------------- pairing
-RESAMPLE = ("mentions", "cells")
+RESAMPLE = ("mentions", "cells", "mentions-only")
 """What the bootstrap resamples: ``mentions`` — (seed, order) cells and, where every run
-kept its prediction files, the test mentions; ``cells`` — cells only, which separates the
-seed-to-seed part of an interval's width from the part the fixed test sample adds."""
+kept its prediction files, the test mentions; ``cells`` — cells only; ``mentions-only`` —
+the test mentions with the cells held fixed. The last two split an interval's width into
+the part more seeds would shrink and the part a larger evaluation sample would."""
 
 
 class _Correctness:
-    """Per-mention correctness read from prediction files, each file once; ``off`` (with its
-    reason) when the caller asked for cells-only intervals."""
+    """Per-mention correctness read from prediction files, each file once."""
 
-    def __init__(self, off: str = "") -> None:
+    def __init__(self) -> None:
         self._cache: dict[Path, tuple[list, np.ndarray] | None] = {}
-        self.off = off
 
     def __call__(self, path: Path) -> tuple[list, np.ndarray] | None:
         if path not in self._cache:
             self._cache[path] = read_correctness(path)
         return self._cache[path]
+
+
+@dataclass
+class _Boot:
+    """How every interval of one report is drawn: the :data:`RESAMPLE` mode, the number of
+    replicates and their seed, and the reader of per-mention correctness they share."""
+
+    mode: str
+    n_boot: int
+    seed: int
+    read: _Correctness = field(default_factory=_Correctness)
+
+    @property
+    def cells(self) -> bool:
+        return self.mode != "mentions-only"
+
+    @property
+    def mentions(self) -> bool:
+        return self.mode != "cells"
 
 
 @dataclass
@@ -348,16 +366,16 @@ class _Paired:
 
 
 def _mention_blocks(
-    cols: dict[str, list[tuple[Path, tuple[int, int, int], float]]], read: _Correctness
+    cols: dict[str, list[tuple[Path, tuple[int, int, int], float]]], boot: _Boot
 ) -> tuple[list[S.MentionBlock] | None, str]:
-    if read.off:
-        return None, read.off
+    if not boot.mentions:
+        return None, "--resample cells"
     blocks = []
     for task, entries in cols.items():
         keys0 = None
         columns = []
         for path, _, acc in entries:
-            got = read(path)
+            got = boot.read(path)
             if got is None:
                 return None, f"no prediction file {path}"
             keys, corr = got
@@ -376,9 +394,7 @@ def _pair(
     arms: Sequence[dict[Cell, RunScores]],
     singles: dict[Cell, RunScores],
     split: str,
-    read: _Correctness,
-    n_boot: int,
-    seed: int,
+    boot: _Boot,
 ) -> _Paired | None:
     """Mean forgetting per arm over the cells every arm and the single baseline have."""
     common = set(singles).intersection(*[set(a) for a in arms])
@@ -403,10 +419,13 @@ def _pair(
                 rs = arm[cell]
                 final[k, c, j] = rs.final[j] if j < _earlier(rs) else math.nan
                 cols[task].append((prediction_file(rs.run, rs.R.shape[0] - 1, task, split), (k, c, j), final[k, c, j]))
-    blocks, why = _mention_blocks(cols, read)
+    blocks, why = _mention_blocks(cols, boot)
     point = S.mean_forgetting(single, final)
-    boot = S.bootstrap_mean_forgetting(single, final, blocks, n_boot, seed)
-    return _Paired(cells, point, boot, blocks is not None, why)
+    if blocks is None and not boot.cells:  # mentions-only without the mentions: no interval
+        replicates = np.full((boot.n_boot, K), math.nan)
+    else:
+        replicates = S.bootstrap_mean_forgetting(single, final, blocks, boot.n_boot, boot.seed, cells=boot.cells)
+    return _Paired(cells, point, replicates, blocks is not None, why)
 
 
 def _by_cell(runs: Sequence[RunScores]) -> dict[Cell, RunScores]:
@@ -416,9 +435,7 @@ def _by_cell(runs: Sequence[RunScores]) -> dict[Cell, RunScores]:
     return out
 
 
-def _accuracy_interval(
-    g: GroupScores, split: str, read: _Correctness, n_boot: int, seed: int
-) -> tuple[S.Interval, str]:
+def _accuracy_interval(g: GroupScores, split: str, boot: _Boot) -> tuple[S.Interval, str]:
     """The group's average final acc@1 with a 95% interval: seeds resampled, and mentions too
     when every run's final predictions of a task cover the same mentions (else the reason
     they could not be, for the report's notes)."""
@@ -429,9 +446,13 @@ def _accuracy_interval(
         for j, task in enumerate(rs.run.order):
             step = j if per_task else rs.R.shape[0] - 1
             cols.setdefault(task, []).append((prediction_file(rs.run, step, task, split), (-1, c, j), acc[c, j]))
-    blocks, why = _mention_blocks(cols, read)
+    blocks, why = _mention_blocks(cols, boot)
     point = M.nanmean(acc)
-    return S.percentile_interval(point, S.bootstrap_mean_accuracy(acc, blocks, n_boot, seed)), why
+    if blocks is None and not boot.cells:
+        return S.percentile_interval(point, np.array([])), why
+    return S.percentile_interval(
+        point, S.bootstrap_mean_accuracy(acc, blocks, boot.n_boot, boot.seed, cells=boot.cells)
+    ), why
 
 
 def _reduction_interval(p: _Paired, k: int, naive: int = 0) -> S.Interval:
@@ -558,21 +579,27 @@ def build_report(
             notes.append(f"{method} {order_label(order)}: λ selection: {choice.reason}")
     first_pair = _first_pair_selections(per_mo)
 
-    read = _Correctness("--resample cells" if resample == "cells" else "")
-    if read.off:
+    boot = _Boot(resample, n_boot, boot_seed)
+    if not boot.mentions:
         notes.append(
             "--resample cells: every interval resamples (seed, order) cells (seeds for accuracies) "
             "only, not test mentions"
         )
+    elif not boot.cells:
+        notes.append(
+            "--resample mentions-only: every interval resamples the test mentions only, with the "
+            "(seed, order) cells held fixed; where prediction files are missing there is no interval"
+        )
 
     seeds_only: list[str] = []
     for g in groups:
-        g.acc_interval, why = _accuracy_interval(g, split, read, n_boot, boot_seed)
-        if why and not read.off:
+        g.acc_interval, why = _accuracy_interval(g, split, boot)
+        if why and boot.mentions:
             seeds_only.append(f"{g.method} λ={lam_label(g.lam)} {order_label(g.order)} ({why})")
     if seeds_only:
+        what = "seeds only, not test mentions" if boot.cells else "nothing (no interval)"
         notes.append(
-            f"avg acc@1 intervals resample seeds only, not test mentions, for {len(seeds_only)} group(s): "
+            f"avg acc@1 intervals resample {what}, for {len(seeds_only)} group(s): "
             + "; ".join(seeds_only[:3])
             + (" …" if len(seeds_only) > 3 else "")
         )
@@ -581,12 +608,12 @@ def build_report(
     for g in groups:
         if g.method in (reference, baseline):
             continue
-        p = _pair([naive_cells, _by_cell(g.runs)], single_cells, split, read, n_boot, boot_seed)
+        p = _pair([naive_cells, _by_cell(g.runs)], single_cells, split, boot)
         if p is not None:
             g.reduction = _reduction_interval(p, 1)
             g.n_paired = len(p.cells)
 
-    comparison = _compare(groups, naive_cells, single_cells, split, read, n_boot, boot_seed, baseline, reference)
+    comparison = _compare(groups, naive_cells, single_cells, split, boot, baseline, reference)
     if comparison is not None and comparison.base is not None and not comparison.base.point > 0:
         notes.append(
             f"{baseline} forgetting is {comparison.base.point * 100:.1f} points on average: the "
@@ -644,9 +671,7 @@ def _compare(
     naive_cells: dict[Cell, RunScores],
     single_cells: dict[Cell, RunScores],
     split: str,
-    read: _Correctness,
-    n_boot: int,
-    seed: int,
+    boot: _Boot,
     baseline: str,
     reference: str,
 ) -> Comparison | None:
@@ -655,7 +680,7 @@ def _compare(
     paired bootstrap intervals; forgetting from the ``reference`` (single, ``single_cells``)."""
     if not naive_cells or not single_cells:
         return None
-    base = _pair([naive_cells], single_cells, split, read, n_boot, seed)
+    base = _pair([naive_cells], single_cells, split, boot)
     if base is None:
         return None
     naive = S.percentile_interval(float(base.point[0]), base.boot[:, 0])
@@ -670,7 +695,7 @@ def _compare(
     arm_runs = {k: _by_cell([rs for g in gs for rs in g.runs]) for k, gs in arms.items()}
     out_arms: list[ArmStats] = []
     for (method, kind), gs in arms.items():
-        p = _pair([naive_cells, arm_runs[(method, kind)]], single_cells, split, read, n_boot, seed)
+        p = _pair([naive_cells, arm_runs[(method, kind)]], single_cells, split, boot)
         if p is None:
             continue
         if not p.mention_level:
@@ -692,7 +717,7 @@ def _compare(
     first = methods.headline()
     pairs.sort(key=lambda ab: (ab[0][0], ab[1][0]) != first)
     for a, b in pairs:
-        p = _pair([naive_cells, arm_runs[a], arm_runs[b]], single_cells, split, read, n_boot, seed)
+        p = _pair([naive_cells, arm_runs[a], arm_runs[b]], single_cells, split, boot)
         if p is None:
             continue
         if not p.mention_level:
@@ -705,17 +730,20 @@ def _compare(
             S.reduction(p.boot[:, 1], p.boot[:, 0]) - S.reduction(p.boot[:, 2], p.boot[:, 0]),
         )
         diffs.append(DiffStats(a[0], b[0], len(p.cells), d_f, d_r))
-    text = "seeds and orders (paired cells)"
+    text = "seeds and orders (paired cells)" if boot.cells else "test mentions only ((seed, order) cells held fixed)"
     if resampling["mentions"]:
-        text += " and test mentions (one draw per task, shared by all runs)"
-    elif read.off:
-        text += f"; test mentions not resampled ({read.off})"
+        if boot.cells:
+            text += " and test mentions (one draw per task, shared by all runs)"
+    elif not boot.mentions:
+        text += "; test mentions not resampled (--resample cells)"
+    elif not boot.cells:
+        text += f"; no interval where prediction files are missing or disagree ({resampling['why']})"
     else:
         text += (
             f"; test mentions not resampled in the comparisons whose prediction files are "
             f"missing or disagree ({resampling['why']})"
         )
-    return Comparison(baseline, reference, naive, len(base.cells), out_arms, diffs, text, n_boot, seed)
+    return Comparison(baseline, reference, naive, len(base.cells), out_arms, diffs, text, boot.n_boot, boot.seed)
 
 
 def _frontier(groups: list[GroupScores], reference: str) -> list[FrontierPoint]:

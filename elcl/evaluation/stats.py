@@ -116,13 +116,15 @@ def bootstrap_mean_forgetting(
     blocks: Sequence[MentionBlock] | None = None,
     n_boot: int = DEFAULT_BOOTSTRAP,
     seed: int = DEFAULT_BOOTSTRAP_SEED,
+    cells: bool = True,
 ) -> np.ndarray:
     """Bootstrap replicates of :func:`mean_forgetting`: ``[n_boot, K]``.
 
     Each replicate draws C cells with replacement (multinomial weights) and, for every
     block, M mentions with replacement; a block's accuracies are then the weighted
     means of its correctness columns. Accuracies not covered by a block stay fixed (so
-    without blocks only cells are resampled).
+    without blocks only cells are resampled). ``cells=False`` keeps every cell once: the
+    replicates then vary with the mentions alone.
     """
     single = np.asarray(single, dtype=float)
     final = np.asarray(final, dtype=float)
@@ -140,7 +142,10 @@ def bootstrap_mean_forgetting(
         for v, (k, c, j) in enumerate(block.targets):
             acc[:, k + 1, c, j] = res[:, v]
     F = acc[:, :1] - acc[:, 1:]  # [B, K, C, J]
-    w_cells = rng.multinomial(C, np.full(C, 1.0 / C), size=n_boot).astype(float)  # [B, C]
+    if cells:
+        w_cells = rng.multinomial(C, np.full(C, 1.0 / C), size=n_boot).astype(float)  # [B, C]
+    else:
+        w_cells = np.ones((n_boot, C))
     valid = ~np.isnan(F)
     w = w_cells[:, None, :, None] * valid
     total = (np.where(valid, F, 0.0) * w).sum(axis=(2, 3))
@@ -154,6 +159,7 @@ def bootstrap_mean_accuracy(
     blocks: Sequence[MentionBlock] | None = None,
     n_boot: int = DEFAULT_BOOTSTRAP,
     seed: int = DEFAULT_BOOTSTRAP_SEED,
+    cells: bool = True,
 ) -> np.ndarray:
     """Bootstrap replicates (``[n_boot]``) of the mean of ``acc`` (``[C, J]``: run c's
     accuracy on task j; NaN entries left out), resampled exactly as
@@ -161,7 +167,7 @@ def bootstrap_mean_accuracy(
     (targets ``(-1, c, j)``), the task's mentions. It is that function with one arm of
     zeros, since forgetting from ``acc`` down to 0 is ``acc``."""
     acc = np.asarray(acc, dtype=float)
-    return bootstrap_mean_forgetting(acc, np.zeros((1, *acc.shape)), blocks, n_boot, seed)[:, 0]
+    return bootstrap_mean_forgetting(acc, np.zeros((1, *acc.shape)), blocks, n_boot, seed, cells=cells)[:, 0]
 
 
 def percentile_interval(point: float, samples: np.ndarray | float, level: float = 0.95) -> Interval:
