@@ -114,6 +114,15 @@ def test_include_partial(tmp_path):
     assert "| ewc |" in res.stdout
 
 
+def test_resample_mentions_only_from_the_command_line(tmp_path):
+    exp = make_exp(tmp_path)
+    res = runner.invoke(app, ["evaluate", str(exp), "--resample", "mentions-only", "--out", str(tmp_path / "r")])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["comparison"]["resampling"].startswith("test mentions only")
+    assert any(n.startswith("--resample mentions-only") for n in summary["notes"])
+
+
 def test_errors_are_elcl_errors(tmp_path):
     d = write_run(tmp_path / "exp", "bad", "naive", None, 0, [[0.5, 0.5, 0.5]])
     with open(d / "metrics.jsonl", "a") as fh:
