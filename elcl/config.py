@@ -159,6 +159,22 @@ class TrainConfig(_Section):
     MiniLM's parameters and get the same diagonal under EWC and K-FAC, so with them frozen
     the two penalties differ on all that trains but the LayerNorms — and a run measures how
     much of forgetting lives in the embeddings."""
+    later_lr_scale: float = Field(1.0, gt=0)
+    """``lr`` times this for every task after the first of the order (before a method's own
+    scaling, e.g. lr_control's): how hard a later corpus is trained relative to the first —
+    the lever of forgetting a production linker faces when new corpora are fine-tuned
+    aggressively. The single-task baseline of a later position is trained the same way."""
+    later_epochs: float | None = Field(None, gt=0)
+    """``epochs`` for every task after the first of the order (None: ``epochs``)."""
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of position ``step`` of the order (before the method's own)."""
+        return self.lr * (self.later_lr_scale if step > 0 else 1.0)
+
+    def epochs_at(self, step: int) -> float:
+        """The epochs of position ``step`` of the order."""
+        return self.later_epochs if (step > 0 and self.later_epochs is not None) else self.epochs
+
     share_first_task: bool = True
     """Adopt the first task's step from a sibling run of the same experiment when data, model,
     training settings, seed and order match (it would be trained identically)."""

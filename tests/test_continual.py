@@ -288,3 +288,26 @@ def test_a_sibling_written_before_a_setting_existed_is_still_adopted(setup, tmp_
     # a setting that does change the first step still keeps them apart
     (third,) = run_experiment(make_cfg(setup, tmp_path, "ewc", train={"freeze_embeddings": True}), CPU)
     assert "adopted" not in (third / "log.txt").read_text()
+
+
+@pytest.mark.parametrize("method", ["naive", "lr_control", "single"])
+def test_later_tasks_get_their_own_lr_and_epochs(setup, tmp_path: Path, method: str, monkeypatch) -> None:
+    """train.later_lr_scale / later_epochs apply from the second task of the order on, before
+    the method's own scaling (lr_control's lr_scale), and to single's later models too."""
+    seen: list[tuple[str, float, float]] = []
+    real = runner_mod.train_steps
+
+    def spy(model, examples, cache, cfg, **kw):
+        seen.append((kw["desc"], cfg.lr, cfg.epochs))
+        return real(model, examples, cache, cfg, **kw)
+
+    monkeypatch.setattr(runner_mod, "train_steps", spy)
+    cfg = make_cfg(setup, tmp_path, method, train={"later_lr_scale": 3.0, "later_epochs": 2})
+    if method == "lr_control":
+        cfg.method.settings.lr_scale = 0.5
+    run_experiment(cfg, CPU)
+    later = 1e-3 * 3.0 * (0.5 if method == "lr_control" else 1.0)
+    assert seen == [
+        ("train ncbi_disease", pytest.approx(1e-3), 1),
+        ("train bc5cdr_chemical", pytest.approx(later), 2),
+    ]

@@ -242,7 +242,7 @@ def _run_sequence(spec: RunSpec, cfg: ExperimentConfig, path: Path, rt: Runtime,
             for part in ("train", "dev", "test"):
                 rd.log(f"{st.label} {part}: {gold_coverage(corpus.mentions(part), ontology).summary()}")
         examples = method.train_examples(st, current)
-        lr, groups = method.optimiser(model, cfg.train.lr, step)
+        lr, groups = method.optimiser(model, cfg.train.lr_at(step), step)
         ctx = StepContext(
             rd=rd,
             order=spec.order,
@@ -292,6 +292,7 @@ def _run_sequence(spec: RunSpec, cfg: ExperimentConfig, path: Path, rt: Runtime,
                 cache,
                 cfg,
                 lr,
+                cfg.train.epochs_at(step),
                 groups,
                 spec.seed + step,
                 st.label,
@@ -319,6 +320,7 @@ def _train(
     cache,
     cfg,
     lr,
+    epochs,
     groups,
     seed,
     task,
@@ -327,7 +329,7 @@ def _train(
     penalty=None,
     curves: Curves | None = None,
 ) -> None:
-    train_cfg = cfg.train.model_copy(update={"lr": lr})
+    train_cfg = cfg.train.model_copy(update={"lr": lr, "epochs": epochs})
     t0 = time.perf_counter()
     log = train_steps(
         model,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from elcl import __version__
 from elcl.config import ExperimentConfig
+from elcl.continual import methods
 
 
 def _fmt_lambda(lam: object) -> str:
@@ -43,10 +44,10 @@ def render_card(
         f"- sequence: {seq} (step {step + 1} of {len(order)}, trained on {trained})",
         f"- method: {method}, λ = {_fmt_lambda(state.get('lambda'))}, seed {state.get('seed')}",
         f"- curvature: {cfg.curvature.approx}, {cfg.curvature.kind} Fisher"
-        if method in ("ewc", "online_ewc", "kfac")
+        if method in methods.REGISTRY and methods.get(method).curvature != "none"
         else "- curvature: not used",
         f"- data: ontology mode `{cfg.data.ontology}`, training mentions per task: {cfg.train.max_train_mentions or 'all'}, "
-        f"{cfg.train.epochs:g} epoch(s), lr {cfg.train.lr:g}, batch {cfg.train.batch_size}",
+        f"{cfg.train.epochs:g} epoch(s), lr {cfg.train.lr:g}, batch {cfg.train.batch_size}" + _later(cfg),
         f"- mention text: max {m.max_length} tokens, {m.context_window} words of context each side"
         + (f", TF-IDF score weight {m.sparse_weight:g}" if m.sparse_weight else "")
         + (f", concept-prior weight {m.prior_weight:g} (training-annotation counts)" if m.prior_weight else ""),
@@ -100,3 +101,11 @@ def render_card(
         )
     lines += ["", f"elcl version: {__version__}", ""]
     return "\n".join(lines)
+
+
+def _later(cfg: ExperimentConfig) -> str:
+    """Tasks after the first trained differently (``train.later_lr_scale`` / ``later_epochs``)."""
+    t = cfg.train
+    if t.later_lr_scale == 1.0 and t.later_epochs is None:
+        return ""
+    return f"; tasks after the first: lr {t.lr_at(1):g}, {t.epochs_at(1):g} epoch(s)"
