@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
@@ -220,11 +221,12 @@ def test_resume_after_crash_redoes_only_unfinished_steps(setup, tmp_path: Path, 
     trained: list[str] = []
     original_train = runner_mod._train
 
-    def counting_train(model, examples, cache, cfg_, lr, groups, seed, task, rt, rd, penalty=None, **kw):
+    def counting_train(*args, **kw):
+        task = inspect.signature(original_train).bind(*args, **kw).arguments["task"]
         trained.append(task)
         if task == ORDER[1] and len(trained) == 2:
             raise KeyboardInterrupt("simulated crash")
-        return original_train(model, examples, cache, cfg_, lr, groups, seed, task, rt, rd, penalty=penalty, **kw)
+        return original_train(*args, **kw)
 
     monkeypatch.setattr(runner_mod, "_train", counting_train)
     with pytest.raises(KeyboardInterrupt):
