@@ -483,13 +483,19 @@ def test_mention_level_bootstrap_and_verdicts(tmp_path):
     assert again == d.forgetting
 
 
-def test_resample_cells_drops_the_mention_part_of_the_width(tmp_path):
+def _kfac_reduction_by_mode(tmp_path: Path, mode: str):
+    """One seed with prediction files, reported with the default resampling and with
+    ``mode``: K-FAC's reduction under each, and the ``mode`` report."""
     exp = tmp_path / "exp"
     _one_seed_with_predictions(exp, ewc=False)
-    both = build_report([exp], n_boot=300)
-    cells = build_report([exp], n_boot=300, resample="cells")
-    wide = next(a for a in both.comparison.arms if a.method == "kfac").reduction
-    narrow = next(a for a in cells.comparison.arms if a.method == "kfac").reduction
+    default = build_report([exp], n_boot=300)
+    other = build_report([exp], n_boot=300, resample=mode)
+    pick = [next(a for a in r.comparison.arms if a.method == "kfac").reduction for r in (default, other)]
+    return pick[0], pick[1], other
+
+
+def test_resample_cells_drops_the_mention_part_of_the_width(tmp_path):
+    wide, narrow, cells = _kfac_reduction_by_mode(tmp_path, "cells")
     # one cell: resampling it changes nothing, so without the mentions the interval collapses
     assert narrow.point == pytest.approx(wide.point)
     assert wide.hi - wide.lo > 0.05 and narrow.hi - narrow.lo == pytest.approx(0.0)
@@ -497,18 +503,13 @@ def test_resample_cells_drops_the_mention_part_of_the_width(tmp_path):
     assert any(n.startswith("--resample cells") for n in cells.notes)
     assert not any("resample seeds only" in n for n in cells.notes)
     with pytest.raises(ElclError, match="--resample: 'seeds' is not one of mentions, cells"):
-        build_report([exp], resample="seeds")
+        build_report([tmp_path / "exp"], resample="seeds")
 
 
 def test_resample_mentions_only_holds_the_cells_fixed(tmp_path):
     """One cell: mentions-only and the default agree (resampling one cell changes nothing);
     without prediction files mentions-only has no interval and says so."""
-    exp = tmp_path / "exp"
-    _one_seed_with_predictions(exp, ewc=False)
-    both = build_report([exp], n_boot=300)
-    only = build_report([exp], n_boot=300, resample="mentions-only")
-    kb = next(a for a in both.comparison.arms if a.method == "kfac").reduction
-    ko = next(a for a in only.comparison.arms if a.method == "kfac").reduction
+    kb, ko, only = _kfac_reduction_by_mode(tmp_path, "mentions-only")
     assert (ko.point, ko.lo, ko.hi) == pytest.approx((kb.point, kb.lo, kb.hi))
     assert only.comparison.resampling.startswith("test mentions only")
     assert any(n.startswith("--resample mentions-only") for n in only.notes)
