@@ -3,7 +3,7 @@ PY ?= python
 ELCL ?= $(PY) -m elcl
 RUNS ?= runs
 
-.PHONY: install test quick reproduce-cpu reproduce-cpu-report reproduce-cpu-report-all reproduce-bert reproduce-cnn single ncbi-pretrained bench clean-quick
+.PHONY: install test quick reproduce-cpu reproduce-cpu-report reproduce-cpu-report-all reproduce-cpu-context reproduce-bert reproduce-cnn single ncbi-pretrained bench clean-quick
 
 install:
 	$(PY) -m pip install "torch==2.13.0"
@@ -44,6 +44,16 @@ reproduce-cpu:
 
 reproduce-cpu-report:
 	$(ELCL) evaluate $(RUNS)/reproduce_cpu --out results/reproduce_cpu/report --export results/reproduce_cpu/runs
+
+# The same benchmark with 16 words of abstract context per mention (configs/reproduce_cpu_context.yaml:
+# single, naive, and each penalty at reproduce-cpu's dev-chosen λ); same parts as reproduce-cpu.
+CTX_METHODS ?= single naive kfac ewc
+reproduce-cpu-context:
+	@for m in $(CTX_METHODS); do \
+	  $(ELCL) train --config configs/reproduce_cpu_context.yaml --set method.name=$$m $(if $(CPU_SEEDS),--set "seeds=$(CPU_SEEDS)") \
+	    $(if $(CPU_ORDER),--order $(CPU_ORDER)) --output-dir $(RUNS) --resume $(RUNS)/context || exit 1; \
+	done
+	$(ELCL) evaluate $(RUNS)/context --out results/reproduce_cpu_context/report --export results/reproduce_cpu_context/runs
 
 # The CPU seeds with the three seeds run on a lent H200 (metrics rebuilt from their logs:
 # scripts/metrics_from_logs.py); bootstrap over (seed, order) cells only.
