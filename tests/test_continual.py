@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 from pathlib import Path
 
 import pytest
 import torch
+from spies import train_task
 from synthetic import write_synthetic_corpora
 from tiny_models import write_tiny_bert
 
@@ -222,7 +222,7 @@ def test_resume_after_crash_redoes_only_unfinished_steps(setup, tmp_path: Path, 
     original_train = runner_mod._train
 
     def counting_train(*args, **kw):
-        task = inspect.signature(original_train).bind(*args, **kw).arguments["task"]
+        task = train_task(args, kw)
         trained.append(task)
         if task == ORDER[1] and len(trained) == 2:
             raise KeyboardInterrupt("simulated crash")

@@ -16,6 +16,7 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file, save_file
+from spies import train_task
 from tiny_models import tiny_config
 from typer.testing import CliRunner
 
@@ -229,11 +230,12 @@ def test_ctrl_c_exits_130_saying_what_was_kept_and_resume_finishes(
     original = runner_mod._train
     calls: list[str] = []
 
-    def interrupted(model, examples, cache, cfg_, lr, groups, seed, task, rt, rd, penalty=None, **kw):
+    def interrupted(*args, **kw):
+        task = train_task(args, kw)
         calls.append(task)
         if task == "bc5cdr_disease":
             raise KeyboardInterrupt
-        return original(model, examples, cache, cfg_, lr, groups, seed, task, rt, rd, penalty=penalty, **kw)
+        return original(*args, **kw)
 
     monkeypatch.setattr(runner_mod, "_train", interrupted)
     code, err = main_exit(["train", "--config", str(cfg)], monkeypatch, capsys)
@@ -262,10 +264,10 @@ def test_sigterm_marks_the_run_interrupted_exits_143_and_resume_finishes(
     cfg = write_cfg(world, tmp_path, tasks=["ncbi_disease", "bc5cdr_disease"])
     original = runner_mod._train
 
-    def killed(model, examples, cache, cfg_, lr, groups, seed, task, rt, rd, penalty=None, **kw):
-        if task == "bc5cdr_disease":
+    def killed(*args, **kw):
+        if train_task(args, kw) == "bc5cdr_disease":
             os.kill(os.getpid(), signal.SIGTERM)  # delivered here, in the main thread
-        return original(model, examples, cache, cfg_, lr, groups, seed, task, rt, rd, penalty=penalty, **kw)
+        return original(*args, **kw)
 
     previous = signal.getsignal(signal.SIGTERM)
     monkeypatch.setattr(runner_mod, "_train", killed)
