@@ -355,6 +355,23 @@ class _Boot:
     def mentions(self) -> bool:
         return self.mode != "cells"
 
+    def _nothing_to_draw(self, blocks: list[S.MentionBlock] | None) -> bool:
+        """Only mentions were to be resampled and there are none: no interval (NaN
+        replicates), rather than a zero-width one."""
+        return blocks is None and not self.cells
+
+    def forgetting(self, single: np.ndarray, final: np.ndarray, blocks: list[S.MentionBlock] | None) -> np.ndarray:
+        """Replicates of mean forgetting per arm (``[n_boot, K]``)."""
+        if self._nothing_to_draw(blocks):
+            return np.full((self.n_boot, final.shape[0]), math.nan)
+        return S.bootstrap_mean_forgetting(single, final, blocks, self.n_boot, self.seed, cells=self.cells)
+
+    def accuracy(self, acc: np.ndarray, blocks: list[S.MentionBlock] | None) -> np.ndarray:
+        """Replicates of the mean accuracy (``[n_boot]``)."""
+        if self._nothing_to_draw(blocks):
+            return np.full(self.n_boot, math.nan)
+        return S.bootstrap_mean_accuracy(acc, blocks, self.n_boot, self.seed, cells=self.cells)
+
 
 @dataclass
 class _Paired:
@@ -421,11 +438,7 @@ def _pair(
                 cols[task].append((prediction_file(rs.run, rs.R.shape[0] - 1, task, split), (k, c, j), final[k, c, j]))
     blocks, why = _mention_blocks(cols, boot)
     point = S.mean_forgetting(single, final)
-    if blocks is None and not boot.cells:  # mentions-only without the mentions: no interval
-        replicates = np.full((boot.n_boot, K), math.nan)
-    else:
-        replicates = S.bootstrap_mean_forgetting(single, final, blocks, boot.n_boot, boot.seed, cells=boot.cells)
-    return _Paired(cells, point, replicates, blocks is not None, why)
+    return _Paired(cells, point, boot.forgetting(single, final, blocks), blocks is not None, why)
 
 
 def _by_cell(runs: Sequence[RunScores]) -> dict[Cell, RunScores]:
@@ -448,11 +461,7 @@ def _accuracy_interval(g: GroupScores, split: str, boot: _Boot) -> tuple[S.Inter
             cols.setdefault(task, []).append((prediction_file(rs.run, step, task, split), (-1, c, j), acc[c, j]))
     blocks, why = _mention_blocks(cols, boot)
     point = M.nanmean(acc)
-    if blocks is None and not boot.cells:
-        return S.percentile_interval(point, np.array([])), why
-    return S.percentile_interval(
-        point, S.bootstrap_mean_accuracy(acc, blocks, boot.n_boot, boot.seed, cells=boot.cells)
-    ), why
+    return S.percentile_interval(point, boot.accuracy(acc, blocks)), why
 
 
 def _reduction_interval(p: _Paired, k: int, naive: int = 0) -> S.Interval:
