@@ -3,7 +3,7 @@ PY ?= python
 ELCL ?= $(PY) -m elcl
 RUNS ?= runs
 
-.PHONY: install test quick reproduce-cpu reproduce-cpu-report reproduce-cpu-report-all reproduce-cpu-context reproduce-bert reproduce-cnn single ncbi-pretrained bench clean-quick
+.PHONY: install test quick reproduce-cpu reproduce-cpu-report reproduce-cpu-report-all reproduce-cpu-context reproduce-cpu-confirm reproduce-bert reproduce-cnn single ncbi-pretrained bench clean-quick
 
 install:
 	$(PY) -m pip install "torch==2.13.0"
@@ -54,6 +54,19 @@ reproduce-cpu-context:
 	    $(if $(CPU_ORDER),--order $(CPU_ORDER)) --output-dir $(RUNS) --resume $(RUNS)/context || exit 1; \
 	done
 	$(ELCL) evaluate $(RUNS)/context --out results/reproduce_cpu_context/report --export results/reproduce_cpu_context/runs
+
+# Confirmatory run (configs/reproduce_cpu_confirm.yaml): single, naive, and each penalty at
+# reproduce-cpu's dev-chosen λ on fresh seeds, scored on up to 1000 test mentions a task
+# (no dev); same parts as reproduce-cpu. CONFIRM_PRUNE=final frees each finished run's disk.
+CONFIRM_METHODS ?= single naive kfac ewc
+CONFIRM_PRUNE ?=
+reproduce-cpu-confirm:
+	@for m in $(CONFIRM_METHODS); do \
+	  $(ELCL) train --config configs/reproduce_cpu_confirm.yaml --set method.name=$$m $(if $(CPU_SEEDS),--set "seeds=$(CPU_SEEDS)") \
+	    $(if $(CPU_ORDER),--order $(CPU_ORDER)) --output-dir $(RUNS) --resume $(RUNS)/confirm || exit 1; \
+	done
+	$(ELCL) evaluate $(RUNS)/confirm --out results/reproduce_cpu_confirm/report --export results/reproduce_cpu_confirm/runs
+	$(if $(CONFIRM_PRUNE),$(ELCL) prune $(RUNS)/confirm --keep $(CONFIRM_PRUNE))
 
 # The CPU seeds with the three seeds run on a lent H200 (metrics rebuilt from their logs:
 # scripts/metrics_from_logs.py); bootstrap over (seed, order) cells only.
