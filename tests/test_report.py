@@ -35,12 +35,14 @@ def write_run(
     n=100,
     predictions=False,
     config=None,
+    splits=("test", "dev"),
 ):
     """Write a run directory through the trainer's own schemas (R[step][task]).
 
     With ``predictions`` every acc@1 is rounded to k/n and a prediction file with k
     correct mentions (a fixed per-task subset, so runs share mentions) is written for it;
-    ``config`` (a dict of overrides) writes a config.yaml resolved like the trainer's.
+    ``config`` (a dict of overrides) writes a config.yaml resolved like the trainer's;
+    ``splits`` are the evaluated splits (``train.eval_splits``).
     """
     d = Path(root) / name
     d.mkdir(parents=True)
@@ -57,7 +59,7 @@ def write_run(
     rows = []
     for i, row in enumerate(R):
         trained = "joint" if method == "joint" else order[i]
-        for split, off in (("test", 0.0), ("dev", dev_offset)):
+        for split, off in ((s, dev_offset if s == "dev" else 0.0) for s in splits):
             for j, task in enumerate(order):
                 acc = round(row[j] + off, 6)
                 if predictions and split == "test":
@@ -684,3 +686,35 @@ def test_no_paper_section_without_a_method_the_paper_measured(tmp_path):
     rep = build_report([exp])
     assert rep.summary_dict()["comparison"]["against_paper"] == []
     assert "Against the paper" not in rep.to_markdown()
+
+
+def test_an_experiment_scored_on_test_only_reports_its_fixed_lambda(tmp_path):
+    """A confirmatory experiment (one λ per penalty, ``train.eval_splits: [test]``, as
+    configs/reproduce_cpu_confirm.yaml) has no dev scores: the single λ is the chosen one and
+    the reductions, their intervals and the paper's check are computed from test as usual."""
+    exp = tmp_path / "confirm"
+    only_test = {"splits": ("test",), "predictions": True}
+    for s in (0, 1):
+        sA, sB, sC = SINGLE[s]
+        write_run(exp, f"single_s{s}", "single", None, s, [[sA, 0.1, 0.1], [0.1, sB, 0.1], [0.1, 0.1, sC]], **only_test)
+        write_run(exp, f"naive_s{s}", "naive", None, s, seq(s, sA - 0.40, sB - 0.20), **only_test)
+        write_run(exp, f"ewc_s{s}", "ewc", 1e5, s, seq(s, sA - 0.30, sB - 0.15), **only_test)
+        write_run(exp, f"kfac_s{s}", "kfac", 1e4, s, seq(s, sA - 0.10, sB - 0.05), **only_test)
+    rep = build_report([exp])
+    g = {(g.method, g.lam): g for g in rep.groups}
+    assert g[("ewc", 1e5)].chosen and g[("kfac", 1e4)].chosen
+    assert g[("kfac", 1e4)].reduction.point == pytest.approx(1 - 0.075 / 0.30)
+    assert g[("ewc", 1e5)].reduction.point == pytest.approx(1 - 0.225 / 0.30)
+    # test mentions are resampled (prediction files kept), so the intervals have width
+    assert g[("kfac", 1e4)].reduction.lo < g[("kfac", 1e4)].reduction.point < g[("kfac", 1e4)].reduction.hi
+    assert math.isnan(g[("naive", None)].scalars["avg_final_dev_acc1"][0])
+    out = tmp_path / "out"
+    write_report(rep, out)
+    summary = json.loads((out / "summary.json").read_text())
+    checked = [c["what"] for c in summary["comparison"]["against_paper"]]
+    assert checked == [
+        "ewc (λ 100000) forgetting reduction",
+        "kfac (λ 10000) forgetting reduction",
+        "kfac − ewc forgetting reduction",
+    ]
+    assert "| kfac | 10000 | 2 |" in (out / "report.md").read_text()
