@@ -34,11 +34,17 @@ CPU_ORDER ?=
 # kept checkpoints (elcl prune; ~0.8 GB a run). Parts of the same seed and order started
 # later then train their first step instead of adopting it.
 CPU_PRUNE ?=
+# $(call train_parts,CONFIG,METHODS,EXPERIMENT): one part of a benchmark (every method of
+# METHODS, on CPU_SEEDS and CPU_ORDER when given), resumable in $(RUNS)/EXPERIMENT.
+define train_parts
+@for m in $(2); do \
+  $(ELCL) train --config $(1) --set method.name=$$m $(if $(CPU_SEEDS),--set "seeds=$(CPU_SEEDS)") \
+    $(if $(CPU_ORDER),--order $(CPU_ORDER)) --output-dir $(RUNS) --resume $(RUNS)/$(3) || exit 1; \
+done
+endef
+
 reproduce-cpu:
-	@for m in $(CPU_METHODS); do \
-	  $(ELCL) train --config configs/reproduce_cpu.yaml --set method.name=$$m $(if $(CPU_SEEDS),--set "seeds=$(CPU_SEEDS)") \
-	    $(if $(CPU_ORDER),--order $(CPU_ORDER)) --output-dir $(RUNS) --resume $(RUNS)/reproduce_cpu || exit 1; \
-	done
+	$(call train_parts,configs/reproduce_cpu.yaml,$(CPU_METHODS),reproduce_cpu)
 	$(MAKE) reproduce-cpu-report
 	$(if $(CPU_PRUNE),$(ELCL) prune $(RUNS)/reproduce_cpu --keep $(CPU_PRUNE))
 
@@ -49,10 +55,7 @@ reproduce-cpu-report:
 # single, naive, and each penalty at reproduce-cpu's dev-chosen λ); same parts as reproduce-cpu.
 CTX_METHODS ?= single naive kfac ewc
 reproduce-cpu-context:
-	@for m in $(CTX_METHODS); do \
-	  $(ELCL) train --config configs/reproduce_cpu_context.yaml --set method.name=$$m $(if $(CPU_SEEDS),--set "seeds=$(CPU_SEEDS)") \
-	    $(if $(CPU_ORDER),--order $(CPU_ORDER)) --output-dir $(RUNS) --resume $(RUNS)/context || exit 1; \
-	done
+	$(call train_parts,configs/reproduce_cpu_context.yaml,$(CTX_METHODS),context)
 	$(ELCL) evaluate $(RUNS)/context --out results/reproduce_cpu_context/report --export results/reproduce_cpu_context/runs
 
 # Confirmatory run (configs/reproduce_cpu_confirm.yaml): single, naive, and each penalty at
@@ -61,10 +64,7 @@ reproduce-cpu-context:
 CONFIRM_METHODS ?= single naive kfac ewc
 CONFIRM_PRUNE ?=
 reproduce-cpu-confirm:
-	@for m in $(CONFIRM_METHODS); do \
-	  $(ELCL) train --config configs/reproduce_cpu_confirm.yaml --set method.name=$$m $(if $(CPU_SEEDS),--set "seeds=$(CPU_SEEDS)") \
-	    $(if $(CPU_ORDER),--order $(CPU_ORDER)) --output-dir $(RUNS) --resume $(RUNS)/confirm || exit 1; \
-	done
+	$(call train_parts,configs/reproduce_cpu_confirm.yaml,$(CONFIRM_METHODS),confirm)
 	$(ELCL) evaluate $(RUNS)/confirm --out results/reproduce_cpu_confirm/report --export results/reproduce_cpu_confirm/runs
 	$(if $(CONFIRM_PRUNE),$(ELCL) prune $(RUNS)/confirm --keep $(CONFIRM_PRUNE))
 
