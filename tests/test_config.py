@@ -75,6 +75,32 @@ def test_shipped_configs_validate() -> None:
 
 
 @pytest.mark.parametrize(
+    ("variant", "differences"),
+    [
+        (
+            "reproduce_cpu_confirm",
+            {"train.max_eval_mentions": (400, 1000), "train.eval_splits": (["dev", "test"], ["test"])},
+        ),
+        ("reproduce_cpu_context", {"model.context_window": (0, 16), "model.max_length": (16, 64)}),
+    ],
+)
+def test_benchmark_variants_differ_from_reproduce_cpu_only_where_they_say(variant, differences) -> None:
+    """The confirmatory and context configs are copies of reproduce_cpu.yaml (configs do not
+    inherit): a setting changed in one copy and not the others would make them different
+    experiments silently, and the confirm run's fixed λ was chosen under reproduce_cpu's."""
+    from pathlib import Path
+
+    from elcl.evaluation.comparable import defining_config
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    base = defining_config(load_config(root / "reproduce_cpu.yaml").to_dict())
+    other = defining_config(load_config(root / f"{variant}.yaml").to_dict())
+    assert {
+        k: (base.get(k), other.get(k)) for k in base.keys() | other.keys() if base.get(k) != other.get(k)
+    } == differences
+
+
+@pytest.mark.parametrize(
     ("amp", "choice", "expected"),
     [
         ("bf16", "auto", "bfloat16"),
