@@ -458,8 +458,64 @@ def load_config(
     upgrade: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> ExperimentConfig:
     """Read, override and validate a YAML config; every failure is a one-line ConfigError.
-    ``upgrade`` rewrites an older file's form before the overrides apply."""
+    ``upgrade`` rewrites an older file's form before the overrides apply. A config may
+    ``extends:`` another (``read_config_tree``); the overrides apply to the merged result."""
     p = Path(path)
+    raw = read_config_tree(p)
+    if upgrade is not None:
+        raw = upgrade(raw)
+    raw = apply_overrides(raw, overrides or [])
+    return config_from_dict(raw, str(p))
+
+
+EXTENDS_KEY = "extends"
+"""Top-level key naming the config a file is a variant of (a path relative to the file)."""
+
+
+def read_config_tree(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file's settings with those of the config it ``extends:`` underneath.
+
+    A variant of a benchmark (a confirmatory run, another evaluation sample) states only
+    what it changes, so a setting changed in the benchmark cannot silently stay behind
+    in the variant. The base must be a valid config on its own (its errors name its own
+    file) and the variant must set a ``name`` of its own: runs of a variant under the
+    base's name would land in the base's experiment directory. Sections merge key by key;
+    any other value (a list, a number, ``null`` for the default) replaces the base's."""
+    raw = _read_config_file(path)
+    if EXTENDS_KEY not in raw:
+        return raw
+    target = raw.pop(EXTENDS_KEY)
+    if not isinstance(target, str) or not target.strip():
+        raise ConfigError(f"{path}: config key 'extends': expected the path of another config file, got {target!r}")
+    base_path = (path.parent / target).resolve()
+    here = path.resolve()
+    if base_path in (*chain, here):
+        cycle = " -> ".join(str(c) for c in (*chain, here, base_path))
+        raise ConfigError(f"{path}: config key 'extends': configs extend each other in a cycle ({cycle})")
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: config key 'extends': {target!r} not found (looked for {base_path})")
+    base = read_config_tree(base_path, (*chain, here))
+    config_from_dict(base, str(base_path))
+    if "name" not in raw or raw["name"] == base.get("name", ExperimentConfig.model_fields["name"].default):
+        raise ConfigError(
+            f"{path}: config key 'name': a config that extends {target!r} must name its own experiment"
+            " (its runs would otherwise join the base's experiment directory)"
+        )
+    return merge_config(base, raw)
+
+
+def merge_config(base: dict[str, Any], variant: dict[str, Any]) -> dict[str, Any]:
+    """``variant`` over ``base``: mappings merge recursively, every other value replaces."""
+    out = dict(base)
+    for key, value in variant.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_config(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_config_file(p: Path) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError(f"{p}: config file not found")
     try:
@@ -477,10 +533,7 @@ def load_config(
         raise ConfigError(f"{where}: not a valid YAML file ({exc.__class__.__name__})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{p}: expected a mapping of config sections at the top level")
-    if upgrade is not None:
-        raw = upgrade(raw)
-    raw = apply_overrides(raw, overrides or [])
-    return config_from_dict(raw, str(p))
+    return raw
 
 
 _FLAT_METHOD_KEYS = ("lambda", "gamma", "replay_size", "lr_scale", "layer_decay", "fast_grad", "penalty_dtype")

@@ -82,11 +82,12 @@ def test_shipped_configs_validate() -> None:
             {"train.max_eval_mentions": (400, 1000), "train.eval_splits": (["dev", "test"], ["test"])},
         ),
         ("reproduce_cpu_context", {"model.context_window": (0, 16), "model.max_length": (16, 64)}),
+        ("quick", {"train.max_train_mentions": (500, 300), "train.max_eval_mentions": (400, 300)}),
     ],
 )
 def test_benchmark_variants_differ_from_reproduce_cpu_only_where_they_say(variant, differences) -> None:
-    """The confirmatory and context configs are copies of reproduce_cpu.yaml (configs do not
-    inherit): a setting changed in one copy and not the others would make them different
+    """The confirmatory, context and quick configs extend reproduce_cpu.yaml and must stay variants
+    of it: a setting one of them overrides beyond what it says would make them different
     experiments silently, and the confirm run's fixed λ was chosen under reproduce_cpu's."""
     from pathlib import Path
 
@@ -101,20 +102,26 @@ def test_benchmark_variants_differ_from_reproduce_cpu_only_where_they_say(varian
 
 
 @pytest.mark.parametrize(
-    ("amp", "choice", "expected"),
+    ("amp", "choice", "native", "expected"),
     [
-        ("bf16", "auto", "bfloat16"),
-        ("none", "auto", None),
-        ("fp16", "auto", None),
-        ("none", "bfloat16", "bfloat16"),
-        ("bf16", "float32", None),
+        ("bf16", "auto", True, "bfloat16"),
+        ("bf16", "auto", False, None),
+        ("none", "auto", True, None),
+        ("fp16", "auto", True, None),
+        ("none", "bfloat16", False, "bfloat16"),
+        ("bf16", "float32", True, None),
     ],
 )
-def test_penalty_dtype_follows_amp_unless_set(amp: str, choice: str, expected: str | None) -> None:
+def test_penalty_dtype_follows_amp_unless_set(monkeypatch, amp: str, choice: str, native: bool, expected) -> None:
+    """``auto`` takes bfloat16 products only under bf16 training on a CPU/GPU that computes
+    bfloat16 natively (emulated bf16 is many times slower); the CPU is stubbed so the
+    test means the same on an AVX2-only machine as on one with AVX512-BF16."""
     import torch
 
+    import elcl.hardware
     from elcl.continual.methods.kfac import penalty_matmul_dtype
 
+    monkeypatch.setattr(elcl.hardware, "bf16_native", lambda device=None: native)
     cfg = config_from_dict({"train": {"amp": amp}, "method": {"name": "kfac", "penalty_dtype": choice}})
     assert penalty_matmul_dtype(cfg) == (getattr(torch, expected) if expected else None)
 
@@ -143,3 +150,60 @@ def test_runs_from_before_the_abbreviations_key_read_as_schwartz_hearst() -> Non
         defining_config(today.to_dict())["candidates.abbreviations"]
         != defining_config(committed)["candidates.abbreviations"]
     )
+
+
+def _write(path, text: str):
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_a_config_extends_another_and_overrides_only_what_it_states(tmp_path) -> None:
+    """Sections merge key by key, lists and values replace, null restores the default, and
+    --set applies to the merged result; a base in another folder is found relative to the file."""
+    (tmp_path / "base").mkdir()
+    _write(
+        tmp_path / "base" / "bench.yaml",
+        "name: bench\nseeds: [1, 2, 3]\ntrain: {epochs: 3, lr: 0.001, max_eval_mentions: 400}\n"
+        "method: {name: kfac, kfac: {lambda_grid: [10, 100]}, replay: {replay_size: 50}}\n",
+    )
+    variant = _write(
+        tmp_path / "variant.yaml",
+        "extends: base/bench.yaml\nname: variant\nseeds: [7]\ntrain: {max_eval_mentions: 900}\n"
+        "method: {kfac: {lambda: 5, lambda_grid: null}}\n",
+    )
+    cfg = load_config(variant, ["train.lr=0.01"])
+    assert cfg.name == "variant"
+    assert cfg.seeds == [7]
+    assert (cfg.train.epochs, cfg.train.lr, cfg.train.max_eval_mentions) == (3, 0.01, 900)
+    assert cfg.lambdas() == [5.0]
+    replay = load_config(variant, ["method.name=replay"])
+    assert replay.to_dict()["method"]["replay"]["replay_size"] == 50
+    chained = _write(tmp_path / "chained.yaml", "extends: variant.yaml\nname: chained\ntrain: {epochs: 1}\n")
+    cfg = load_config(chained)
+    assert (cfg.train.epochs, cfg.train.max_eval_mentions, cfg.seeds) == (1, 900, [7])
+
+
+@pytest.mark.parametrize(
+    ("base_text", "variant_text", "needle"),
+    [
+        ("name: b\n", "extends: [b.yaml]\nname: v\n", "v.yaml: config key 'extends': expected the path"),
+        ("name: b\n", "extends: missing.yaml\nname: v\n", "v.yaml: config key 'extends': 'missing.yaml' not found"),
+        ("name: b\n", "extends: b.yaml\n", "v.yaml: config key 'name': a config that extends 'b.yaml' must name"),
+        ("name: b\n", "extends: b.yaml\nname: b\n", "must name its own experiment"),
+        ("extends: v.yaml\nname: b\n", "extends: b.yaml\nname: v\n", "extend each other in a cycle"),
+        (
+            "name: b\ntrain: {epohcs: 2}\n",
+            "extends: b.yaml\nname: v\n",
+            "b.yaml: config key 'train.epohcs': unknown key",
+        ),
+        ("name: b\n", "extends: b.yaml\nname: v\ntrain: {lr: -1}\n", "v.yaml: config key 'train.lr'"),
+    ],
+)
+def test_a_bad_extends_is_one_line_naming_the_file_at_fault(tmp_path, base_text, variant_text, needle) -> None:
+    _write(tmp_path / "b.yaml", base_text)
+    variant = _write(tmp_path / "v.yaml", variant_text)
+    with pytest.raises(ConfigError) as err:
+        load_config(variant)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert needle in msg
