@@ -102,6 +102,23 @@ class TrainDocumentsRemoved(_Schema):
     doc_ids: list[str] = _expected("a list of document ids")
 
 
+class Environment(_Schema):
+    """One start of a run: the code, libraries and hardware it computed with from
+    ``from_step`` on (``elcl.provenance``)."""
+
+    from_step: int = Field(ge=0, json_schema_extra={"expected": "a non-negative integer"})
+    elcl: str = _expected("a version string")
+    commit: str | None = _expected("a git commit or null")
+    torch: str = _expected("a version string")
+    python: str = _expected("a version string")
+    device: str = _expected("cpu|cuda")
+    gpu: str | None = _expected("a GPU name or null")
+    processes: int = Field(ge=1, json_schema_extra={"expected": "a positive integer"})
+    threads: int = Field(ge=1, json_schema_extra={"expected": "a positive integer"})
+    cpu_capability: str = _expected("torch's CPU capability (AVX2, AVX512, ...)")
+    native_bf16: bool = _expected("true or false")
+
+
 class RunRecord(_Schema):
     """``run.json``."""
 
@@ -122,6 +139,9 @@ class RunRecord(_Schema):
     """Per task of the order: its training documents held out because another task of
     the sequence has them in dev/test (no document in two tasks); absent in runs of
     older elcl."""
+    environments: list[Environment] | None = None
+    """One per start of the run, oldest first: a resumed run appends one (absent in runs
+    of older elcl)."""
 
     @field_validator("method")
     @classmethod

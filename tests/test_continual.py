@@ -242,6 +242,12 @@ def test_resume_after_crash_redoes_only_unfinished_steps(setup, tmp_path: Path, 
     assert trained == [ORDER[0], ORDER[1], ORDER[1]]
     state = json.loads((run_dir / "run.json").read_text())
     assert state["status"] == "done" and state["steps_done"] == 2
+    # Each start leaves where it computed, from the step it began at.
+    envs = state["environments"]
+    assert [e["from_step"] for e in envs] == [0, 1]
+    assert {e["device"] for e in envs} == {"cpu"} and all(e["torch"] == torch.__version__ for e in envs)
+    log = (run_dir / "log.txt").read_text()
+    assert "environment from step 0: elcl " in log and "environment from step 1: elcl " in log
     assert (run_dir / "steps" / f"0_{ORDER[0]}" / "model.safetensors").stat().st_mtime_ns == first_ckpt
     assert (run_dir / "curvature" / ORDER[0] / "factors.safetensors").stat().st_mtime_ns == first_curv
     rows = read_jsonl(run_dir / "metrics.jsonl")

@@ -60,6 +60,9 @@ def check_existing(rd: RunDir, cfg_dict: dict, resume: bool) -> None:
         )
 
 
+KEPT_ON_STOP = ("train_documents_removed", "lambda_t", "environments")
+
+
 def _mark(rd: RunDir, spec: RunSpec, status: str, reason: str | None = None) -> None:
     if not rd.run_json.is_file():
         return
@@ -68,8 +71,9 @@ def _mark(rd: RunDir, spec: RunSpec, status: str, reason: str | None = None) -> 
         steps_done = int(state.get("steps_done", 0))
     except (ElclError, ValueError, TypeError):
         state, steps_done = {}, 0
-    # Facts the runner stored about the run's data survive a failed or interrupted run.
-    kept = {k: state[k] for k in ("train_documents_removed",) if k in state}
+    # Facts the runner stored about the run survive a failed or interrupted run: its data,
+    # the λ_t of the finished steps (a resume reads them back) and where it computed.
+    kept = {k: state[k] for k in KEPT_ON_STOP if k in state}
     rd.write_state(spec, status, steps_done, {**kept, **({"reason": reason} if reason else {})} or None)
 
 

@@ -28,6 +28,8 @@ from elcl.data.ontology import gold_coverage
 from elcl.errors import ElclError
 from elcl.models.checkpoint import load_checkpoint, save_checkpoint
 from elcl.models.linker import Linker, linker_logits_fn
+from elcl.provenance import describe as describe_environment
+from elcl.provenance import environment
 from elcl.runtime import Runtime, barrier, seed_everything
 from elcl.schemas import MetricRow
 from elcl.training.batching import TokenCache, collate
@@ -202,12 +204,16 @@ def _run_sequence(spec: RunSpec, cfg: ExperimentConfig, path: Path, rt: Runtime,
     # No document in two tasks: another task's dev/test abstracts leave this task's training data.
     removals = sequence_train_removals(spec.order, cfg)
     rd.state_extra["train_documents_removed"] = {t: r.to_json() for t, r in removals.items()}
+    env = environment(rt.device, steps_done, rt.world)
+    earlier = rd.read_state().get("environments") if resume and rd.run_json.is_file() else None
+    rd.state_extra["environments"] = [*(earlier or []), env]
     if rt.is_main:
         rd.write_config(cfg.to_dict())
         rd.write_state(spec, "running", steps_done, extra)
         for r in removals.values():
             rd.log(r.summary())
         rd.log(f"{time.strftime('%Y-%m-%d %H:%M:%S')} start {spec.dirname} at step {steps_done}")
+        rd.log(describe_environment(env))
     seed_everything(spec.seed)
     model = build_linker(cfg, rt)
     if rt.is_main and cfg.train.freeze_embeddings:

@@ -419,12 +419,19 @@ def _paper_lines(report: Report) -> list[str]:
     return [f"### Against the paper ({SOURCE})", ""] + [f"- {c.words()}" for c in checks] + [""]
 
 
+def machines_line(report: Report) -> str:
+    """Runs per machine (``run.json`` environments): float32 kernels differ between CPU
+    ISAs and GPUs, so runs of one seed made on two machines are not bit-identical."""
+    return "; ".join(f"{label} ({n} run{'s' if n != 1 else ''})" for label, n in report.machines.items()) or "-"
+
+
 def report_markdown(report: Report) -> str:
     lines = [
         "# elcl continual entity-linking report",
         "",
         f"- runs: {len(report.runs)}; split: {report.split}; experiment(s): " + (", ".join(report.experiments) or "-"),
         f"- {SEQUENTIAL_NOTE}",
+        f"- computed on: {machines_line(report)}",
         "",
     ]
     c = report.comparison
@@ -699,6 +706,7 @@ def summary_dict(report: Report) -> dict:
         "unpaired": report.unpaired,
         "warnings": report.warnings,
         "notes": report.notes,
+        "machines": report.machines,
     }
 
 

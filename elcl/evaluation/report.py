@@ -46,6 +46,7 @@ from elcl.evaluation.runs import (
     read_correctness,
     single_baseline,
 )
+from elcl.provenance import machine_counts
 
 __all__ = [
     "SCALAR_METRICS",
@@ -213,6 +214,8 @@ class Report:
     left_out: list[str] = field(default_factory=list)
     first_pair: dict = field(default_factory=dict)
     """(method, order) -> LambdaChoice made on the first task pair's dev accuracy alone."""
+    machines: dict[str, int] = field(default_factory=dict)
+    """Runs per machine they computed on (``elcl.provenance.machine_counts``)."""
 
     @property
     def orders(self) -> list[tuple[str, ...]]:
@@ -645,6 +648,7 @@ def build_report(
         unpaired=unpaired,
         left_out=left_out,
         first_pair=first_pair,
+        machines=machine_counts([r.run.environments for r in scores]),
     )
 
 

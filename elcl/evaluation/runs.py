@@ -64,6 +64,8 @@ class Run(RunSpec):
     rows: list[MetricRow] = field(default_factory=list)
     config: dict | None = None
     """The run's resolved config.yaml (None for a run directory without one)."""
+    environments: list[dict] | None = None
+    """Where each start of the run computed (``run.json``; None in runs of older elcl)."""
 
     @property
     def done(self) -> bool:
@@ -137,6 +139,7 @@ def load_run(path: Path | str) -> Run:
         steps_done=rec.steps_done,
         rows=rows,
         config=_load_config(path / CONFIG_FILE),
+        environments=[e.dump() for e in rec.environments] if rec.environments is not None else None,
     )
 
 
