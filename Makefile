@@ -26,7 +26,8 @@ quick:
 # method, λ grids). Runnable in parts, each resumable and safe to run beside the others
 # on another core or machine: make reproduce-cpu CPU_METHODS="naive kfac" CPU_SEEDS="[13]" CPU_ORDER=1
 # Then `make reproduce-cpu-report` exports the small per-run files under results/ and
-# writes the report there (RUNS may hold only some parts; the report says what it has).
+# writes the report there from every part exported so far (from any machine); RUNS may
+# hold only some parts (their own report goes to RUNS/<experiment>/report).
 CPU_METHODS ?= single naive kfac ewc joint lr_control replay online_ewc online_kfac
 CPU_SEEDS ?=
 CPU_ORDER ?=
@@ -43,20 +44,29 @@ define train_parts
 done
 endef
 
+# $(call report_parts,EXPERIMENT,RESULTS): export the parts in $(RUNS)/EXPERIMENT to
+# results/RESULTS/runs (their own report beside them), then write results/RESULTS/report
+# from all the runs exported there: a part run on another machine adds to the committed
+# report instead of replacing it.
+define report_parts
+$(ELCL) evaluate $(RUNS)/$(1) --out $(RUNS)/$(1)/report --export results/$(2)/runs
+$(ELCL) evaluate results/$(2)/runs --out results/$(2)/report
+endef
+
 reproduce-cpu:
 	$(call train_parts,configs/reproduce_cpu.yaml,$(CPU_METHODS),reproduce_cpu)
 	$(MAKE) reproduce-cpu-report
 	$(if $(CPU_PRUNE),$(ELCL) prune $(RUNS)/reproduce_cpu --keep $(CPU_PRUNE))
 
 reproduce-cpu-report:
-	$(ELCL) evaluate $(RUNS)/reproduce_cpu --out results/reproduce_cpu/report --export results/reproduce_cpu/runs
+	$(call report_parts,reproduce_cpu,reproduce_cpu)
 
 # The same benchmark with 16 words of abstract context per mention (configs/reproduce_cpu_context.yaml:
 # single, naive, and each penalty at reproduce-cpu's dev-chosen λ); same parts as reproduce-cpu.
 CTX_METHODS ?= single naive kfac ewc
 reproduce-cpu-context:
 	$(call train_parts,configs/reproduce_cpu_context.yaml,$(CTX_METHODS),context)
-	$(ELCL) evaluate $(RUNS)/context --out results/reproduce_cpu_context/report --export results/reproduce_cpu_context/runs
+	$(call report_parts,context,reproduce_cpu_context)
 
 # Confirmatory run (configs/reproduce_cpu_confirm.yaml): single, naive, and each penalty at
 # reproduce-cpu's dev-chosen λ on fresh seeds, scored on up to 1000 test mentions a task
@@ -65,7 +75,7 @@ CONFIRM_METHODS ?= single naive kfac ewc
 CONFIRM_PRUNE ?=
 reproduce-cpu-confirm:
 	$(call train_parts,configs/reproduce_cpu_confirm.yaml,$(CONFIRM_METHODS),confirm)
-	$(ELCL) evaluate $(RUNS)/confirm --out results/reproduce_cpu_confirm/report --export results/reproduce_cpu_confirm/runs
+	$(call report_parts,confirm,reproduce_cpu_confirm)
 	$(if $(CONFIRM_PRUNE),$(ELCL) prune $(RUNS)/confirm --keep $(CONFIRM_PRUNE))
 
 # The CPU seeds with the three seeds run on a lent H200 (metrics rebuilt from their logs:

@@ -48,12 +48,29 @@ def test_without_seeds_or_order_a_part_runs_the_whole_config():
     assert "for m in single naive kfac ewc;" in cmd
 
 
-def test_the_confirmatory_part_writes_its_report_and_exports_under_results():
-    lines = _dry_run("reproduce-cpu-confirm", "RUNS=/tmp/r", "CONFIRM_PRUNE=final")
-    assert lines[1][-4:] == [
+@pytest.mark.parametrize(
+    ("target", "experiment", "results"),
+    [
+        ("reproduce-cpu-confirm", "confirm", "reproduce_cpu_confirm"),
+        ("reproduce-cpu-context", "context", "reproduce_cpu_context"),
+        ("reproduce-cpu-report", "reproduce_cpu", "reproduce_cpu"),
+    ],
+)
+def test_a_part_exports_under_results_and_the_report_there_covers_every_exported_part(target, experiment, results):
+    """The committed report is written from results/X/runs (the parts exported from every
+    machine so far), never from this machine's runs alone, which would replace it with a
+    report of one part."""
+    lines = [line for line in _dry_run(target, "RUNS=/tmp/r") if "evaluate" in line]
+    assert lines[0][-5:] == [
+        f"/tmp/r/{experiment}",
         "--out",
-        "results/reproduce_cpu_confirm/report",
+        f"/tmp/r/{experiment}/report",
         "--export",
-        "results/reproduce_cpu_confirm/runs",
+        f"results/{results}/runs",
     ]
-    assert lines[2][-3:] == ["/tmp/r/confirm", "--keep", "final"]
+    assert lines[1][-3:] == [f"results/{results}/runs", "--out", f"results/{results}/report"]
+
+
+def test_the_confirmatory_part_prunes_after_its_report():
+    lines = _dry_run("reproduce-cpu-confirm", "RUNS=/tmp/r", "CONFIRM_PRUNE=final")
+    assert lines[-1][-3:] == ["/tmp/r/confirm", "--keep", "final"]
