@@ -27,6 +27,8 @@ FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 """A float that must be finite: ``.inf`` or ``.nan`` in a config is an error naming the key
 (a NaN λ or an infinite learning rate would train a NaN model and report it as a result)."""
 
+_DEFAULT_NAME = "experiment"
+"""``ExperimentConfig.name``'s default (a variant without a name, of a base without one)."""
 MAX_CONFIG_BYTES = 1 << 20
 """Config files are small; anything larger is refused before YAML parsing."""
 MAX_YAML_NODES = 100_000
@@ -258,7 +260,7 @@ class CurvatureConfig(_Section):
 
 
 class ExperimentConfig(_Section):
-    name: str = "experiment"
+    name: str = _DEFAULT_NAME
     output_dir: str = "runs"
     tasks: list[str] = Field(default_factory=lambda: ["ncbi_disease"])
     orders: list[list[str]] | None = None
@@ -461,10 +463,15 @@ def load_config(
     ``upgrade`` rewrites an older file's form before the overrides apply. A config may
     ``extends:`` another (``read_config_tree``); the overrides apply to the merged result."""
     p = Path(path)
-    raw = read_config_tree(p)
+    raw, base = read_config_tree(p)
     if upgrade is not None:
         raw = upgrade(raw)
     raw = apply_overrides(raw, overrides or [])
+    if base is not None and raw.get("name", _DEFAULT_NAME) == base[1]:
+        raise ConfigError(
+            f"{p}: config key 'name': a config that extends {base[0]!r} must name its own experiment"
+            " (name: in the file or --set name=…), or its runs join the base's experiment directory"
+        )
     return config_from_dict(raw, str(p))
 
 
@@ -472,18 +479,19 @@ EXTENDS_KEY = "extends"
 """Top-level key naming the config a file is a variant of (a path relative to the file)."""
 
 
-def read_config_tree(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """A config file's settings with those of the config it ``extends:`` underneath.
+def read_config_tree(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict[str, Any], tuple[str, str] | None]:
+    """A config file's settings with those of the config it ``extends:`` underneath, and
+    (as written in the file, the base's experiment name) of that base, or None.
 
     A variant of a benchmark (a confirmatory run, another evaluation sample) states only
     what it changes, so a setting changed in the benchmark cannot silently stay behind
     in the variant. The base must be a valid config on its own (its errors name its own
-    file) and the variant must set a ``name`` of its own: runs of a variant under the
-    base's name would land in the base's experiment directory. Sections merge key by key;
-    any other value (a list, a number, ``null`` for the default) replaces the base's."""
+    file); ``load_config`` refuses a variant that keeps the base's ``name``, whose runs
+    would land in the base's experiment directory. Sections merge key by key; any other
+    value (a list, a number, ``null`` for the default) replaces the base's."""
     raw = _read_config_file(path)
     if EXTENDS_KEY not in raw:
-        return raw
+        return raw, None
     target = raw.pop(EXTENDS_KEY)
     if not isinstance(target, str) or not target.strip():
         raise ConfigError(f"{path}: config key 'extends': expected the path of another config file, got {target!r}")
@@ -494,14 +502,9 @@ def read_config_tree(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]
         raise ConfigError(f"{path}: config key 'extends': configs extend each other in a cycle ({cycle})")
     if not base_path.is_file():
         raise ConfigError(f"{path}: config key 'extends': {target!r} not found (looked for {base_path})")
-    base = read_config_tree(base_path, (*chain, here))
+    base, _ = read_config_tree(base_path, (*chain, here))
     config_from_dict(base, str(base_path))
-    if "name" not in raw or raw["name"] == base.get("name", ExperimentConfig.model_fields["name"].default):
-        raise ConfigError(
-            f"{path}: config key 'name': a config that extends {target!r} must name its own experiment"
-            " (its runs would otherwise join the base's experiment directory)"
-        )
-    return merge_config(base, raw)
+    return merge_config(base, raw), (target, str(base.get("name", _DEFAULT_NAME)))
 
 
 def merge_config(base: dict[str, Any], variant: dict[str, Any]) -> dict[str, Any]:

@@ -181,6 +181,9 @@ def test_a_config_extends_another_and_overrides_only_what_it_states(tmp_path) ->
     chained = _write(tmp_path / "chained.yaml", "extends: variant.yaml\nname: chained\ntrain: {epochs: 1}\n")
     cfg = load_config(chained)
     assert (cfg.train.epochs, cfg.train.max_eval_mentions, cfg.seeds) == (1, 900, [7])
+    # a one-line variant named on the command line
+    bare = _write(tmp_path / "bare.yaml", "extends: variant.yaml\n")
+    assert load_config(bare, ["name=other"]).name == "other"
 
 
 @pytest.mark.parametrize(
@@ -189,6 +192,7 @@ def test_a_config_extends_another_and_overrides_only_what_it_states(tmp_path) ->
         ("name: b\n", "extends: [b.yaml]\nname: v\n", "v.yaml: config key 'extends': expected the path"),
         ("name: b\n", "extends: missing.yaml\nname: v\n", "v.yaml: config key 'extends': 'missing.yaml' not found"),
         ("name: b\n", "extends: b.yaml\n", "v.yaml: config key 'name': a config that extends 'b.yaml' must name"),
+        ("train: {epochs: 2}\n", "extends: b.yaml\n", "v.yaml: config key 'name': a config that extends"),
         ("name: b\n", "extends: b.yaml\nname: b\n", "must name its own experiment"),
         ("extends: v.yaml\nname: b\n", "extends: b.yaml\nname: v\n", "extend each other in a cycle"),
         (
