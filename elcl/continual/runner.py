@@ -187,10 +187,12 @@ def _run_sequence(spec: RunSpec, cfg: ExperimentConfig, path: Path, rt: Runtime,
     n_steps = len(steps)
     steps_done = 0
     extra: dict = {}
+    earlier_environments: list[dict] = []
     if resume and rd.run_json.is_file():
         state = rd.read_state()
         steps_done = int(state.get("steps_done", 0))
         extra = {k: state[k] for k in ("lambda_t",) if k in state}
+        earlier_environments = state.get("environments") or []
         if state.get("status") == "done":
             return path
         if rt.is_main:
@@ -204,10 +206,9 @@ def _run_sequence(spec: RunSpec, cfg: ExperimentConfig, path: Path, rt: Runtime,
     # No document in two tasks: another task's dev/test abstracts leave this task's training data.
     removals = sequence_train_removals(spec.order, cfg)
     rd.state_extra["train_documents_removed"] = {t: r.to_json() for t, r in removals.items()}
-    env = environment(rt.device, steps_done, rt.world)
-    earlier = rd.read_state().get("environments") if resume and rd.run_json.is_file() else None
-    rd.state_extra["environments"] = [*(earlier or []), env]
     if rt.is_main:
+        env = environment(rt.device, steps_done, rt.world)
+        rd.state_extra["environments"] = [*earlier_environments, env]
         rd.write_config(cfg.to_dict())
         rd.write_state(spec, "running", steps_done, extra)
         for r in removals.values():
