@@ -21,6 +21,7 @@ KEYS = ("comparison", "frontier", "groups", "lambda_selection")
         ("quick/report", ["quick/runs"]),
         ("reproduce_cpu/report", ["reproduce_cpu/runs"]),
         ("reproduce_cpu/report_all", ["reproduce_cpu/runs", "reproduce_cpu/runs_h200"]),
+        ("reproduce_cpu_context/report", ["reproduce_cpu_context/runs"]),
         ("reproduce_cpu_confirm/report", ["reproduce_cpu_confirm/runs"]),
     ],
 )

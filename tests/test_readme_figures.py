@@ -1,0 +1,96 @@
+"""The README's comparison tables carry the numbers of the committed reports they cite.
+
+Those tables are written by hand after a benchmark grows (more cells, a new part); a row
+left at an older report's figures would still read as a finding. Each table is found after
+the command (or sentence) that produces it, and every row that names a method is checked
+against that report's ``summary.json``: paired cells, mean forgetting and forgetting
+reduction with their intervals, to the one decimal the README prints.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+
+# README label of a row -> (method, λ) in the report's comparison; None: not a fixed-λ pick.
+ROWS: dict[str, tuple[str, str | None]] = {
+    "EWC": ("ewc", None),
+    "K-FAC": ("kfac", None),
+    "online K-FAC": ("online_kfac", None),
+    "K-FAC `lambda: auto`": ("kfac", "auto"),
+    "joint": ("joint", None),
+    "lr_control": ("lr_control", None),
+    "replay": ("replay", None),
+}
+DIFFERENCES = {"K-FAC − EWC": ("kfac", "ewc")}
+
+TABLES = [
+    ("--out results/reproduce_cpu_context/report`", "reproduce_cpu_context/report"),
+    ("Forgetting at the λ chosen on dev, CPU seeds", "reproduce_cpu/report"),
+    ("--out results/reproduce_cpu/report_all`", "reproduce_cpu/report_all"),
+    ("--out results/reproduce_cpu_confirm/report`;", "reproduce_cpu_confirm/report"),
+]
+
+
+def _table_after(text: str, anchor: str) -> list[list[str]]:
+    """The rows of the first Markdown table after ``anchor``, cells stripped."""
+    start = text.index(anchor)
+    lines = text[start:].splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("| method |"))
+    rows = []
+    for line in lines[first + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip().strip("|").split("|")])
+    return rows
+
+
+def _fmt(iv: dict, sign: bool = False) -> str:
+    """An interval as the README prints it: percent, one decimal, Unicode minus."""
+
+    def one(x: float, plus: bool) -> str:
+        s = f"{x * 100:+.1f}" if plus else f"{x * 100:.1f}"
+        return s.replace("-", "−")
+
+    return f"{one(iv['point'], sign)} [{one(iv['lo'], False)}, {one(iv['hi'], False)}]"
+
+
+def _method(comparison: dict, method: str, lam: str | None) -> dict:
+    found = [
+        m
+        for m in comparison["methods"]
+        if m["method"] == method and (m["lambda"] == lam if lam else m["lambda"] != "auto")
+    ]
+    assert len(found) == 1, f"{method} λ={lam}: {len(found)} entries in the report"
+    return found[0]
+
+
+@pytest.mark.parametrize(("anchor", "report"), TABLES, ids=[r for _, r in TABLES])
+def test_a_readme_table_quotes_its_committed_report(anchor: str, report: str) -> None:
+    text = README.read_text(encoding="utf-8")
+    comparison = json.loads((ROOT / "results" / report / "summary.json").read_text(encoding="utf-8"))[
+        "comparison"
+    ]
+    rows = _table_after(text, anchor)
+    checked = set()
+    for label, _lam, cells, forgetting, reduction, *_ in rows:
+        reduction = reduction.replace("**", "")
+        if label == "naive":
+            entry, sign = comparison["naive"], False
+            assert reduction == "ref.", report
+        elif label in DIFFERENCES:
+            a, b = DIFFERENCES[label]
+            entry, sign = next(d for d in comparison["differences"] if (d["a"], d["b"]) == (a, b)), True
+        else:
+            entry, sign = _method(comparison, *ROWS[label]), False
+        assert int(cells.split()[0]) == entry["n_paired"], f"{report}: {label} paired cells"
+        assert forgetting == _fmt(entry["mean_forgetting"]), f"{report}: {label} mean forgetting"
+        if label != "naive":
+            assert reduction == _fmt(entry["forgetting_reduction"], sign), f"{report}: {label} reduction"
+        checked.add(label)
+    assert {"naive", "EWC", "K-FAC"} <= checked, f"{report}: table lacks a core row"
