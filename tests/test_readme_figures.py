@@ -73,9 +73,7 @@ def _method(comparison: dict, method: str, lam: str | None) -> dict:
 @pytest.mark.parametrize(("anchor", "report"), TABLES, ids=[r for _, r in TABLES])
 def test_a_readme_table_quotes_its_committed_report(anchor: str, report: str) -> None:
     text = README.read_text(encoding="utf-8")
-    comparison = json.loads((ROOT / "results" / report / "summary.json").read_text(encoding="utf-8"))[
-        "comparison"
-    ]
+    comparison = json.loads((ROOT / "results" / report / "summary.json").read_text(encoding="utf-8"))["comparison"]
     rows = _table_after(text, anchor)
     checked = set()
     for label, _lam, cells, forgetting, reduction, *_ in rows:
