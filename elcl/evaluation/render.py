@@ -438,7 +438,7 @@ def report_markdown(report: Report) -> str:
     if c is not None:
         arms, diffs = _comparison_tables(report)
         lines += [
-            "## Paired comparison (dev-selected λ per method)",
+            "## Paired comparison (each method at its chosen λ: dev-selected from a grid, else the one it ran)",
             "",
             (
                 f"Each method paired with {c.baseline} and {c.reference} on the same (seed, order); 95% "
