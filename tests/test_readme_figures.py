@@ -14,10 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from elcl.evaluation.render import fmt_interval
+from elcl.evaluation.stats import Interval
+
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 
-# README label of a row -> (method, λ) in the report's comparison; None: not a fixed-λ pick.
+# README label of a row -> (method, λ) in the report's comparison; None: its one entry not at λ `auto`.
 ROWS: dict[str, tuple[str, str | None]] = {
     "EWC": ("ewc", None),
     "K-FAC": ("kfac", None),
@@ -51,13 +54,10 @@ def _table_after(text: str, anchor: str) -> list[list[str]]:
 
 
 def _fmt(iv: dict, sign: bool = False) -> str:
-    """An interval as the README prints it: percent, one decimal, Unicode minus."""
-
-    def one(x: float, plus: bool) -> str:
-        s = f"{x * 100:+.1f}" if plus else f"{x * 100:.1f}"
-        return s.replace("-", "−")
-
-    return f"{one(iv['point'], sign)} [{one(iv['lo'], False)}, {one(iv['hi'], False)}]"
+    """An interval as the report prints it (``fmt_interval``), in the README's Unicode minus;
+    a difference's point carries its sign."""
+    text = fmt_interval(Interval(iv["point"], iv["lo"], iv["hi"])).replace("-", "−")
+    return "+" + text if sign and not text.startswith("−") else text
 
 
 def _method(comparison: dict, method: str, lam: str | None) -> dict:
