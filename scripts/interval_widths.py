@@ -50,7 +50,7 @@ def seed_prefixes(seed_of: dict[Path, int], start: int) -> list[tuple[list[int],
 
 
 def table(rows: list[tuple[str, str, dict[str, float]]]) -> str:
-    """Markdown: label, seeds, then one column per method/difference (columns of the first row)."""
+    """Markdown: cells, seeds (the first k in ascending order), then one column per method/difference (columns of the first row)."""
     cols = list(rows[0][2])
     lines = ["| cells | seeds | " + " | ".join(f"{c} ±" for c in cols) + " |", "|---|---|" + "---|" * len(cols)]
     for label, seeds, w in rows:
@@ -70,19 +70,21 @@ def main(argv: list[str] | None = None) -> int:
         runs, _, _ = discover_runs([args.runs])
         rows: list[tuple[str, str, dict[str, float]]] = []
         dirs: list[Path] = []
+        label = ""
         full: dict[str, float] = {}
         n_cells = 0
         for seeds, dirs in seed_prefixes({r.path: r.seed for r in runs}, args.start):
             report = build_report(dirs, n_boot=args.bootstrap)
             full = widths(report)
             n_cells = report.comparison.n_cells if report.comparison else 0
-            rows.append((str(n_cells), ", ".join(map(str, seeds)), full))
+            label = ", ".join(map(str, seeds)) if len(seeds) <= 3 else f"{seeds[0]} … {seeds[-1]} ({len(seeds)})"
+            rows.append((str(n_cells), label, full))
             shown = ", ".join(f"{k} ±{v:.1f}" for k, v in full.items())
             print(f"{n_cells} cells (seeds to {seeds[-1]}): {shown}", file=sys.stderr, flush=True)
         if args.parts:
             for mode in ("cells", "mentions-only"):
                 part = widths(build_report(dirs, n_boot=args.bootstrap, resample=mode))
-                rows.append((f"{n_cells}, {mode} resampled", "all", part))
+                rows.append((f"{n_cells}, {mode} resampled", label, part))
         if args.project:
             scale = math.sqrt(n_cells / args.project)
             estimate = {k: v * scale for k, v in full.items()}
