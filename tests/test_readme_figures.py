@@ -92,3 +92,32 @@ def test_a_readme_table_quotes_its_committed_report(anchor: str, report: str) ->
             assert reduction == _fmt(entry["forgetting_reduction"], sign), f"{report}: {label} reduction"
         checked.add(label)
     assert {"naive", "EWC", "K-FAC"} <= checked, f"{report}: table lacks a core row"
+
+
+def test_the_confirm_widths_table_ends_at_the_committed_report() -> None:
+    """The widths table (``scripts/interval_widths.py``) is pasted by hand too: its row at the
+    report's cell count, and the estimate scaled from it, carry that report's half-widths."""
+    text = README.read_text(encoding="utf-8")
+    comparison = json.loads((ROOT / "results/reproduce_cpu_confirm/report/summary.json").read_text(encoding="utf-8"))[
+        "comparison"
+    ]
+    start = text.index("results/reproduce_cpu_confirm/runs --start")
+    lines = [line.strip() for line in text[start:].splitlines()]
+    first = next(i for i, line in enumerate(lines) if line.startswith("| cells |"))
+    header = [c.strip() for c in lines[first].strip("|").split("|")]
+    rows = {}
+    for line in lines[first + 2 :]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0]] = cells
+    n = comparison["naive"]["n_paired"]
+    estimate = next(k for k in rows if k.endswith("(estimate)"))
+    scale = (n / int(estimate.split()[0])) ** 0.5
+    entries = {m["method"]: m for m in comparison["methods"]}
+    entries.update({f"{d['a']} − {d['b']}": d for d in comparison["differences"]})
+    for col, name in enumerate(header[2:], start=2):
+        iv = entries[name.removesuffix(" ±")]["forgetting_reduction"]
+        half = (iv["hi"] - iv["lo"]) / 2 * 100
+        assert rows[str(n)][col] == f"{half:.1f}", f"widths table, {n} cells, {name}"
+        assert rows[estimate][col] == f"{half * scale:.1f}", f"widths table, {estimate}, {name}"
