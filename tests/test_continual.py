@@ -9,7 +9,7 @@ import pytest
 import torch
 from spies import train_task
 from synthetic import write_synthetic_corpora
-from tiny_models import write_tiny_bert
+from tiny_models import tiny_config, write_tiny_bert
 
 from elcl.config import config_from_dict
 from elcl.continual import runner as runner_mod
@@ -29,19 +29,15 @@ def setup(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def make_cfg(setup, tmp_path: Path, method: str, **extra) -> object:
-    data_dir, model_dir = setup
-    raw = {
-        "name": "t",
-        "output_dir": str(tmp_path / "runs"),
-        "tasks": ORDER,
-        "seeds": [3],
-        "data": {"data_dir": str(data_dir), "ontology": "mentions"},
-        "candidates": {"k": 4},
-        "model": {"name": str(model_dir), "max_length": 12},
-        "train": {"epochs": 1, "batch_size": 8, "lr": 1e-3, "device": "cpu"},
-        "method": {"name": method, **({"lambda": 10.0} if get(method).penalised() else {})},
-        "curvature": {"max_examples": 16, "batch_size": 8},
-    }
+    raw = tiny_config(
+        tmp_path,
+        "t",
+        ORDER,
+        3,
+        inputs=setup,
+        method={"name": method, **({"lambda": 10.0} if get(method).penalised() else {})},
+        curvature={"max_examples": 16, "batch_size": 8},
+    )
     for k, v in extra.items():
         raw[k] = {**raw.get(k, {}), **v} if isinstance(v, dict) else v
     return config_from_dict(raw)

@@ -270,8 +270,7 @@ def test_run_json_lambda_forms(tmp_path: Path) -> None:
 def _run_two_tasks(tmp_path: Path, method: dict, monkeypatch=None, unit_curvature: bool = False):
     """Weights after the second task minus those after the first (the anchor), per parameter."""
     from safetensors.torch import load_file
-    from synthetic import write_synthetic_corpora
-    from tiny_models import write_tiny_bert
+    from tiny_models import tiny_config
 
     from elcl.continual import runner
     from elcl.curvature.collect import CurvatureStats
@@ -295,25 +294,17 @@ def _run_two_tasks(tmp_path: Path, method: dict, monkeypatch=None, unit_curvatur
             )
 
         monkeypatch.setattr(runner, "compute_curvature", unit)
-    root = tmp_path / "inputs"
-    data = root / "data"
-    if not data.is_dir():
-        write_synthetic_corpora(data)
-        write_tiny_bert(root / "bert")
     order = ["bc5cdr_chemical", "ncbi_disease"]  # a short first task (its Fisher is not saturated), a longer second
     cfg = config_from_dict(
-        {
-            "name": "p",
-            "output_dir": str(tmp_path / "runs"),
-            "tasks": order,
-            "seeds": [3],
-            "data": {"data_dir": str(data), "ontology": "mentions"},
-            "candidates": {"k": 4},
-            "model": {"name": str(root / "bert"), "max_length": 12},
-            "train": {"epochs": 3, "batch_size": 2, "lr": 1e-3, "device": "cpu", "share_first_task": False},
-            "method": method,
-            "curvature": {"max_examples": 16, "batch_size": 8},
-        }
+        tiny_config(
+            tmp_path,
+            "p",
+            order,
+            3,
+            train={"epochs": 3, "batch_size": 2, "share_first_task": False},
+            method=method,
+            curvature={"max_examples": 16, "batch_size": 8},
+        )
     )
     (path,) = runner.run_experiment(cfg, Runtime(torch.device("cpu")))
     before = load_file(str(path / "steps" / f"0_{order[0]}" / "model.safetensors"))

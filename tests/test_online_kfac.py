@@ -89,28 +89,22 @@ def test_penalty_equals_kfac_sum_when_factors_and_anchors_agree(tmp_path: Path) 
 def test_online_kfac_run_keeps_constant_curvature(tmp_path: Path) -> None:
     """Three tasks end to end: only the running state is kept (the last two steps'), and it
     is the same size after every task."""
-    from synthetic import write_synthetic_corpora
-    from tiny_models import write_tiny_bert
+    from tiny_models import tiny_config
 
     from elcl.config import config_from_dict
     from elcl.continual.runner import run_experiment
     from elcl.runtime import Runtime
 
-    data, bert = write_synthetic_corpora(tmp_path / "data"), write_tiny_bert(tmp_path / "bert")
     order = ["ncbi_disease", "bc5cdr_chemical", "bc5cdr_disease"]
     cfg = config_from_dict(
-        {
-            "name": "o",
-            "output_dir": str(tmp_path / "runs"),
-            "tasks": order,
-            "seeds": [3],
-            "data": {"data_dir": str(data), "ontology": "mentions"},
-            "candidates": {"k": 4},
-            "model": {"name": str(bert), "max_length": 12},
-            "train": {"epochs": 1, "batch_size": 8, "lr": 1e-3, "device": "cpu"},
-            "method": {"name": "online_kfac", "online_kfac": {"lambda": "auto", "gamma": 0.5}},
-            "curvature": {"max_examples": 16, "batch_size": 8},
-        }
+        tiny_config(
+            tmp_path,
+            "o",
+            order,
+            3,
+            method={"name": "online_kfac", "online_kfac": {"lambda": "auto", "gamma": 0.5}},
+            curvature={"max_examples": 16, "batch_size": 8},
+        )
     )
     (path,) = run_experiment(cfg, Runtime(torch.device("cpu")))
     assert path.name == "online_kfac-lamauto-o0-s3"

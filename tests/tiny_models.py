@@ -35,13 +35,15 @@ def write_tiny_bert(directory: Path, hidden: int = 32, layers: int = 2, seed: in
     return directory
 
 
-def tiny_config(root: Path, name: str, tasks: list[str], seed: int, **sections: Any) -> dict[str, Any]:
+def tiny_config(
+    root: Path, name: str, tasks: list[str], seed: int, inputs: tuple[Path, Path] | None = None, **sections: Any
+) -> dict[str, Any]:
     """A config (as a dict) that trains in seconds on the CPU: synthetic corpora and a tiny
-    BERT written under ``root``, runs under ``root / "runs"``, 4 candidates per mention,
-    one epoch. ``sections`` are merged into the config's own sections (``train={"log_to":
-    [...]}`` keeps the other train keys) or added (``method=...``, ``curvature=...``)."""
-    data = write_synthetic_corpora(root / "data")
-    model = write_tiny_bert(root / "tinybert")
+    BERT written under ``root`` (or ``inputs``: (data, model) written once for a module's
+    tests), runs under ``root / "runs"``, 4 candidates per mention, one epoch. ``sections``
+    are merged into the config's own sections (``train={"log_to": [...]}`` keeps the other
+    train keys) or added (``method=...``, ``curvature=...``)."""
+    data, model = inputs or (write_synthetic_corpora(root / "data"), write_tiny_bert(root / "tinybert"))
     cfg: dict[str, Any] = {
         "name": name,
         "output_dir": str(root / "runs"),
