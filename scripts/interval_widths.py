@@ -31,14 +31,15 @@ def half_width(iv: Interval) -> float:
     return (iv.hi - iv.lo) / 2 * 100
 
 
-def widths(report: Report) -> dict[str, float]:
-    """Reduction half-widths of every compared method and penalty difference (``a − b``)."""
+def widths(report: Report) -> tuple[int, dict[str, float]]:
+    """The paired cells, and the reduction half-widths of every compared method and penalty
+    difference (``a − b``)."""
     c = report.comparison
     if c is None:
         raise ElclError("no paired comparison: the runs need the baseline and the reference method on the same cells")
     out = {arm.method: half_width(arm.reduction) for arm in c.arms}
     out.update({f"{d.a} − {d.b}": half_width(d.reduction) for d in c.diffs})
-    return out
+    return c.n_cells, out
 
 
 def seed_prefixes(seed_of: dict[Path, int], start: int) -> list[tuple[list[int], list[Path]]]:
@@ -74,16 +75,14 @@ def main(argv: list[str] | None = None) -> int:
         full: dict[str, float] = {}
         n_cells = 0
         for seeds, dirs in seed_prefixes({r.path: r.seed for r in runs}, args.start):
-            report = build_report(dirs, n_boot=args.bootstrap)
-            full = widths(report)
-            n_cells = report.comparison.n_cells if report.comparison else 0
+            n_cells, full = widths(build_report(dirs, n_boot=args.bootstrap))
             label = ", ".join(map(str, seeds)) if len(seeds) <= 3 else f"{seeds[0]} … {seeds[-1]} ({len(seeds)})"
             rows.append((str(n_cells), label, full))
             shown = ", ".join(f"{k} ±{v:.1f}" for k, v in full.items())
             print(f"{n_cells} cells (seeds to {seeds[-1]}): {shown}", file=sys.stderr, flush=True)
         if args.parts:
             for mode in ("cells", "mentions-only"):
-                part = widths(build_report(dirs, n_boot=args.bootstrap, resample=mode))
+                _, part = widths(build_report(dirs, n_boot=args.bootstrap, resample=mode))
                 rows.append((f"{n_cells}, {mode} resampled", label, part))
         if args.project:
             scale = math.sqrt(n_cells / args.project)

@@ -37,9 +37,8 @@ def make_cfg(setup, tmp_path: Path, method: str, **extra) -> object:
         inputs=setup,
         method={"name": method, **({"lambda": 10.0} if get(method).penalised() else {})},
         curvature={"max_examples": 16, "batch_size": 8},
+        **extra,
     )
-    for k, v in extra.items():
-        raw[k] = {**raw.get(k, {}), **v} if isinstance(v, dict) else v
     return config_from_dict(raw)
 
 
