@@ -13,9 +13,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from elcl.candidates.abbrev import AbbreviationStyle
+from elcl.data.task_config import CustomTaskConfig, TaskRef, custom_task_from_dict, is_task_file, resolve_tasks_list
 from elcl.errors import ConfigError, ElclError
 
 if TYPE_CHECKING:
@@ -52,6 +62,10 @@ def _train_only() -> list[DictionarySplit]:
 
 def _eval_splits() -> list[EvalSplit]:
     return ["dev", "test"]
+
+
+def _default_tasks() -> list[str | CustomTaskConfig]:
+    return ["ncbi_disease"]
 
 
 def _log_to() -> list[CurveSink]:
@@ -262,9 +276,12 @@ class CurvatureConfig(_Section):
 class ExperimentConfig(_Section):
     name: str = _DEFAULT_NAME
     output_dir: str = "runs"
-    tasks: list[str] = Field(default_factory=lambda: ["ncbi_disease"])
+    tasks: list[str | CustomTaskConfig] = Field(default_factory=_default_tasks)
+    """Built-in task names, custom task entries (:class:`elcl.data.task_config.CustomTaskConfig`)
+    and YAML files of one entry each, mixed. Without ``orders`` this is the order trained."""
     orders: list[list[str]] | None = None
-    """Several task orders; each expands into its own runs (defaults to [tasks])."""
+    """Several task orders (task names); each expands into its own runs (defaults to [tasks]).
+    With orders, ``tasks`` must list exactly the tasks the orders use (left out, it is them)."""
     seeds: list[int] = Field(default_factory=lambda: [13])
     data: DataConfig = Field(default_factory=DataConfig)
     candidates: CandidatesConfig = Field(default_factory=CandidatesConfig)
@@ -274,6 +291,31 @@ class ExperimentConfig(_Section):
     curvature: CurvatureConfig = Field(default_factory=CurvatureConfig)
 
     @model_validator(mode="after")
+    def _orders_use_the_tasks(self) -> ExperimentConfig:
+        """``tasks`` and ``orders`` agree, or neither silently wins: an order may use only the
+        tasks of ``tasks`` (their definitions live there), and every task of ``tasks`` is in
+        some order (else a task the config names would never be trained)."""
+        if not self.orders:
+            return self
+        names = self.task_names()
+        for i, order in enumerate(self.orders):
+            extra = [t for t in order if t not in names]
+            if extra:
+                raise ValueError(
+                    f"config keys 'tasks' and 'orders' disagree: order {i} uses {', '.join(map(repr, extra))}, "
+                    f"which 'tasks' does not list (tasks: {', '.join(names)}); list every task of the orders "
+                    "in tasks, or drop orders (--set orders=null) to run tasks in their listed order"
+                )
+        used = {t for o in self.orders for t in o}
+        unused = [t for t in names if t not in used]
+        if unused:
+            raise ValueError(
+                f"config keys 'tasks' and 'orders' disagree: {', '.join(map(repr, unused))} in 'tasks' is in no "
+                f"order, so it would never be trained; add it to an order or remove it from tasks"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _dev_not_trained_and_evaluated(self) -> ExperimentConfig:
         if "dev" in self.data.train_splits and "dev" in self.train.eval_splits:
             raise ValueError(
@@ -281,24 +323,61 @@ class ExperimentConfig(_Section):
             )
         return self
 
+    @model_validator(mode="before")
+    @classmethod
+    def _tasks_of_orders(cls, data: Any) -> Any:
+        # Orders alone name the tasks: ``tasks`` left out is the tasks of the orders.
+        if isinstance(data, dict) and "tasks" not in data and isinstance(data.get("orders"), list):
+            seen = [t for o in data["orders"] if isinstance(o, list) for t in o]
+            if seen:
+                return {**data, "tasks": list(dict.fromkeys(seen))}
+        return data
+
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _task_entries(cls, v: Any) -> Any:
+        """Task files read and entries validated here, so an error names the entry and its key."""
+        if not isinstance(v, list):
+            return v
+        from elcl.data.task_config import read_task_spec
+
+        out: list[Any] = []
+        for i, t in enumerate(v):
+            if isinstance(t, str) and is_task_file(t):
+                try:
+                    out.append(read_task_spec(t))
+                except ConfigError as exc:
+                    raise ValueError(f"tasks[{i}]: {exc}") from None
+            elif isinstance(t, dict):
+                try:
+                    out.append(custom_task_from_dict(t, f"tasks[{i}] ({t.get('name', 'no name')})"))
+                except ConfigError as exc:
+                    raise ValueError(str(exc)) from None
+            else:
+                out.append(t)
+        return out
+
     @field_validator("tasks")
     @classmethod
-    def _nonempty(cls, v: list[str]) -> list[str]:
+    def _nonempty(cls, v: list[str | CustomTaskConfig]) -> list[str | CustomTaskConfig]:
         if not v:
             raise ValueError("tasks must name at least one task")
-        return _check_order(v, "tasks")
+        custom = tuple(t.name for t in v if not isinstance(t, str))
+        _check_order([t if isinstance(t, str) else t.name for t in v], "tasks", custom)
+        return v
 
     @field_validator("orders")
     @classmethod
-    def _orders(cls, v: list[list[str]] | None) -> list[list[str]] | None:
+    def _orders(cls, v: list[list[str]] | None, info: ValidationInfo) -> list[list[str]] | None:
         if v is None:
             return v
         if not v:
             raise ValueError("orders must hold at least one task order (or be left out)")
+        custom = tuple(t.name for t in info.data.get("tasks", []) if not isinstance(t, str))
         for i, order in enumerate(v):
             if not order:
                 raise ValueError(f"order {i} is empty; each order names at least one task")
-            _check_order(order, f"order {i}")
+            _check_order(order, f"order {i}", custom)
         return v
 
     @field_validator("seeds")
@@ -319,7 +398,24 @@ class ExperimentConfig(_Section):
         return v
 
     def task_orders(self) -> list[list[str]]:
-        return [list(o) for o in self.orders] if self.orders else [list(self.tasks)]
+        """The task orders, as task names."""
+        return [list(o) for o in self.orders] if self.orders else [self.task_names()]
+
+    def task_names(self) -> list[str]:
+        return [t if isinstance(t, str) else t.name for t in self.tasks]
+
+    def task_ref(self, name: str) -> TaskRef:
+        """The task called ``name``: its custom entry in ``tasks``, else a built-in name."""
+        for t in self.tasks:
+            if (t if isinstance(t, str) else t.name) == name:
+                return t
+        from elcl.data.corpora import TASKS
+
+        if name in TASKS:
+            return name
+        raise ConfigError(
+            f"task {name!r} is neither a task of this config ({', '.join(self.task_names())}) nor built in"
+        )
 
     def lambdas(self) -> list[RunLambda]:
         """The λ of each run of this config (``[None]`` for a method without one)."""
@@ -328,17 +424,22 @@ class ExperimentConfig(_Section):
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form; ``method`` holds only the named method's section."""
         d = self.model_dump(mode="json", by_alias=True)
+        d["tasks"] = [t if isinstance(t, str) else t.to_dict() for t in self.tasks]
         name = d["method"]["name"]
         d["method"] = {"name": name, name: d["method"][name]}
         return d
 
 
-def _check_order(order: list[str], what: str) -> list[str]:
+def _check_order(order: list[str], what: str, custom: tuple[str, ...] = ()) -> list[str]:
+    """Known (built-in or ``custom``) and distinct task names."""
     from elcl.data.corpora import TASKS
 
     for task in order:
-        if task not in TASKS:
-            raise ValueError(f"{what}: unknown task {task!r}; known: {', '.join(TASKS)}")
+        if task not in TASKS and task not in custom:
+            known = ", ".join([*TASKS, *custom])
+            raise ValueError(
+                f"{what}: unknown task {task!r}; known: {known} (or a custom task entry / task YAML file in tasks)"
+            )
         if order.count(task) > 1:
             raise ValueError(
                 f"{what}: task {task!r} is listed twice (it would overwrite its own curvature and metric rows)"
@@ -394,7 +495,7 @@ def _format_validation_error(err: ValidationError, source: str, raw: dict[str, A
         msg = f"unknown key; allowed keys here: {', '.join(allowed)}"
     elif first["type"] == "literal_error":
         msg = f"invalid value {short_repr(first.get('input'))}; {msg}"
-    elif not loc and first["type"] == "value_error":
+    elif first["type"] == "value_error" and (not loc or loc[0] == "tasks"):
         msg = msg.removeprefix("Value error, ")  # a check across sections names its keys itself
     elif "input" in first and first["type"] != "missing":
         msg = f"invalid value {short_repr(first.get('input'))}: {msg}"
@@ -490,6 +591,9 @@ def read_config_tree(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict[str
     would land in the base's experiment directory. Sections merge key by key; any other
     value (a list, a number, ``null`` for the default) replaces the base's."""
     raw = _read_config_file(path)
+    if "tasks" in raw:
+        # Task entries' files and task-file names are relative to the file that writes them.
+        raw["tasks"] = resolve_tasks_list(raw["tasks"], path.parent.absolute())
     if EXTENDS_KEY not in raw:
         return raw, None
     target = raw.pop(EXTENDS_KEY)

@@ -23,7 +23,7 @@ from elcl.continual.rundir import RunDir, RunSpec, append_jsonl, read_jsonl, wri
 from elcl.continual.share import adopt_first_step, adopted_train_log, find_sibling
 from elcl.curvature.collect import collect_curvature
 from elcl.curvature.storage import DTYPES
-from elcl.data.corpora import load_corpus
+from elcl.data.custom import load_task_corpus
 from elcl.data.ontology import gold_coverage
 from elcl.errors import ElclError
 from elcl.models.checkpoint import load_checkpoint, save_checkpoint
@@ -44,13 +44,16 @@ def expand_runs(cfg: ExperimentConfig) -> list[tuple[RunSpec, ExperimentConfig]]
     """One run per (order, λ, seed); λ only varies for methods with a penalty."""
     method = cfg.method.name
     settings = cfg.method.settings
+    # A run's config.yaml carries its custom tasks' definitions with the sha256 of every
+    # file they read: resume, `elcl link` and `elcl evaluate` refuse data that has changed.
+    pinned = {t: (ref if isinstance(ref, str) else ref.pinned()) for t in cfg.task_names() for ref in [cfg.task_ref(t)]}
     out = []
     for oi, order in enumerate(cfg.task_orders()):
         for lam in settings.lambdas():
             for seed in cfg.seeds:
                 spec = RunSpec(cfg.name, method, lam, seed, tuple(order), oi)
                 run_cfg = cfg.model_copy(deep=True)
-                run_cfg.tasks = list(order)
+                run_cfg.tasks = [pinned[t] for t in order]
                 run_cfg.orders = None
                 run_cfg.seeds = [seed]
                 setattr(run_cfg.method, method, settings.for_run(lam))
@@ -245,7 +248,7 @@ def _run_sequence(spec: RunSpec, cfg: ExperimentConfig, path: Path, rt: Runtime,
                 f"{stt.gold_inserted} with the gold candidate inserted, {stt.gold_not_in_ontology} skipped (gold not in the ontology), "
                 f"{stt.unlinkable} unlinkable"
             )
-            corpus = load_corpus(st.label, resolve_data_dir(cfg.data.data_dir))
+            corpus = load_task_corpus(cfg.task_ref(st.label), resolve_data_dir(cfg.data.data_dir))
             for part in ("train", "dev", "test"):
                 rd.log(f"{st.label} {part}: {gold_coverage(corpus.mentions(part), ontology).summary()}")
         examples = method.train_examples(st, current)
@@ -406,7 +409,7 @@ def run_experiment(
     # fails now, not after hours of training on the tasks before it.
     data_dir = resolve_data_dir(cfg.data.data_dir)
     for task in dict.fromkeys(t for order in cfg.task_orders() for t in order):
-        load_corpus(task, data_dir)
+        load_task_corpus(cfg.task_ref(task), data_dir)
     paths = []
     for spec, run_cfg in expand_runs(cfg):
         if orders and spec.order_index not in orders:

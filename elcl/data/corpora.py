@@ -223,6 +223,17 @@ def load_corpus(name: str, data_dir: Path | str) -> Corpus:
     return _check_nonempty(_load_cached(name, Path(data_dir).expanduser().resolve()))
 
 
+def builtin_task_files(name: str, data_dir: Path | str) -> dict[str, Path]:
+    """The corpus files a built-in task reads, by role: ``train``/``dev``/``test`` (the
+    pmid lists for MedMentions, with its ``corpus`` file)."""
+    corpus = _load_cached(task_spec(name).name, Path(data_dir).expanduser().resolve())
+    return {k.removeprefix("file_"): Path(v) for k, v in corpus.meta.items() if k.startswith("file_")}
+
+
+def check_nonempty(corpus: Corpus) -> Corpus:
+    return _check_nonempty(corpus)
+
+
 def _check_nonempty(corpus: Corpus) -> Corpus:
     """An empty split trains on nothing or reports accuracy over n=0: refuse it, naming the file."""
     for split in SPLITS:

@@ -373,6 +373,35 @@ def ontology_for_task(
     return mentions()
 
 
+def auto_ontology_files(task_name: str, data_dir: Path | str) -> list[Path]:
+    """The ontology files ``ontology_for_task(..., mode="auto")`` reads for a built-in task
+    (none when it falls back to a dictionary of training mentions): for data hashes."""
+    from elcl.data.corpora import task_spec
+    from elcl.data.mesh import find_mesh_files
+
+    onto_dir = Path(data_dir) / "ontologies"
+    kind = task_spec(task_name).ontology_kind
+    medic = _first(onto_dir / "CTD_diseases.tsv.gz", onto_dir / "CTD_diseases.tsv")
+    chem = _first(onto_dir / "CTD_chemicals.tsv.gz", onto_dir / "CTD_chemicals.tsv")
+    if chem is not None:
+        chemicals = [chem]
+    else:
+        desc, supp = find_mesh_files(onto_dir)
+        chemicals = [p for p in (desc, supp) if p is not None] if desc is not None else []
+    out: list[Path | None] = []
+    if kind == "medic":
+        out = [medic]
+    elif kind == "chemicals":
+        out = list(chemicals)
+    elif kind in ("medic+chemicals", "medic+chemicals+mentions"):
+        out = [medic, *chemicals] if medic is not None else []
+    elif kind == "genes":
+        out = [_first(*(onto_dir / n for n in GENE_INFO_NAMES))]
+    elif kind == "umls":
+        out = [_first(onto_dir / "MRCONSO.RRF", onto_dir / "MRCONSO.RRF.gz", Path(data_dir) / "umls" / "MRCONSO.RRF")]
+    return [p for p in out if p is not None]
+
+
 CHEMICAL_TYPES = ("Chemical", "ChemicalEntity")
 DISEASE_TYPES = (
     "Disease",

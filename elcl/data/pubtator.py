@@ -29,6 +29,7 @@ of at least 6 columns.
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import re
 import zlib
@@ -132,6 +133,9 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
             raw = b"\n"
             no = 0
             for no, raw in enumerate(fh, start=1):
+                if no == 1 and raw.startswith(codecs.BOM_UTF8):
+                    # Editors on Windows write one; it is no part of the first PMID.
+                    raw = raw[len(codecs.BOM_UTF8) :]
                 try:
                     text = raw.decode("utf-8")
                 except UnicodeDecodeError as exc:
@@ -161,6 +165,7 @@ def _parse_mention(
     id_parser: IdParser | None = None,
     id_help: str = DEFAULT_ID_HELP,
     ids_optional: bool = False,
+    check_shapes: bool = True,
 ) -> Mention:
     if ids_optional and len(cols) in (4, 5):
         cols = cols + [""] * (6 - len(cols))
@@ -194,7 +199,7 @@ def _parse_mention(
             path, no, f"unknown concept id format {raw_ids!r} for type {stype!r} (expected {id_help})"
         )
     ids, unlinkable = parsed
-    for cid in ids:
+    for cid in ids if check_shapes else ():
         # MeSH and OMIM ids only (BioRED's Cellosaurus:CVCL_... also starts with 'C').
         shape = _ID_SHAPE.get(cid.split(":", 1)[0] if ":" in cid else cid[0])
         if shape is not None and not shape.match(cid):
@@ -225,6 +230,7 @@ def parse_pubtator_file(
     id_parser: IdParser | None = None,
     id_help: str = DEFAULT_ID_HELP,
     ids_optional: bool = False,
+    check_shapes: bool = True,
 ) -> ParseResult:
     """Parse one PubTator file (plain or ``.gz``).
 
@@ -236,7 +242,9 @@ def parse_pubtator_file(
     ``ids_optional`` accepts mention lines without an id column (or with an empty one),
     as in documents given to `elcl link` for linking.
     ``id_parser`` (with ``id_help``, the expected formats for its error message) replaces
-    the MeSH/OMIM/UMLS id rules for corpora of other vocabularies.
+    the MeSH/OMIM/UMLS id rules for corpora of other vocabularies; ``check_shapes``
+    False leaves out the digit-count check of MeSH/OMIM ids (a custom vocabulary's
+    ``C42`` is not a cut MeSH id). A UTF-8 byte-order mark opening the file is skipped.
     """
     path = Path(path)
     docs: list[Document] = []
@@ -307,7 +315,9 @@ def parse_pubtator_file(
             continue
         text = f"{cur.title} {cur.abstract}"
         cur.mentions.append(
-            _parse_mention(path, no, cols, text, strict_offsets, warnings, id_parser, id_help, ids_optional)
+            _parse_mention(
+                path, no, cols, text, strict_offsets, warnings, id_parser, id_help, ids_optional, check_shapes
+            )
         )
     finish()
     return ParseResult(docs, warnings)

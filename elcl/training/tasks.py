@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, overload
 from elcl.candidates.prior import ConceptPrior, build_prior
 from elcl.candidates.tfidf import TfidfCandidateGenerator, default_cache_dir
 from elcl.config import CandidatesConfig, ExperimentConfig, ModelConfig, resolve_data_dir
-from elcl.data.corpora import load_corpus
-from elcl.data.ontology import Ontology, ontology_for_task
+from elcl.data.custom import load_task_corpus, task_ontology_of
+from elcl.data.ontology import Ontology
 from elcl.data.overlap import TrainRemoval, cross_task_removals
 from elcl.data.types import Corpus, Document
 from elcl.training.examples import ExampleStats, GoldIndex, LinkingExample, build_examples
@@ -93,9 +93,10 @@ def _subsample(items: list, n: int | None, salt: str) -> list:
 def task_ontology(name: str, cfg: ExperimentConfig) -> tuple[Corpus, Ontology]:
     """The task's corpus and the ontology its linker links against (as the trainer built it)."""
     data_dir = resolve_data_dir(cfg.data.data_dir)
-    corpus = load_corpus(name, data_dir)
-    ontology = ontology_for_task(
-        name, data_dir, corpus, mode=cfg.data.ontology, dictionary_splits=tuple(cfg.data.dictionary_splits)
+    task = cfg.task_ref(name)
+    corpus = load_task_corpus(task, data_dir)
+    ontology = task_ontology_of(
+        task, data_dir, corpus, mode=cfg.data.ontology, dictionary_splits=tuple(cfg.data.dictionary_splits)
     )
     return corpus, ontology
 
@@ -150,8 +151,10 @@ def retriever(
 
 def _key(name: str, cfg: ExperimentConfig) -> tuple:
     data_dir = resolve_data_dir(cfg.data.data_dir)
+    task = cfg.task_ref(name)
     return (
         name,
+        task if isinstance(task, str) else task.model_dump_json(),
         str(Path(data_dir).resolve()),
         cfg.data.model_dump_json(),
         cfg.candidates.model_dump_json(),
@@ -221,4 +224,4 @@ def load_train_split(name: str, cfg: ExperimentConfig, removal: TrainRemoval | N
 def sequence_train_removals(tasks: list[str] | tuple[str, ...], cfg: ExperimentConfig) -> dict[str, TrainRemoval]:
     """Per task of a sequence, the training documents another task holds out (dev/test)."""
     data_dir = resolve_data_dir(cfg.data.data_dir)
-    return cross_task_removals({t: load_corpus(t, data_dir) for t in dict.fromkeys(tasks)})
+    return cross_task_removals({t: load_task_corpus(cfg.task_ref(t), data_dir) for t in dict.fromkeys(tasks)})
