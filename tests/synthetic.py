@@ -62,3 +62,31 @@ def write_synthetic_corpora(root: Path, docs_per_split: int = 6, mentions_per_do
         (ncbi / ncbi_file).write_text("".join(out_ncbi), encoding="utf-8")
         (cdr / cdr_file).write_text("".join(out_cdr), encoding="utf-8")
     return root
+
+
+PHENOTYPES = {
+    "HP:0001658": ["myocardial infarction", "heart attack", "cardiac infarction"],
+    "HP:0001250": ["seizure", "epileptic seizure", "fits"],
+    "HP:0002315": ["headache", "cephalalgia", "head pain"],
+    "HP:0002099": ["asthma", "bronchial asthma", "asthmatic attack"],
+}
+
+
+def write_custom_corpus(
+    root: Path, docs_per_split: int = 6, mentions_per_doc: int = 4, seed: int = 1, first_pmid: int = 5001
+) -> Path:
+    """A user's own corpus: PubTator train/dev/test files with HPO-style ids (pmids from
+    ``first_pmid``, apart from :func:`write_synthetic_corpora`'s) and their vocabulary as a
+    TSV (``vocab.tsv``: id, name, synonyms) under ``root``."""
+    rng = random.Random(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    pmid = first_pmid - 1
+    for split in ("train", "dev", "test"):
+        docs = []
+        for _ in range(docs_per_split):
+            pmid += 1
+            docs.append(_document(str(pmid), rng, PHENOTYPES, "Disease", mentions_per_doc))
+        (root / f"{split}.pubtator").write_text("".join(docs), encoding="utf-8")
+    rows = ["id\tname\tsynonyms"] + [f"{cid}\t{names[0]}\t{'|'.join(names[1:])}" for cid, names in PHENOTYPES.items()]
+    (root / "vocab.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return root

@@ -14,10 +14,14 @@ from rich.table import Table
 
 from elcl.candidates.tfidf import default_cache_dir
 from elcl.config import resolve_data_dir
+from elcl.data.task_config import task_name
 from elcl.errors import ElclError
 
 if TYPE_CHECKING:
     from elcl.candidates.abbrev import AbbreviationStyle
+    from elcl.config import ExperimentConfig
+    from elcl.data.task_config import TaskRef
+    from elcl.data.types import Corpus
 
 app = typer.Typer(help="Corpora: fetch, statistics, candidate recall.", no_args_is_help=True)
 
@@ -56,31 +60,99 @@ def fetch(
         typer.echo(f"{path}: {action}")
 
 
+_CONFIG = typer.Option(
+    None, "--config", "-c", help="An experiment config: its tasks (built-in and custom) and its data settings."
+)
+
+
+def _resolve_tasks(names: list[str], config: Path | None) -> tuple[list[TaskRef], ExperimentConfig | None]:
+    """Task arguments as tasks: built-in names, task YAML files, or (with --config) the
+    names of the config's tasks; no arguments with --config: all of them."""
+    from elcl.config import load_config
+    from elcl.data.task_config import read_task_spec
+
+    cfg = load_config(config) if config is not None else None
+    if not names:
+        return ([cfg.task_ref(t) for t in cfg.task_names()] if cfg is not None else []), cfg
+    out: list[TaskRef] = []
+    for n in names:
+        if cfg is not None and n in cfg.task_names():
+            out.append(cfg.task_ref(n))
+        else:
+            out.append(read_task_spec(n))
+    return out, cfg
+
+
 @app.command()
 def stats(
-    names: list[str] | None = typer.Argument(None, help="Tasks (default: every task whose files are present)."),
+    names: list[str] | None = typer.Argument(
+        None,
+        help="Tasks: built-in names or task YAML files (default: every built-in task whose files are present, "
+        "or the tasks of --config).",
+    ),
+    config: Path | None = _CONFIG,
     data_dir: Path | None = _DATA_DIR,
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """Documents, mentions, concepts, unlinkable/composite mentions and warnings per split."""
-    from elcl.data.corpora import TASKS, load_corpus
+    """Documents, mentions, concepts, unlinkable/composite mentions and warnings per split;
+    for custom tasks also their ontology and the gold ids it lacks."""
+    from elcl.data.corpora import TASKS
+    from elcl.data.custom import load_task_corpus
     from elcl.data.stats import corpus_stats
 
-    root = resolve_data_dir(str(data_dir) if data_dir else None)
-    chosen = list(names) if names else list(TASKS)
+    tasks, cfg = _resolve_tasks(list(names or []), config)
+    root = resolve_data_dir(str(data_dir) if data_dir else (cfg.data.data_dir if cfg is not None else None))
+    explicit = bool(tasks)
+    chosen: list[TaskRef] = tasks if explicit else list(TASKS)
     out: dict[str, object] = {}
-    for name in chosen:
+    coverage: dict[str, dict[str, Any]] = {}
+    for task in chosen:
+        name = task_name(task)
         try:
-            out[name] = corpus_stats(load_corpus(name, root))
+            corpus = load_task_corpus(task, root)
         except ElclError as exc:
-            if names:  # asked for explicitly: a missing corpus is an error
+            if explicit:  # asked for explicitly: a missing corpus is an error
                 raise
             if "not found" not in str(exc):
                 raise
+            continue
+        out[name] = corpus_stats(corpus)
+        if not isinstance(task, str):
+            coverage[name] = _ontology_coverage(task, corpus, cfg)
     if as_json:
-        typer.echo(json.dumps(out, indent=2))
+        # A custom task's entry holds its ontology coverage beside the splits.
+        as_dict = {n: {**cast(dict, v), **({"ontology": coverage[n]} if n in coverage else {})} for n, v in out.items()}
+        typer.echo(json.dumps(as_dict, indent=2))
         return
-    table = Table(title=f"corpora in {root}")
+    _print_stats(out, root if any(isinstance(t, str) for t in chosen) else None)
+    for name, cov in coverage.items():
+        typer.echo(f"{name}: ontology {cov['source']} ({cov['concepts']} concepts, {cov['names']} names)")
+        for split, row in cov["splits"].items():
+            typer.echo(f"{name} {split}: {row['summary']}")
+
+
+def _ontology_coverage(task: TaskRef, corpus: Corpus, cfg: ExperimentConfig | None) -> dict[str, Any]:
+    """The task's ontology as training would use it, and its gold coverage per split."""
+    from elcl.data.custom import task_ontology_of
+    from elcl.data.ontology import gold_coverage
+
+    mode = cfg.data.ontology if cfg is not None else "auto"
+    splits = tuple(cfg.data.dictionary_splits) if cfg is not None else ("train",)
+    onto = task_ontology_of(task, None, corpus, mode=mode, dictionary_splits=splits)
+    rows = {}
+    for split in ("train", "dev", "test"):
+        cov = gold_coverage(corpus.mentions(split), onto)
+        rows[split] = {
+            "linkable": cov.linkable,
+            "gold_absent": cov.absent,
+            "gold_absent_ids": dict(cov.absent_ids),
+            "summary": cov.summary(),
+        }
+    return {"source": onto.source, "concepts": len(onto), "names": onto.num_names(), "splits": rows}
+
+
+def _print_stats(out: dict[str, object], root: Path | None) -> None:
+    table = Table(title=f"corpora in {root}" if root is not None else "corpora")
     cols = ("documents", "mentions", "concepts", "unlinkable", "composite", "warnings")
     table.add_column("corpus")
     table.add_column("split")
@@ -117,7 +189,9 @@ def _print_types(out: dict[str, dict[str, dict]]) -> None:
 
 @app.command()
 def candidates(
-    name: str = typer.Argument(..., help="Task name, e.g. ncbi_disease."),
+    name: str = typer.Argument(
+        ..., help="Task: a built-in name (ncbi_disease), a task YAML file, or a task of --config."
+    ),
     k: list[int] = typer.Option([1, 5, 20, 64], "--k", help="Cut-offs for recall@k (repeatable)."),
     split: list[str] = typer.Option(["dev", "test"], "--split", help="Splits to evaluate (repeatable)."),
     ontology: str = typer.Option(
@@ -134,6 +208,7 @@ def candidates(
         help="Short forms defined in the abstract: initials (default), schwartz_hearst or off (as candidates.abbreviations).",
     ),
     data_dir: Path | None = _DATA_DIR,
+    config: Path | None = _CONFIG,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     dense: str | None = typer.Option(
         None,
@@ -164,8 +239,8 @@ def candidates(
     from elcl.candidates.abbrev import AbbreviationStyle, query_texts
     from elcl.candidates.recall import recall_at_k
     from elcl.candidates.tfidf import TfidfCandidateGenerator
-    from elcl.data.corpora import load_corpus
-    from elcl.data.ontology import gold_coverage, ontology_for_task
+    from elcl.data.custom import load_task_corpus, task_ontology_of
+    from elcl.data.ontology import gold_coverage
     from elcl.data.types import SPLITS
 
     for s in split:
@@ -176,10 +251,12 @@ def candidates(
     style = cast(AbbreviationStyle, abbreviations)
     if any(x < 1 for x in k):
         raise ElclError("--k values must be >= 1")
-    root = resolve_data_dir(str(data_dir) if data_dir else None)
+    (task,), cfg = _resolve_tasks([name], config)
+    name = task_name(task)
+    root = resolve_data_dir(str(data_dir) if data_dir else (cfg.data.data_dir if cfg is not None else None))
     t0, c0 = time.perf_counter(), time.process_time()
-    corpus = load_corpus(name, root)
-    onto = ontology_for_task(name, root, corpus, mode=ontology, dictionary_splits=tuple(dictionary_split))
+    corpus = load_task_corpus(task, root)
+    onto = task_ontology_of(task, root, corpus, mode=ontology, dictionary_splits=tuple(dictionary_split))
     gen = TfidfCandidateGenerator(onto, cache_dir=default_cache_dir()).fit()
     t_fit = time.perf_counter() - t0
     # CPU seconds beside wall seconds: on a shared machine only the former says what the command costs.

@@ -33,6 +33,10 @@ def export(
         | {"step": rs.step, "trained_task": rs.trained_task},
         "metrics": rs.metrics,
     }
+    definition = rs.cfg.task_ref(src.task)
+    if not isinstance(definition, str):
+        # A custom task: what reads its ids (`elcl link` inputs with gold ids) travels along.
+        info["task_definition"] = definition.to_dict()
     card = render_card(
         rs.cfg, rs.state, rs.step, rs.trained_task, src.task, rs.metrics, src.ontology.source, len(src.ontology)
     )

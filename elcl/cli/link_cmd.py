@@ -44,7 +44,7 @@ def link(
     from elcl.fileio import atomic_write_text
     from elcl.linking.inputs import read_input
     from elcl.linking.link import link_input, pubtator_text, write_jsonl
-    from elcl.linking.source import open_source
+    from elcl.linking.source import input_id_rules, open_source
     from elcl.runtime import pick_device
 
     if (source is None) == (model is None):
@@ -52,12 +52,13 @@ def link(
     if device not in ("auto", "cpu", "cuda"):
         raise ElclError(f"--device: {device!r} is not one of auto, cpu, cuda")
     # A bad input file fails before the model loads; stdin is read once the model is ready.
-    inp = read_input(input_, fmt, docs) if input_ != "-" else None
     where = model if model is not None else source
     assert where is not None
+    rules = input_id_rules(where, step=step, task=task)
+    inp = read_input(input_, fmt, docs, rules) if input_ != "-" else None
     src = open_source(where, step=step, task=task, device=pick_device(device))
     if inp is None:
-        inp = read_input(input_, fmt, docs)
+        inp = read_input(input_, fmt, docs, rules)
     if pubtator_out is not None and not inp.has_documents:
         raise ElclError(
             "--pubtator-out: the input has no documents (plain mention strings); give a PubTator file or a span TSV"

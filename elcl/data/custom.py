@@ -22,7 +22,15 @@ from pathlib import Path
 from elcl.data.bigbio import parse_bigbio_file
 from elcl.data.corpora import check_nonempty, load_corpus
 from elcl.data.ontology import Ontology, build_from_mentions, load_medic, ontology_for_task
-from elcl.data.pubtator import DEFAULT_ID_HELP, IdParser, ParseResult, canonical_id, parse_pubtator_file, split_ids
+from elcl.data.pubtator import (
+    DEFAULT_ID_HELP,
+    IdParser,
+    IdRules,
+    ParseResult,
+    canonical_id,
+    parse_pubtator_file,
+    split_ids,
+)
 from elcl.data.task_config import DEFAULT_ID_PATTERN, CustomTaskConfig, TaskRef, check_pinned
 from elcl.data.types import SPLITS, Corpus, Document
 from elcl.errors import CorpusFormatError, ElclError
@@ -80,6 +88,20 @@ def id_rules(task: CustomTaskConfig) -> tuple[IdParser | None, str]:
         return tuple(out), False
 
     return parse, help_
+
+
+def task_id_rules(task: TaskRef) -> IdRules:
+    """How any task's id column is read (for corpus files and for `elcl link` inputs)."""
+    if isinstance(task, CustomTaskConfig):
+        parser, help_ = id_rules(task)
+        return IdRules(parser, help_, uses_mesh_ids(task))
+    from elcl.data.corpora import task_spec
+
+    if task_spec(task).id_scheme == "biored":
+        from elcl.data.biored import ID_HELP, parse_biored_ids
+
+        return IdRules(parse_biored_ids, ID_HELP)
+    return IdRules()
 
 
 def _read_split(task: CustomTaskConfig, path: Path) -> ParseResult:
@@ -155,6 +177,7 @@ def _load(task: CustomTaskConfig) -> Corpus:
         warnings["dev"] = ()
         meta["file_dev"] = f"{files['train']} (held-out share)"
         meta["dev"] = f"{len(dev_ids)} training documents held out (dev_fraction {task.dev_fraction}, by document id)"
+    splits = {s: splits[s] for s in SPLITS}
     seen: dict[str, str] = {}
     for split in SPLITS:
         for d in splits[split]:

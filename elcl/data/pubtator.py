@@ -98,6 +98,16 @@ def parse_ids(raw: str, semantic_type: str = "") -> tuple[tuple[str, ...], bool]
     return tuple(out), False
 
 
+@dataclass(frozen=True)
+class IdRules:
+    """How a task's id column is read: its parser (None: :func:`parse_ids`), the formats an
+    error lists, and whether MeSH/OMIM ids get their digit-count check."""
+
+    parser: IdParser | None = None
+    help: str = DEFAULT_ID_HELP
+    check_shapes: bool = True
+
+
 @dataclass
 class ParseResult:
     """Documents of one file plus non-fatal findings (genuine offset mismatches)."""

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from elcl.data.pubtator import _lines, parse_ids, parse_pubtator_file
+from elcl.data.pubtator import IdRules, _lines, parse_ids, parse_pubtator_file
 from elcl.data.types import Document, Mention
 from elcl.errors import CorpusFormatError, ElclError
 
@@ -43,8 +43,19 @@ def resolve_format(path: str, fmt: str) -> str:
     return "tsv" if path.lower().endswith((".tsv", ".tsv.gz")) else "pubtator"
 
 
-def read_pubtator_input(path: Path) -> LinkInput:
-    docs = parse_pubtator_file(path, ids_optional=True).documents
+BUILTIN_RULES = IdRules()
+"""The MeSH/OMIM/UMLS id rules of the built-in corpora."""
+
+
+def _parse(path: Path, rules: IdRules) -> list[Document]:
+    return parse_pubtator_file(
+        path, id_parser=rules.parser, id_help=rules.help, ids_optional=True, check_shapes=rules.check_shapes
+    ).documents
+
+
+def read_pubtator_input(path: Path, rules: IdRules = BUILTIN_RULES) -> LinkInput:
+    """A PubTator file's documents and mentions, ids read by the linked task's ``rules``."""
+    docs = _parse(path, rules)
     return LinkInput(docs, [m for d in docs for m in d.mentions], "pubtator")
 
 
@@ -55,10 +66,10 @@ def _looks_like_pubtator(path: Path) -> bool:
     return False
 
 
-def read_documents(path: Path) -> dict[str, Document]:
+def read_documents(path: Path, rules: IdRules = BUILTIN_RULES) -> dict[str, Document]:
     """Document texts for a span TSV: a PubTator file, or lines ``doc_id<TAB>text``."""
     if _looks_like_pubtator(path):
-        return {d.doc_id: d for d in parse_pubtator_file(path, ids_optional=True).documents}
+        return {d.doc_id: d for d in _parse(path, rules)}
     docs: dict[str, Document] = {}
     for no, line in _lines(path):
         if not line.strip():
@@ -73,13 +84,13 @@ def read_documents(path: Path) -> dict[str, Document]:
     return docs
 
 
-def read_span_tsv(path: Path, docs_path: Path | None) -> LinkInput:
+def read_span_tsv(path: Path, docs_path: Path | None, rules: IdRules = BUILTIN_RULES) -> LinkInput:
     """Spans ``doc_id, start, end, text[, ids]`` checked against the documents' text."""
     if docs_path is None:
         raise ElclError(
             f"{path}: a span TSV needs the documents' text: pass --docs FILE (doc_id<TAB>text lines, or PubTator)"
         )
-    docs = read_documents(docs_path)
+    docs = read_documents(docs_path, rules)
     mentions: dict[str, list[Mention]] = {}
     order: list[Mention] = []
     for no, line in _lines(path):
@@ -110,13 +121,9 @@ def read_span_tsv(path: Path, docs_path: Path | None) -> LinkInput:
         ids: tuple[str, ...] = ()
         unlinkable = False
         if len(cols) > 4 and cols[4].strip():
-            parsed = parse_ids(cols[4])
+            parsed = (rules.parser or parse_ids)(cols[4], "")
             if parsed is None:
-                raise CorpusFormatError(
-                    path,
-                    no,
-                    f"unknown concept id format {cols[4]!r} (expected D012345, OMIM:123456, UMLS:C0000000 or -1, composites joined by '|' or '+')",
-                )
+                raise CorpusFormatError(path, no, f"unknown concept id format {cols[4]!r} (expected {rules.help})")
             ids, unlinkable = parsed
         m = Mention(doc_id, start, end, text, "", ids, unlinkable=unlinkable)
         mentions.setdefault(doc_id, []).append(m)
@@ -137,8 +144,16 @@ def read_text_lines(lines: Iterable[str]) -> LinkInput:
     return LinkInput([], mentions, "text")
 
 
-def read_input(path: str, fmt: str = "auto", docs: Path | None = None) -> LinkInput:
-    """Dispatch on ``--format`` (auto: ``-`` = text on stdin, ``*.tsv`` = spans, else PubTator)."""
+def read_input(path: str, fmt: str = "auto", docs: Path | None = None, rules: IdRules = BUILTIN_RULES) -> LinkInput:
+    """Dispatch on ``--format`` (auto: ``-`` = text on stdin, ``*.tsv`` = spans, else PubTator);
+    gold ids are read by the linked task's ``rules`` (a custom vocabulary's ids).
+
+    An input without a single mention is an error: linking nothing and exiting 0 would
+    hide the wrong file, an empty pipe or a PubTator file without its annotation lines."""
+    return _nonempty(_read_input(path, fmt, docs, rules), path)
+
+
+def _read_input(path: str, fmt: str, docs: Path | None, rules: IdRules) -> LinkInput:
     kind = resolve_format(path, fmt)
     if kind == "text":
         if path == "-":
@@ -151,5 +166,20 @@ def read_input(path: str, fmt: str = "auto", docs: Path | None = None) -> LinkIn
     if path == "-" or not p.is_file():
         raise ElclError(f"{path}: input file not found ({kind} input is read from a file)")
     if kind == "tsv":
-        return read_span_tsv(p, docs)
-    return read_pubtator_input(p)
+        return read_span_tsv(p, docs, rules)
+    return read_pubtator_input(p, rules)
+
+
+def _nonempty(inp: LinkInput, path: str) -> LinkInput:
+    if inp.mentions:
+        return inp
+    where = "stdin" if path == "-" else path
+    if inp.documents:
+        raise ElclError(
+            f"{where}: {len(inp.documents)} document(s) but no mention to link: elcl links given mention spans "
+            "(PubTator annotation lines, span TSV rows); it does not find them"
+        )
+    expected = {"text": "mention strings, one per line", "tsv": "span TSV rows"}.get(
+        inp.kind, "PubTator documents with annotation lines"
+    )
+    raise ElclError(f"{where}: empty input, no mention to link (expected {expected})")

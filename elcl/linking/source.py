@@ -13,6 +13,7 @@ from elcl.candidates.prior import ConceptPrior
 from elcl.config import CandidatesConfig, ExperimentConfig, load_run_config
 from elcl.continual.rundir import RunDir, read_jsonl
 from elcl.data.ontology import Ontology
+from elcl.data.pubtator import IdRules
 from elcl.errors import ElclError
 from elcl.models.checkpoint import load_checkpoint
 from elcl.models.export import is_export_dir, load_exported
@@ -84,6 +85,27 @@ def default_task(rs: RunStep, task: str | None) -> str:
     return task
 
 
+def input_id_rules(path: Path, step: int | None = None, task: str | None = None) -> IdRules:
+    """How the gold ids of an input for this linker are read (its task's id rules), known
+    before the model loads so a bad input fails first: a run's task from its config.yaml,
+    an export's from the task definition it carries (built-in rules otherwise)."""
+    from elcl.data.custom import task_id_rules
+    from elcl.data.task_config import custom_task_from_dict
+
+    path = Path(path).expanduser()
+    if is_export_dir(path):
+        from elcl.models.export import read_export_meta
+
+        definition = read_export_meta(path).get("task_definition")
+        if isinstance(definition, dict):
+            return task_id_rules(custom_task_from_dict(definition, f"{path}: task_definition"))
+        return IdRules()
+    if not path.exists():
+        return IdRules()  # open_source names the problem
+    rs = run_step(path, step)
+    return task_id_rules(rs.cfg.task_ref(default_task(rs, task)))
+
+
 def open_source(
     path: Path, step: int | None = None, task: str | None = None, device: torch.device | str = "cpu"
 ) -> LinkerSource:
@@ -106,10 +128,10 @@ def open_source(
     rs = run_step(path, step)
     task = default_task(rs, task)
     ckpt = RunDir(path).existing_checkpoint(rs.step, rs.trained_task)  # before the encoder loads
+    corpus, ontology = task_ontology(task, rs.cfg)  # changed or missing data fails before it too
     model = Linker(rs.cfg.model).to(device)
     load_checkpoint(model, ckpt)
     model.eval()
-    corpus, ontology = task_ontology(task, rs.cfg)
     return LinkerSource(
         model,
         rs.cfg.candidates,
