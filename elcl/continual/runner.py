@@ -179,8 +179,25 @@ def _ddp_wrap(rt: Runtime):
 
 def run_sequence(spec: RunSpec, cfg: ExperimentConfig, path: Path, rt: Runtime, resume: bool = False) -> Path:
     """Train and evaluate one run under its lock; resumes at the first unfinished step."""
+    if resume and (path / "config.yaml").is_file():
+        _check_stored_data(path)
     with guarded_run(RunDir(path), spec, cfg.to_dict(), rt, resume):
         return _run_sequence(spec, cfg, path, rt, resume)
+
+
+def _check_stored_data(path: Path) -> None:
+    """A resumed run's custom task files are the ones it started with (one line naming a
+    changed file, before the config comparison that would only say ``tasks`` differs)."""
+    from elcl.config import load_run_config
+    from elcl.data.task_config import CustomTaskConfig, check_pinned
+
+    try:
+        stored = load_run_config(path)
+    except ElclError:
+        return  # guarded_run reports an unreadable config.yaml
+    for task in stored.tasks:
+        if isinstance(task, CustomTaskConfig):
+            check_pinned(task)
 
 
 def _run_sequence(spec: RunSpec, cfg: ExperimentConfig, path: Path, rt: Runtime, resume: bool) -> Path:

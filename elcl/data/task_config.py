@@ -327,7 +327,7 @@ def read_task_spec(spec: str, base_dir: Path | None = None) -> TaskRef:
         return spec
     if not is_task_file(spec):
         raise ConfigError(
-            f"unknown task {spec!r}: expected a built-in task ({', '.join(names)}) or a YAML file (.yaml) of one task entry"
+            f"unknown corpus/task {spec!r}; known: {', '.join(names)}; or a task file (.yaml) holding one task entry"
         )
     path = Path(spec).expanduser()
     if not path.is_absolute() and base_dir is not None:
