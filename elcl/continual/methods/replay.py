@@ -7,19 +7,13 @@ import random
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from pydantic import Field
-
-from elcl.continual.methods.base import Method, MethodSettings, Step, StepContext
+from elcl.continual.methods.base import Method, Step, StepContext
+from elcl.method_settings import ReplaySettings
 
 if TYPE_CHECKING:
     from elcl.continual.guard import TrainDataGuard
     from elcl.curvature.collect import CurvatureStats
     from elcl.training.examples import LinkingExample
-
-
-class ReplaySettings(MethodSettings):
-    replay_size: int = Field(500, ge=1)
-    """Examples kept over all earlier tasks, shared equally among them."""
 
 
 class ReplayMemory:
@@ -47,7 +41,6 @@ class ReplayMemory:
 class Replay(Method):
     name = "replay"
     label = "replay"
-    summary = "current task plus a bounded memory of earlier tasks' examples"
     Settings = ReplaySettings
     settings: ReplaySettings
 
