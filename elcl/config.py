@@ -87,7 +87,7 @@ class CandidatesConfig(_Section):
     ngram_max: int = Field(3, ge=1, le=10)
     analyzer: Literal["char", "char_wb"] = "char_wb"
     dense: bool = False
-    """Merge in the nearest ontology names by an encoder's embeddings (elcl/candidates/dense.py):
+    """Merge in the nearest ontology names by an encoder's embeddings (elcl/models/dense_candidates.py):
     TF-IDF keeps the first k − dense_k slots, dense candidates fill the rest."""
     dense_encoder: str | None = None
     """Encoder of the dense candidates (HF id or folder, e.g. an `elcl pretrain` output); default model.name."""
