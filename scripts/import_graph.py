@@ -1,4 +1,5 @@
-"""The import graph of ``elcl/``: circles, and arrows that run up the layer map.
+"""The import graph of ``elcl/``: circles, arrows that run up the layer map, and method
+names written out outside the method registry.
 
     python scripts/import_graph.py            # violations, one per line (exit 1 when any)
     python scripts/import_graph.py --edges    # every module-to-module arrow, file:line
@@ -15,8 +16,8 @@ from __future__ import annotations
 import argparse
 import ast
 import sys
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "elcl"
@@ -53,8 +54,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 ]
 
 
-@dataclass(frozen=True)
-class Edge:
+class Edge(NamedTuple):
     """One import statement's arrow from a module to an elcl module it names."""
 
     src: str
@@ -190,6 +190,53 @@ def circle_edges(all_edges: list[Edge], circle: list[str]) -> list[Edge]:
     return [e for e in all_edges if e.src in members and e.dst in members]
 
 
+# The method registry: the only place a method's name may be written as a string.
+REGISTRY_FILES = ("elcl/continual/methods/", "elcl/method_settings.py")
+# Names that are also another vocabulary's words, with where and why they may appear.
+OTHER_VOCABULARY: dict[str, tuple[str, str]] = {
+    "kfac": ("", "also the K-FAC curvature approximation (curvature.approx: kfac)"),
+    "ewc": ("elcl/curvature/penalty.py", "the EWC penalty names itself in its errors"),
+    "online_ewc": ("elcl/curvature/penalty.py", "the online EWC penalty names itself in its errors"),
+}
+
+
+def method_names(root: Path = ROOT) -> set[str]:
+    """The registered methods, read from ``SECTIONS`` in ``elcl/method_settings.py``."""
+    tree = ast.parse((root / "elcl" / "method_settings.py").read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.AnnAssign | ast.Assign) and isinstance(node.value, ast.Dict):
+            targets = [node.target] if isinstance(node, ast.AnnAssign) else node.targets
+            if any(isinstance(t, ast.Name) and t.id == "SECTIONS" for t in targets):
+                return {k.value for k in node.value.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)}
+    raise ValueError("elcl/method_settings.py: no SECTIONS dict of method names")
+
+
+def name_literals(root: Path = ROOT) -> list[str]:
+    """String constants equal to a registered method's name outside the registry: code that
+    asks a method's name instead of the method (a new method would be missed there)."""
+    names = method_names(root)
+    out = []
+    for f in sorted((root / PACKAGE).rglob("*.py")):
+        rel = str(f.relative_to(root))
+        if rel.startswith(REGISTRY_FILES):
+            continue
+        tree = ast.parse(f.read_text(encoding="utf-8"), filename=str(f))
+        prose = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr)}  # docstrings
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names):
+                continue
+            if id(node) in prose:
+                continue
+            where, _ = OTHER_VOCABULARY.get(node.value, (None, ""))
+            if where is not None and rel.startswith(where):
+                continue
+            out.append(
+                f"{rel}:{node.lineno}: the method name {node.value!r} written out; ask the method registry "
+                "(elcl.continual.methods: a class attribute or role) instead"
+            )
+    return sorted(out, key=lambda line: (line.split(":")[0], int(line.split(":")[1])))
+
+
 def violations(root: Path = ROOT) -> list[str]:
     """One line per problem, each naming the import statement(s) by file:line."""
     all_edges = edges(root)
@@ -202,7 +249,7 @@ def violations(root: Path = ROOT) -> list[str]:
     for c in circles(all_edges):
         inside = "; ".join(f"{e.where()} {e.src} -> {e.dst}" for e in circle_edges(all_edges, c))
         lines.append(f"import circle of {len(c)} modules ({', '.join(c)}): {inside}")
-    return lines
+    return lines + name_literals(root)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,7 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     cs = circles(all_edges)
     print(
         f"{len({module_name(p) for p in (ROOT / PACKAGE).rglob('*.py')})} modules, {len(all_edges)} import arrows, "
-        f"{len(ups)} upward, {len(cs)} circles ({', '.join(str(len(c)) for c in cs) or 'none'} modules)"
+        f"{len(ups)} upward, {len(cs)} circles"
+        + (f" ({', '.join(str(len(c)) for c in cs)} modules)" if cs else "")
+        + f", {len(name_literals())} method names written out"
     )
     return 1 if found else 0
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from elcl.errors import ElclError
 from elcl.method_settings import (
@@ -50,13 +50,20 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from elcl.continual.guard import TrainDataGuard
     from elcl.continual.rundir import RunDir
     from elcl.curvature.collect import CurvatureStats
     from elcl.curvature.penalty import Penalty
     from elcl.training.examples import LinkingExample
 
 CurvatureNeed = Literal["none", "diag", "kfac"]
+
+
+class TrainData(Protocol):
+    """What a method may read of the training data: the current task's examples, through
+    the no-old-data guard (:class:`elcl.continual.guard.TrainDataGuard`, which asks this
+    registry which methods read every task, so it is named here by its shape)."""
+
+    def train_examples(self, task: str) -> Sequence[LinkingExample]: ...
 
 
 @dataclass(frozen=True)
@@ -173,7 +180,7 @@ class Method:
     def penalty(self, ctx: StepContext) -> Penalty | None:
         return None
 
-    def after_task(self, ctx: StepContext, stats: CurvatureStats | None, guard: TrainDataGuard) -> None:
+    def after_task(self, ctx: StepContext, stats: CurvatureStats | None, guard: TrainData) -> None:
         """Keep what later steps need. Default: the task's curvature, if computed."""
         if stats is not None and ctx.is_main:
             from elcl.curvature.storage import DTYPES, save_curvature
@@ -181,7 +188,7 @@ class Method:
             dtype = ctx.curvature_dtype or DTYPES["float32"]
             save_curvature(stats, ctx.rd.curvature(ctx.task), ctx.config_hash, dtype=dtype)
 
-    def restore(self, step: Step, guard: TrainDataGuard) -> None:
+    def restore(self, step: Step, guard: TrainData) -> None:
         """A finished step skipped on resume: rebuild in-memory state (replay memory)."""
 
     # ------------------------------------------------------------------ helpers

@@ -28,13 +28,12 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from elcl.continual.methods.base import StepContext
+from elcl.continual.methods.base import StepContext, TrainData
 from elcl.continual.methods.kfac import KFAC
 from elcl.errors import ElclError
 from elcl.method_settings import OnlineKFACSettings
 
 if TYPE_CHECKING:
-    from elcl.continual.guard import TrainDataGuard
     from elcl.curvature.collect import CurvatureStats
     from elcl.curvature.penalty import Penalty
 
@@ -124,7 +123,7 @@ class OnlineKFAC(KFAC):
             return self.kfac_penalty(ctx, [scaled], weights=[factor])
         return self.kfac_penalty(ctx, [scaled])  # one λ; task_lambdas records it per task
 
-    def after_task(self, ctx: StepContext, stats: CurvatureStats | None, guard: TrainDataGuard) -> None:
+    def after_task(self, ctx: StepContext, stats: CurvatureStats | None, guard: TrainData) -> None:
         from elcl.curvature.storage import DTYPES, save_curvature
         from elcl.fileio import atomic_write_text
 

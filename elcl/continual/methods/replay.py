@@ -7,11 +7,10 @@ import random
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from elcl.continual.methods.base import Method, Step, StepContext
+from elcl.continual.methods.base import Method, Step, StepContext, TrainData
 from elcl.method_settings import ReplaySettings
 
 if TYPE_CHECKING:
-    from elcl.continual.guard import TrainDataGuard
     from elcl.curvature.collect import CurvatureStats
     from elcl.training.examples import LinkingExample
 
@@ -51,9 +50,9 @@ class Replay(Method):
     def train_examples(self, step: Step, current: list[LinkingExample]) -> list[LinkingExample]:
         return current + self.memory.examples() if len(self.memory) else current
 
-    def after_task(self, ctx: StepContext, stats: CurvatureStats | None, guard: TrainDataGuard) -> None:
+    def after_task(self, ctx: StepContext, stats: CurvatureStats | None, guard: TrainData) -> None:
         super().after_task(ctx, stats, guard)
         self.memory.add_task(ctx.task, guard.train_examples(ctx.task))
 
-    def restore(self, step: Step, guard: TrainDataGuard) -> None:
+    def restore(self, step: Step, guard: TrainData) -> None:
         self.memory.add_task(step.label, guard.train_examples(step.label))
