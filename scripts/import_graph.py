@@ -50,6 +50,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("curvature", ("elcl.curvature",)),
     ("continual", ("elcl.continual",)),
     ("evaluation", ("elcl.evaluation", "elcl.linking")),
+    ("sweep", ("elcl.sweep",)),  # grids of runs: drives continual/, ranks by evaluation/
     ("cli", ("elcl.cli", "elcl.__main__")),
 ]
 

@@ -16,8 +16,8 @@ def export(
     ),
 ) -> None:
     """Export a finished step: HF encoder (or ResCNN safetensors), head, ontology, model card."""
+    from elcl.continual.model_card import render_card
     from elcl.errors import ElclError
-    from elcl.evaluation.model_card import render_card
     from elcl.linking.source import open_source
     from elcl.models.export import export_linker
 
