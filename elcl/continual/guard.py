@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Generic, TypeVar
 
+from elcl.continual.methods import get
 from elcl.errors import ElclError
 
 if TYPE_CHECKING:
@@ -29,8 +30,6 @@ class OldDataAccessError(ElclError):
 
 class TrainDataGuard(Generic[S]):
     def __init__(self, loader: Callable[[str], S], method: str) -> None:
-        from elcl.continual.methods import get
-
         self._loader = loader
         self._loaded: dict[str, S] = {}
         self.method = method

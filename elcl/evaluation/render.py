@@ -24,14 +24,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from elcl.evaluation import metrics as M
 from elcl.evaluation.paper import SOURCE, paper_checks
-from elcl.fileio import atomic_write_text
-
-if TYPE_CHECKING:
-    from elcl.evaluation.scores import Report
+from elcl.evaluation.scores import Report
 from elcl.evaluation.summary import group_head, matrices_dict, run_head, summary_dict, summary_frame
 from elcl.evaluation.tables import (
     FIRST_PAIR_RULE,
@@ -50,6 +46,7 @@ from elcl.evaluation.tables import (
     markdown,
     selection_table,
 )
+from elcl.fileio import atomic_write_text
 
 # The tables' and files' names are re-exported: callers render through this module.
 __all__ = [

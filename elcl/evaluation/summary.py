@@ -14,12 +14,11 @@ from elcl.continual import methods
 from elcl.evaluation import metrics as M
 from elcl.evaluation.paper import paper_checks
 from elcl.evaluation.runs import order_label
+from elcl.evaluation.scores import SCALAR_METRICS, TASK_METRICS, GroupScores, Report
+from elcl.evaluation.tables import clean, comparison_sentences, frontier_frame
 
 if TYPE_CHECKING:
-    from elcl.evaluation.scores import GroupScores, Report
     from elcl.evaluation.stats import Interval
-from elcl.evaluation.scores import SCALAR_METRICS, TASK_METRICS
-from elcl.evaluation.tables import clean, comparison_sentences, frontier_frame
 
 
 def group_head(g: GroupScores) -> dict:
