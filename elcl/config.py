@@ -27,9 +27,7 @@ from pydantic import (
 from elcl.candidates.abbrev import AbbreviationStyle
 from elcl.data.task_config import CustomTaskConfig, TaskRef, custom_task_from_dict, is_task_file, resolve_tasks_list
 from elcl.errors import ConfigError, ElclError
-
-if TYPE_CHECKING:
-    from elcl.continual.methods import Method, MethodSettings, RunLambda
+from elcl.method_settings import DEFAULT, SECTIONS, MethodSettings, RunLambda
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -103,7 +101,7 @@ class CandidatesConfig(_Section):
     ngram_max: int = Field(3, ge=1, le=10)
     analyzer: Literal["char", "char_wb"] = "char_wb"
     dense: bool = False
-    """Merge in the nearest ontology names by an encoder's embeddings (elcl/candidates/dense.py):
+    """Merge in the nearest ontology names by an encoder's embeddings (elcl/models/dense_candidates.py):
     TF-IDF keeps the first k − dense_k slots, dense candidates fill the rest."""
     dense_encoder: str | None = None
     """Encoder of the dense candidates (HF id or folder, e.g. an `elcl pretrain` output); default model.name."""
@@ -214,12 +212,10 @@ class _MethodBase(_Section):
     def _shorthand(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        from elcl.continual.methods import DEFAULT, REGISTRY
-
         name = data.get("name", DEFAULT)
-        if name not in REGISTRY:
+        if name not in SECTIONS:
             return data
-        known = {f.alias or n for n, f in REGISTRY[name].Settings.model_fields.items()}
+        known = {f.alias or n for n, f in SECTIONS[name].settings.model_fields.items()}
         # keys the named method does not have stay here: an unknown key named as written
         flat = {k: v for k, v in data.items() if k in known}
         if not flat:
@@ -234,23 +230,15 @@ class _MethodBase(_Section):
         return out
 
     @property
-    def method(self) -> type[Method]:
-        from elcl.continual.methods import get
-
-        return get(self.name)
-
-    @property
     def settings(self) -> MethodSettings:
         """The named method's section."""
         return getattr(self, self.name)
 
 
 def _method_config_model() -> type[_MethodBase]:
-    from elcl.continual.methods import DEFAULT, REGISTRY
-
-    fields: dict[str, Any] = {"name": (Literal[tuple(REGISTRY)], DEFAULT)}
-    for key, cls in REGISTRY.items():
-        fields[key] = (cls.Settings, Field(default_factory=cls.Settings, description=cls.summary))
+    fields: dict[str, Any] = {"name": (Literal[tuple(SECTIONS)], DEFAULT)}
+    for key, section in SECTIONS.items():
+        fields[key] = (section.settings, Field(default_factory=section.settings, description=section.summary))
     return create_model("MethodConfig", __base__=_MethodBase, **fields)
 
 
@@ -473,8 +461,6 @@ def _format_validation_error(err: ValidationError, source: str, raw: dict[str, A
     head = path(errors[0])
     first = max((e for e in errors if path(e)[: len(head)] == head), key=lambda e: len(path(e)))
     loc = tuple(path(first))
-    from elcl.continual.methods import DEFAULT
-
     method = raw.get("method") if isinstance(raw, dict) else None
     method_name = str(method.get("name", DEFAULT)) if isinstance(method, dict) else DEFAULT
     if (
@@ -667,12 +653,10 @@ def upgrade_run_config(raw: dict[str, Any]) -> dict[str, Any]:
     method = raw.get("method")
     if not isinstance(method, dict) or not any(k in method for k in _FLAT_METHOD_KEYS):
         return raw
-    from elcl.continual.methods import DEFAULT, REGISTRY
-
-    cls = REGISTRY.get(str(method.get("name", DEFAULT)))
-    if cls is None:
+    section = SECTIONS.get(str(method.get("name", DEFAULT)))
+    if section is None:
         return raw
-    known = {f.alias or n for n, f in cls.Settings.model_fields.items()}
+    known = {f.alias or n for n, f in section.settings.model_fields.items()}
     kept = {k: v for k, v in method.items() if k not in _FLAT_METHOD_KEYS or k in known}
     return {**raw, "method": kept}
 

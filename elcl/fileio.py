@@ -1,4 +1,4 @@
-"""Small file helpers shared by every writer: atomic writes and content hashes.
+"""Small file helpers shared by every writer: atomic writes, JSON lines and content hashes.
 
 Everything elcl writes goes through a temporary file in the target directory and
 ``os.replace``, so a crash or a full disk never leaves a half-written file in place of
@@ -8,11 +8,14 @@ a good one.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from elcl.errors import ElclError
 
 TEMP_PREFIX = ".elcl-tmp."
 """Every temporary file starts with this, so leftovers of a killed write are recognisable
@@ -71,3 +74,25 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    rows = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise ElclError(f"{path}:{i}: not valid JSON") from None
+    return rows
+
+
+def append_jsonl(path: Path, rows: Iterable[dict]) -> None:
+    """Rewrite-with-append so the file is never left with a partial line."""
+    write_jsonl(path, read_jsonl(path) + list(rows))

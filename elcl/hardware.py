@@ -14,6 +14,7 @@ The CPU probe is injectable: set ``ELCL_CPU_CAPABILITY`` (e.g. ``AVX2``) and
 from __future__ import annotations
 
 import os
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +71,15 @@ def resolve_amp(amp: str, device: torch.device | str | None = None) -> str:
     if amp == "auto":
         return "bf16" if bf16_native(device) else "none"
     return amp
+
+
+def autocast_for(device: torch.device, amp: str) -> AbstractContextManager[Any]:
+    """The autocast context of ``train.amp`` on ``device`` (a no-op for ``none``)."""
+    amp = resolve_amp(amp, device)
+    if amp == "none":
+        return nullcontext()
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def precision_warning(cfg: Any, device: torch.device | str | None = None) -> str | None:

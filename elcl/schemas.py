@@ -36,6 +36,7 @@ from pydantic import (
 )
 
 from elcl.errors import CheckpointError, ElclError
+from elcl.method_settings import NAMES, parse_run_lambda
 
 __all__ = [
     "CURVATURE_DTYPES",
@@ -57,10 +58,7 @@ __all__ = [
 
 
 def known_methods() -> tuple[str, ...]:
-    """The registered continual methods (imported late: the registry imports the curvature
-    code, whose storage writes through these schemas)."""
-    from elcl.continual.methods import NAMES
-
+    """The registered continual methods (their config sections: :mod:`elcl.method_settings`)."""
     return NAMES
 
 
@@ -154,8 +152,6 @@ class RunRecord(_Schema):
     @classmethod
     def _lam(cls, v: float | str | None) -> float | str | None:
         if isinstance(v, str):
-            from elcl.continual.methods import parse_run_lambda
-
             parse_run_lambda(v)  # 'auto' or 'auto<scale>'; ValueError otherwise
         elif v is not None and not (math.isfinite(v) and v >= 0):
             raise ValueError("not a non-negative finite number")
@@ -184,9 +180,10 @@ class MetricRow(_Schema):
 
     Validated with ``context={"order": [...], "method": ...}`` (as :func:`parse_jsonl_file`
     is given by the run reader), a row must also belong to its run: ``eval_task`` in the
-    order, ``trained_task`` the order's task at ``step`` (a method trained on all tasks at
-    once, ``joint``: step 0 and its one step label, "joint").
-    """
+    order, ``trained_task`` the order's task at ``step``. For a method trained on all tasks
+    at once the reader adds ``"one_step"``, the label of its one step: the row must be of
+    step 0 with that label (the registry that knows which methods these are sits above
+    this module)."""
 
     step: int = Field(ge=0, json_schema_extra={"expected": "a non-negative integer"})
     trained_task: str = _expected("a string")
@@ -207,14 +204,11 @@ class MetricRow(_Schema):
             return self
         if self.eval_task not in order:
             raise _RunMismatch(f"eval_task '{self.eval_task}' is not in the run's order ({', '.join(order)})")
-        from elcl.continual.methods import REGISTRY
-
-        method = REGISTRY.get(ctx.get("method", ""))
-        if method is not None and method.all_tasks_at_once:
-            label = method.step_labels(order)[0]
+        label = ctx.get("one_step")  # a method trained on every task at once: its one step's label
+        if label is not None:
             if self.step != 0 or self.trained_task != label:
                 raise _RunMismatch(
-                    f"{method.name} runs have one step (step 0, trained_task '{label}'), got step "
+                    f"{ctx.get('method')} runs have one step (step 0, trained_task '{label}'), got step "
                     f"{self.step}, trained_task '{self.trained_task}'"
                 )
         elif self.step >= len(order):

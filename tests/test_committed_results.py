@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from elcl.evaluation import render
 from elcl.evaluation.report import build_report
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -27,7 +28,7 @@ KEYS = ("comparison", "frontier", "groups", "lambda_selection")
 )
 def test_a_committed_report_is_rebuilt_from_its_committed_runs(report: str, runs: list[str]) -> None:
     committed = json.loads((RESULTS / report / "summary.json").read_text(encoding="utf-8"))
-    text = json.dumps(build_report([RESULTS / r for r in runs]).summary_dict())
+    text = json.dumps(render.summary_dict(build_report([RESULTS / r for r in runs])))
     rebuilt = json.loads(text.replace(f"{RESULTS.parent}/", ""))  # messages name files from the repository root
     assert rebuilt["n_runs"] == committed["n_runs"]
     for key in KEYS:

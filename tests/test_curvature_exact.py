@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from elcl.curvature.collect import collect_curvature
-from elcl.curvature.context import sequence_context
 from elcl.errors import ElclError
+from elcl.models.sequence_context import sequence_context
 
 DT = torch.float64
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same'")

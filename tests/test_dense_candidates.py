@@ -12,14 +12,14 @@ import torch
 from tiny_models import write_tiny_bert
 from typer.testing import CliRunner
 
-from elcl.candidates.dense import (
+from elcl.candidates.tfidf import Candidate, TfidfCandidateGenerator
+from elcl.data.ontology import Ontology
+from elcl.models.dense_candidates import (
     DenseCandidateGenerator,
     MergedCandidateGenerator,
     merge_candidates,
     union_candidates,
 )
-from elcl.candidates.tfidf import Candidate, TfidfCandidateGenerator
-from elcl.data.ontology import Ontology
 
 
 def _random_ontology(n_concepts: int = 40, seed: int = 0) -> Ontology:
@@ -41,7 +41,7 @@ def _random_ontology(n_concepts: int = 40, seed: int = 0) -> Ontology:
 
 def _brute_force(gen: DenseCandidateGenerator, onto: Ontology, text: str, k: int) -> list[tuple[str, str]]:
     """Score every name, sort them all, walk down collecting distinct concepts."""
-    from elcl.candidates.dense import name_rows
+    from elcl.models.dense_candidates import name_rows
 
     rows, display, concepts, cids = name_rows(onto)
     sims = (gen.encode([text]) @ gen._emb.T)[0].tolist()
@@ -57,7 +57,7 @@ def _brute_force(gen: DenseCandidateGenerator, onto: Ontology, text: str, k: int
 def test_dense_search_equals_brute_force(tiny_bert: Path, tmp_path: Path, query_chunk: int) -> None:
     onto = _random_ontology()
     gen = DenseCandidateGenerator(onto, str(tiny_bert), cache_dir=tmp_path, query_chunk=query_chunk, batch_size=7).fit()
-    from elcl.candidates.dense import name_rows
+    from elcl.models.dense_candidates import name_rows
 
     assert torch.allclose(gen._emb, gen.encode(name_rows(onto)[0]), atol=1e-6)  # the index holds every name's embedding
     queries = ["zz 3", "abc def", "ponm", "zz 3", "a"]

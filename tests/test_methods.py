@@ -367,6 +367,7 @@ def test_report_lists_auto_runs_beside_the_grid(tmp_path: Path) -> None:
     of the accuracy-vs-λ plot."""
     from test_report import SINGLE, seq, write_run
 
+    from elcl.evaluation import render
     from elcl.evaluation.report import build_report, write_report
 
     exp = tmp_path / "exp"
@@ -381,7 +382,7 @@ def test_report_lists_auto_runs_beside_the_grid(tmp_path: Path) -> None:
     lams = [g.lam for g in rep.groups if g.method == "online_kfac"]
     assert lams == [1.0, 10.0, "auto10"]
     assert next(g for g in rep.groups if g.chosen and g.method == "online_kfac").lam in (1.0, 10.0)
-    assert "| online_kfac | auto10 |" in rep.main_table_markdown()
+    assert "| online_kfac | auto10 |" in render.main_table_markdown(rep)
     written = {p.name for p in write_report(rep, tmp_path / "out")}
     assert "acc_vs_lambda_online_kfac.png" in written  # from the two numeric λ
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from test_report import write_run
 
+from elcl.evaluation import render
 from elcl.evaluation.report import build_report
 from elcl.provenance import describe, environment, machine_counts
 from elcl.schemas import Environment
@@ -70,9 +71,10 @@ def test_the_report_says_what_its_runs_computed_on(tmp_path) -> None:
     report = build_report([tmp_path])
     assert report.machines == {"CPU AVX2, torch 2.13.0+cpu": 1, "not recorded (older elcl)": 1}
     assert (
-        "- computed on: CPU AVX2, torch 2.13.0+cpu (1 run); not recorded (older elcl) (1 run)" in report.to_markdown()
+        "- computed on: CPU AVX2, torch 2.13.0+cpu (1 run); not recorded (older elcl) (1 run)"
+        in render.report_markdown(report)
     )
-    assert report.summary_dict()["machines"] == report.machines
+    assert render.summary_dict(report)["machines"] == report.machines
 
 
 def test_an_interrupted_run_keeps_its_facts_for_the_resume(tmp_path) -> None:

@@ -12,6 +12,7 @@ import pytest
 from elcl.config import config_from_dict
 from elcl.continual.rundir import RunDir, RunSpec, write_jsonl
 from elcl.errors import ElclError
+from elcl.evaluation import render
 from elcl.evaluation.report import build_report, write_report
 from elcl.evaluation.runs import discover_runs, load_run
 from elcl.schemas import MetricRow, PredictionRow
@@ -142,7 +143,7 @@ def test_build_report_numbers(tmp_path):
     rep = build_report([make_experiment(tmp_path)])
     assert len(rep.runs) == 11
     assert any("kfac_s2" in w and "running" in w for w in rep.warnings)
-    main = rep.main_table_markdown()
+    main = render.main_table_markdown(rep)
     header = _row(main, "| method")
     assert header[:5] == ["method", "λ", "avg acc@1 (%)", "avg acc@1 95% CI", "avg acc@5 (%)"]
     col = {h: i for i, h in enumerate(header)}
@@ -170,7 +171,7 @@ def test_build_report_numbers(tmp_path):
     assert joint[col["n runs"]] == "1"
     # BWT of naive: ((0.4 - 0.8) + (0.5 - 0.7)) / 2 = -0.3 for both seeds
     assert naive[col["BWT (pp)"]] == "-30.0 ± 0.0"
-    alll = rep.all_lambda_markdown()
+    alll = render.all_lambda_markdown(rep)
     # seed 0 forgets 0.15 on average, seed 1 0.11: 1 - 0.13 / 0.30; resampling the two
     # seeds gives 1 - 0.15/0.30 and 1 - 0.11/0.30 at the ends of the interval
     assert _row(alll, "| ewc | 10 |")[col["forgetting reduction (%)"]] == "56.7 [50.0, 63.3]"
@@ -186,7 +187,7 @@ def test_build_report_numbers(tmp_path):
     assert g[("ewc", 10.0)].scalars["avg_final_acc1"][0] > g[("ewc", 1.0)].scalars["avg_final_acc1"][0]
     # forgetting vs best earlier: naive A = max(0.8, 0.5) - 0.4
     assert g[("naive", None)].tasks["forgetting_best"]["A"][0] == pytest.approx(0.40)
-    assert "λ selection" in rep.stdout_markdown()
+    assert "λ selection" in render.stdout_markdown(rep)
 
 
 def test_the_baseline_is_the_method_whose_class_says_so(tmp_path, monkeypatch):
@@ -198,15 +199,15 @@ def test_the_baseline_is_the_method_whose_class_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr(get("kfac"), "baseline", True)
     monkeypatch.setattr(get("online_kfac"), "baseline", False)  # else inherited from kfac
     rep = build_report([exp])
-    main = rep.main_table_markdown()
+    main = render.main_table_markdown(rep)
     col = {h: i for i, h in enumerate(_row(main, "| method"))}
     assert _row(main, "| kfac |")[col["forgetting reduction (%)"]] == "ref."
     # naive against kfac: 1 - mean(0.40, 0.20) / mean(0.08, 0.08)
     assert _row(main, "| naive |")[col["forgetting reduction (%)"]] == "-275.0"
     assert rep.comparison.baseline == "kfac"
     assert [a.method for a in rep.comparison.arms] == ["naive", "ewc", "joint"]
-    assert "forgetting reduction vs kfac" in rep.to_markdown()
-    assert "vs naive" not in rep.to_markdown()
+    assert "forgetting reduction vs kfac" in render.report_markdown(rep)
+    assert "vs naive" not in render.report_markdown(rep)
 
 
 def test_forgetting_is_measured_from_the_reference_class(tmp_path, monkeypatch):
@@ -337,7 +338,7 @@ def test_two_orders_get_separate_groups(tmp_path):
     )
     rep = build_report([exp])
     assert len(rep.orders) == 2
-    assert "order" in _row(rep.main_table_markdown(), "| method")
+    assert "order" in _row(render.main_table_markdown(rep), "| method")
     names = {p.name for p in write_report(rep, tmp_path / "o2")}
     assert "heatmap_naive_C-B-A.png" in names and "heatmap_naive_A-B-C.png" in names
 
@@ -426,7 +427,7 @@ def test_unpaired_runs_are_reported_not_paired(tmp_path):
     assert kfac.n_runs == 3 and kfac.n_paired == 2
     assert kfac.reduction.point == pytest.approx(1 - 0.08 / 0.30)
     assert rep.comparison.n_cells == 2
-    assert "## Unpaired runs" in rep.to_markdown()
+    assert "## Unpaired runs" in render.report_markdown(rep)
 
 
 def test_frontier_points_and_matched_plasticity(tmp_path):
@@ -444,7 +445,7 @@ def test_frontier_points_and_matched_plasticity(tmp_path):
     # both penalty methods sit at newest-task acc 0.89; ewc's two λ average there
     assert (m.a, m.b) == ("kfac", "ewc") and m.at == pytest.approx([0.89])
     assert m.mean_diff == pytest.approx(0.08 - (0.225 + 0.13) / 2)
-    assert "kfac forgets less than ewc" in rep.to_markdown()
+    assert "kfac forgets less than ewc" in render.report_markdown(rep)
 
 
 def _one_seed_with_predictions(exp: Path, ewc: bool = True) -> None:
@@ -471,7 +472,7 @@ def test_mention_level_bootstrap_and_verdicts(tmp_path):
     assert (d.a, d.b) == ("kfac", "ewc")
     assert d.forgetting.point == pytest.approx(0.05 - 0.225)
     assert d.forgetting.hi < 0 and d.forgetting.excludes_zero
-    md = rep.to_markdown()
+    md = render.report_markdown(rep)
     assert "kfac − ewc mean forgetting: -17.5 points" in md and "excludes 0" in md
     written = {p.name for p in write_report(rep, tmp_path / "out")}
     assert {"comparison.csv", "frontier.csv", "frontier.png"} <= written
@@ -566,7 +567,7 @@ def test_only_comparable_runs_are_grouped(tmp_path):
     (msg,) = rep.left_out
     assert "ewc400: left out" in msg and "train.max_eval_mentions = 400" in msg
     assert "(compared runs: 800)" in msg
-    assert "## Runs left out" in rep.to_markdown()
+    assert "## Runs left out" in render.report_markdown(rep)
 
 
 def test_lambda_rule_runs_are_their_own_points(tmp_path):
@@ -579,7 +580,7 @@ def test_lambda_rule_runs_are_their_own_points(tmp_path):
     assert auto.shown and not auto.chosen
     assert auto.reduction.point == pytest.approx(0.5)
     assert rep.selections[("kfac", tuple(ORDER))].chosen == 100.0
-    assert "| kfac | auto |" in rep.main_table_markdown()
+    assert "| kfac | auto |" in render.main_table_markdown(rep)
     assert any(p.lam == "auto" for p in rep.frontier)
     assert any(a.method == "kfac" and a.lam == "auto" for a in rep.comparison.arms)
     assert "heatmap_kfac_lamauto.png" in {p.name for p in write_report(rep, tmp_path / "o")}
@@ -631,10 +632,10 @@ def test_lambda_chosen_on_the_first_task_pair(tmp_path):
     assert fp.chosen == 1.0
     assert fp.scores[1.0] == pytest.approx(np.mean([(0.7 + SINGLE[s][1]) / 2 for s in (0, 1)]))
     assert ("naive", order) not in rep.first_pair  # no penalty, no rule
-    row = _row(rep.to_markdown().split("## λ chosen on the first task pair")[1], "| ewc |")
+    row = _row(render.report_markdown(rep).split("## λ chosen on the first task pair")[1], "| ewc |")
     # 1 - mean(0.30, 0.20) / mean(0.40, 0.20) and 1 - mean(0.10, 0.10) / mean(0.40, 0.20)
     assert row[:4] == ["ewc", "1", "10", "16.7"] and row[4] == "66.7"
-    assert rep.summary_dict()["lambda_first_pair"][0]["chosen_lambda"] == 1.0
+    assert render.summary_dict(rep)["lambda_first_pair"][0]["chosen_lambda"] == 1.0
 
 
 def test_the_papers_values_are_placed_against_the_intervals(tmp_path):
@@ -647,7 +648,7 @@ def test_the_papers_values_are_placed_against_the_intervals(tmp_path):
         write_run(exp, f"kfac_auto_s{s}", "kfac", "auto", s, seq(s, sA - 0.20, sB - 0.10))
         write_run(exp, f"okfac_s{s}", "online_kfac", 1.0, s, seq(s, sA - 0.10, sB - 0.10))
     rep = build_report([exp])
-    checks = rep.summary_dict()["comparison"]["against_paper"]
+    checks = render.summary_dict(rep)["comparison"]["against_paper"]
     got = {c["what"]: (c["paper"], c["ours"]["point"], c["position"]) for c in checks}
     kfac, ewc = 1 - 0.08 / 0.30, 0.25
     assert got == {
@@ -655,12 +656,12 @@ def test_the_papers_values_are_placed_against_the_intervals(tmp_path):
         "kfac (λ 100) forgetting reduction": (0.51, pytest.approx(kfac), "below"),
         "kfac − ewc forgetting reduction": (pytest.approx(0.24), pytest.approx(kfac - ewc), "below"),
     }
-    md = rep.to_markdown()
+    md = render.report_markdown(rep)
     assert "### Against the paper (McInerney et al. 2021" in md
     assert "the paper's 51% lies below the interval: not consistent with the paper" in md
     assert "the paper's +24 points lies below the interval" in md
     assert "no difference separated" not in md  # 48.3 [48.3, 48.3] excludes 0
-    assert "Against the paper" in rep.stdout_markdown()
+    assert "Against the paper" in render.stdout_markdown(rep)
 
 
 def test_a_paper_value_inside_or_untested():
@@ -684,8 +685,8 @@ def test_no_paper_section_without_a_method_the_paper_measured(tmp_path):
     write_run(exp, "naive", "naive", None, 0, seq(0, sA - 0.40, sB - 0.20))
     write_run(exp, "replay", "replay", None, 0, seq(0, sA - 0.20, sB - 0.10))
     rep = build_report([exp])
-    assert rep.summary_dict()["comparison"]["against_paper"] == []
-    assert "Against the paper" not in rep.to_markdown()
+    assert render.summary_dict(rep)["comparison"]["against_paper"] == []
+    assert "Against the paper" not in render.report_markdown(rep)
 
 
 def test_an_experiment_scored_on_test_only_reports_its_fixed_lambda(tmp_path):

@@ -233,7 +233,7 @@ def candidates(
     """Recall@k of TF-IDF candidates per split, with the ontology used and the time taken.
 
     With --dense: also the encoder's nearest names (R@1 = zero-shot acc@1), the merged
-    list (TF-IDF's first k−dense_k, then dense; see elcl/candidates/dense.py) and the
+    list (TF-IDF's first k−dense_k, then dense; see elcl/models/dense_candidates.py) and the
     union of both top-k lists (up to 2k candidates).
     """
     from elcl.candidates.abbrev import AbbreviationStyle, query_texts
@@ -274,7 +274,7 @@ def candidates(
     }
     dense_gen = None
     if dense is not None:
-        from elcl.candidates.dense import DenseCandidateGenerator
+        from elcl.models.dense_candidates import DenseCandidateGenerator
 
         t2 = time.perf_counter()
         if dense_amp not in ("none", "bf16"):
@@ -361,8 +361,8 @@ def candidates(
 
 def _dense_recalls(dense_gen, texts, mentions, sparse, onto, ks, dense_k) -> dict[str, object]:
     """Recall@k of the dense list, of the merged list at each budget k, and of the union of both top-k."""
-    from elcl.candidates.dense import merge_candidates, union_candidates
     from elcl.candidates.recall import recall_at_k
+    from elcl.models.dense_candidates import merge_candidates, union_candidates
 
     t = time.perf_counter()
     dense = dense_gen.top_k(texts, max(ks))

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from elcl.errors import ElclError
-from elcl.evaluation.render import run_head
+from elcl.evaluation.summary import run_head
 
 if TYPE_CHECKING:
     from rich.console import JustifyMethod
@@ -120,6 +120,7 @@ def evaluate(
     --out. Only runs whose experiment-defining config agrees are compared; the others
     are listed with the keys that differ.
     """
+    from elcl.evaluation import render
     from elcl.evaluation.report import build_report, check_options, write_report
     from elcl.evaluation.runs import discover_runs
 
@@ -160,13 +161,13 @@ def evaluate(
         typer.echo(f"exported {len(done)} run(s) to {export}", err=True)
     written = write_report(report, out_dir)
     if as_json:
-        typer.echo(json.dumps(report.summary_dict(), indent=2, allow_nan=False, ensure_ascii=False))
+        typer.echo(json.dumps(render.summary_dict(report), indent=2, allow_nan=False, ensure_ascii=False))
     elif sys.stdout.isatty():
         from elcl.evaluation.render import print_terminal
 
         print_terminal(report)
     else:
-        typer.echo(report.stdout_markdown())
+        typer.echo(render.stdout_markdown(report))
     typer.echo(f"wrote {len(written)} file(s) to {out_dir}", err=True)
 
 

@@ -16,10 +16,10 @@ def export(
     ),
 ) -> None:
     """Export a finished step: HF encoder (or ResCNN safetensors), head, ontology, model card."""
+    from elcl.continual.model_card import render_card
     from elcl.errors import ElclError
     from elcl.linking.source import open_source
     from elcl.models.export import export_linker
-    from elcl.models.model_card import render_card
 
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ElclError(f"{out}: already exists; export into a new folder (nothing was written)")

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Generic, TypeVar
 
+from elcl.continual.methods import get
 from elcl.errors import ElclError
 
 if TYPE_CHECKING:
@@ -32,6 +33,8 @@ class TrainDataGuard(Generic[S]):
         self._loader = loader
         self._loaded: dict[str, S] = {}
         self.method = method
+        self.every_task = get(method).all_tasks_at_once
+        """The method trains on every task at once (``joint``): each task stays readable."""
         self.current: str | None = None
         self.finished: set[str] = set()
         self.accesses: list[str] = []
@@ -50,13 +53,13 @@ class TrainDataGuard(Generic[S]):
         if self.current is not None:
             self.finished.add(self.current)
         self.current = task
-        if self.method != "joint":
+        if not self.every_task:
             # What may no longer be read is no longer kept.
             self._loaded = {t: s for t, s in self._loaded.items() if t == task}
 
     def train_examples(self, task: str) -> S:
         """Training examples of ``task``; only the current task (all tasks for joint)."""
-        allowed = self.method == "joint" or task == self.current
+        allowed = self.every_task or task == self.current
         if not allowed:
             raise OldDataAccessError(
                 f"method '{self.method}' may not read training data of task '{task}' while learning '{self.current}'"

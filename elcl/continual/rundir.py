@@ -19,7 +19,6 @@ half-written file and ``elcl train --resume`` can trust what it finds.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,34 +26,15 @@ from typing import Any
 import yaml
 
 from elcl.errors import ElclError
+from elcl.fileio import append_jsonl as append_jsonl  # re-exported: the run files' helpers
 from elcl.fileio import atomic_write_text
+from elcl.fileio import read_jsonl as read_jsonl
+from elcl.fileio import write_jsonl as write_jsonl
 from elcl.schemas import PruneRecord, RunRecord, parse_json_file
 
 
 def write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
-
-
-def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    rows = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise ElclError(f"{path}:{i}: not valid JSON") from None
-    return rows
-
-
-def append_jsonl(path: Path, rows: Iterable[dict]) -> None:
-    """Rewrite-with-append so the file is never left with a partial line."""
-    write_jsonl(path, read_jsonl(path) + list(rows))
 
 
 @dataclass(frozen=True)

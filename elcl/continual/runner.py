@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from elcl.config import ExperimentConfig, resolve_data_dir
+from elcl.continual import methods
 from elcl.continual.guard import TrainDataGuard
 from elcl.continual.lifecycle import guarded_run
 from elcl.continual.methods import Method, StepContext
@@ -65,7 +66,7 @@ def curvature_approx(cfg: ExperimentConfig) -> str:
     """What to collect after each task: ``curvature.approx`` when set, else what the method needs."""
     if cfg.curvature.approx != "auto":
         return cfg.curvature.approx
-    return cfg.method.method.curvature
+    return methods.get(cfg.method.name).curvature
 
 
 def build_linker(cfg: ExperimentConfig, rt: Runtime) -> Linker:
@@ -202,7 +203,7 @@ def _check_stored_data(path: Path) -> None:
 
 def _run_sequence(spec: RunSpec, cfg: ExperimentConfig, path: Path, rt: Runtime, resume: bool) -> Path:
     rd = RunDir(path)
-    method: Method = cfg.method.method(cfg.method.settings, spec.seed)
+    method: Method = methods.get(cfg.method.name)(cfg.method.settings, spec.seed)
     steps = method.steps(spec.order)
     n_steps = len(steps)
     steps_done = 0

@@ -5,7 +5,7 @@ How a batch is processed (driven by :func:`elcl.curvature.collect.collect_curvat
 1. ``start_batch``; the model's forward runs. A forward hook on every supported module
    (``nn.Linear``, ``nn.Conv1d``, ``nn.Embedding``, ``nn.LayerNorm``) with a trainable
    parameter saves the (detached) layer input and the current
-   :class:`~elcl.curvature.context.SequenceInfo`, and registers a tensor hook on the
+   :class:`~elcl.models.sequence_context.SequenceInfo`, and registers a tensor hook on the
    output that stores ``dL/d(output)`` each time a backward pass reaches it. A module may
    run several times per forward (a shared encoder over a mention and its candidates):
    every call is its own *record*.
@@ -38,9 +38,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from elcl.curvature.context import SequenceInfo, current_sequence_info
 from elcl.curvature.layers import LayerKind, compute_dtype, layer_kind, supported_names
 from elcl.errors import ElclError
+from elcl.models.sequence_context import SequenceInfo, current_sequence_info
 
 ACC_DTYPE = torch.float64
 
@@ -307,7 +307,7 @@ class CurvatureHooks:
                 raise ElclError(
                     f"curvature: layer '{st.name}' got an input with leading dim {n_rows} but the batch has "
                     f"{self._batch_size} examples; wrap the encoder call in "
-                    "elcl.curvature.context.sequence_context(token_mask=..., example_index=...)"
+                    "elcl.models.sequence_context.sequence_context(token_mask=..., example_index=...)"
                 )
             ex_seq = torch.arange(n_rows, device=dev)
         ex_pos = ex_seq[:, None].expand(n_rows, n_pos)

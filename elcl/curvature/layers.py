@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -33,8 +33,20 @@ from torch import nn
 
 from elcl.errors import ElclError
 
-if TYPE_CHECKING:
-    from elcl.curvature.hooks import Layout
+
+class Layout(Protocol):
+    """What a layer kind reads of a batch's position layout (built by
+    :class:`elcl.curvature.hooks.Layout`, which imports this module, so it is named here
+    by its shape, not imported): ``ex [P]``, the example of each kept position."""
+
+    ex: torch.Tensor
+
+    def segment_sum(self, rows: torch.Tensor) -> torch.Tensor: ...
+
+    def max_count(self) -> int: ...
+
+    def padded(self, rows: torch.Tensor) -> torch.Tensor: ...
+
 
 # at most this many elements in one chunk of per-example weight gradients
 _PER_EXAMPLE_BUDGET = 1 << 26

@@ -204,7 +204,7 @@ def _load(kind: str, path: Path | str, prefixes: tuple[str, ...] | None = None) 
 def load_mesh_descriptors(path: Path | str, trees: tuple[str, ...] | None = None):
     """Descriptors (preferred name + entry terms); ``trees`` keeps only those under these
     tree-number prefixes (``("D",)``: chemicals and drugs). TSV or official XML."""
-    from elcl.data.ontology import Ontology
+    from elcl.data.concepts import Ontology
 
     names = _load("descriptors", path, tuple(trees) if trees else None)
     scope = f" (trees {','.join(trees)})" if trees else ""
@@ -213,7 +213,7 @@ def load_mesh_descriptors(path: Path | str, trees: tuple[str, ...] | None = None
 
 def load_mesh_supplementary(path: Path | str):
     """Supplementary concept records (``C...``): every name of each. TSV or official XML."""
-    from elcl.data.ontology import Ontology
+    from elcl.data.concepts import Ontology
 
     names = _load("supplementary", path)
     return Ontology({k: list(v) for k, v in names.items()}, {}, f"MeSH supplementary file {Path(path)}")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Literal
 from elcl.continual import methods
 
 if TYPE_CHECKING:
-    from elcl.evaluation.report import Comparison
+    from elcl.evaluation.scores import Comparison
     from elcl.evaluation.stats import Interval
 
 __all__ = ["SOURCE", "PaperCheck", "paper_checks"]

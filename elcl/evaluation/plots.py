@@ -23,7 +23,7 @@ from elcl.evaluation.runs import lam_label
 from elcl.fileio import atomic_write_bytes
 
 if TYPE_CHECKING:
-    from elcl.evaluation.report import GroupScores, Report
+    from elcl.evaluation.scores import GroupScores, Report
 
 __all__ = ["write_plots"]
 

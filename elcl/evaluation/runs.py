@@ -17,6 +17,7 @@ import numpy as np
 import yaml
 
 from elcl.continual.methods import NAMES as METHODS
+from elcl.continual.methods import REGISTRY
 from elcl.continual.methods import get as get_method
 from elcl.continual.rundir import RunSpec
 from elcl.errors import ElclError
@@ -102,7 +103,11 @@ def is_run_dir(path: Path) -> bool:
 def _load_metrics(path: Path, method: str, order: tuple[str, ...]) -> list[MetricRow]:
     # Last occurrence wins: a resumed trainer may re-append a step.
     latest: dict[tuple[int, str, str], MetricRow] = {}
-    for _, row in parse_jsonl_file(MetricRow, path, {"order": order, "method": method}):
+    ctx: dict[str, object] = {"order": order, "method": method}
+    cls = REGISTRY.get(method)
+    if cls is not None and cls.all_tasks_at_once:
+        ctx["one_step"] = cls.step_labels(order)[0]
+    for _, row in parse_jsonl_file(MetricRow, path, ctx):
         latest[(row.step, row.eval_task, row.split)] = row
     return sorted(latest.values(), key=lambda r: (r.step, r.split, order.index(r.eval_task)))
 

@@ -11,6 +11,7 @@ import torch
 
 from elcl.candidates.prior import ConceptPrior
 from elcl.config import CandidatesConfig, ExperimentConfig, load_run_config
+from elcl.continual import methods
 from elcl.continual.rundir import RunDir, read_jsonl
 from elcl.data.ontology import Ontology
 from elcl.data.pubtator import IdRules
@@ -69,7 +70,8 @@ def run_step(path: Path, step: int | None) -> RunStep:
         raise ElclError(
             f"--step {step}: not a finished step of {path} (finished: {', '.join(str(i) for i in range(done))})"
         )
-    trained = "joint" if method == "joint" else order[step]
+    cls = methods.REGISTRY.get(str(method))
+    trained = cls.step_labels(order)[0] if cls is not None and cls.all_tasks_at_once else order[step]
     cfg = load_run_config(rd.path)
     metrics = [r for r in read_jsonl(rd.metrics) if int(r["step"]) == step]
     return RunStep(rd.path, state, cfg, step, trained, metrics)
@@ -79,7 +81,7 @@ def default_task(rs: RunStep, task: str | None) -> str:
     """The ontology's task: the trained task by default (a joint run: the last of its order)."""
     order = list(rs.state.get("order", []))
     if task is None:
-        return rs.trained_task if rs.trained_task != "joint" else order[-1]
+        return rs.trained_task if rs.trained_task in order else order[-1]
     if task not in order:
         raise ElclError(f"--task {task}: not a task of {rs.path} (its tasks: {', '.join(order)})")
     return task

@@ -32,7 +32,7 @@ def embed_texts(
     normalize: bool = False,
     device: torch.device | str = "cpu",
 ) -> torch.Tensor:
-    from elcl.training.loop import autocast_for
+    from elcl.hardware import autocast_for
 
     device = torch.device(device)
     if not texts:

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from elcl.config import ModelConfig
-from elcl.curvature.context import sequence_context
 from elcl.models.encoders import CharTokenizer, CNNTextEncoder, TransformerTextEncoder, load_tokenizer
+from elcl.models.sequence_context import sequence_context
 
 
 @dataclass

@@ -20,8 +20,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from elcl.continual.rundir import append_jsonl
 from elcl.errors import ConfigError
+from elcl.fileio import append_jsonl
 
 TRAIN_SCALARS = ("loss", "penalty", "lr", "grad_norm")
 MISSING_TENSORBOARD = (

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from typing import NamedTuple
 
 import torch
@@ -22,18 +21,10 @@ from tqdm.auto import tqdm
 
 from elcl.config import TrainConfig
 from elcl.errors import DivergedError, ElclError
-from elcl.hardware import resolve_amp
+from elcl.hardware import autocast_for
 from elcl.models.linker import Linker, multi_positive_loss
 from elcl.training.batching import TokenCache, collate
 from elcl.training.examples import LinkingExample
-
-
-def autocast_for(device: torch.device, amp: str):
-    amp = resolve_amp(amp, device)
-    if amp == "none":
-        return nullcontext()
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def make_optimizer(groups: list[dict], cfg: TrainConfig) -> torch.optim.Optimizer:

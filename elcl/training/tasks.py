@@ -28,7 +28,7 @@ from elcl.data.types import Corpus, Document
 from elcl.training.examples import ExampleStats, GoldIndex, LinkingExample, build_examples
 
 if TYPE_CHECKING:
-    from elcl.candidates.dense import MergedCandidateGenerator
+    from elcl.models.dense_candidates import MergedCandidateGenerator
 
 EVAL_SPLITS = ("dev", "test")
 
@@ -134,7 +134,7 @@ def retriever(
     sparse = candidate_generator(ontology, candidates)
     if not candidates.dense:
         return sparse
-    from elcl.candidates.dense import DenseCandidateGenerator, MergedCandidateGenerator
+    from elcl.models.dense_candidates import DenseCandidateGenerator, MergedCandidateGenerator
 
     encoder = candidates.dense_encoder or model.name
     if model.type != "bert" and candidates.dense_encoder is None:

@@ -1,10 +1,13 @@
 """The continual methods, one file each, and the registry everything else asks.
 
-The tuple below is the one list of methods: config validation (``method.name`` and a
-settings section per method), the runner, ``elcl fisher`` and the reports read it.
-Its order is the order of methods in reports. To add a method, write a
-:class:`~elcl.continual.methods.base.Method` subclass in a new file and add it here
-(README, "Adding a method").
+The tuple below is the one list of method objects: the runner, ``elcl fisher`` and the
+reports read it. Its order is the order of methods in reports. Config validation reads
+the other half of the registry, :data:`elcl.method_settings.SECTIONS` (a settings model
+and a summary per method), which sits below the config; the two must list the same
+methods in the same order with the same settings, or importing this package fails. To
+add a method, write its settings and summary there, a
+:class:`~elcl.continual.methods.base.Method` subclass in a new file here, and add it to
+the tuple (CONTRIBUTING.md).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from elcl.continual.methods.online_kfac import OnlineKFAC
 from elcl.continual.methods.replay import Replay, ReplayMemory
 from elcl.continual.methods.single import Single
 from elcl.errors import ElclError
+from elcl.method_settings import SECTIONS
 
 REGISTRY: dict[str, type[Method]] = {
     cls.name: cls for cls in (Naive, LRControl, Replay, EWC, OnlineEWC, KFAC, OnlineKFAC, Joint, Single)
@@ -45,6 +49,24 @@ NAMES: tuple[str, ...] = tuple(REGISTRY)
 PENALTY_METHODS: tuple[str, ...] = tuple(n for n, c in REGISTRY.items() if c.penalised())
 SEQUENTIAL_METHODS: tuple[str, ...] = tuple(n for n, c in REGISTRY.items() if c.sequential())
 DEFAULT = Naive.name
+
+
+def _check_sections() -> None:
+    """The method objects and the config sections of ``elcl.method_settings`` agree."""
+    if NAMES != tuple(SECTIONS):
+        raise ElclError(
+            f"the method registry ({', '.join(NAMES)}) and elcl.method_settings.SECTIONS "
+            f"({', '.join(SECTIONS)}) must list the same methods in the same order"
+        )
+    for name, cls in REGISTRY.items():
+        if cls.Settings is not SECTIONS[name].settings:
+            raise ElclError(
+                f"method {name}: Settings is {cls.Settings.__name__}, its config section is "
+                f"{SECTIONS[name].settings.__name__} (elcl.method_settings.SECTIONS)"
+            )
+
+
+_check_sections()
 
 
 def get(name: str) -> type[Method]:

@@ -15,8 +15,9 @@ calls them for each step of a sequence:
   a replay memory); :meth:`Method.restore` rebuilds in-memory state on resume.
 
 ``curvature`` says which statistics the method needs after each task (``diag``,
-``kfac`` or ``none``); ``Settings`` is the pydantic model of its config section, so a
-key that belongs to another method is an error naming the key.
+``kfac`` or ``none``); ``Settings`` is the pydantic model of its config section (it
+lives in :mod:`elcl.method_settings`, below the config, with the method's one-line
+summary), so a key that belongs to another method is an error naming the key.
 
 The reports never name a method either: the roles a method plays in them are class
 attributes (``forgetting_reference``, ``baseline``, ``headline``), looked up through
@@ -28,167 +29,41 @@ a role is not played by the expected number of methods.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
-
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    field_validator,
-    model_validator,
-)
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from elcl.errors import ElclError
+from elcl.method_settings import (
+    AUTO,
+    MethodSettings,
+    PenaltySettings,
+    RunLambda,
+    format_lambda,
+    is_auto,
+    lambda_sort_key,
+    lambda_token,
+    parse_run_lambda,
+)
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from elcl.continual.guard import TrainDataGuard
     from elcl.continual.rundir import RunDir
     from elcl.curvature.collect import CurvatureStats
     from elcl.curvature.penalty import Penalty
     from elcl.training.examples import LinkingExample
 
 CurvatureNeed = Literal["none", "diag", "kfac"]
-AUTO = "auto"
-
-RunLambda = float | str | None
-"""The λ of one run: a number, an ``auto`` token (``"auto"``, or ``"auto10"`` for
-``lambda_scale: 10``), or None for methods without a penalty."""
 
 
-class MethodSettings(BaseModel):
-    """A method's own config keys (none by default); unknown keys are errors."""
+class TrainData(Protocol):
+    """What a method may read of the training data: the current task's examples, through
+    the no-old-data guard (:class:`elcl.continual.guard.TrainDataGuard`, which asks this
+    registry which methods read every task, so it is named here by its shape)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True, allow_inf_nan=False)
-
-    def lambdas(self) -> list[RunLambda]:
-        """The λ of each run this section expands into (one ``None`` without a penalty)."""
-        return [None]
-
-    def for_run(self, lam: RunLambda) -> MethodSettings:
-        """This section as one run sees it (its λ fixed, no grid)."""
-        return self.model_copy(deep=True)
-
-
-def _parse_lambda(v: Any) -> Any:
-    """A λ as written in a config: a non-negative number or ``auto``."""
-    if isinstance(v, (list, tuple, dict)):
-        raise ValueError("a run has one λ (a number or auto); list several under lambda_grid")  # noqa: TRY004 (pydantic reports ValueError)
-    if v == AUTO:
-        return AUTO
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        raise ValueError(f"expected a non-negative number or auto, got {v!r}") from None
-    if not math.isfinite(x):
-        raise ValueError("Input should be a finite number")
-    if isinstance(v, bool) or x < 0:
-        raise ValueError(f"expected a non-negative number or auto, got {v!r}")
-    return x
-
-
-LambdaValue = Annotated[float | Literal["auto"], BeforeValidator(_parse_lambda)]
-
-
-class PenaltySettings(MethodSettings):
-    """Keys shared by the curvature penalties.
-
-    ``lambda`` is the one λ of a run (a number, or ``auto``: each earlier task t
-    weighted by its Laplace precision, λ_t = N_t / N); ``lambda_grid`` lists the λ
-    values to run, one run each, and replaces ``lambda`` when given.
-    ``lambda_scale`` multiplies the ``auto`` value (a tempered posterior)."""
-
-    lambda_: LambdaValue = Field(1.0, alias="lambda")
-    lambda_grid: list[LambdaValue] | None = None
-    """One run per entry (numbers and/or ``auto``); the run's ``lambda`` is the entry."""
-    lambda_scale: float = Field(1.0, gt=0)
-    """Multiplier of ``lambda: auto`` (λ_t = lambda_scale · N_t / N); only with auto."""
-    fast_grad: bool = True
-    """Add the penalty gradient directly (no second autograd graph)."""
-
-    @field_validator("lambda_grid")
-    @classmethod
-    def _grid(cls, v: list[LambdaValue] | None) -> list[LambdaValue] | None:
-        if v is not None and not v:
-            raise ValueError("lambda_grid must list at least one λ")
-        return v
-
-    @model_validator(mode="after")
-    def _consistent(self) -> PenaltySettings:
-        if self.lambda_grid is not None and "lambda_" in self.model_fields_set:
-            raise ValueError("give either lambda (one run) or lambda_grid (one run per entry), not both")
-        if self.lambda_scale != 1.0 and AUTO not in self._values():
-            raise ValueError("lambda_scale multiplies lambda: auto; it has no effect on a numeric λ")
-        return self
-
-    def _values(self) -> list[LambdaValue]:
-        return list(self.lambda_grid) if self.lambda_grid is not None else [self.lambda_]
-
-    def lambdas(self) -> list[RunLambda]:
-        return [lambda_token(v, self.lambda_scale) for v in self._values()]
-
-    def for_run(self, lam: RunLambda) -> PenaltySettings:
-        # model_validate rather than model_copy(update=...): the copy must be valid on its own
-        data = self.model_dump(by_alias=True, exclude={"lambda_grid"})
-        data["lambda"] = AUTO if is_auto(lam) else lam
-        if not is_auto(lam):
-            data.pop("lambda_scale", None)
-        return type(self).model_validate(data)
-
-    @property
-    def is_auto(self) -> bool:
-        return self.lambda_ == AUTO
-
-
-def lambda_token(value: LambdaValue, scale: float = 1.0) -> RunLambda:
-    """A run's λ as written in ``run.json`` and its directory name (``-lam<token>``)."""
-    if value == AUTO:
-        return AUTO if scale == 1.0 else f"{AUTO}{scale:g}"
-    return float(value)
-
-
-def is_auto(lam: RunLambda) -> bool:
-    return isinstance(lam, str) and lam.startswith(AUTO)
-
-
-def format_lambda(lam: RunLambda) -> str:
-    """``-`` for no λ, ``auto``/``auto10`` as is, numbers with ``:g``."""
-    if lam is None:
-        return "-"
-    return lam if isinstance(lam, str) else f"{lam:g}"
-
-
-def lambda_sort_key(lam: RunLambda) -> tuple[int, float]:
-    """None first, then numbers ascending, then auto tokens by their scale."""
-    if lam is None:
-        return (0, 0.0)
-    if isinstance(lam, str):
-        rest = lam[len(AUTO) :]
-        return (2, float(rest) if rest else 1.0)
-    return (1, float(lam))
-
-
-def parse_run_lambda(value: Any) -> RunLambda:
-    """A λ read back from ``run.json``; raises ValueError when it is none of the forms."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        if value == AUTO:
-            return value
-        if value.startswith(AUTO):
-            scale = float(value[len(AUTO) :])  # ValueError when not a number
-            if math.isfinite(scale) and scale > 0:
-                return value
-        raise ValueError(value)
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
-        return float(value)
-    raise ValueError(value)
+    def train_examples(self, task: str) -> Sequence[LinkingExample]: ...
 
 
 @dataclass(frozen=True)
@@ -231,7 +106,6 @@ class Method:
     name: ClassVar[str]
     label: ClassVar[str]
     """Display name in reports."""
-    summary: ClassVar[str] = ""
     Settings: ClassVar[type[MethodSettings]] = MethodSettings
     curvature: ClassVar[CurvatureNeed] = "none"
     reference: ClassVar[bool] = False
@@ -306,7 +180,7 @@ class Method:
     def penalty(self, ctx: StepContext) -> Penalty | None:
         return None
 
-    def after_task(self, ctx: StepContext, stats: CurvatureStats | None, guard: TrainDataGuard) -> None:
+    def after_task(self, ctx: StepContext, stats: CurvatureStats | None, guard: TrainData) -> None:
         """Keep what later steps need. Default: the task's curvature, if computed."""
         if stats is not None and ctx.is_main:
             from elcl.curvature.storage import DTYPES, save_curvature
@@ -314,7 +188,7 @@ class Method:
             dtype = ctx.curvature_dtype or DTYPES["float32"]
             save_curvature(stats, ctx.rd.curvature(ctx.task), ctx.config_hash, dtype=dtype)
 
-    def restore(self, step: Step, guard: TrainDataGuard) -> None:
+    def restore(self, step: Step, guard: TrainData) -> None:
         """A finished step skipped on resume: rebuild in-memory state (replay memory)."""
 
     # ------------------------------------------------------------------ helpers

@@ -14,7 +14,6 @@ if TYPE_CHECKING:
 class EWC(PenaltyMethod):
     name = "ewc"
     label = "EWC"
-    summary = "diagonal Fisher penalty per earlier task"
     curvature = "diag"
     headline = True
     paper_reduction: ClassVar[float | None] = 0.27

@@ -12,7 +12,6 @@ JOINT = "joint"
 class Joint(Method):
     name = JOINT
     label = "joint"
-    summary = "all tasks' training data at once (upper reference; not continual)"
     reference = True
     all_tasks_at_once = True
 

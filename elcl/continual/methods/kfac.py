@@ -5,22 +5,16 @@ earlier task, diagonal Fisher elsewhere (McInerney et al. 2021; Martens & Grosse
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from elcl.continual.methods.base import PenaltyMethod, PenaltySettings, StepContext
+from elcl.continual.methods.base import PenaltyMethod, StepContext
+from elcl.method_settings import KFACSettings
 
 if TYPE_CHECKING:
     import torch
 
     from elcl.curvature.collect import CurvatureStats
     from elcl.curvature.penalty import Penalty
-
-
-class KFACSettings(PenaltySettings):
-    penalty_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
-    """dtype of the dense factor products. auto = bfloat16 when training runs in bf16 on a
-    device that computes it natively (the forward pass is bf16 already; 3× faster products,
-    gradient within ~1%), else float32."""
 
 
 def matmul_dtype(choice: str, amp: str, device: Any = None) -> torch.dtype | None:
@@ -44,7 +38,6 @@ def penalty_matmul_dtype(cfg: Any, device: Any = None) -> torch.dtype | None:
 class KFAC(PenaltyMethod):
     name = "kfac"
     label = "K-FAC"
-    summary = "Kronecker-factored Fisher per layer and per earlier task"
     curvature = "kfac"
     headline = True
     paper_reduction: ClassVar[float | None] = 0.51

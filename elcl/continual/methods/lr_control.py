@@ -5,19 +5,11 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from pydantic import Field
-
-from elcl.continual.methods.base import Method, MethodSettings
+from elcl.continual.methods.base import Method
+from elcl.method_settings import LRControlSettings
 
 if TYPE_CHECKING:
     from torch import nn
-
-
-class LRControlSettings(MethodSettings):
-    lr_scale: float = Field(0.5, gt=0, le=1)
-    """Learning rate of tasks after the first, as a fraction of train.lr."""
-    layer_decay: float = Field(0.8, gt=0, le=1)
-    """Discriminative factor per layer below the top (ULMFiT)."""
 
 
 _LAYER = re.compile(r"\.(?:layer|blocks)\.(\d+)\.")
@@ -46,7 +38,6 @@ def discriminative_groups(model: nn.Module, lr: float, decay: float) -> list[dic
 class LRControl(Method):
     name = "lr_control"
     label = "LR control"
-    summary = "lower, per-layer decayed learning rates after the first task"
     Settings = LRControlSettings
     settings: LRControlSettings
 

@@ -8,5 +8,4 @@ from elcl.continual.methods.base import Method
 class Naive(Method):
     name = "naive"
     label = "naive"
-    summary = "fine-tuning on each task in turn, nothing kept"
     baseline = True

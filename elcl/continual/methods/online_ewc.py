@@ -11,23 +11,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pydantic import Field
-
-from elcl.continual.methods.base import PenaltyMethod, PenaltySettings, StepContext
+from elcl.continual.methods.base import PenaltyMethod, StepContext
+from elcl.method_settings import OnlineEWCSettings
 
 if TYPE_CHECKING:
     from elcl.curvature.penalty import Penalty
 
 
-class OnlineEWCSettings(PenaltySettings):
-    gamma: float = Field(1.0, gt=0, le=1)
-    """Decay of the running Fisher per later task."""
-
-
 class OnlineEWC(PenaltyMethod):
     name = "online_ewc"
     label = "online EWC"
-    summary = "running diagonal Fisher (decayed by γ) at the latest anchor"
     curvature = "diag"
     Settings = OnlineEWCSettings
     settings: OnlineEWCSettings

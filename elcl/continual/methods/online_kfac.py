@@ -28,24 +28,17 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field
-
-from elcl.continual.methods.base import StepContext
-from elcl.continual.methods.kfac import KFAC, KFACSettings
+from elcl.continual.methods.base import StepContext, TrainData
+from elcl.continual.methods.kfac import KFAC
 from elcl.errors import ElclError
+from elcl.method_settings import OnlineKFACSettings
 
 if TYPE_CHECKING:
-    from elcl.continual.guard import TrainDataGuard
     from elcl.curvature.collect import CurvatureStats
     from elcl.curvature.penalty import Penalty
 
 RUNNING_DIR = "_running"
 RUNNING_FILE = "running.json"
-
-
-class OnlineKFACSettings(KFACSettings):
-    gamma: float = Field(1.0, gt=0, le=1)
-    """Decay of the running factors per later task."""
 
 
 def running_dir(ctx: StepContext, step: int) -> Path:
@@ -88,7 +81,6 @@ def fold(
 class OnlineKFAC(KFAC):
     name = "online_kfac"
     label = "online K-FAC"
-    summary = "running Kronecker factors (decayed by γ) at the latest anchor"
     headline = False  # K-FAC's role is not inherited: the headline pair is K-FAC vs EWC
     paper_reduction = None  # the paper's 51% is offline K-FAC's
     Settings = OnlineKFACSettings
@@ -131,7 +123,7 @@ class OnlineKFAC(KFAC):
             return self.kfac_penalty(ctx, [scaled], weights=[factor])
         return self.kfac_penalty(ctx, [scaled])  # one λ; task_lambdas records it per task
 
-    def after_task(self, ctx: StepContext, stats: CurvatureStats | None, guard: TrainDataGuard) -> None:
+    def after_task(self, ctx: StepContext, stats: CurvatureStats | None, guard: TrainData) -> None:
         from elcl.curvature.storage import DTYPES, save_curvature
         from elcl.fileio import atomic_write_text
 

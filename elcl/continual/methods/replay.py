@@ -7,19 +7,12 @@ import random
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from pydantic import Field
-
-from elcl.continual.methods.base import Method, MethodSettings, Step, StepContext
+from elcl.continual.methods.base import Method, Step, StepContext, TrainData
+from elcl.method_settings import ReplaySettings
 
 if TYPE_CHECKING:
-    from elcl.continual.guard import TrainDataGuard
     from elcl.curvature.collect import CurvatureStats
     from elcl.training.examples import LinkingExample
-
-
-class ReplaySettings(MethodSettings):
-    replay_size: int = Field(500, ge=1)
-    """Examples kept over all earlier tasks, shared equally among them."""
 
 
 class ReplayMemory:
@@ -47,7 +40,6 @@ class ReplayMemory:
 class Replay(Method):
     name = "replay"
     label = "replay"
-    summary = "current task plus a bounded memory of earlier tasks' examples"
     Settings = ReplaySettings
     settings: ReplaySettings
 
@@ -58,9 +50,9 @@ class Replay(Method):
     def train_examples(self, step: Step, current: list[LinkingExample]) -> list[LinkingExample]:
         return current + self.memory.examples() if len(self.memory) else current
 
-    def after_task(self, ctx: StepContext, stats: CurvatureStats | None, guard: TrainDataGuard) -> None:
+    def after_task(self, ctx: StepContext, stats: CurvatureStats | None, guard: TrainData) -> None:
         super().after_task(ctx, stats, guard)
         self.memory.add_task(ctx.task, guard.train_examples(ctx.task))
 
-    def restore(self, step: Step, guard: TrainDataGuard) -> None:
+    def restore(self, step: Step, guard: TrainData) -> None:
         self.memory.add_task(step.label, guard.train_examples(step.label))

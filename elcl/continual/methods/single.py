@@ -8,7 +8,6 @@ from elcl.continual.methods.base import Method
 class Single(Method):
     name = "single"
     label = "single-task"
-    summary = "a new model per task; each task's own accuracy is the reference"
     reference = True
     per_task_model = True
     forgetting_reference = True

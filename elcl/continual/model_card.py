@@ -24,7 +24,9 @@ def render_card(
     m = cfg.model
     order = list(state.get("order", []))
     method = state.get("method", cfg.method.name)
-    seq = " → ".join(f"**{t}**" if (i == step or method == "joint") else t for i, t in enumerate(order))
+    cls = methods.REGISTRY.get(method)
+    at_once = cls is not None and cls.all_tasks_at_once  # its one step trained on every task
+    seq = " → ".join(f"**{t}**" if (i == step or at_once) else t for i, t in enumerate(order))
     kind = "ResCNN" if m.type == "cnn" else f"`{m.name}`"
     pooling = "masked max" if m.type == "cnn" else m.pooling
     mode = (
@@ -44,7 +46,7 @@ def render_card(
         f"- sequence: {seq} (step {step + 1} of {len(order)}, trained on {trained})",
         f"- method: {method}, λ = {_fmt_lambda(state.get('lambda'))}, seed {state.get('seed')}",
         f"- curvature: {cfg.curvature.approx}, {cfg.curvature.kind} Fisher"
-        if method in methods.REGISTRY and methods.get(method).curvature != "none"
+        if cls is not None and cls.curvature != "none"
         else "- curvature: not used",
         f"- data: ontology mode `{cfg.data.ontology}`, training mentions per task: {cfg.train.max_train_mentions or 'all'}, "
         f"{cfg.train.epochs:g} epoch(s), lr {cfg.train.lr:g}, batch {cfg.train.batch_size}" + _later(cfg),
