@@ -11,6 +11,7 @@ import os
 import random
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -73,6 +74,34 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
+
+
+RNG_FILE = "rng_state.safetensors"
+
+
+def save_rng_state(path: Path) -> None:
+    """torch's generator states (CPU, and CUDA when present) at this point of a run, so a
+    later process (``elcl update``) can continue with the dropout masks an uninterrupted
+    run would have drawn next."""
+    from safetensors.torch import save_file
+
+    from elcl.fileio import atomic_path
+
+    tensors = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        tensors["cuda"] = torch.cuda.get_rng_state()
+    with atomic_path(Path(path), ".safetensors") as tmp:
+        save_file(tensors, str(tmp))
+
+
+def load_rng_state(path: Path) -> None:
+    """Restore what :func:`save_rng_state` wrote (the CUDA state only where CUDA is used)."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(path))
+    torch.set_rng_state(tensors["cpu"])
+    if "cuda" in tensors and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.set_rng_state(tensors["cuda"])
 
 
 def barrier(rt: Runtime) -> None:

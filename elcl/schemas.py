@@ -9,6 +9,10 @@
 * :class:`CurvatureMeta` — ``<run>/curvature/<task>/meta.json`` (format ``elcl-curvature/1``).
 * :class:`PruneRecord` — ``<run>/pruned.json``: what ``elcl prune`` removed from a finished
   run, so a later reader can say why a checkpoint is gone instead of "not found".
+* :class:`Lineage` — ``<export>/lineage.json`` (format ``elcl-lineage/1``): the versions of
+  an exported linker (:class:`LineageVersion`: tasks, data hashes, method, λ, γ, metrics,
+  settings, parent) and the curvature it carries for the next update
+  (:class:`ExportCurvature`).
 
 The trainer builds these objects and writes :meth:`dump`; readers call :func:`parse`,
 which turns every validation failure into one :class:`~elcl.errors.ElclError` line
@@ -45,6 +49,13 @@ __all__ = [
     "SPLITS",
     "STATUSES",
     "CurvatureMeta",
+    "EvalScore",
+    "ExportCurvature",
+    "CurvatureEntry",
+    "LINEAGE_FORMAT",
+    "Lineage",
+    "LineageVersion",
+    "TaskData",
     "MetricRow",
     "PredictionRow",
     "PruneRecord",
@@ -263,6 +274,104 @@ class CurvatureMeta(_Schema):
     symmetric_storage: Literal["full", "triu"] = _expected("full|triu")
     factors_sha256: str = _expected("a sha256 hex digest")
     elcl_version: str | None = Field(default=None, json_schema_extra={"expected": "a string"})
+
+
+LINEAGE_FORMAT = "elcl-lineage/1"
+
+
+class TaskData(_Schema):
+    """The data one version trained on: a task, the files read for it (sha256 each) and
+    the documents its dev/test splits hold out (a later update leaves them out of its
+    training data, as a sequence run does, without reading this task's data again)."""
+
+    task: str = _expected("a task name")
+    files: dict[str, str] = _expected("file path -> sha256 hex digest")
+    ontology_hash: str | None = Field(default=None, json_schema_extra={"expected": "a content hash or null"})
+    train_examples: int | None = Field(ge=0, json_schema_extra={"expected": "a non-negative integer or null"})
+    held_out_documents: list[str] = _expected("a list of document ids (dev and test)")
+
+
+class EvalScore(_Schema):
+    """acc@1/@5 of a version on one evaluation set (a task's split)."""
+
+    task: str = _expected("a task name")
+    split: str = _expected("dev|test")
+    acc1: Fraction = _expected("a fraction in [0, 1]")
+    acc5: Fraction = _expected("a fraction in [0, 1]")
+    n: int = Field(ge=0, json_schema_extra={"expected": "a non-negative integer"})
+
+
+class LineageVersion(_Schema):
+    """One version of an exported linker: what made it, from what, and how it scored."""
+
+    version: int = Field(ge=1, json_schema_extra={"expected": "a positive integer"})
+    parent: int | None = _expected("the parent version number or null")
+    made_by: Literal["train", "update"] = _expected("train|update")
+    created: str = _expected("an ISO 8601 UTC time")
+    elcl_version: str = _expected("a version string")
+    tasks: list[str] = _expected("the tasks trained in this version")
+    data: list[TaskData] = _expected("one entry per task trained")
+    method: str = _expected("a registered method name")
+    lam: float | str | None = Field(
+        alias="lambda", json_schema_extra={"expected": "a non-negative number, 'auto…' or null"}
+    )
+    gamma: float | None = _expected("a decay in (0, 1] or null")
+    seed: int = _expected("an integer")
+    step: int = Field(ge=0, json_schema_extra={"expected": "the sequence step of the version's last task"})
+    settings: dict[str, Any] = _expected("the experiment config the version was trained with")
+    metrics: list[EvalScore] = _expected("a list of evaluation scores")
+    weights_sha256: str = _expected("sha256 of the version's trainable weights")
+
+
+class CurvatureEntry(_Schema):
+    """One curvature directory (``elcl-curvature/1``) of an export."""
+
+    dir: str = _expected("a folder name under curvature/")
+    tasks: list[str] = _expected("the tasks it stands for")
+    weight: float = Field(gt=0, json_schema_extra={"expected": "W, the total weight of a running state"})
+    n_examples: dict[str, int] = _expected("task -> examples its Fisher averaged over")
+
+
+class ExportCurvature(_Schema):
+    """The curvature an export carries for the next update.
+
+    ``online``: one running state (online K-FAC or online EWC: constant size whatever the
+    number of versions; its anchor is the exported weights). ``per_task``: one entry per
+    task with that task's own anchor (kfac/ewc, whose penalty sums the tasks' blocks
+    exactly; one task's block more per version). With one task the two coincide."""
+
+    mode: Literal["online", "per_task"] = _expected("online|per_task")
+    approximation: str = _expected("kfac|diag|both")
+    gamma: float | None = _expected("the decay of the running state or null")
+    entries: list[CurvatureEntry] = _expected("a list of curvature directories, oldest first")
+    model_config_hash: str = _expected("the model config hash the curvature was computed for")
+    anchor_sha256: str = _expected("sha256 of the latest anchor (= the exported weights)")
+    bytes: int = Field(ge=0, json_schema_extra={"expected": "the tensor files' total size (factors.safetensors)"})
+
+
+class Lineage(_Schema):
+    """``lineage.json`` of an export: every version so far, oldest first."""
+
+    format: Literal["elcl-lineage/1"] = Field(default="elcl-lineage/1", json_schema_extra={"expected": LINEAGE_FORMAT})
+    versions: list[LineageVersion] = _expected("a non-empty list of versions, oldest first")
+    curvature: ExportCurvature | None = _expected("the curvature carried, or null")
+    rng_state: str | None = Field(
+        default=None, json_schema_extra={"expected": "a file holding torch's RNG state at the end of training, or null"}
+    )
+
+    @field_validator("versions")
+    @classmethod
+    def _nonempty(cls, v: list[LineageVersion]) -> list[LineageVersion]:
+        if not v:
+            raise ValueError("a lineage has at least one version")
+        for i, ver in enumerate(v, 1):
+            if ver.version != i:
+                raise ValueError(f"version {ver.version} at position {i}; versions are numbered 1, 2, ...")
+        return v
+
+    @property
+    def current(self) -> LineageVersion:
+        return self.versions[-1]
 
 
 class _RunMismatch(ValueError):

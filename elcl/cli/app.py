@@ -22,6 +22,7 @@ from elcl.cli import (
     pretrain_cmd,
     prune_cmd,
     train_cmd,
+    update_cmd,
 )
 from elcl.errors import ElclError
 
@@ -40,7 +41,17 @@ def version() -> None:
     typer.echo(__version__)
 
 
-for _module in (train_cmd, fisher_cmd, evaluate_cmd, migrate_cmd, pretrain_cmd, link_cmd, export_cmd, prune_cmd):
+for _module in (
+    train_cmd,
+    fisher_cmd,
+    evaluate_cmd,
+    migrate_cmd,
+    pretrain_cmd,
+    link_cmd,
+    export_cmd,
+    prune_cmd,
+    update_cmd,
+):
     _module.register(app)
 
 

@@ -15,8 +15,10 @@ def export(
         None, "--task", help="Whose ontology goes with it (default: the step's trained task)."
     ),
 ) -> None:
-    """Export a finished step: HF encoder (or ResCNN safetensors), head, ontology, model card."""
+    """Export a finished step: HF encoder (or ResCNN safetensors), head, ontology, model card,
+    and what `elcl update` needs later (lineage, consolidated curvature and its anchor)."""
     from elcl.continual.model_card import render_card
+    from elcl.continual.versions import run_extras
     from elcl.errors import ElclError
     from elcl.linking.source import open_source
     from elcl.models.export import export_linker
@@ -40,7 +42,8 @@ def export(
     card = render_card(
         rs.cfg, rs.state, rs.step, rs.trained_task, src.task, rs.metrics, src.ontology.source, len(src.ontology)
     )
-    export_linker(src.model, src.candidates, src.ontology, out, info, card, src.prior)
+    extra = run_extras(rs.path, rs.state, rs.cfg, rs.step, rs.metrics, src.model)
+    export_linker(src.model, src.candidates, src.ontology, out, info, card, src.prior, extra=extra)
     typer.echo(f"exported {rs.path} step {rs.step} ({rs.trained_task}) with the {src.task} ontology to {out}", err=True)
 
 

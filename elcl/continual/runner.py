@@ -31,7 +31,7 @@ from elcl.models.checkpoint import load_checkpoint, save_checkpoint
 from elcl.models.linker import Linker, linker_logits_fn
 from elcl.provenance import describe as describe_environment
 from elcl.provenance import environment
-from elcl.runtime import Runtime, barrier, seed_everything
+from elcl.runtime import RNG_FILE, Runtime, barrier, save_rng_state, seed_everything
 from elcl.schemas import MetricRow
 from elcl.training.batching import TokenCache, collate
 from elcl.training.curves import Curves
@@ -335,6 +335,9 @@ def _run_sequence(spec: RunSpec, cfg: ExperimentConfig, path: Path, rt: Runtime,
             stats = compute_curvature(model, guard.train_examples(st.label), cache, cfg, approx, spec.seed + step, rt)
         method.after_task(ctx, stats, guard)
         if rt.is_main:
+            # Where the generators stand once the step is done: `elcl update` from an export
+            # of this step continues with the dropout masks this run draws next.
+            save_rng_state(rd.step_dir(step, st.label) / RNG_FILE)
             rd.write_state(spec, "running" if step + 1 < n_steps else "done", step + 1, extra)
         barrier(rt)
     if curves is not None:

@@ -10,6 +10,8 @@ Layout of an export folder (format ``elcl-export/1``)::
     modules.json, sentence_bert_config.json,             sentence-transformers layout (bi-encoders):
       1_Pooling/config.json [, 2_Normalize/]             mean/CLS pooling [, L2 normalisation]
     linker_head.safetensors   cross-encoders only: the scoring head (weight [1, hidden], bias [1])
+    lineage.json, curvature/, rng_state.safetensors
+                              what a later `elcl update` needs (elcl.continual.versions)
     # ResCNN encoder (model.type cnn):
     cnn_encoder.safetensors   the encoder's tensors, named as elcl.models.encoders.CNNTextEncoder
                               (embed.weight, inp.weight/bias, blocks.<i>.conv1/conv2.weight/bias,
@@ -31,6 +33,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,8 +158,12 @@ def export_linker(
     info: dict,
     card: str,
     prior: ConceptPrior | None = None,
+    extra: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write ``model`` (with the candidates settings and ontology it links with) to ``out``.
+
+    ``extra`` writes more files into the folder being built (``elcl.continual.versions``:
+    curvature, lineage), so they appear with it or not at all.
 
     ``info`` (task, run, metrics...) is stored in ``elcl_linker.json``; ``card`` becomes
     README.md. ``out`` must not exist (or be an empty folder). A linker with
@@ -199,6 +206,8 @@ def export_linker(
             save_file(_cpu(model.head.state_dict()), str(tmp / HEAD_FILE), metadata={"elcl_version": __version__})
         write_ontology(tmp / ONTOLOGY_FILE, ontology)
         candidates = _save_dense_encoder(candidates, cfg, tmp)
+        if extra is not None:
+            extra(tmp)
         meta_json = {
             "format": EXPORT_FORMAT,
             "elcl_version": __version__,

@@ -115,6 +115,10 @@ class Method:
     """single: a fresh model per task; its final accuracies are the diagonal R[j][j]."""
     all_tasks_at_once: ClassVar[bool] = False
     """joint: one step over every task's training data (its one step label is not a task)."""
+    consolidation: ClassVar[Literal["online", "per_task"] | None] = None
+    """How an export keeps its curvature for a later ``elcl update``
+    (:mod:`elcl.continual.versions`): ``online`` one running state at the latest anchor,
+    ``per_task`` each task's own; None: what the run collected, if anything."""
 
     # Roles in the forgetting report (exactly one method each, except ``headline``: two).
     forgetting_reference: ClassVar[bool] = False

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from elcl.continual.methods.base import PenaltyMethod, StepContext
 
@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 class EWC(PenaltyMethod):
     name = "ewc"
     label = "EWC"
+    consolidation: ClassVar[Literal["online", "per_task"] | None] = "per_task"
     curvature = "diag"
     headline = True
     paper_reduction: ClassVar[float | None] = 0.27

@@ -38,6 +38,7 @@ def penalty_matmul_dtype(cfg: Any, device: Any = None) -> torch.dtype | None:
 class KFAC(PenaltyMethod):
     name = "kfac"
     label = "K-FAC"
+    consolidation: ClassVar[Literal["online", "per_task"] | None] = "per_task"
     curvature = "kfac"
     headline = True
     paper_reduction: ClassVar[float | None] = 0.51

@@ -9,7 +9,7 @@ worth per 1/N."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from elcl.continual.methods.base import PenaltyMethod, StepContext
 from elcl.method_settings import OnlineEWCSettings
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 class OnlineEWC(PenaltyMethod):
     name = "online_ewc"
     label = "online EWC"
+    consolidation: ClassVar[Literal["online", "per_task"] | None] = "online"
     curvature = "diag"
     Settings = OnlineEWCSettings
     settings: OnlineEWCSettings

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from elcl.continual.methods.base import StepContext, TrainData
 from elcl.continual.methods.kfac import KFAC
@@ -81,6 +81,7 @@ def fold(
 class OnlineKFAC(KFAC):
     name = "online_kfac"
     label = "online K-FAC"
+    consolidation: ClassVar[Literal["online", "per_task"] | None] = "online"
     headline = False  # K-FAC's role is not inherited: the headline pair is K-FAC vs EWC
     paper_reduction = None  # the paper's 51% is offline K-FAC's
     Settings = OnlineKFACSettings
