@@ -320,6 +320,10 @@ class LineageVersion(_Schema):
     step: int = Field(ge=0, json_schema_extra={"expected": "the sequence step of the version's last task"})
     settings: dict[str, Any] = _expected("the experiment config the version was trained with")
     metrics: list[EvalScore] = _expected("a list of evaluation scores")
+    metrics_before: list[EvalScore] = Field(
+        default_factory=list,
+        json_schema_extra={"expected": "the --eval scores of the parent, before the update"},
+    )
     weights_sha256: str = _expected("sha256 of the version's trainable weights")
 
 

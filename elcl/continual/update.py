@@ -134,13 +134,11 @@ def _check_model(cfg: ExperimentConfig, meta: dict, where: Path) -> None:
         )
 
 
-def _check_curvature(
-    path: Path, cls: type[Method], lineage: Lineage, model: torch.nn.Module, config_hash: str
-) -> CurvatureState | None:
-    """The export's curvature, verified against its weights; None for methods without a penalty."""
+def _check_record(path: Path, cls: type[Method], lineage: Lineage) -> None:
+    """What the lineage alone says against the update (checked before any weights load)."""
     rec = lineage.curvature
     if not cls.penalised():
-        return export_state(path, rec) if rec is not None else None
+        return
     if rec is None:
         raise ElclError(
             f"{path}: carries no curvature, so a {cls.name} penalty has nothing to hold it to; "
@@ -153,30 +151,36 @@ def _check_curvature(
         raise ElclError(
             f"{path}: carries {rec.approximation} curvature; {cls.name} needs a diagonal for every parameter (diag or both)"
         )
+    if cls.consolidation == "per_task" and rec.mode == "online" and len(rec.entries[-1].tasks) > 1:
+        raise ElclError(
+            f"{path}: carries one running curvature of {len(rec.entries[-1].tasks)} tasks; {cls.name} sums each "
+            "task's own block at its own anchor: update it with the online method instead"
+        )
+
+
+def _check_curvature(
+    path: Path, cls: type[Method], lineage: Lineage, model: torch.nn.Module, config_hash: str
+) -> CurvatureState | None:
+    """The export's curvature, verified against its weights (model config hash, file
+    checksums, anchor hash); None for methods without a penalty and no curvature."""
+    rec = lineage.curvature
+    if rec is None or not cls.penalised():
+        return export_state(path, rec) if rec is not None else None
     if rec.model_config_hash != config_hash:
         raise CheckpointError(
             f"{path}: curvature was computed for model config {rec.model_config_hash!r}, not this model's {config_hash!r}"
         )
     state = export_state(path, rec)
     assert state is not None
-    latest = state.entries[-1]
-    try:
-        anchors = anchor_sha256(state)
-    except CheckpointError as exc:
-        raise CheckpointError(str(exc)) from None
     from elcl.curvature.storage import load_curvature
 
-    names = list(load_curvature(latest.source, config_hash).anchors)
-    weights = model_weights_sha256(model, names)
+    latest = load_curvature(state.entries[-1].source, config_hash)  # checks the file's sha256
+    anchors = tensors_sha256(latest.anchors)
+    weights = model_weights_sha256(model, list(latest.anchors))
     if anchors != rec.anchor_sha256 or weights != anchors:
         raise CheckpointError(
             f"{path}: the curvature's anchor (sha256 {rec.anchor_sha256[:12]}…) does not match the weights "
             f"(sha256 {weights[:12]}…): the weights or the curvature were changed after export"
-        )
-    if cls.consolidation == "per_task" and rec.mode == "online" and len(latest.tasks) > 1:
-        raise ElclError(
-            f"{path}: carries one running curvature of {len(latest.tasks)} tasks; {cls.name} sums each task's own block "
-            "at its own anchor: update it with the online method instead"
         )
     return state
 
@@ -340,6 +344,7 @@ def update_linker(
         )
     cfg = update_config(lineage, task, method_name, lam, overrides, str(model_dir / "lineage.json"))
     _check_model(cfg, meta, model_dir)
+    _check_record(model_dir, cls, lineage)
     rt = rt or Runtime(torch.device(cfg.train.device if cfg.train.device != "auto" else "cpu"), 0, 1)
     ex = load_exported(model_dir, rt.device)
     model = ex.model
@@ -431,6 +436,7 @@ def update_linker(
             step=k,
             settings=cfg.to_dict(),
             metrics=[*result.after.values(), *own.values()],
+            metrics_before=list(result.before.values()),
             weights_sha256=model_weights_sha256(model),
         )
         new_lineage = Lineage(versions=versions, curvature=None)

@@ -269,6 +269,7 @@ def new_version(
     settings: dict,
     metrics: list[EvalScore],
     weights_sha256: str,
+    metrics_before: list[EvalScore] | None = None,
 ) -> list[LineageVersion]:
     before = list(parent.versions) if parent is not None else []
     return [
@@ -288,6 +289,7 @@ def new_version(
             step=step,
             settings=settings,
             metrics=metrics,
+            metrics_before=metrics_before or [],
             weights_sha256=weights_sha256,
         ),
     ]
