@@ -285,7 +285,7 @@ class TaskData(_Schema):
     training data, as a sequence run does, without reading this task's data again)."""
 
     task: str = _expected("a task name")
-    files: dict[str, str] = _expected("file path -> sha256 hex digest")
+    files: dict[str, str] = _expected("file role (train, dev, test, ontology...) -> sha256 hex digest")
     ontology_hash: str | None = Field(default=None, json_schema_extra={"expected": "a content hash or null"})
     train_examples: int | None = Field(ge=0, json_schema_extra={"expected": "a non-negative integer or null"})
     held_out_documents: list[str] = _expected("a list of document ids (dev and test)")

@@ -301,3 +301,39 @@ def test_per_task_export_of_several_tasks_needs_its_blocks(inputs, tmp_path, cap
     v = _update(per_task, tmp_path / "folded", C, "online_kfac")
     rec = read_lineage(v).curvature
     assert rec is not None and rec.mode == "online" and rec.entries[0].tasks == [A, B, C]
+
+
+def test_update_on_a_custom_task_file(v1, inputs, tmp_path, capsys, monkeypatch):
+    """--task takes a YAML file of one task entry (read by read_task_spec); its files'
+    sha256 go into the lineage and the version's settings, and a later update can still
+    score it by name with --eval."""
+    corpus = tmp_path / "clinic"
+    corpus.mkdir()
+    for split, name in (("train", "CDR_TrainingSet"), ("dev", "CDR_DevelopmentSet"), ("test", "CDR_TestSet")):
+        shutil.copyfile(inputs[1] / "bc5cdr" / f"{name}.PubTator.txt", corpus / f"{split}.pubtator")
+    spec = tmp_path / "clinic.yaml"
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "name": "clinic",
+                "files": {s: f"clinic/{s}.pubtator" for s in ("train", "dev", "test")},
+                "format": "pubtator",
+                "types": ["Chemical"],
+            }
+        )
+    )
+    v2 = _update(v1, tmp_path / "v2", str(spec), "online_kfac", "--eval", f"{A}:test", "--eval", f"{spec}:dev")
+    cur = read_lineage(v2).current
+    assert cur.tasks == ["clinic"]
+    from elcl.data.task_config import file_sha256
+
+    assert cur.data[0].files == {s: file_sha256(corpus / f"{s}.pubtator") for s in ("train", "dev", "test")}
+    assert [(m.task, m.split) for m in cur.metrics_before] == [(A, "test"), ("clinic", "dev")]
+    (entry,) = [t for t in cur.settings["tasks"] if isinstance(t, dict)]
+    assert entry["name"] == "clinic" and entry["sha256"]["train"] == cur.data[0].files["train"]
+    v3 = _update(v2, tmp_path / "v3", C, "online_kfac", "--eval", "clinic:test")
+    assert [(m.task, m.split) for m in read_lineage(v3).current.metrics_before] == [("clinic", "test")]
+    code, err = run_main(
+        ["link", str(v2), "-i", str(corpus / "test.pubtator"), "-o", str(tmp_path / "l.jsonl")], capsys, monkeypatch
+    )
+    assert code == 0, err

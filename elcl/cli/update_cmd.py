@@ -9,7 +9,9 @@ import typer
 
 def update(
     model: Path = typer.Argument(..., help="Export folder (from `elcl export` or `elcl update`).", show_default=False),
-    task: str = typer.Option(..., "--task", help="The new task: a built-in task name.", show_default=False),
+    task: str = typer.Option(
+        ..., "--task", help="The new task: a built-in task name, or a YAML file of one task entry.", show_default=False
+    ),
     method: str = typer.Option(
         ..., "--method", help="online_kfac, kfac, online_ewc, ewc or naive (lr_control too).", show_default=False
     ),
@@ -23,28 +25,28 @@ def update(
     eval_: list[str] = typer.Option(
         [],
         "--eval",
-        help="A held-out set to score before and after, TASK[:SPLIT] (e.g. ncbi_disease:test; repeatable).",
+        help="A held-out set scored before and after: TASK[:SPLIT] (ncbi_disease:test) or a task YAML file (an audit set; repeatable).",
     ),
 ) -> None:
     """Train an exported linker on a new task with its stored curvature as the penalty,
     without the earlier tasks' training data; write the next version (lineage appended)."""
-    from elcl.continual.update import EvalSet, update_linker
+    from elcl.continual.update import EvalSet, update_config, update_linker
+    from elcl.continual.versions import read_lineage
+    from elcl.data.task_config import read_task_spec, task_name
+    from elcl.errors import ElclError
     from elcl.runtime import init_runtime
 
     evals = [EvalSet.parse(e) for e in eval_]
     if out.exists():
-        from elcl.errors import ElclError
-
         raise ElclError(f"{out}: already exists; write the new version to a new folder (nothing was written)")
-    from elcl.continual.update import update_config
-    from elcl.continual.versions import read_lineage
-
+    ref = read_task_spec(task)
     lineage = read_lineage(model)
-    cfg = update_config(lineage, task, method, lam, set_, str(model / "lineage.json"))
+    cfg = update_config(lineage, ref, method, lam, set_, str(model / "lineage.json"), [e.ref for e in evals if e.ref])
     rt = init_runtime(cfg.train.device, cfg.train.num_threads)
     res = update_linker(
-        model, task, method, out, lam=lam, overrides=set_, evals=evals, rt=rt, log=lambda m: typer.echo(m, err=True)
+        model, ref, method, out, lam=lam, overrides=set_, evals=evals, rt=rt, log=lambda m: typer.echo(m, err=True)
     )
+    task = task_name(ref)
     v = res.lineage.current
     for e in evals:
         b, a = res.before[e.label], res.after[e.label]

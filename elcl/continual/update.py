@@ -51,6 +51,7 @@ from elcl.continual.versions import (
 )
 from elcl.curvature.storage import DTYPES, save_curvature
 from elcl.data.overlap import TrainRemoval
+from elcl.data.task_config import CustomTaskConfig, TaskRef, is_task_file, read_task_spec, task_name
 from elcl.errors import CheckpointError, ElclError
 from elcl.models.linker import model_config_hash
 from elcl.runtime import RNG_FILE, Runtime, load_rng_state, save_rng_state, seed_everything
@@ -67,13 +68,25 @@ class EvalSet:
     task: str
     split: str
 
+    ref: TaskRef | None = None
+    """The custom task of a YAML file (a fixed audit set: its test file), None for a name."""
+
     @classmethod
     def parse(cls, text: str) -> EvalSet:
-        task, _, split = text.partition(":")
-        split = split or "test"
-        if not task or split not in ("dev", "test"):
+        """``TASK[:SPLIT]``: a task of the lineage or a built-in one, or a YAML file of one
+        task entry (``audit.yaml[:test]``); SPLIT is dev or test (default test)."""
+        spec, split = text, "test"
+        head, sep, tail = text.rpartition(":")
+        if sep and tail in ("dev", "test"):
+            spec, split = head, tail
+        elif sep and not is_task_file(text):
             raise ElclError(f"--eval {text!r}: expected TASK[:SPLIT] with SPLIT dev or test, e.g. ncbi_disease:test")
-        return cls(task, split)
+        if not spec:
+            raise ElclError(f"--eval {text!r}: expected TASK[:SPLIT], e.g. ncbi_disease:test")
+        if is_task_file(spec):
+            ref = read_task_spec(spec)
+            return cls(task_name(ref), split, ref)
+        return cls(spec, split)
 
     @property
     def label(self) -> str:
@@ -96,12 +109,39 @@ def updatable(cls: type[Method]) -> bool:
     return cls.sequential() and not cls.all_tasks_at_once and cls.train_examples is Method.train_examples
 
 
+def _task_entries(lineage: Lineage) -> dict[str, Any]:
+    """The custom task entries of every version (name -> entry as its config held it), so
+    an earlier custom task can still be evaluated on its held-out split."""
+    out: dict[str, Any] = {}
+    for v in lineage.versions:
+        for t in v.settings.get("tasks") or []:
+            if isinstance(t, dict) and "name" in t:
+                out[str(t["name"])] = t
+    return out
+
+
 def update_config(
-    lineage: Lineage, task: str, method: str, lam: float | None, overrides: Sequence[str], where: str
+    lineage: Lineage,
+    task: TaskRef,
+    method: str,
+    lam: float | None,
+    overrides: Sequence[str],
+    where: str,
+    evals: Sequence[TaskRef] = (),
 ) -> ExperimentConfig:
-    """The experiment config of the update: the lineage's, one task, the method and λ asked."""
+    """The experiment config of the update: the lineage's settings with the new task (a
+    built-in name or a custom entry, its files pinned by sha256), the method and λ asked.
+    Earlier custom tasks and custom ``--eval`` sets are listed too, so they can be found by
+    name; only the new task is trained."""
     raw: dict[str, Any] = json.loads(json.dumps(lineage.current.settings))
-    raw["tasks"] = [task]
+    name = task_name(task)
+    entries = _task_entries(lineage)
+    for ref in evals:
+        if isinstance(ref, CustomTaskConfig):
+            entries[ref.name] = ref.to_dict()
+    entries.pop(name, None)
+    new = task if isinstance(task, str) else task.pinned().to_dict()
+    raw["tasks"] = [*entries.values(), new]
     raw.pop("orders", None)
     raw["seeds"] = [lineage.current.seed]
     section = dict(raw.get("method") or {})
@@ -318,7 +358,7 @@ def _new_state(
 
 def update_linker(
     model_dir: Path,
-    task: str,
+    spec: TaskRef,
     method_name: str,
     out: Path,
     lam: float | None = None,
@@ -327,9 +367,13 @@ def update_linker(
     rt: Runtime | None = None,
     log=print,
 ) -> UpdateResult:
-    """Train the export at ``model_dir`` on ``task`` and write the next version to ``out``."""
+    """Train the export at ``model_dir`` on the task ``spec`` (a built-in name, a YAML file
+    of one task entry, or the entry) and write the next version to ``out``."""
     from elcl.models.export import export_linker, load_exported, read_export_meta
     from elcl.models.model_card import render_card
+
+    ref = read_task_spec(spec) if isinstance(spec, str) else spec
+    task = task_name(ref)
 
     model_dir, out = Path(model_dir).expanduser(), Path(out).expanduser()
     if out.exists():
@@ -342,7 +386,9 @@ def update_linker(
             f"--method {method_name}: an update trains one new task on the model; {method_name} needs "
             "more than the export (earlier data or models); use naive, lr_control, ewc, online_ewc, kfac or online_kfac"
         )
-    cfg = update_config(lineage, task, method_name, lam, overrides, str(model_dir / "lineage.json"))
+    cfg = update_config(
+        lineage, ref, method_name, lam, overrides, str(model_dir / "lineage.json"), [e.ref for e in evals if e.ref]
+    )
     _check_model(cfg, meta, model_dir)
     _check_record(model_dir, cls, lineage)
     rt = rt or Runtime(torch.device(cfg.train.device if cfg.train.device != "auto" else "cpu"), 0, 1)

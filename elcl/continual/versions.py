@@ -41,7 +41,6 @@ from elcl.continual.methods import get as get_method
 from elcl.continual.methods.online_kfac import RUNNING_FILE
 from elcl.curvature.storage import DTYPES, FACTORS_FILE, META_FILE, load_curvature, save_curvature
 from elcl.errors import CheckpointError, ElclError
-from elcl.fileio import sha256_file
 from elcl.runtime import RNG_FILE
 from elcl.schemas import (
     CurvatureEntry,
@@ -89,17 +88,20 @@ def utc_now() -> str:
 
 
 def task_data(task: str, cfg: ExperimentConfig, train_examples: int | None) -> TaskData:
-    """The files ``task`` was read from (sha256 each) and the documents it holds out."""
+    """The files ``task`` was read from (sha256 each, by role: ``train``, ``dev``, ``test``,
+    ``ontology...``) and the documents it holds out."""
     from elcl.config import resolve_data_dir
-    from elcl.data.corpora import load_corpus
+    from elcl.data.custom import load_task_corpus
     from elcl.data.overlap import held_out_ids
+    from elcl.data.task_config import task_data_hashes
     from elcl.training.tasks import prepare_eval_task
 
-    corpus = load_corpus(task, resolve_data_dir(cfg.data.data_dir))
-    files = {str(v): sha256_file(Path(v)) for k, v in sorted(corpus.meta.items()) if k.startswith("file_")}
+    ref = cfg.task_ref(task)
+    data_dir = resolve_data_dir(cfg.data.data_dir)
+    corpus = load_task_corpus(ref, data_dir)
     return TaskData(
         task=task,
-        files=files,
+        files=task_data_hashes(ref, data_dir),
         ontology_hash=prepare_eval_task(task, cfg).ontology.content_hash(),
         train_examples=train_examples,
         held_out_documents=sorted(held_out_ids(corpus)),
