@@ -91,9 +91,11 @@ def test_export_carries_lineage_curvature_and_anchor(v1, inputs):
     assert v.made_by == "train" and v.tasks == [A] and v.method == "online_kfac" and v.lam == LAM
     assert v.parent is None and v.seed == 5 and v.settings["tasks"] == [A]
     data_dir = inputs[1]
-    assert set(v.data[0].files) == {
-        str((data_dir / "ncbi_disease" / f).resolve())
-        for f in ("NCBItrainset_corpus.txt", "NCBIdevelopset_corpus.txt", "NCBItestset_corpus.txt")
+    from elcl.data.task_config import file_sha256
+
+    names = {"train": "NCBItrainset_corpus.txt", "dev": "NCBIdevelopset_corpus.txt", "test": "NCBItestset_corpus.txt"}
+    assert {r: v.data[0].files[r] for r in names} == {
+        r: file_sha256(data_dir / "ncbi_disease" / f) for r, f in names.items()
     }
     assert {(m.task, m.split) for m in v.metrics} == {(A, "dev"), (A, "test")}
     rec = lineage.curvature

@@ -369,8 +369,8 @@ def update_linker(
 ) -> UpdateResult:
     """Train the export at ``model_dir`` on the task ``spec`` (a built-in name, a YAML file
     of one task entry, or the entry) and write the next version to ``out``."""
+    from elcl.continual.model_card import render_card
     from elcl.models.export import export_linker, load_exported, read_export_meta
-    from elcl.models.model_card import render_card
 
     ref = read_task_spec(spec) if isinstance(spec, str) else spec
     task = task_name(ref)
@@ -521,6 +521,9 @@ def update_linker(
             },
             "metrics": rows,
         }
+        if isinstance(ref, CustomTaskConfig):
+            # what reads its ids (`elcl link` inputs with gold ids) travels along, as `elcl export` does
+            info["task_definition"] = cfg.task_ref(task).to_dict()  # type: ignore[union-attr]
         export_linker(
             model, cfg.candidates, ontology, out, info, card, task_prior(task, corpus, ontology, cfg), extra=extra
         )

@@ -5,7 +5,7 @@ earlier task, diagonal Fisher elsewhere (McInerney et al. 2021; Martens & Grosse
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from elcl.continual.methods.base import PenaltyMethod, StepContext
 from elcl.method_settings import KFACSettings
