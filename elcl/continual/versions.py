@@ -182,7 +182,7 @@ def run_state(
     if cls.consolidation == "online":
         stats = [load_curvature(d, config_hash) for d in per_task]
         folded = fold_diag(stats, float(gamma or 1.0))
-        target = work / "online_ewc"
+        target = work / "running_diag"
         save_curvature(folded, target, config_hash, dtype=DTYPES[str(stats[-1].meta.get("dtype", "float32"))])
         weight = sum(float(gamma or 1.0) ** (len(stats) - 1 - i) for i in range(len(stats)))
         n_ex = {t: s.n_examples for t, s in zip(tasks, stats)}
@@ -324,7 +324,7 @@ def run_extras(
     method = str(state.get("method", cfg.method.name))
     order = list(state.get("order", cfg.tasks))
     tasks = order if get_method(method).all_tasks_at_once else order[: step + 1]
-    label = "joint" if get_method(method).all_tasks_at_once else order[step]
+    label = get_method(method).step_labels(order)[step]
     config_hash = str(getattr(model, "config_hash", ""))
 
     def extra(out: Path) -> None:
