@@ -17,8 +17,8 @@ from torch import nn
 
 from elcl.curvature import gram
 from elcl.curvature.collect import collect_curvature
-from elcl.curvature.context import sequence_context
 from elcl.errors import ElclError
+from elcl.models.sequence_context import sequence_context
 
 D, H, V = 192, 384, 50
 
