@@ -225,7 +225,6 @@ def collect_curvature(
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not named:
         raise ElclError("curvature: the model has no trainable parameters")
-    params = [p for _, p in named]
     hooks = CurvatureHooks(model, kfac_modules, diag_plan, variant)
     was_training = model.training
     model.eval()
@@ -267,17 +266,18 @@ def collect_curvature(
                             "produced NaN/inf)"
                         )
                     retain = s < len(ys) - 1
-                    if not checked:
-                        # first pass: all parameter gradients, to catch functionally used modules
-                        grads = torch.autograd.grad(loss, params, retain_graph=retain, allow_unused=True)
-                        _check_reached(hooks, named, grads, model)
-                        checked = True
+                    # only what reaches every hooked output (no weight-gradient GEMMs); the
+                    # first pass adds the parameters of modules whose hook never ran, to
+                    # catch functionally used modules
+                    targets = hooks.grad_targets()
+                    unseen = [] if checked else _unseen_params(hooks, named)
+                    if targets or unseen:
+                        grads = torch.autograd.grad(
+                            loss, targets + [p for _, p, _ in unseen], retain_graph=retain, allow_unused=True
+                        )
+                        _check_reached(unseen, grads[len(targets) :])
                         del grads
-                    else:
-                        # later passes: only what reaches every hooked output (no weight-gradient GEMMs)
-                        targets = hooks.grad_targets()
-                        if targets:
-                            torch.autograd.grad(loss, targets, retain_graph=retain, allow_unused=True)
+                    checked = True
                     hooks.process_backward(1.0 / len(ys))
             hooks.end_batch()
             seen += n_keep
@@ -309,21 +309,29 @@ def collect_curvature(
     return out
 
 
-def _check_reached(hooks: CurvatureHooks, named: list, grads: tuple, model: nn.Module) -> None:
-    """A hooked module whose parameters got a gradient but whose forward hook never ran
-    was used functionally (``F.linear(x, m.weight)``): its statistics would be wrong."""
-    by_name = dict(zip([n for n, _ in named], grads))
+def _unseen_params(hooks: CurvatureHooks, named: list) -> list[tuple[str, torch.Tensor, str]]:
+    """``(name, parameter, module type)`` of the hooked modules whose forward hook did not run this batch."""
+    by_name = dict(named)
+    out = []
     for mname, st in hooks.states.items():
         if hooks.called(mname):
             continue
         for local in ("weight", "bias"):
             full = f"{mname}.{local}" if mname else local
-            g = by_name.get(full)
-            if g is not None and bool((g != 0).any()):
-                raise ElclError(
-                    f"curvature: parameter '{full}' received a gradient but its {type(st.module).__name__} module "
-                    "was never called (used functionally?); its curvature cannot be collected"
-                )
+            if full in by_name:
+                out.append((full, by_name[full], type(st.module).__name__))
+    return out
+
+
+def _check_reached(unseen: list[tuple[str, torch.Tensor, str]], grads: tuple) -> None:
+    """A hooked module whose parameters got a gradient but whose forward hook never ran
+    was used functionally (``F.linear(x, m.weight)``): its statistics would be wrong."""
+    for (full, _, kind), g in zip(unseen, grads):
+        if g is not None and bool((g != 0).any()):
+            raise ElclError(
+                f"curvature: parameter '{full}' received a gradient but its {kind} module "
+                "was never called (used functionally?); its curvature cannot be collected"
+            )
 
 
 __all__ = ["CurvatureStats", "LowRankFactor", "collect_curvature"]

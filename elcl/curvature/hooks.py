@@ -27,7 +27,10 @@ padded positions anyway). Without a context, each leading row is its own example
 leading dim must equal the batch size.
 
 Arithmetic: per-batch products run in ``promote(activation dtype, float32)``;
-the running sums are float64 accumulators on the model's device.
+the running sums are float64 accumulators on the model's device. ``A`` and ``G`` are
+summed as upper triangles in the compute dtype and folded into float64 every few batches
+(:mod:`elcl.curvature.gram`); K-FAC modules fed the very same input tensor (the query,
+key and value projections of an attention layer) share one ``A`` product per batch.
 """
 
 from __future__ import annotations
@@ -38,11 +41,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from elcl.curvature.gram import ACC_DTYPE, GramSum
 from elcl.curvature.layers import LayerKind, compute_dtype, layer_kind, supported_names
 from elcl.errors import ElclError
 from elcl.models.sequence_context import SequenceInfo, current_sequence_info
-
-ACC_DTYPE = torch.float64
 
 
 @dataclass
@@ -55,6 +57,7 @@ class _Record:
     # filled by process_forward
     idx: torch.Tensor | None = None  # flat indices of selected positions
     ex: torch.Tensor | None = None  # example index of each selected position
+    full: bool = False  # every position is selected, in order (rows need no gather)
 
 
 @dataclass
@@ -66,18 +69,27 @@ class _ModuleState:
     diag_params: list[str]  # local names ("weight", "bias") needing a diagonal
     records: list[_Record] = field(default_factory=list)
     # accumulators
-    A: torch.Tensor | None = None
-    G: torch.Tensor | None = None
+    A: GramSum | None = None
+    G: GramSum | None = None
     n_positions: int = 0
     diag: dict[str, torch.Tensor] = field(default_factory=dict)
-    # per batch: selected inputs of all records [P, d] and their layout
-    a: torch.Tensor | None = None
+    # per batch: selected inputs of each record ([P_r, d] each) and their layout
+    a_parts: list[torch.Tensor] = field(default_factory=list)
     layout: Layout | None = None
+    _a: torch.Tensor | None = None
 
     @property
     def has_bias(self) -> bool:
         b = getattr(self.module, "bias", None)
         return b is not None and b.requires_grad
+
+    @property
+    def a(self) -> torch.Tensor:
+        """Selected inputs of all records ``[P, d]`` (concatenated only when a diagonal needs them)."""
+        if self._a is None:
+            parts = self.a_parts
+            self._a = parts[0] if len(parts) == 1 else torch.cat(parts)
+        return self._a
 
 
 class Layout:
@@ -154,7 +166,7 @@ class CurvatureHooks:
         self._batch_size = 0
         self._n_keep = 0
         self._active = False
-        self._sel_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._sel_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor, bool]] = {}
         self._layouts: dict[tuple, Layout] = {}
         for name, module in model.named_modules():
             if name in kfac_modules or diag_params.get(name):
@@ -198,7 +210,8 @@ class CurvatureHooks:
     def _clear_batch(self) -> None:
         for st in self.states.values():
             st.records.clear()
-            st.a = None
+            st.a_parts = []
+            st._a = None
             st.layout = None
         self._sel_cache.clear()
         self._layouts.clear()
@@ -254,9 +267,9 @@ class CurvatureHooks:
         if hit is None:
             self._select_uncached(st, rec, n_rows, n_pos)
             assert rec.idx is not None and rec.ex is not None
-            self._sel_cache[key] = (rec.idx, rec.ex)
+            self._sel_cache[key] = (rec.idx, rec.ex, rec.full)
         else:
-            rec.idx, rec.ex = hit
+            rec.idx, rec.ex, rec.full = hit
 
     def _select_uncached(self, st: _ModuleState, rec: _Record, n_rows: int, n_pos: int) -> None:
         dev = rec.inp.device
@@ -317,49 +330,83 @@ class CurvatureHooks:
         idx = keep.reshape(-1).nonzero().squeeze(1)
         rec.idx = idx
         rec.ex = ex_pos.reshape(-1)[idx]
+        rec.full = idx.numel() == n_rows * n_pos
 
     # -------------------------------------------------------------- forward
     def process_forward(self, batch_size: int, n_keep: int) -> None:
         self._batch_size = batch_size
         self._n_keep = n_keep
+        rows_cache: dict[tuple, list[torch.Tensor]] = {}
+        share_keys: dict[str, tuple] = {}
         for st in self.states.values():
             if not st.records:
                 continue
-            sels, exs, keys, feats = [], [], [], []
+            exs, keys = [], []
+            rkey = self._rows_key(st)
+            cached = rows_cache.get(rkey) if rkey is not None else None
+            fill = cached is None
+            parts: list[torch.Tensor] = [] if cached is None else cached
             for rec in st.records:
                 f, n, n_pos = st.kind.input_rows(st.name, st.module, rec.inp)
                 self._select(st, rec, n, n_pos)
                 assert rec.idx is not None and rec.ex is not None
-                sels.append(rec.idx)
                 exs.append(rec.ex)
                 keys.append((id(rec.info), n, n_pos))
-                feats.append(f[rec.idx])
+                if fill:
+                    parts.append(f if rec.full else f.index_select(0, rec.idx))
+            if rkey is not None:
+                rows_cache[rkey] = parts
+                if st.kfac:
+                    share_keys[st.name] = (rkey, st.has_bias)
             key = tuple(keys)
             lay = self._layouts.get(key)
             if lay is None:
-                lay = Layout(sels, exs[0] if len(exs) == 1 else torch.cat(exs), n_keep)
+                lay = Layout(
+                    [r.idx for r in st.records if r.idx is not None],
+                    exs[0] if len(exs) == 1 else torch.cat(exs),
+                    n_keep,
+                )
                 self._layouts[key] = lay
             st.layout = lay
-            st.a = feats[0] if len(feats) == 1 else torch.cat(feats)
-            if st.kfac:
-                self._accumulate_A(st)
+            st.a_parts = parts
+        # one A product per batch for K-FAC modules fed the same input (attention Q/K/V)
+        users: dict[tuple, int] = {}
+        for k in share_keys.values():
+            users[k] = users.get(k, 0) + 1
+        shared: dict[tuple, torch.Tensor] = {}
+        for st in self.states.values():
+            if st.kfac and st.records:
+                sk = share_keys.get(st.name)
+                self._accumulate_A(st, shared, sk if sk is not None and users[sk] > 1 else None)
 
-    def _accumulate_A(self, st: _ModuleState) -> None:
-        a, lay = st.a, st.layout
-        assert a is not None and lay is not None
-        d = a.shape[1]
+    @staticmethod
+    def _rows_key(st: _ModuleState) -> tuple | None:
+        """Identity of a module's input rows this batch, when its kind's rows depend on the input alone."""
+        if not st.kind.rows_from_input_only:
+            return None
+        return (type(st.kind),) + tuple(
+            (r.inp.data_ptr(), tuple(r.inp.shape), r.inp.stride(), r.inp.dtype, r.inp.device, id(r.info))
+            for r in st.records
+        )
+
+    def _accumulate_A(self, st: _ModuleState, shared: dict[tuple, torch.Tensor], key: tuple | None) -> None:
+        lay = st.layout
+        assert lay is not None and st.a_parts
+        d = st.a_parts[0].shape[1]
         if st.A is None:
-            d_full = d + (1 if st.has_bias else 0)
-            st.A = torch.zeros(d_full, d_full, dtype=ACC_DTYPE, device=a.device)
-        rows = a if self.variant == "expand" else lay.segment_sum(a) / lay.counts(a.dtype).clamp_min(1)[:, None]
-        # [x, 1]ᵀ[x, 1] without materialising the ones column
-        st.A[:d, :d] += rows.T @ rows
-        if st.has_bias:
-            s = rows.sum(0)
-            st.A[:d, d] += s
-            st.A[d, :d] += s
-            st.A[d, d] += rows.shape[0]
-        st.n_positions += a.shape[0]
+            st.A = GramSum(d, st.has_bias)
+        st.n_positions += sum(int(p.shape[0]) for p in st.a_parts)
+        if self.variant == "reduce":
+            a = st.a
+            st.A.add_(lay.segment_sum(a) / lay.counts(a.dtype).clamp_min(1)[:, None])
+        elif key is None:
+            for part in st.a_parts:
+                st.A.add_(part)
+        else:
+            contrib = shared.get(key)
+            if contrib is None:
+                contrib = shared[key] = st.A.gram(st.a_parts)
+            st.A.add_matrix_(contrib)
 
     # ------------------------------------------------------------- backward
     def process_backward(self, weight: float) -> None:
@@ -367,40 +414,56 @@ class CurvatureHooks:
         for st in self.states.values():
             if not any(r.grads for r in st.records):
                 continue
-            gs = []
+            parts: list[torch.Tensor | None] = []
             for r in st.records:
                 assert r.idx is not None  # set by process_forward
                 if r.grads:
                     g = r.grads.pop()
-                    gs.append(st.kind.grad_rows(st.module, g.to(compute_dtype(g)), r.idx))
+                    parts.append(st.kind.grad_rows(st.module, g.to(compute_dtype(g)), None if r.full else r.idx))
                 else:  # this call's output did not reach the loss: zero gradient
-                    width = st.kind.out_width(st.module, r.out_shape)
-                    gs.append(torch.zeros(r.idx.numel(), width, dtype=compute_dtype(r.inp), device=r.inp.device))
+                    parts.append(None)
                 r.grads.clear()
-            g = gs[0] if len(gs) == 1 else torch.cat(gs)
             if st.kfac:
-                self._accumulate_G(st, g, weight)
+                self._accumulate_G(st, parts, weight)
             if st.diag_params:
-                self._accumulate_diag(st, g, weight)
+                self._accumulate_diag(st, self._cat_grads(st, parts), weight)
 
-    def _accumulate_G(self, st: _ModuleState, g: torch.Tensor, weight: float) -> None:
+    def _cat_grads(self, st: _ModuleState, parts: list[torch.Tensor | None]) -> torch.Tensor:
+        """Gradient rows of all records ``[P, d_out]`` (zeros for a call the loss never reached)."""
+        full = []
+        for r, p in zip(st.records, parts):
+            if p is None:
+                assert r.idx is not None
+                width = st.kind.out_width(st.module, r.out_shape)
+                p = torch.zeros(r.idx.numel(), width, dtype=compute_dtype(r.inp), device=r.inp.device)
+            full.append(p)
+        return full[0] if len(full) == 1 else torch.cat(full)
+
+    def _accumulate_G(self, st: _ModuleState, parts: list[torch.Tensor | None], weight: float) -> None:
         assert st.layout is not None
-        if self.variant == "reduce":
-            g = st.layout.segment_sum(g)
-        contrib = g.T @ g
+        live = [p for p in parts if p is not None]
         if st.G is None:
-            st.G = torch.zeros(contrib.shape, dtype=ACC_DTYPE, device=g.device)
-        st.G.add_(contrib, alpha=weight)
+            st.G = GramSum(live[0].shape[1], append_one=False)
+        if self.variant == "reduce":
+            st.G.add_(st.layout.segment_sum(self._cat_grads(st, parts)), alpha=weight)
+        else:
+            for g in live:
+                st.G.add_(g, alpha=weight)
 
-    def _add_diag(self, st: _ModuleState, pname: str, value: torch.Tensor) -> None:
-        value = value.to(ACC_DTYPE)
+    def _add_diag(self, st: _ModuleState, pname: str, value: torch.Tensor, weight: float) -> None:
+        """Add ``weight · value`` in float64, in place; a sparse ``value`` adds only its rows."""
         cur = st.diag.get(pname)
-        st.diag[pname] = value if cur is None else cur + value
+        if cur is None:
+            cur = st.diag[pname] = torch.zeros(value.shape, dtype=ACC_DTYPE, device=value.device)
+        if value.is_sparse:
+            cur.index_add_(0, value._indices()[0], value._values().to(ACC_DTYPE), alpha=weight)
+        else:
+            cur.add_(value.to(ACC_DTYPE), alpha=weight)
 
     def _accumulate_diag(self, st: _ModuleState, g: torch.Tensor, weight: float) -> None:
-        assert st.layout is not None and st.a is not None
+        assert st.layout is not None
         for pname, value in st.kind.diag(st.module, st.diag_params, g, st.a, st.layout):
-            self._add_diag(st, pname, value * weight)
+            self._add_diag(st, pname, value, weight)
 
     # --------------------------------------------------------------- result
     def results(self) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], dict[str, torch.Tensor]]:
@@ -413,8 +476,8 @@ class CurvatureHooks:
             if st.kfac:
                 d_in, d_out = st.kind.factor_dims(st.module, st.has_bias)
                 dev = next(st.module.parameters()).device
-                A = st.A if st.A is not None else torch.zeros(d_in, d_in, dtype=ACC_DTYPE, device=dev)
-                G = st.G if st.G is not None else torch.zeros(d_out, d_out, dtype=ACC_DTYPE, device=dev)
+                A = st.A.result(dev) if st.A is not None else torch.zeros(d_in, d_in, dtype=ACC_DTYPE, device=dev)
+                G = st.G.result(dev) if st.G is not None else torch.zeros(d_out, d_out, dtype=ACC_DTYPE, device=dev)
                 a_norm = max(st.n_positions, 1) if self.variant == "expand" else n
                 kfac[name] = (A / a_norm, G / n)
             for pname in st.diag_params:

@@ -10,7 +10,10 @@ type (the idea of curvlinops' per-layer io patterns, done for elcl's four kinds)
 * ``grad_rows``: the output gradient at the selected positions, ``[P, d_out]`` (the
   rows of ``G``);
 * ``diag``: the layer's contribution to the diagonal Fisher, from the per-example
-  gradients the rows imply;
+  gradients the rows imply (dense, or a sparse COO tensor when it touches few rows, as an
+  embedding table's does);
+* ``rows_from_input_only``: the rows depend on the input tensor alone (not on the
+  module), so modules fed the same tensor share them and their ``A`` product;
 * ``kfac`` / ``factor_dims``: whether the kind gets a Kronecker block, and its size.
 
 Positions: a Linear input ``[N, d]`` has one position per row; ``[N, T, d]`` (or
@@ -58,6 +61,10 @@ def _tensor(module: nn.Module, name: str) -> torch.Tensor:
     return t
 
 
+def _take(rows: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
+    return rows if idx is None else rows.index_select(0, idx)
+
+
 def compute_dtype(t: torch.Tensor) -> torch.dtype:
     """Per-batch products run in ``promote(activation dtype, float32)``."""
     return torch.promote_types(t.dtype, torch.float32)
@@ -67,6 +74,7 @@ class LayerKind:
     """What a layer kind contributes; the base gives the diagonal-only behaviour."""
 
     kfac: ClassVar[bool] = False  # gets a Kronecker block (else only the diagonal)
+    rows_from_input_only: ClassVar[bool] = False  # input_rows ignores the module's own settings
 
     def check(self, name: str, module: nn.Module) -> None:
         """Refuse a configuration whose rows these formulas would get wrong."""
@@ -75,9 +83,10 @@ class LayerKind:
         """``(rows [n_rows * n_pos, d], n_rows, n_pos)`` of one call's input ``x``."""
         raise NotImplementedError
 
-    def grad_rows(self, module: nn.Module, g: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """Output gradient ``g`` (already in the compute dtype) at the selected positions ``idx``."""
-        return g.reshape(-1, g.shape[-1])[idx]
+    def grad_rows(self, module: nn.Module, g: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
+        """Output gradient ``g`` (already in the compute dtype) at the selected positions ``idx``
+        (``None``: every position, in order)."""
+        return _take(g.reshape(-1, g.shape[-1]), idx)
 
     def out_width(self, module: nn.Module, out_shape: torch.Size) -> int:
         """Width of :meth:`grad_rows` (for a call whose output the loss never reached)."""
@@ -128,6 +137,8 @@ class _Kronecker(LayerKind):
 
 
 class Linear(_Kronecker):
+    rows_from_input_only = True
+
     def input_rows(self, name: str, module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
         xf = x.to(compute_dtype(x))
         if xf.dim() == 1:
@@ -175,7 +186,7 @@ class Conv1d(_Kronecker):
         n, l_out, d = p.shape
         return p.reshape(n * l_out, d), n, l_out
 
-    def grad_rows(self, module: nn.Module, g: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    def grad_rows(self, module: nn.Module, g: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
         return super().grad_rows(module, g.transpose(1, 2), idx)  # [N, out, L_out] -> [N, L_out, out]
 
     def out_width(self, module: nn.Module, out_shape: torch.Size) -> int:
@@ -207,9 +218,12 @@ class Embedding(LayerKind):
         uniq, inv = torch.unique(key, return_inverse=True)
         sums = g.new_zeros(uniq.numel(), g.shape[1]).index_add_(0, inv, g)
         rows = uniq % module.num_embeddings
-        d = torch.zeros(module.num_embeddings, g.shape[1], device=g.device, dtype=g.dtype)
-        d.index_add_(0, rows, sums.square())
-        yield "weight", d.reshape(module.weight.shape)
+        # only the rows this batch touched (a table of 30k rows would otherwise be zeroed,
+        # converted and added every batch)
+        yield (
+            "weight",
+            torch.sparse_coo_tensor(rows[None], sums.square(), tuple(module.weight.shape), check_invariants=False),
+        )
 
 
 class LayerNorm(LayerKind):
@@ -224,8 +238,8 @@ class LayerNorm(LayerKind):
         n_pos = math.prod(lead[1:]) if len(lead) > 1 else 1
         return xhat.reshape(n * n_pos, d), n, n_pos
 
-    def grad_rows(self, module: nn.Module, g: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        return g.reshape(-1, self.out_width(module, g.shape))[idx]
+    def grad_rows(self, module: nn.Module, g: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
+        return _take(g.reshape(-1, self.out_width(module, g.shape)), idx)
 
     def out_width(self, module: nn.Module, out_shape: torch.Size) -> int:
         assert isinstance(module, nn.LayerNorm)
