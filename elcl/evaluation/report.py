@@ -94,7 +94,6 @@ def check_options(split: str, resample: str) -> None:
         raise ElclError(f"--resample: '{resample}' is not one of {', '.join(RESAMPLE)}")
 
 
-
 def lambda_sources(runs: Sequence[Run]) -> dict[tuple[str, str], str]:
     """(method, λ label) -> the ``lambda_source`` note its runs' configs carry (one note
     per pair; runs without one, or without a config, add nothing)."""
@@ -105,6 +104,7 @@ def lambda_sources(runs: Sequence[Run]) -> dict[tuple[str, str], str]:
         if note:
             out.setdefault((r.method, lam_label(r.lam)), str(note))
     return out
+
 
 def build_report(
     run_dirs: list[Path] | list[str],

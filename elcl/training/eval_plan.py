@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -95,7 +96,7 @@ def _batches(seqs: Sequence[Sequence[int]], pad_id: int, batch_size: int, max_to
 
 
 def build_plan(
-    sets: Mapping[Hashable, Sequence[LinkingExample]],
+    sets: Mapping[Any, Sequence[LinkingExample]],
     cache: TokenCache,
     cross: bool = False,
     batch_size: int = DEFAULT_BATCH_SIZE,
@@ -150,7 +151,7 @@ _MAX_PLANS = 4
 
 
 def cached_plan(
-    sets: Mapping[Hashable, Sequence[LinkingExample]],
+    sets: Mapping[Any, Sequence[LinkingExample]],
     cache: TokenCache,
     cross: bool = False,
     batch_size: int = DEFAULT_BATCH_SIZE,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -160,7 +161,7 @@ def evaluate_plan(model: Linker, plan: EvalPlan) -> dict[Hashable, EvalResult]:
 
 def evaluate_sets(
     model: Linker,
-    sets: Mapping[Hashable, Sequence[LinkingExample]],
+    sets: Mapping[Any, Sequence[LinkingExample]],
     cache: TokenCache,
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> dict[Hashable, EvalResult]:
