@@ -73,6 +73,10 @@ class PenaltySettings(MethodSettings):
     """Multiplier of ``lambda: auto`` (λ_t = lambda_scale · N_t / N); only with auto."""
     fast_grad: bool = True
     """Add the penalty gradient directly (no second autograd graph)."""
+    lambda_source: str | None = None
+    """Where ``lambda`` came from (e.g. the report whose dev selection chose it). It does not
+    change training; the report prints it beside the method's λ, so a fixed λ copied from
+    elsewhere says so."""
 
     @field_validator("lambda_grid")
     @classmethod

@@ -162,3 +162,23 @@ def test_metrics_from_logs_rebuilds_exact_counts_and_adopted_steps(tmp_path: Pat
     (ref / "r2" / "metrics.jsonl").write_text(json.dumps(rows[0] | {"tfidf_acc1": 0.3}) + "\n")
     with pytest.raises(SystemExit, match="not a property of the data"):
         mod.data_constants([ref / "r", ref / "r2"])
+
+
+@pytest.mark.parametrize("mode", ["bi", "cross"])
+def test_bench_eval_compares_both_paths_on_a_tiny_model(tmp_path: Path, capsys, mode: str) -> None:
+    from tiny_models import write_tiny_config
+
+    cfg = write_tiny_config(
+        tmp_path, "bench", ["ncbi_disease", "bc5cdr_disease"], 13, model={"mode": mode, "sparse_weight": 1.0}
+    )
+    out_path = tmp_path / "eval.json"
+    _load("bench_eval").main(["--config", str(cfg), "--max-mentions", "12", "--out", str(out_path)])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("running on: CPU capability")
+    out = json.loads(out_path.read_text())
+    assert out["splits"] == 4 and out["mentions"] > 0
+    assert out["old_s"] > 0 and out["new_s"] > 0 and out["encoder_floor_s"] > 0
+    assert out["acc_identical"] is True
+    assert all(a["same_ranked_ids"] == a["mentions"] for a in out["agreement"].values())
+    assert out["texts_new"] <= out["texts_old"]
+    assert lines[-1] == f"speed-up: {out['speedup']:.1f}×"

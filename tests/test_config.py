@@ -211,3 +211,21 @@ def test_a_bad_extends_is_one_line_naming_the_file_at_fault(tmp_path, base_text,
     msg = str(err.value)
     assert "\n" not in msg
     assert needle in msg
+
+
+def test_quick_uses_each_penalty_s_dev_chosen_lambda_and_says_where_it_came_from() -> None:
+    """make quick runs each penalty at the λ the benchmark's dev selection chose for it in
+    every order (results/reproduce_cpu/report), and its config names that source."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    chosen: dict[str, set[float]] = {}
+    for line in (root / "results/reproduce_cpu/report/report.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 7 and cells[0] in ("ewc", "kfac") and cells[-1] == "yes":
+            chosen.setdefault(cells[0], set()).add(float(cells[2]))
+    assert chosen == {"ewc": {100000.0}, "kfac": {10000.0}}
+    for method, (lam,) in chosen.items():
+        settings = load_config(root / "configs/quick.yaml", [f"method.name={method}"]).method.settings
+        assert settings.lambda_ == lam
+        assert "results/reproduce_cpu/report" in (settings.lambda_source or "")

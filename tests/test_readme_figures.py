@@ -121,3 +121,17 @@ def test_the_confirm_widths_table_ends_at_the_committed_report() -> None:
         half = (iv["hi"] - iv["lo"]) / 2 * 100
         assert rows[str(n)][col] == f"{half:.1f}", f"widths table, {n} cells, {name}"
         assert rows[estimate][col] == f"{half * scale:.1f}", f"widths table, {estimate}, {name}"
+
+
+def test_the_make_quick_table_quotes_the_committed_quick_report() -> None:
+    """The `make quick` table: each penalty's λ, mean forgetting and forgetting reduction
+    (with its interval) are those of results/quick/report/summary.json."""
+    text = README.read_text(encoding="utf-8")
+    comparison = json.loads((ROOT / "results/quick/report/summary.json").read_text(encoding="utf-8"))["comparison"]
+    rows = {r[0]: r for r in _table_after(text, "### `make quick`")}
+    for label, method in (("EWC", "ewc"), ("K-FAC", "kfac")):
+        _, lam, _acc, _ncbi, forgetting, reduction = rows[label]
+        entry = _method(comparison, method, None)
+        assert float(lam) == float(entry["lambda"]), f"quick: {label} λ"
+        assert forgetting == f"{entry['mean_forgetting']['point'] * 100:.1f}", f"quick: {label} mean forgetting"
+        assert reduction == _fmt(entry["forgetting_reduction"]), f"quick: {label} reduction"

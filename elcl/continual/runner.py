@@ -37,7 +37,7 @@ from elcl.training.batching import TokenCache, collate
 from elcl.training.curves import Curves
 from elcl.training.examples import LinkingExample
 from elcl.training.loop import train_steps
-from elcl.training.predict import evaluate_examples
+from elcl.training.predict import evaluate_sets
 from elcl.training.tasks import prepare_eval_task, sequence_train_removals
 
 
@@ -93,11 +93,17 @@ def evaluate_all(
     tasks: Sequence[str],
     rt: Runtime,
 ) -> list[dict]:
+    """Score every task's evaluation splits after step ``step``: one pass over all of them
+    (each distinct text embedded once; the plan of texts and batches is built at the first
+    step and reused, as the examples are), then one metric row and one predictions file
+    per (task, split)."""
     rows = []
+    data = {task: prepare_eval_task(task, cfg) for task in dict.fromkeys(tasks)}
+    sets = {(task, split): data[task].examples[split] for task in data for split in _eval_splits(cfg)}
+    results = evaluate_sets(model, sets, cache)
     for task in tasks:
-        data = prepare_eval_task(task, cfg)
         for split in _eval_splits(cfg):
-            res = evaluate_examples(model, data.examples[split], cache)
+            res = results[(task, split)]
             rows.append(
                 MetricRow(
                     step=step,
@@ -107,9 +113,9 @@ def evaluate_all(
                     acc1=res.acc1,
                     acc5=res.acc5,
                     n=res.n,
-                    n_unlinkable=data.n_unlinkable(split),
+                    n_unlinkable=data[task].n_unlinkable(split),
                     # The retriever's own top-1 on the same mentions: the floor the linker must beat.
-                    tfidf_acc1=tfidf_top1(data.examples[split]),
+                    tfidf_acc1=tfidf_top1(data[task].examples[split]),
                 ).dump()
             )
             if rd is not None and rt.is_main:

@@ -100,6 +100,7 @@ def stdout_markdown(report: Report) -> str:
     sentences = comparison_sentences(report) + [m.words() for m in report.matched]
     if sentences:
         parts += [f"- {s}" for s in sentences] + [""]
+    parts += lambda_source_lines(report)
     parts += _paper_lines(report)
     parts += [M.SELECTION_RULE, "", markdown(selection_table(report))]
     return "\n".join(parts) + "\n"
@@ -118,6 +119,14 @@ def machines_line(report: Report) -> str:
     """Runs per machine (``run.json`` environments): float32 kernels differ between CPU
     ISAs and GPUs, so runs of one seed made on two machines are not bit-identical."""
     return "; ".join(f"{label} ({n} run{'s' if n != 1 else ''})" for label, n in report.machines.items()) or "-"
+
+
+def lambda_source_lines(report: Report) -> list[str]:
+    """Where each fixed λ came from, as its runs' configs say (``lambda_source``)."""
+    if not report.lambda_sources:
+        return []
+    out = [f"- {method} λ {lam}: {note}" for (method, lam), note in sorted(report.lambda_sources.items())]
+    return ["λ sources (`method.<name>.lambda_source` in the runs' configs):", "", *out, ""]
 
 
 def report_markdown(report: Report) -> str:
@@ -147,6 +156,7 @@ def report_markdown(report: Report) -> str:
         if not diffs.empty:
             lines += [markdown(diffs), ""]
         lines += [f"- {s}" for s in comparison_sentences(report)] + [""]
+        lines += lambda_source_lines(report)
         lines += _paper_lines(report)
     if report.frontier:
         lines += [

@@ -20,6 +20,7 @@ The report is built in parts, each a module, each importing only those before it
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from itertools import combinations
 from pathlib import Path
 
@@ -46,6 +47,7 @@ from elcl.evaluation.pairing import (
     reduction_interval,
 )
 from elcl.evaluation.runs import (
+    Run,
     discover_runs,
     lam_label,
     order_label,
@@ -90,6 +92,18 @@ def check_options(split: str, resample: str) -> None:
         raise ElclError(f"--split: '{split}' is not one of dev, test")
     if resample not in RESAMPLE:
         raise ElclError(f"--resample: '{resample}' is not one of {', '.join(RESAMPLE)}")
+
+
+def lambda_sources(runs: Sequence[Run]) -> dict[tuple[str, str], str]:
+    """(method, λ label) -> the ``lambda_source`` note its runs' configs carry (one note
+    per pair; runs without one, or without a config, add nothing)."""
+    out: dict[tuple[str, str], str] = {}
+    for r in runs:
+        section = ((r.config or {}).get("method") or {}).get(r.method) or {}
+        note = section.get("lambda_source") if isinstance(section, dict) else None
+        if note:
+            out.setdefault((r.method, lam_label(r.lam)), str(note))
+    return out
 
 
 def build_report(
@@ -260,6 +274,7 @@ def build_report(
         left_out=left_out,
         first_pair=first_pair,
         machines=machine_counts([r.run.environments for r in scores]),
+        lambda_sources=lambda_sources([r.run for r in scores]),
     )
 
 

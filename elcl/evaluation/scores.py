@@ -182,6 +182,8 @@ class Report:
     """(method, order) -> LambdaChoice made on the first task pair's dev accuracy alone."""
     machines: dict[str, int] = field(default_factory=dict)
     """Runs per machine they computed on (``elcl.provenance.machine_counts``)."""
+    lambda_sources: dict[tuple[str, str], str] = field(default_factory=dict)
+    """(method, λ label) -> where that fixed λ came from (``method.<name>.lambda_source``)."""
 
     @property
     def orders(self) -> list[tuple[str, ...]]:

@@ -130,15 +130,22 @@ class Linker(nn.Module):
             vec = F.normalize(vec, dim=-1)
         return vec
 
+    def pair_logits(self, ids: torch.Tensor, mask: torch.Tensor, owner: torch.Tensor | None = None) -> torch.Tensor:
+        """Cross-encoder: ``[S, T]`` "mention [SEP] name" pairs -> ``[S]`` logits (before the fixed-weight terms)."""
+        if self.head is None:
+            raise TypeError("pair_logits needs a cross-encoder (model.mode: cross)")
+        with sequence_context(token_mask=mask.bool(), example_index=owner):
+            pooled = self.encoder(ids, mask)
+        return self.head(pooled).squeeze(-1)
+
     def score_vectors(self, mention_vec: torch.Tensor, cand_vec: torch.Tensor) -> torch.Tensor:
         """``[B, d] x [B, K, d] -> [B, K]`` logits."""
         return torch.einsum("bd,bkd->bk", mention_vec, cand_vec) / self.cfg.temperature
 
     def forward(self, batch: LinkerBatch) -> torch.Tensor:
         if self.head is not None:
-            with sequence_context(token_mask=batch.mention_mask.bool(), example_index=batch.mention_owner):
-                pooled = self.encoder(batch.mention_ids, batch.mention_mask)
-            logits = self.head(pooled).view(batch.cand_index.shape)
+            logits = self.pair_logits(batch.mention_ids, batch.mention_mask, batch.mention_owner)
+            logits = logits.view(batch.cand_index.shape)
         else:
             m = self.embed(batch.mention_ids, batch.mention_mask, batch.mention_owner)
             c = self.embed(batch.cand_ids, batch.cand_mask, batch.cand_owner)

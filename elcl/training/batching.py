@@ -22,6 +22,7 @@ class TokenCache:
         self.max_length = max_length
         self.pad_id = int(getattr(tokenizer, "pad_token_id", 0) or 0)
         self._cache: dict[str, list[int]] = {}
+        self._pairs: dict[tuple[str, str], list[int]] = {}
 
     def ids(self, texts: Sequence[str]) -> list[list[int]]:
         missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
@@ -30,6 +31,17 @@ class TokenCache:
             for t, ids in zip(missing, enc["input_ids"]):
                 self._cache[t] = list(ids)
         return [self._cache[t] for t in texts]
+
+    def pair_ids(self, pairs: Sequence[tuple[str, str]]) -> list[list[int]]:
+        """Token ids of (mention, name) pairs, tokenised as :meth:`pad_pairs` does, once each."""
+        missing = [p for p in dict.fromkeys(pairs) if p not in self._pairs]
+        if missing:
+            enc = self.tokenizer(
+                [a for a, _ in missing], [b for _, b in missing], truncation=True, max_length=self.max_length
+            )
+            for p, ids in zip(missing, enc["input_ids"]):
+                self._pairs[p] = list(ids)
+        return [self._pairs[p] for p in pairs]
 
     def pad(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         seqs = self.ids(texts)

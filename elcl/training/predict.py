@@ -1,22 +1,46 @@
 """Rank each mention's candidates with a trained linker and score accuracy@1/@5.
 
 The one prediction path: `elcl train` (evaluation after each step), `elcl evaluate`'s
-numbers and `elcl link` all go through :func:`evaluate_examples`, so a mention linked
-by `elcl link` gets exactly the ranking the trainer's evaluation gave it.
+numbers and `elcl link` all go through :func:`evaluate_sets` (:func:`evaluate_examples`
+is its one-set form), so a mention linked by `elcl link` gets exactly the ranking the
+trainer's evaluation gave it.
+
+One pass scores every set at once: the bi-encoder embeds each distinct text of all sets
+(mentions and candidate names alike) once, in token-length-sorted batches, and the
+candidate scores are one gather and one batched dot product over a ``[N, K]`` table; the
+cross-encoder reads each distinct (mention, name) pair once. What does not depend on the
+weights (texts, batches, indices, feature terms) is an :class:`~elcl.training.eval_plan.EvalPlan`,
+built once per run. The logits are those of ``model(collate(...))``, the training
+forward, to floating-point rounding (``tests/test_fast_eval.py`` holds them to it, ties
+included); :mod:`elcl.training.predict_reference` keeps the per-split, per-example path
+this replaced, for tests and ``scripts/bench_eval.py``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from elcl.models.linker import Linker, feature_logits
-from elcl.schemas import PredictionRow
-from elcl.training.batching import TokenCache, collate
+from elcl.training.batching import TokenCache
+from elcl.training.eval_plan import DEFAULT_BATCH_SIZE, EvalPlan, cached_plan
 from elcl.training.examples import LinkingExample
+
+__all__ = [
+    "EvalResult",
+    "evaluate_examples",
+    "evaluate_plan",
+    "evaluate_sets",
+    "ranking",
+    "score_examples",
+    "score_plan",
+]
+
+_SCORE_CHUNK = 4096
+"""Examples per gather + dot product: bounds the ``[chunk, K, d]`` candidate block."""
 
 
 @dataclass
@@ -27,55 +51,53 @@ class EvalResult:
     predictions: list[dict]
 
 
-@torch.no_grad()
-def _embed_texts(
-    model: Linker, cache: TokenCache, texts: list[str], batch_size: int, desc: str = "embed"
-) -> torch.Tensor:
-    out = []
-    # Sorting by length keeps padding (wasted compute) small.
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    for s in tqdm(range(0, len(order), batch_size), desc=desc, leave=False, disable=None):
-        idx = order[s : s + batch_size]
-        ids, mask = cache.pad([texts[i] for i in idx])
-        out.append((idx, model.embed(ids.to(model.device), mask.to(model.device)).float()))
-    dim = out[0][1].shape[1]
-    result = torch.empty((len(texts), dim), device=model.device)
-    for idx, vec in out:
-        result[torch.tensor(idx, device=model.device)] = vec
-    return result
+def widen(vec: torch.Tensor) -> torch.Tensor:
+    """Scores are computed in float32 (float64 models keep float64): a bf16 or fp16
+    encoder output is widened first, as evaluation always did."""
+    return vec if vec.dtype in (torch.float32, torch.float64) else vec.float()
 
 
-@torch.no_grad()
-def score_examples(
-    model: Linker, examples: Sequence[LinkingExample], cache: TokenCache, batch_size: int = 256
-) -> list[torch.Tensor]:
-    """Candidate scores per example (bi-encoder: every distinct text is embedded once)."""
+def _encode_rows(model: Linker, plan: EvalPlan) -> torch.Tensor:
+    """The encoder's output for every row of the plan's table: ``[R, d]`` embeddings
+    (bi-encoder) or ``[R]`` pair logits (cross-encoder)."""
+    dev = model.device
+    table: torch.Tensor | None = None
+    for b in plan.batches:
+        ids, mask = b.ids.to(dev, non_blocking=True), b.mask.to(dev, non_blocking=True)
+        out = widen(model.pair_logits(ids, mask) if plan.cross else model.embed(ids, mask))
+        if table is None:
+            table = torch.empty((plan.n_rows, *out.shape[1:]), dtype=out.dtype, device=dev)
+        table[b.rows.to(dev)] = out
+    if table is None:  # no sequences: no examples
+        return torch.empty((0,), device=dev)
+    return table
+
+
+@torch.inference_mode()
+def score_plan(model: Linker, plan: EvalPlan) -> torch.Tensor:
+    """``[N, K]`` candidate logits of every example of the plan, on the CPU; ``-inf``
+    where an example has fewer than K candidates."""
     model.eval()
-    if not examples:
-        return []
-    if model.head is not None:
-        scores: list[torch.Tensor] = []
-        for s in tqdm(range(0, len(examples), max(1, batch_size // 16)), desc="score", leave=False, disable=None):
-            chunk = examples[s : s + max(1, batch_size // 16)]
-            logits = model(collate(chunk, cache, cross=True).to(model.device)).float().cpu()
-            scores.extend(logits[i, : len(e.cand_ids)] for i, e in enumerate(chunk))
-        return scores
-    queries = list(dict.fromkeys(e.query for e in examples))
-    names = list(dict.fromkeys(n for e in examples for n in e.cand_names))
-    qv = _embed_texts(model, cache, queries, batch_size, "embed mentions")
-    nv = _embed_texts(model, cache, names, batch_size, "embed names")
-    qpos = {t: i for i, t in enumerate(queries)}
-    npos = {t: i for i, t in enumerate(names)}
-    out = []
-    for e in examples:
-        c = nv[torch.tensor([npos[n] for n in e.cand_names], device=nv.device)]
-        score = (c @ qv[qpos[e.query]] / model.cfg.temperature).cpu()
-        # tensors only for the terms the linker uses: this loop runs once per evaluated mention
-        sparse = torch.tensor(e.cand_scores) if model.cfg.sparse_weight else None
-        prior = torch.tensor(e.cand_prior) if model.cfg.prior_weight and e.cand_prior else None
-        score = score + feature_logits(model.cfg, sparse, prior, score.dtype)
-        out.append(score)
-    return out
+    if plan.cross != (model.head is not None):
+        raise ValueError("the plan was built for the other linker mode (bi- vs cross-encoder)")
+    n, k = plan.cand_row.shape
+    if n == 0 or k == 0:
+        return torch.empty((n, k))
+    table = _encode_rows(model, plan)
+    dev = table.device
+    parts = []
+    for s in range(0, n, _SCORE_CHUNK):
+        rows = plan.cand_row[s : s + _SCORE_CHUNK].to(dev)
+        if plan.cross:
+            logits = table[rows]
+        else:
+            logits = model.score_vectors(table[plan.query_row[s : s + _SCORE_CHUNK].to(dev)], table[rows])
+        sparse = plan.sparse[s : s + _SCORE_CHUNK].to(dev)
+        prior = plan.prior[s : s + _SCORE_CHUNK].to(dev)
+        logits = logits + feature_logits(model.cfg, sparse, prior, logits.dtype)
+        parts.append(logits.cpu())
+    scores = torch.cat(parts)
+    return scores.masked_fill(~plan.valid, float("-inf"))
 
 
 def ranking(scores: torch.Tensor) -> list[int]:
@@ -88,19 +110,12 @@ def ranking(scores: torch.Tensor) -> list[int]:
     return torch.argsort(scores, descending=True, stable=True).tolist()
 
 
-def evaluate_examples(
-    model: Linker, examples: Sequence[LinkingExample], cache: TokenCache, batch_size: int = 256
-) -> EvalResult:
-    """Rank every example's candidates; accuracy over the examples whose mention has gold ids.
-
-    Evaluation examples all have gold ids; `elcl link` also ranks mentions without them
-    (``gold`` empty, ``correct`` None), which then count in no accuracy.
-    """
-    scores = score_examples(model, examples, cache, batch_size)
+def _result(examples: Sequence[LinkingExample], scores: list[list[float]], orders: list[list[int]]) -> EvalResult:
+    """Accuracies and prediction rows (:class:`~elcl.schemas.PredictionRow` as dumped) of one set."""
     hits1 = hits5 = n = 0
     preds = []
-    for e, s in zip(examples, scores):
-        order = ranking(s)
+    for e, s, order in zip(examples, scores, orders):
+        order = order[: len(e.cand_ids)]  # padding candidates (-inf) rank last
         top = [e.labels[i] for i in order]
         m = e.mention
         correct = None
@@ -110,14 +125,65 @@ def evaluate_examples(
             hits1 += int(correct)
             hits5 += int(any(top[:5]))
         preds.append(
-            PredictionRow(
-                doc_id=m.doc_id,
-                start=m.start,
-                end=m.end,
-                mention=m.text,
-                gold=list(m.concept_ids),
-                predicted=[(e.cand_ids[i], round(float(s[i]), 5)) for i in order],
-                correct=correct,
-            ).dump()
+            {
+                "doc_id": m.doc_id,
+                "start": m.start,
+                "end": m.end,
+                "mention": m.text,
+                "gold": list(m.concept_ids),
+                "predicted": [[e.cand_ids[i], round(s[i], 5)] for i in order],
+                "correct": correct,
+            }
         )
     return EvalResult(hits1 / n if n else 0.0, hits5 / n if n else 0.0, n, preds)
+
+
+def evaluate_plan(model: Linker, plan: EvalPlan) -> dict[Hashable, EvalResult]:
+    """Rank every example of the plan; one :class:`EvalResult` per set key.
+
+    Accuracy counts the examples whose mention has gold ids: evaluation examples all
+    have them; `elcl link` also ranks mentions without them (``gold`` empty, ``correct``
+    None), which then count in no accuracy.
+    """
+    scores = score_plan(model, plan)
+    # one stable sort of the whole table is the per-row sort of `ranking`: same tie rule
+    if scores.numel():
+        orders = torch.argsort(scores, dim=1, descending=True, stable=True).tolist()
+        values = scores.tolist()
+    else:  # no candidates anywhere: every mention ranks nothing
+        orders = values = [[] for _ in plan.examples]
+    out = {}
+    for key in plan.keys:
+        a, b = plan.bounds[key]
+        out[key] = _result(plan.examples[a:b], values[a:b], orders[a:b])
+    return out
+
+
+def evaluate_sets(
+    model: Linker,
+    sets: Mapping[Any, Sequence[LinkingExample]],
+    cache: TokenCache,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> dict[Hashable, EvalResult]:
+    """:func:`evaluate_plan` over ``sets`` (key -> examples), the plan reused while the
+    same example sequences come back with the same cache (every step of a run)."""
+    plan = cached_plan(sets, cache, cross=model.head is not None, batch_size=batch_size)
+    return evaluate_plan(model, plan)
+
+
+def evaluate_examples(
+    model: Linker, examples: Sequence[LinkingExample], cache: TokenCache, batch_size: int = DEFAULT_BATCH_SIZE
+) -> EvalResult:
+    """One set: :func:`evaluate_sets` of ``{0: examples}``."""
+    return evaluate_sets(model, {0: examples}, cache, batch_size)[0]
+
+
+def score_examples(
+    model: Linker, examples: Sequence[LinkingExample], cache: TokenCache, batch_size: int = DEFAULT_BATCH_SIZE
+) -> list[torch.Tensor]:
+    """Candidate scores per example (one tensor of its candidates' logits each)."""
+    if not examples:
+        return []
+    plan = cached_plan({0: examples}, cache, cross=model.head is not None, batch_size=batch_size)
+    scores = score_plan(model, plan)
+    return [scores[i, : len(e.cand_ids)] for i, e in enumerate(examples)]
