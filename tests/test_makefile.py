@@ -1,5 +1,6 @@
-"""The benchmark part targets of the Makefile, as `make -n` prints them: each runs the
-named methods on the given seeds and order, resumably, in its own experiment folder."""
+"""The benchmark part targets of the Makefile, as `make -n` prints them: each is one
+`elcl sweep` of the named methods on the given seeds and order, resumable, in its own
+experiment folder."""
 
 from __future__ import annotations
 
@@ -31,21 +32,50 @@ def _dry_run(*args: str) -> list[list[str]]:
 
 
 @pytest.mark.parametrize(("target", "methods_var", "config", "experiment"), TARGETS)
-def test_a_part_trains_each_method_on_its_seeds_and_order(target, methods_var, config, experiment):
+def test_a_part_sweeps_each_method_on_its_seeds_and_order(target, methods_var, config, experiment):
     lines = _dry_run(target, f"{methods_var}=naive kfac", "CPU_SEEDS=[53]", "CPU_ORDER=1", "RUNS=/tmp/r")
-    loop = lines[0]
-    assert loop[:5] == ["for", "m", "in", "naive", "kfac;"]
-    cmd = " ".join(loop)
-    assert f"--config {config} --set method.name=$m --set seeds=[53] --order 1" in cmd
-    assert f"--output-dir /tmp/r --resume /tmp/r/{experiment}" in cmd
-    # the config the target names is the experiment it resumes
+    cmd = lines[0]
+    assert cmd[:5] == ["python", "-m", "elcl", "sweep", config]
+    assert (
+        " ".join(cmd[5:])
+        == "--set sweep.methods=[naive,kfac] --set seeds=[53] --set sweep.orders=[1] --output-dir /tmp/r"
+    )
+    # the experiment directory the sweep writes (output dir / config name) is the one the report reads
     assert load_config(ROOT / config).name == experiment
+    assert any(f"/tmp/r/{experiment}" in line for line in lines[1:])
 
 
 def test_without_seeds_or_order_a_part_runs_the_whole_config():
     cmd = " ".join(_dry_run("reproduce-cpu-confirm", "RUNS=/tmp/r")[0])
-    assert "seeds=" not in cmd and "--order" not in cmd
-    assert "for m in single naive kfac ewc;" in cmd
+    assert "seeds=" not in cmd and "sweep.orders" not in cmd
+    assert "--set sweep.methods=[single,naive,kfac,ewc]" in cmd
+
+
+def test_quick_is_one_sweep_then_its_report():
+    lines = _dry_run("quick", "RUNS=/tmp/r", "SWEEP_ARGS=-j 2")
+    assert lines[0] == [
+        "python", "-m", "elcl", "sweep", "configs/quick.yaml", "--set", "sweep.methods=[single,naive,ewc,kfac]",
+        "--output-dir", "/tmp/r", "-j", "2",
+    ]  # fmt: skip
+    assert lines[1][-3:] == ["/tmp/r/quick", "--out", "/tmp/r/quick/report"]
+
+
+@pytest.mark.parametrize(("target", "config", "experiment"), [
+    ("reproduce-bert-part", "configs/reproduce_bert.yaml", "reproduce_bert"),
+    ("reproduce-cnn-part", "configs/reproduce_cnn.yaml", "reproduce_cnn"),
+])  # fmt: skip
+def test_a_gpu_part_fits_a_lease_and_exports_within_its_call(target, config, experiment):
+    """A leased machine keeps nothing after the call: the part stops at its deadline,
+    exports what finished under results/ and reports there; runs exported there already
+    are not run again (so the same line continues the part)."""
+    sweep, report = _dry_run(target, "PART=4", "RUNS=/tmp/r")
+    text = " ".join(sweep)
+    assert sweep[:5] == ["python", "-m", "elcl", "sweep", config]
+    assert "--part 4 --deadline 8m" in text
+    assert f"--set sweep.reuse=[results/{experiment}/runs]" in text
+    assert f"--export results/{experiment}/runs" in text
+    assert report[-3:] == [f"results/{experiment}/runs", "--out", f"results/{experiment}/report"]
+    assert load_config(ROOT / config).name == experiment
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ from elcl.cli import (
     migrate_cmd,
     pretrain_cmd,
     prune_cmd,
+    sweep_cmd,
     train_cmd,
     update_cmd,
 )
@@ -51,6 +52,7 @@ for _module in (
     export_cmd,
     prune_cmd,
     update_cmd,
+    sweep_cmd,
 ):
     _module.register(app)
 

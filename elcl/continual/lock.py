@@ -73,6 +73,19 @@ class RunLock:
             f"if that process is gone, remove the lock: rm {self.path}"
         )
 
+    def clear_if_stale(self) -> bool:
+        """Remove the lock when its process is gone *on this host* (a killed worker whose run
+        a sweep resumes); a live holder or another host's lock is left alone. True when removed."""
+        try:
+            info = json.loads(self.path.read_text(encoding="utf-8"))
+            pid, host = int(info["pid"]), str(info["host"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        if host != socket.gethostname() or _alive(pid):
+            return False
+        self.path.unlink(missing_ok=True)
+        return True
+
     def release(self) -> None:
         if self.held:
             self.path.unlink(missing_ok=True)

@@ -350,3 +350,21 @@ def write_report(report: Report, out_dir: Path | str) -> list[Path]:
         return render.write_tables(report, out) + plots.write_plots(report, out)
     except OSError as exc:
         raise ElclError(f"{out}: cannot write report: {exc.strerror or exc}") from None
+
+
+def dev_score(path: Path) -> float:
+    """The score λ selection ranks a run by (its final-row average dev acc@1, as
+    :func:`build_report` computes it): what ``elcl sweep``'s λ search maximises, so the
+    search and the report's grid selection agree on "best"."""
+    from elcl.evaluation.runs import load_run
+
+    return _score_run(load_run(path), "test").avg_final_dev_acc1
+
+
+def dev_row_score(path: Path, step: int) -> float:
+    """The same average over the tasks of the order, after ``step`` (NaN before it): what a
+    search compares trials by after each task, to stop the hopeless ones early."""
+    from elcl.evaluation.runs import load_run
+
+    R_dev = accuracy_matrix(load_run(path), "dev", "acc1")
+    return M.nanmean(R_dev[step]) if step < R_dev.shape[0] else math.nan
