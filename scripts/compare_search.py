@@ -47,8 +47,8 @@ def grid_side(grid: Path, method: str, order: int, seeds: list[int]) -> dict:
     for seed in seeds:
         for d in sorted(grid.glob(f"{method}-lam*-o{order}-s{seed}")):
             state = json.loads((d / "run.json").read_text())
-            if state.get("status") != "done":
-                continue
+            if state.get("status") != "done" or isinstance(state.get("lambda"), str):
+                continue  # unfinished, or a λ rule (auto): not a point of the grid
             lam = float(state["lambda"])
             scores.setdefault(lam, []).append(dev_score(d))
             dirs.setdefault(lam, []).append(d)

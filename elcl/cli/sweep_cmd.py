@@ -24,7 +24,9 @@ def parse_duration(text: str) -> float:
 
 def sweep(
     config: Path | None = typer.Argument(None, help="YAML experiment config (its grid, and its sweep: section)."),
-    set_: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set sweep.methods=[naive,kfac]."),
+    set_: list[str] = typer.Option(
+        [], "--set", help="Override a config key, e.g. --set sweep.search=optuna (repeatable)."
+    ),
     output_dir: Path | None = typer.Option(None, "--output-dir", "-o", help="Parent of the experiment directory."),
     backend: str = typer.Option("local", "--backend", help="local (a process per run) or ray."),
     ray_address: str | None = typer.Option(

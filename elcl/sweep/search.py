@@ -155,7 +155,9 @@ class OptunaSearch:
     # ------------------------------------------------------------- scheduler calls
     def propose(self, free_slots: int) -> list[Cell]:
         out: list[Cell] = []
-        for key, study in self.studies.items():
+        # the study with the fewest λ tried first: one method's studies cannot starve another's
+        for key in sorted(self.studies, key=lambda k: (self._counted(k), k)):
+            study = self.studies[key]
             if free_slots <= 0:
                 break
             lam = None
