@@ -232,3 +232,58 @@ def test_the_ray_backend_runs_the_same_cells(tmp_path, inputs):
     assert res.exit_code == 0, res.output
     state = json.loads((tmp_path / "runs" / "ray" / "naive-o0-s13" / "run.json").read_text())
     assert state["status"] == "done"
+
+
+def _fake_run(run: Path, cell, dev: list[float], done: bool) -> None:
+    """A run directory as the runner leaves it: run.json and the dev rows of its steps."""
+    s = cell.spec
+    run.mkdir(parents=True, exist_ok=True)
+    state = {
+        "experiment": s.experiment, "method": s.method, "lambda": s.lam, "seed": s.seed, "order": list(s.order),
+        "order_index": s.order_index, "status": "done" if done else "running", "steps_done": len(dev),
+    }  # fmt: skip
+    (run / "run.json").write_text(json.dumps(state))
+    rows = [
+        {
+            "step": i,
+            "trained_task": s.order[i],
+            "eval_task": t,
+            "split": "dev",
+            "acc1": acc,
+            "acc5": acc,
+            "n": 10,
+            "n_unlinkable": 0,
+        }
+        for i, acc in enumerate(dev)
+        for t in s.order
+    ]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_a_trial_below_the_median_after_a_task_is_pruned_and_never_chosen(tmp_path, inputs):
+    pytest.importorskip("optuna")
+    from elcl.sweep.search import OptunaSearch
+
+    tasks = ["ncbi_disease", "bc5cdr_disease", "bc5cdr_chemical"]
+    sweep = {"methods": ["ewc"], "search": "optuna", "trials": 2, "log10_range": {"ewc": [0, 3]}, "log10_step": 1}
+    cfg, section = load_sweep(
+        write(tmp_path, "prune", tasks, inputs, sweep, method={"ewc": {"lambda_grid": [1, 1000]}})
+    )
+    exp = tmp_path / "exp"
+    search = OptunaSearch(cfg, section, ["ewc"], exp, [])
+    (first,) = search.propose(1)
+    _fake_run(exp / first.name, first, [0.8, 0.9, 0.9], done=True)
+    assert not search.progress(first, exp / first.name)
+    search.finished(first, "done", exp / first.name)
+    (second,) = search.propose(1)
+    assert second.spec.lam != first.spec.lam
+    _fake_run(exp / second.name, second, [0.8, 0.5], done=False)  # worse after the second task
+    assert search.progress(second, exp / second.name)  # stop it now, before the third task
+    search.finished(second, "pruned", exp / second.name)
+    summary = search.summary()["ewc-o0"]
+    assert {t["lambda"]: t["state"] for t in summary["trials"]} == {
+        first.spec.lam: "complete",
+        second.spec.lam: "pruned",
+    }
+    assert summary["chosen_lambda"] == first.spec.lam and summary["chosen_dev_score"] == pytest.approx(0.9)
+    assert search.exhausted()

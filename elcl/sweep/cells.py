@@ -62,7 +62,7 @@ class CellFile(_Schema):
 class CellRecord(_Schema):
     """``<cell>.json``: the end of the cell's last attempt."""
 
-    status: Literal["running", "done", "failed", "interrupted", "pruned"]
+    status: Literal["running", "done", "failed", "interrupted", "pruned", "reused"]
     rc: int | None = None
     seconds: float = Field(0.0, ge=0)
     """Wall time of all attempts together."""

@@ -120,7 +120,9 @@ def states_on_disk(exp: Path) -> list[CellState]:
         state = C.run_state(exp / cell.name) or {}
         st.steps = int(state.get("steps_done", 0))
         st.seconds = rec.seconds if rec else 0.0
-        if state.get("status") == "done":
+        if rec is not None and rec.status == "reused":
+            st.status, st.steps = "reused", cell.n_steps
+        elif state.get("status") == "done":
             nan = C.non_finite_metric(exp / cell.name)
             st.status, st.error = ("failed", nan) if nan else ("done", None)
         elif rec is not None:

@@ -92,6 +92,7 @@ def initial_state(exp: Path, cell: Cell, reuse: list[Path], retry_failed: bool) 
     src = C.reused_from(cell, reuse)
     if src is not None:
         st.status, st.source, st.steps = "reused", src, C.steps_done(src)
+        C.write_record(exp, cell.name, C.CellRecord(status="reused", last_error=None, rc=None))  # for --status
         return st
     failed = (rec is not None and rec.status == "failed") or (state is not None and state.get("status") == "failed")
     if failed and not retry_failed:

@@ -155,8 +155,13 @@ class OptunaSearch:
     # ------------------------------------------------------------- scheduler calls
     def propose(self, free_slots: int) -> list[Cell]:
         out: list[Cell] = []
-        # the study with the fewest λ tried first: one method's studies cannot starve another's
-        for key in sorted(self.studies, key=lambda k: (self._counted(k), k)):
+        # the study with the fewest λ tried first, then the method with the fewest over its
+        # orders: one method's studies cannot starve another's
+        tried = {k: self._counted(k) for k in self.studies}
+        per_method = {
+            m: sum(n for k, n in tried.items() if self.order_of[k][0] == m) for m, _ in self.order_of.values()
+        }
+        for key in sorted(self.studies, key=lambda k: (tried[k], per_method[self.order_of[k][0]], k)):
             study = self.studies[key]
             if free_slots <= 0:
                 break
