@@ -77,7 +77,7 @@ def _run(
 
     from elcl.config import resolve_data_dir
     from elcl.continual.methods import PENALTY_METHODS
-    from elcl.data.corpora import load_corpus
+    from elcl.data.custom import load_task_corpus
     from elcl.interrupt import interrupt_note
     from elcl.sweep.backends import make_backend
     from elcl.sweep.grid import blocks, expand_cells
@@ -105,7 +105,7 @@ def _run(
         cells = [c for c in cells if c.block == all_blocks[part]]
     data_dir = resolve_data_dir(cfg.data.data_dir)
     for task in dict.fromkeys(t for order in cfg.task_orders() for t in order):
-        load_corpus(task, data_dir)  # a missing corpus fails now, not in every worker
+        load_task_corpus(cfg.task_ref(task), data_dir)  # a missing corpus fails now, not in every worker
     threads = cfg.train.num_threads or 1
     parallel = max_parallel or max(1, (os.cpu_count() or 1) // threads)
     search = None

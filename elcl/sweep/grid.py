@@ -59,16 +59,14 @@ def method_config(cfg: ExperimentConfig, method: str, seeds: Sequence[int] | Non
 
 
 def make_cell(cfg: ExperimentConfig, method: str, lam: RunLambda, seed: int, order_index: int) -> Cell:
-    """The cell of one (method, λ, seed, order), λ given (a search's trial)."""
+    """The cell of one (method, λ, seed, order), λ given (a search's trial): the run
+    ``expand_runs`` makes of the config with that one λ."""
     mcfg = method_config(cfg, method, [seed])
-    order = mcfg.task_orders()[order_index]
-    spec = RunSpec(cfg.name, method, lam, seed, tuple(order), order_index)
-    run_cfg = mcfg.model_copy(deep=True)
-    run_cfg.tasks = list(order)
-    run_cfg.orders = None
-    settings = mcfg.method.settings
-    setattr(run_cfg.method, method, settings.for_run(lam))
-    return Cell(spec, run_cfg.to_dict())
+    setattr(mcfg.method, method, mcfg.method.settings.for_run(lam))
+    for spec, run_cfg in expand_runs(mcfg):
+        if spec.order_index == order_index:
+            return Cell(spec, run_cfg.to_dict())
+    raise ValueError(f"order {order_index} is not in the config")
 
 
 def expand_cells(cfg: ExperimentConfig, sweep: SweepSection, searched: Sequence[str] = ()) -> list[Cell]:
