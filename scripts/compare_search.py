@@ -79,13 +79,19 @@ def search_side(search: Path, grid: Path, method: str, order: int, seeds: list[i
             continue
         lam = float(f"{10 ** t.params['log10_lambda']:.6g}")
         state = t.state.name.lower()
-        if lam in trials and (trials[lam]["state"] != "fail" or state == "fail"):
+        if lam in trials and (trials[lam]["optuna_state"] != "fail" or state == "fail"):
             continue  # a λ drawn again runs nothing; a failed (stopped) trial was drawn again
         names = [f"{method}-lam{lam:g}-o{order}-s{s}" for s in seeds]
         here = [search / n for n in names if (search / n / "run.json").is_file()]
+        raw = state
+        if state in ("fail", "running") and any(
+            json.loads((d / "run.json").read_text()).get("status") in ("interrupted", "running") for d in here
+        ):
+            state = "stopped"  # by the end of the sweep (its run resumes), not a failed run
         trials[lam] = {
             "lambda": lam,
             "state": state,
+            "optuna_state": raw,
             "dev": t.value,
             "intermediate": {str(k): v for k, v in t.intermediate_values.items()},
             "reused": len(here) == 0 and all((grid / n / "run.json").is_file() for n in names),
@@ -128,7 +134,7 @@ def main() -> None:
             s = search_side(args.search, args.grid, m, o, args.seeds)
             doc["cells"][f"{m}-o{o}"] = {"grid": g, "search": s}
             tried = ", ".join(
-                f"{t['lambda']:g} {t['state'][:4]}{' (reused)' if t['reused'] else ''}" for t in s["trials"]
+                f"{t['lambda']:g} {t['state']}{' (reused)' if t['reused'] else ''}" for t in s["trials"]
             )
             rows.append(
                 f"| {m} | {o} | {g['chosen']:g} | {pct(g['dev'])} | {pct(g['test'])} | {g['runs']} runs, {g['later_steps']} steps "
