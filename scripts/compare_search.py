@@ -133,9 +133,7 @@ def main() -> None:
             g = grid_side(args.grid, m, o, args.seeds)
             s = search_side(args.search, args.grid, m, o, args.seeds)
             doc["cells"][f"{m}-o{o}"] = {"grid": g, "search": s}
-            tried = ", ".join(
-                f"{t['lambda']:g} {t['state']}{' (reused)' if t['reused'] else ''}" for t in s["trials"]
-            )
+            tried = ", ".join(f"{t['lambda']:g} {t['state']}{' (reused)' if t['reused'] else ''}" for t in s["trials"])
             rows.append(
                 f"| {m} | {o} | {g['chosen']:g} | {pct(g['dev'])} | {pct(g['test'])} | {g['runs']} runs, {g['later_steps']} steps "
                 f"| {'-' if s['chosen'] is None else format(s['chosen'], 'g')} | {pct(s['dev'])} | {pct(s['test'])} "

@@ -357,14 +357,15 @@ def dev_score(path: Path) -> float:
     :func:`build_report` computes it): what ``elcl sweep``'s λ search maximises, so the
     search and the report's grid selection agree on "best"."""
     from elcl.evaluation.runs import load_run
+    from elcl.evaluation.scores import score_run
 
-    return _score_run(load_run(path), "test").avg_final_dev_acc1
+    return score_run(load_run(path), "test").avg_final_dev_acc1
 
 
 def dev_row_score(path: Path, step: int) -> float:
     """The same average over the tasks of the order, after ``step`` (NaN before it): what a
     search compares trials by after each task, to stop the hopeless ones early."""
-    from elcl.evaluation.runs import load_run
+    from elcl.evaluation.runs import accuracy_matrix, load_run
 
     R_dev = accuracy_matrix(load_run(path), "dev", "acc1")
     return M.nanmean(R_dev[step]) if step < R_dev.shape[0] else math.nan
