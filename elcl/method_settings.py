@@ -67,6 +67,7 @@ class PenaltySettings(MethodSettings):
     ``lambda_scale`` multiplies the ``auto`` value (a tempered posterior)."""
 
     lambda_: LambdaValue = Field(1.0, alias="lambda")
+    """Penalty strength of the run: a non-negative number, or auto (λ_t = N_t / N per earlier task)."""
     lambda_grid: list[LambdaValue] | None = None
     """One run per entry (numbers and/or ``auto``); the run's ``lambda`` is the entry."""
     lambda_scale: float = Field(1.0, gt=0)

@@ -1,5 +1,5 @@
 """The reports committed under results/ are what ``elcl evaluate`` makes of the runs
-committed beside them: a README figure quoted from a report traces to its runs, and a
+committed beside them: a docs figure quoted from a report traces to its runs, and a
 report left stale after runs were added (or after a change to the statistics) fails here."""
 
 from __future__ import annotations

@@ -112,7 +112,7 @@ class Method:
     """single / joint: baselines the sequential methods are measured against, not
     continual methods (no forgetting vs best or BWT in reports, no curvature collected)."""
     per_task_model: ClassVar[bool] = False
-    """single: a fresh model per task; its final accuracies are the diagonal R[j][j]."""
+    """single: a fresh model per task; its final accuracies are the diagonal ``R[j][j]``."""
     all_tasks_at_once: ClassVar[bool] = False
     """joint: one step over every task's training data (its one step label is not a task)."""
     consolidation: ClassVar[Literal["online", "per_task"] | None] = None

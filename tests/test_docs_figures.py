@@ -1,10 +1,12 @@
-"""The README's comparison tables carry the numbers of the committed reports they cite.
+"""The docs' comparison tables carry the numbers of the committed reports they cite.
 
 Those tables are written by hand after a benchmark grows (more cells, a new part); a row
 left at an older report's figures would still read as a finding. Each table is found after
 the command (or sentence) that produces it, and every row that names a method is checked
 against that report's ``summary.json``: paired cells, mean forgetting and forgetting
-reduction with their intervals, to the one decimal the README prints.
+reduction with their intervals, to the one decimal the page prints. The tables live on the
+experiment pages of the docs site (``docs/experiments/``; they were in the README before it
+was cut to an entry point).
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from elcl.evaluation.render import fmt_interval
 from elcl.evaluation.stats import Interval
 
 ROOT = Path(__file__).resolve().parents[1]
-README = ROOT / "README.md"
+EXPERIMENTS = ROOT / "docs" / "experiments"
 
-# README label of a row -> (method, λ) in the report's comparison; None: its one entry not at λ `auto`.
+# Page label of a row -> (method, λ) in the report's comparison; None: its one entry not at λ `auto`.
 ROWS: dict[str, tuple[str, str | None]] = {
     "EWC": ("ewc", None),
     "K-FAC": ("kfac", None),
@@ -32,11 +34,12 @@ ROWS: dict[str, tuple[str, str | None]] = {
 }
 DIFFERENCES = {"K-FAC − EWC": ("kfac", "ewc")}
 
+# (page under docs/experiments/, the text the table follows, the committed report it quotes)
 TABLES = [
-    ("--out results/reproduce_cpu_context/report`", "reproduce_cpu_context/report"),
-    ("Forgetting at the λ chosen on dev, CPU seeds", "reproduce_cpu/report"),
-    ("--out results/reproduce_cpu/report_all`", "reproduce_cpu/report_all"),
-    ("--out results/reproduce_cpu_confirm/report`;", "reproduce_cpu_confirm/report"),
+    ("context.md", "--out results/reproduce_cpu_context/report`", "reproduce_cpu_context/report"),
+    ("reproduce-cpu.md", "Forgetting at the λ chosen on dev, CPU seeds", "reproduce_cpu/report"),
+    ("reproduce-cpu.md", "--out results/reproduce_cpu/report_all`", "reproduce_cpu/report_all"),
+    ("confirm.md", "--out results/reproduce_cpu_confirm/report`;", "reproduce_cpu_confirm/report"),
 ]
 
 
@@ -54,7 +57,7 @@ def _table_after(text: str, anchor: str) -> list[list[str]]:
 
 
 def _fmt(iv: dict, sign: bool = False) -> str:
-    """An interval as the report prints it (``fmt_interval``), in the README's Unicode minus;
+    """An interval as the report prints it (``fmt_interval``), in the docs' Unicode minus;
     a difference's point carries its sign."""
     text = fmt_interval(Interval(iv["point"], iv["lo"], iv["hi"])).replace("-", "−")
     return "+" + text if sign and not text.startswith("−") else text
@@ -70,9 +73,9 @@ def _method(comparison: dict, method: str, lam: str | None) -> dict:
     return found[0]
 
 
-@pytest.mark.parametrize(("anchor", "report"), TABLES, ids=[r for _, r in TABLES])
-def test_a_readme_table_quotes_its_committed_report(anchor: str, report: str) -> None:
-    text = README.read_text(encoding="utf-8")
+@pytest.mark.parametrize(("page", "anchor", "report"), TABLES, ids=[r for _, _, r in TABLES])
+def test_a_docs_table_quotes_its_committed_report(page: str, anchor: str, report: str) -> None:
+    text = (EXPERIMENTS / page).read_text(encoding="utf-8")
     comparison = json.loads((ROOT / "results" / report / "summary.json").read_text(encoding="utf-8"))["comparison"]
     rows = _table_after(text, anchor)
     checked = set()
@@ -97,7 +100,7 @@ def test_a_readme_table_quotes_its_committed_report(anchor: str, report: str) ->
 def test_the_confirm_widths_table_ends_at_the_committed_report() -> None:
     """The widths table (``scripts/interval_widths.py``) is pasted by hand too: its row at the
     report's cell count, and the estimate scaled from it, carry that report's half-widths."""
-    text = README.read_text(encoding="utf-8")
+    text = (EXPERIMENTS / "confirm.md").read_text(encoding="utf-8")
     comparison = json.loads((ROOT / "results/reproduce_cpu_confirm/report/summary.json").read_text(encoding="utf-8"))[
         "comparison"
     ]
@@ -124,11 +127,11 @@ def test_the_confirm_widths_table_ends_at_the_committed_report() -> None:
 
 
 def test_the_make_quick_table_quotes_the_committed_quick_report() -> None:
-    """The `make quick` table: each penalty's λ, mean forgetting and forgetting reduction
+    """The `make quick` table (docs/experiments/quick.md): each penalty's λ, mean forgetting and forgetting reduction
     (with its interval) are those of results/quick/report/summary.json."""
-    text = README.read_text(encoding="utf-8")
+    text = (EXPERIMENTS / "quick.md").read_text(encoding="utf-8")
     comparison = json.loads((ROOT / "results/quick/report/summary.json").read_text(encoding="utf-8"))["comparison"]
-    rows = {r[0]: r for r in _table_after(text, "### `make quick`")}
+    rows = {r[0]: r for r in _table_after(text, "# `make quick`")}
     for label, method in (("EWC", "ewc"), ("K-FAC", "kfac")):
         _, lam, _acc, _ncbi, forgetting, reduction = rows[label]
         entry = _method(comparison, method, None)
