@@ -16,12 +16,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from elcl.config import ExperimentConfig, config_from_dict
-from elcl.continual.methods import REGISTRY, RunLambda
+from elcl.continual.methods import REGISTRY, RunLambda, role
 from elcl.continual.rundir import RunSpec
 from elcl.continual.runner import expand_runs
 from elcl.sweep.spec import SweepSection
 
-OWNER_PREFERENCE = ("single", "naive")
+OWNER_PREFERENCE = (role("forgetting_reference"), role("baseline"))
+"""Which cell of a (seed, order) block trains the shared first step: the single-task
+reference, else the forgetting baseline (asked of the registry, never written out)."""
 
 
 @dataclass

@@ -28,7 +28,7 @@ from elcl.config import ExperimentConfig
 from elcl.errors import ElclError
 from elcl.fileio import atomic_write_text
 from elcl.sweep import cells as C
-from elcl.sweep.grid import Cell, assign_owners, make_cell
+from elcl.sweep.grid import OWNER_PREFERENCE, Cell, assign_owners, make_cell
 from elcl.sweep.scheduler import SweepResult
 from elcl.sweep.spec import SweepSection
 
@@ -73,7 +73,7 @@ class OptunaSearch:
             if c.owner is not None:
                 self.owners[c.block] = c.owner
         for c in grid:
-            if c.owner is None and c.block not in self.owners and c.spec.method in ("single", "naive"):
+            if c.owner is None and c.block not in self.owners and c.spec.method in OWNER_PREFERENCE:
                 self.owners[c.block] = c.name
         self.studies: dict[str, Any] = {}
         self.bounds: dict[str, tuple[float, float]] = {}
