@@ -27,6 +27,7 @@ from pydantic import (
 from elcl.candidates.abbrev import AbbreviationStyle
 from elcl.data.task_config import CustomTaskConfig, TaskRef, custom_task_from_dict, is_task_file, resolve_tasks_list
 from elcl.errors import ConfigError, ElclError
+from elcl.fileio import read_yaml_file
 from elcl.method_settings import DEFAULT, SECTIONS, MethodSettings, RunLambda
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
@@ -652,21 +653,7 @@ def merge_config(base: dict[str, Any], variant: dict[str, Any]) -> dict[str, Any
 
 
 def _read_config_file(p: Path) -> dict[str, Any]:
-    if not p.is_file():
-        raise ConfigError(f"{p}: config file not found")
-    try:
-        size = p.stat().st_size
-        if size > MAX_CONFIG_BYTES:
-            raise ConfigError(f"{p}: {size} bytes; a config is expected to be under {MAX_CONFIG_BYTES} bytes")
-        text = p.read_text(encoding="utf-8")
-        _check_aliases(text, p)
-        raw = yaml.safe_load(text) or {}
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read config ({exc.strerror or exc})") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        line = getattr(getattr(exc, "problem_mark", None), "line", None)
-        where = f"{p}:{line + 1}" if line is not None else str(p)
-        raise ConfigError(f"{where}: not a valid YAML file ({exc.__class__.__name__})") from None
+    raw = read_yaml_file(p, "config file", MAX_CONFIG_BYTES, check_text=_check_aliases) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{p}: expected a mapping of config sections at the top level")
     return raw

@@ -11,11 +11,14 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from elcl.errors import ElclError
+import yaml
+
+from elcl.errors import ConfigError, ElclError
 
 TEMP_PREFIX = ".elcl-tmp."
 """Every temporary file starts with this, so leftovers of a killed write are recognisable
@@ -96,3 +99,31 @@ def read_jsonl(path: Path) -> list[dict]:
 def append_jsonl(path: Path, rows: Iterable[dict]) -> None:
     """Rewrite-with-append so the file is never left with a partial line."""
     write_jsonl(path, read_jsonl(path) + list(rows))
+
+
+def read_yaml_file(
+    path: Path,
+    what: str,
+    max_bytes: int,
+    encoding: str = "utf-8",
+    check_text: Callable[[str, Path], None] | None = None,
+) -> Any:
+    """The parsed YAML of a small settings file (a config, a task entry), every failure one
+    ConfigError line naming the file: missing, too large, unreadable, or not YAML (with the
+    line of the YAML error). ``check_text`` sees the text before it is parsed."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: {what} not found")
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise ConfigError(f"{path}: {size} bytes; a {what} is expected to be under {max_bytes} bytes")
+        text = path.read_text(encoding=encoding)
+        if check_text is not None:
+            check_text(text, path)
+        return yaml.safe_load(text)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        line = getattr(getattr(exc, "problem_mark", None), "line", None)
+        where = f"{path}:{line + 1}" if line is not None else str(path)
+        raise ConfigError(f"{where}: not a valid YAML file ({exc.__class__.__name__})") from None

@@ -28,10 +28,10 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from elcl.errors import ConfigError, ElclError
+from elcl.fileio import read_yaml_file
 
 TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 """A task name is a directory-name part of a run (``step_0_<task>``): no '/', no spaces."""
@@ -332,18 +332,7 @@ def read_task_spec(spec: str, base_dir: Path | None = None) -> TaskRef:
     path = Path(spec).expanduser()
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
-    if not path.is_file():
-        raise ConfigError(f"{path}: task file not found")
-    try:
-        if path.stat().st_size > MAX_TASK_FILE_BYTES:
-            raise ConfigError(f"{path}: larger than {MAX_TASK_FILE_BYTES} bytes; expected one small task entry")
-        raw = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read task file ({exc.strerror or exc})") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        line = getattr(getattr(exc, "problem_mark", None), "line", None)
-        where = f"{path}:{line + 1}" if line is not None else str(path)
-        raise ConfigError(f"{where}: not a valid YAML file ({exc.__class__.__name__})") from None
+    raw = read_yaml_file(path, "task file", MAX_TASK_FILE_BYTES, encoding="utf-8-sig")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected one task entry (a mapping with name, files, format, ...)")
     return custom_task_from_dict(resolve_entry_paths(raw, path.parent.absolute()), str(path))

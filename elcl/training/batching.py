@@ -16,6 +16,17 @@ from elcl.models.linker import LinkerBatch
 from elcl.training.examples import LinkingExample
 
 
+def pad_sequences(seqs: Sequence[Sequence[int]], pad_id: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids ``[len(seqs), width]`` right-padded with ``pad_id``, and their attention mask:
+    the one padding rule of training batches and of the evaluation plan's batches."""
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[i, : len(s)] = 1
+    return ids, mask
+
+
 class TokenCache:
     def __init__(self, tokenizer, max_length: int) -> None:
         self.tokenizer = tokenizer
@@ -45,13 +56,7 @@ class TokenCache:
 
     def pad(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         seqs = self.ids(texts)
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, s in enumerate(seqs):
-            ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-            mask[i, : len(s)] = 1
-        return ids, mask
+        return pad_sequences(seqs, self.pad_id, max(len(s) for s in seqs))
 
     def pad_pairs(self, first: Sequence[str], second: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         enc = self.tokenizer(

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from elcl.training.batching import TokenCache
+from elcl.training.batching import TokenCache, pad_sequences
 from elcl.training.examples import LinkingExample
 
 __all__ = ["EvalPlan", "TextBatch", "build_plan", "cached_plan"]
@@ -83,13 +83,7 @@ def _batches(seqs: Sequence[Sequence[int]], pad_id: int, batch_size: int, max_to
         while e < len(order) and e - s < batch_size and (e - s + 1) * len(seqs[order[e]]) <= max_tokens:
             e += 1
         idx = order[s:e]
-        width = max(1, len(seqs[idx[-1]]))
-        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for r, i in enumerate(idx):
-            n = len(seqs[i])
-            ids[r, :n] = torch.tensor(seqs[i], dtype=torch.long)
-            mask[r, :n] = 1
+        ids, mask = pad_sequences([seqs[i] for i in idx], pad_id, max(1, len(seqs[idx[-1]])))
         out.append(TextBatch(torch.tensor(idx, dtype=torch.long), ids, mask))
         s = e
     return tuple(out)

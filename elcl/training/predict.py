@@ -110,8 +110,10 @@ def ranking(scores: torch.Tensor) -> list[int]:
     return torch.argsort(scores, descending=True, stable=True).tolist()
 
 
-def _result(examples: Sequence[LinkingExample], scores: list[list[float]], orders: list[list[int]]) -> EvalResult:
-    """Accuracies and prediction rows (:class:`~elcl.schemas.PredictionRow` as dumped) of one set."""
+def set_result(examples: Sequence[LinkingExample], scores: list[list[float]], orders: list[list[int]]) -> EvalResult:
+    """Accuracies and prediction rows (:class:`~elcl.schemas.PredictionRow` as dumped) of one set,
+    from each example's candidate scores and ranking (the reference path of the tests builds its
+    rows here too, so only the scores and rankings of the two paths can differ)."""
     hits1 = hits5 = n = 0
     preds = []
     for e, s, order in zip(examples, scores, orders):
@@ -155,7 +157,7 @@ def evaluate_plan(model: Linker, plan: EvalPlan) -> dict[Hashable, EvalResult]:
     out = {}
     for key in plan.keys:
         a, b = plan.bounds[key]
-        out[key] = _result(plan.examples[a:b], values[a:b], orders[a:b])
+        out[key] = set_result(plan.examples[a:b], values[a:b], orders[a:b])
     return out
 
 

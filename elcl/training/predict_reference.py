@@ -14,10 +14,9 @@ from collections.abc import Sequence
 import torch
 
 from elcl.models.linker import Linker, feature_logits
-from elcl.schemas import PredictionRow
 from elcl.training.batching import TokenCache, collate
 from elcl.training.examples import LinkingExample
-from elcl.training.predict import EvalResult, ranking, widen
+from elcl.training.predict import EvalResult, ranking, set_result, widen
 
 __all__ = ["reference_evaluate_examples", "reference_score_examples"]
 
@@ -75,27 +74,4 @@ def reference_evaluate_examples(
 ) -> EvalResult:
     """Rank and score one split through :func:`reference_score_examples` and :func:`ranking`."""
     scores = reference_score_examples(model, examples, cache, batch_size)
-    hits1 = hits5 = n = 0
-    preds = []
-    for e, s in zip(examples, scores):
-        order = ranking(s)
-        top = [e.labels[i] for i in order]
-        m = e.mention
-        correct = None
-        if m.linkable:
-            n += 1
-            correct = bool(top[:1] and top[0])
-            hits1 += int(correct)
-            hits5 += int(any(top[:5]))
-        preds.append(
-            PredictionRow(
-                doc_id=m.doc_id,
-                start=m.start,
-                end=m.end,
-                mention=m.text,
-                gold=list(m.concept_ids),
-                predicted=[(e.cand_ids[i], round(float(s[i]), 5)) for i in order],
-                correct=correct,
-            ).dump()
-        )
-    return EvalResult(hits1 / n if n else 0.0, hits5 / n if n else 0.0, n, preds)
+    return set_result(examples, [s.tolist() for s in scores], [ranking(s) for s in scores])
