@@ -2,7 +2,14 @@
 
     python scripts/bench_factors.py [--model minilm] [--device cpu] [--batches 2]
         [--batch-size 16] [--cands 16] [--tokens 12] [--reduce] [--no-curvlinops]
-        [--curvlinops-batches 1] [--out results/bench_factors.json]
+        [--curvlinops-batches 1] [--target-examples 5000] [--out results/bench_factors.json]
+
+A collection pays a fixed cost once (buffers, the first batch's functional-use check,
+symmetrising and normalising the factors) and a cost per batch. With ``--batches`` of 4
+or more, every case is also timed on the first half of the batches, and the script
+prints the per-batch (marginal) ratio to a plain forward+backward and the ratio
+extrapolated to ``--target-examples`` (the 5,000 examples a task's curvature uses:
+fixed + n_batches x marginal), which is the figure issue 29's 1.3x target is about.
 
 Each batch has ``batch-size`` examples of 1 mention + ``cands`` candidate sequences of
 up to ``tokens`` tokens (17 sequences of ~12 tokens by default). When
@@ -40,6 +47,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--reduce", action="store_true", help="also time K-FAC-reduce")
     ap.add_argument("--no-curvlinops", action="store_true")
     ap.add_argument("--curvlinops-batches", type=int, default=1)
+    ap.add_argument("--target-examples", type=int, default=5000)
     ap.add_argument("--out", default="results/bench_factors.json")
     args = ap.parse_args(argv)
     print_cpu(args.device)
@@ -51,33 +59,63 @@ def main(argv: list[str] | None = None) -> dict:
     ]
     n_ex = args.batches * args.batch_size
 
-    def plain() -> None:
-        model.eval()
-        for b in batches:
-            model.zero_grad(set_to_none=True)
-            multi_positive_loss(model(b), b.labels).backward()
+    def plain(bs: list):
+        def run() -> None:
+            model.eval()
+            for b in bs:
+                model.zero_grad(set_to_none=True)
+                multi_positive_loss(model(b), b.labels).backward()
+
+        return run
 
     def collect(approx: str, variant: str = "expand"):
-        return lambda: collect_curvature(
-            model, batches, linker_logits_fn, approx=approx, variant=variant, progress=False
+        return lambda bs: (
+            lambda: collect_curvature(model, bs, linker_logits_fn, approx=approx, variant=variant, progress=False)
         )
 
     cases = [("forward+backward", plain), ("kfac expand", collect("kfac"))]
     if args.reduce:
         cases.append(("kfac reduce", collect("kfac", "reduce")))
     cases += [("diag", collect("diag")), ("kfac+diag (both)", collect("both"))]
+    half = args.batches // 2 if args.batches >= 4 else 0
     rows, res = [], {}
-    base = None
+    base = base_half = None
     for name, fn in cases:
-        t = min(timeit(fn, args.repeat, warmup=1 if name == "forward+backward" else 0, device=args.device))
+        t = min(timeit(fn(batches), args.repeat, warmup=1 if name == "forward+backward" else 0, device=args.device))
         base = t if base is None else base
-        rows.append([name, t, n_ex / t, t / base])
-        res[name] = {"seconds": t, "examples_per_s": n_ex / t, "ratio_vs_fwd_bwd": t / base}
+        entry = {"seconds": t, "examples_per_s": n_ex / t, "ratio_vs_fwd_bwd": t / base}
+        row = [name, t, n_ex / t, t / base]
+        if half:
+            t_half = min(timeit(fn(batches[:half]), args.repeat, warmup=0, device=args.device))
+            base_half = t_half if base_half is None else base_half
+            per_batch = (t - t_half) / (args.batches - half)
+            per_batch_plain = (base - base_half) / (args.batches - half)
+            fixed = t - args.batches * per_batch
+            n_target = -(-args.target_examples // args.batch_size)
+            at_target = (fixed + n_target * per_batch) / (n_target * per_batch_plain)
+            entry.update(
+                seconds_half=t_half,
+                seconds_per_batch=per_batch,
+                fixed_seconds=fixed,
+                marginal_ratio_vs_fwd_bwd=per_batch / per_batch_plain,
+                ratio_at_target_examples=at_target,
+            )
+            row += [per_batch / per_batch_plain, fixed, at_target]
+        rows.append(row)
+        res[name] = entry
     print(
         f"curvature collection, {args.model}, {args.batches} batches x {args.batch_size} examples x "
         f"{args.cands + 1} sequences x <= {args.tokens} tokens, device {args.device}"
     )
-    print(table(["case", "seconds", "examples/s", "x fwd+bwd"], rows))
+    head = ["case", "seconds", "examples/s", "x fwd+bwd"]
+    if half:
+        head += ["x per batch", "fixed s", f"x at {args.target_examples} ex"]
+    print(table(head, rows))
+    if half:
+        print(
+            f"marginal ratios from {half} vs {args.batches} batches; 'x at {args.target_examples} ex' = "
+            f"(fixed + {-(-args.target_examples // args.batch_size)} batches x per-batch) / plain, extrapolated"
+        )
     out = {"args": vars(args), "machine": machine(), "results": res}
 
     if not args.no_curvlinops:

@@ -182,3 +182,22 @@ def test_bench_eval_compares_both_paths_on_a_tiny_model(tmp_path: Path, capsys, 
     assert all(a["same_ranked_ids"] == a["mentions"] for a in out["agreement"].values())
     assert out["texts_new"] <= out["texts_old"]
     assert lines[-1] == f"speed-up: {out['speedup']:.1f}×"
+
+
+def test_bench_factors_prints_marginal_and_extrapolated_ratios(tiny_bert: Path, tmp_path: Path, capsys) -> None:
+    """With 4+ batches each case is also timed on half of them: the per-batch ratio and the
+    ratio extrapolated to a task's 5,000 examples are the figures issue 29's target is about."""
+    out_path = tmp_path / "bf.json"
+    argv = ["--model", str(tiny_bert), "--batches", "4", "--batch-size", "2", "--cands", "3", "--tokens", "6"]
+    out = _load("bench_factors").main(argv + ["--no-curvlinops", "--target-examples", "100", "--out", str(out_path)])
+    res = out["results"]
+    assert set(res) == {"forward+backward", "kfac expand", "diag", "kfac+diag (both)"}
+    for case, r in res.items():
+        assert r["seconds"] > 0 and r["seconds_half"] > 0, case
+        n_batches = 50  # 100 examples / batch size 2
+        per_plain = res["forward+backward"]["seconds_per_batch"]
+        want = (r["fixed_seconds"] + n_batches * r["seconds_per_batch"]) / (n_batches * per_plain)
+        assert r["ratio_at_target_examples"] == pytest.approx(want), case
+    assert res["forward+backward"]["marginal_ratio_vs_fwd_bwd"] == pytest.approx(1.0)
+    assert json.loads(out_path.read_text())["results"].keys() == res.keys()
+    assert "x at 100 ex" in capsys.readouterr().out

@@ -156,6 +156,16 @@ def test_blocks_cover_the_upper_triangle():
     assert len(gram.column_blocks(300, x.device)) == 3
     out = gram.add_upper_gram_(torch.zeros(300, 300, dtype=torch.float64), x, beta=0.0)
     torch.testing.assert_close(gram.symmetrize(out), x.T @ x, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(gram.symmetrize_(out.clone()), gram.symmetrize(out), rtol=0, atol=0)
+
+
+def test_gram_sum_result_is_the_normalised_full_sum():
+    x = torch.randn(40, 20, dtype=torch.float32)
+    s = gram.GramSum(20, append_one=True)
+    for part in (x[:15], x[15:], x):
+        s.add_(part)
+    xt = torch.cat([x, torch.ones(40, 1)], 1).double()
+    torch.testing.assert_close(s.result(x.device, 80.0), 2 * xt.T @ xt / 80, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-6)])

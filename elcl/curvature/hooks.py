@@ -476,14 +476,18 @@ class CurvatureHooks:
             if st.kfac:
                 d_in, d_out = st.kind.factor_dims(st.module, st.has_bias)
                 dev = next(st.module.parameters()).device
-                A = st.A.result(dev) if st.A is not None else torch.zeros(d_in, d_in, dtype=ACC_DTYPE, device=dev)
-                G = st.G.result(dev) if st.G is not None else torch.zeros(d_out, d_out, dtype=ACC_DTYPE, device=dev)
                 a_norm = max(st.n_positions, 1) if self.variant == "expand" else n
-                kfac[name] = (A / a_norm, G / n)
+                A = (
+                    st.A.result(dev, a_norm)
+                    if st.A is not None
+                    else torch.zeros(d_in, d_in, dtype=ACC_DTYPE, device=dev)
+                )
+                G = st.G.result(dev, n) if st.G is not None else torch.zeros(d_out, d_out, dtype=ACC_DTYPE, device=dev)
+                kfac[name] = (A, G)
             for pname in st.diag_params:
                 p = getattr(st.module, pname)
                 v = st.diag.get(pname)
                 if v is None:
                     v = torch.zeros(p.shape, dtype=ACC_DTYPE, device=p.device)
-                diag[prefix + pname] = v / n
+                diag[prefix + pname] = v.div_(n)  # the accumulator is read once
         return kfac, diag
