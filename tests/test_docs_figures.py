@@ -140,7 +140,11 @@ def test_the_make_quick_table_quotes_the_committed_quick_report() -> None:
         assert reduction == _fmt(entry["forgetting_reduction"]), f"quick: {label} reduction"
 
 
-TUNING_TASKS = {"NCBI Disease": "ncbi_disease", "BC5CDR disease": "bc5cdr_disease", "BC5CDR chemical": "bc5cdr_chemical"}
+TUNING_TASKS = {
+    "NCBI Disease": "ncbi_disease",
+    "BC5CDR disease": "bc5cdr_disease",
+    "BC5CDR chemical": "bc5cdr_chemical",
+}
 
 
 def test_the_full_data_tuning_table_quotes_the_committed_tuning_run() -> None:
