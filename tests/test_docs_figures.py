@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from elcl.evaluation.render import fmt_interval
+from elcl.evaluation.runs import load_run
 from elcl.evaluation.stats import Interval
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,11 +44,11 @@ TABLES = [
 ]
 
 
-def _table_after(text: str, anchor: str) -> list[list[str]]:
-    """The rows of the first Markdown table after ``anchor``, cells stripped."""
+def _table_after(text: str, anchor: str, header: str = "| method |") -> list[list[str]]:
+    """The rows of the first Markdown table after ``anchor`` whose header starts with ``header``, cells stripped."""
     start = text.index(anchor)
     lines = text[start:].splitlines()
-    first = next(i for i, line in enumerate(lines) if line.startswith("| method |"))
+    first = next(i for i, line in enumerate(lines) if line.startswith(header))
     rows = []
     for line in lines[first + 2 :]:
         if not line.startswith("|"):
@@ -152,15 +153,12 @@ def test_the_full_data_tuning_table_quotes_the_committed_tuning_run() -> None:
     are those of the committed run's metrics.jsonl at the step that trained that task (the claim "beats TF-IDF on every
     task" rests on them)."""
     text = (EXPERIMENTS / "full-data-tuning.md").read_text(encoding="utf-8")
-    run = ROOT / "results/tune_bert/runs/full_tuned/single-o0-s13/metrics.jsonl"
-    rows = [json.loads(line) for line in run.read_text(encoding="utf-8").splitlines() if line.strip()]
-    own = {(r["eval_task"], r["split"]): r for r in rows if r["trained_task"] == r["eval_task"]}
-    start = text.index("## Result")
-    lines = [line for line in text[start:].splitlines() if line.startswith("| ")]
-    table = {c[0]: c for c in ([x.strip() for x in line.strip().strip("|").split("|")] for line in lines)}
+    run = load_run(ROOT / "results/tune_bert/runs/full_tuned/single-o0-s13")
+    own = {(r.eval_task, r.split): r for r in run.rows if r.trained_task == r.eval_task}
+    table = {row[0]: row for row in _table_after(text, "## Result", header="| task |")}
     for label, task in TUNING_TASKS.items():
         _, tfidf, tuned, _time = table[label]
         test, dev = own[(task, "test")], own[(task, "dev")]
-        assert tfidf == f"{test['tfidf_acc1'] * 100:.1f} ({dev['tfidf_acc1'] * 100:.1f})", f"tuning: {label} TF-IDF"
-        assert tuned == f"**{test['acc1'] * 100:.1f}** ({dev['acc1'] * 100:.1f})", f"tuning: {label} tuned linker"
-        assert test["acc1"] > test["tfidf_acc1"] and dev["acc1"] > dev["tfidf_acc1"], f"tuning: {label} below TF-IDF"
+        assert tfidf == f"{test.tfidf_acc1 * 100:.1f} ({dev.tfidf_acc1 * 100:.1f})", f"tuning: {label} TF-IDF"
+        assert tuned == f"**{test.acc1 * 100:.1f}** ({dev.acc1 * 100:.1f})", f"tuning: {label} tuned linker"
+        assert test.acc1 > test.tfidf_acc1 and dev.acc1 > dev.tfidf_acc1, f"tuning: {label} below TF-IDF"
