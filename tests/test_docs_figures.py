@@ -45,9 +45,10 @@ TABLES = [
 
 
 def _table_after(text: str, anchor: str, header: str = "| method |") -> list[list[str]]:
-    """The rows of the first Markdown table after ``anchor`` whose header starts with ``header``, cells stripped."""
+    """The rows of the first Markdown table after ``anchor`` whose header starts with ``header``, cells stripped; a table
+    indented under a list item counts too."""
     start = text.index(anchor)
-    lines = text[start:].splitlines()
+    lines = [line.lstrip() for line in text[start:].splitlines()]
     first = next(i for i, line in enumerate(lines) if line.startswith(header))
     rows = []
     for line in lines[first + 2 :]:
@@ -162,3 +163,38 @@ def test_the_full_data_tuning_table_quotes_the_committed_tuning_run() -> None:
         assert tfidf == f"{test.tfidf_acc1 * 100:.1f} ({dev.tfidf_acc1 * 100:.1f})", f"tuning: {label} TF-IDF"
         assert tuned == f"**{test.acc1 * 100:.1f}** ({dev.acc1 * 100:.1f})", f"tuning: {label} tuned linker"
         assert test.acc1 > test.tfidf_acc1 and dev.acc1 > dev.tfidf_acc1, f"tuning: {label} below TF-IDF"
+
+
+# Page label of a row of the scaled CPU part's table -> method in the committed report.
+CPU_PART_ROWS = {"naive": "naive", "EWC λ 1e5": "ewc", "K-FAC λ 1e4": "kfac"}
+
+
+def _pp(x: float, sign: bool = False) -> str:
+    """A difference in points as the page prints it: one decimal, a Unicode minus, "+" only where asked."""
+    s = f"{x * 100:+.1f}" if sign else f"{x * 100:.1f}"
+    s = s.replace("-", "−")
+    return "0.0" if s in ("−0.0", "+0.0") else s
+
+
+def test_the_scaled_cpu_part_table_quotes_its_committed_accuracy_matrices() -> None:
+    """The scaled CPU part's table (full-data-tuning.md) is the only full-scale forgetting elcl has measured; each row's
+    per-step accuracies, forgetting vs best earlier and BWT must be those of the committed accuracy_matrices.json, and
+    its average final accuracy that of the report's frontier, so a rerun that changes them breaks here."""
+    text = (EXPERIMENTS / "full-data-tuning.md").read_text(encoding="utf-8")
+    report = ROOT / "results/reproduce_bert_cpu_part/report"
+    matrices = json.loads((report / "accuracy_matrices.json").read_text(encoding="utf-8"))
+    summary = json.loads((report / "summary.json").read_text(encoding="utf-8"))
+    runs = {r["method"]: r["acc1"] for r in matrices["runs"]}
+    avg = {f["method"]: f["avg_final_acc1"] for f in summary["frontier"]}
+    rows = [r for r in _table_after(text, "configs/reproduce_bert_cpu_part.yaml") if r[0] in CPU_PART_ROWS]
+    assert [r[0] for r in rows] == list(CPU_PART_ROWS), "cpu part: one row per method"
+    for label, acc_ci, chem, dis, best, bwt in rows:
+        r = runs[CPU_PART_ROWS[label]]
+        assert acc_ci.split(" [")[0] == f"{avg[CPU_PART_ROWS[label]] * 100:.1f}", f"cpu part: {label} avg acc@1"
+        assert chem == f"{r[0][0] * 100:.1f} → {r[2][0] * 100:.1f}", f"cpu part: {label} chemicals"
+        assert dis == f"{r[1][1] * 100:.1f} → {r[2][1] * 100:.1f}", f"cpu part: {label} disease"
+        forget = [max(r[i][j] for i in range(j, 2)) - r[2][j] for j in (0, 1)]
+        assert best == f"{_pp(forget[0])}, {_pp(forget[1])} pp", f"cpu part: {label} forgetting vs best earlier"
+        bwt_value = sum(r[2][j] - r[j][j] for j in (0, 1)) / 2
+        want = _pp(bwt_value, sign=True)
+        assert bwt in (f"{want} pp", f"{want.lstrip('+')} pp"), f"cpu part: {label} BWT"
