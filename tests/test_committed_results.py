@@ -33,3 +33,17 @@ def test_a_committed_report_is_rebuilt_from_its_committed_runs(report: str, runs
     assert rebuilt["n_runs"] == committed["n_runs"]
     for key in KEYS:
         assert rebuilt[key] == committed[key], f"results/{report}/summary.json '{key}' is not what its runs give"
+
+
+def test_summary_json_names_where_each_fixed_lambda_came_from() -> None:
+    """The scaled CPU part fixes EWC's and K-FAC's λ from the benchmark's dev choice; its summary.json (written by the
+    same summary_dict) must say so per (method, λ), not only report.md, so a reader of the JSON alone sees λ was not
+    tuned on this part."""
+    committed = json.loads((RESULTS / "reproduce_bert_cpu_part/report/summary.json").read_text(encoding="utf-8"))
+    rebuilt = render.summary_dict(build_report([RESULTS / "reproduce_bert_cpu_part/runs"]))
+    assert rebuilt["lambda_sources"] == committed["lambda_sources"]
+    assert [(s["method"], s["lambda"]) for s in committed["lambda_sources"]] == [("ewc", "100000"), ("kfac", "10000")]
+    assert all(
+        "dev-selected" in s["source"] and "results/reproduce_cpu/report" in s["source"]
+        for s in committed["lambda_sources"]
+    )

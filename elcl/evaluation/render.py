@@ -16,7 +16,7 @@ Files written by :func:`write_tables` (atomically):
   then per task ``<metric>[<task>]_mean/_std``. Fractions (0..1); NaN as empty cells.
 * ``comparison.csv`` — the paired statistics (rows ``vs naive`` and ``difference``).
 * ``frontier.csv`` — one row per (method, λ), pooled over orders.
-* ``summary.json`` — all of the above plus λ selection and per-run scores (NaN as null).
+* ``summary.json`` — all of the above plus λ selection, each fixed λ's source (``lambda_sources``) and per-run scores (NaN as null).
 * ``accuracy_matrices.json`` — per run and per group the matrices ``R[step][task]``.
 """
 

@@ -185,6 +185,11 @@ def summary_dict(report: Report) -> dict:
             for m in report.matched
         ],
         "lambda_selection": selections,
+        # where each fixed λ came from (`method.<name>.lambda_source`), so a reader of the JSON alone sees it was not tuned here
+        "lambda_sources": [
+            {"method": method, "lambda": lam, "source": note}
+            for (method, lam), note in sorted(report.lambda_sources.items())
+        ],
         "lambda_first_pair": [
             {
                 "method": method,
