@@ -122,13 +122,13 @@ reproduce-bert-part:
 reproduce-cnn-part:
 	$(call gpu_part,configs/reproduce_cnn.yaml,reproduce_cnn)
 
-# Single-task linkers on each corpus (the accuracy table of the README).
+# Single-task linkers on each corpus (the accuracy table of docs/experiments/single-task.md).
 single:
 	$(ELCL) train --config configs/single_ncbi_disease_bert.yaml --output-dir $(RUNS)
 	$(ELCL) train --config configs/single_ncbi_disease_cnn.yaml --output-dir $(RUNS)
 	$(ELCL) train --config configs/single_ncbi_disease_bert_synonyms.yaml --output-dir $(RUNS)
 
-# The strongest NCBI linker measured here (README, "Ontology self-alignment pretraining"):
+# The strongest NCBI linker measured here (docs/experiments/pretraining.md):
 # nine epochs of self-alignment over MEDIC (3, then 6 more), then one epoch of fine-tuning
 # with dense candidates from the pretrained encoder and the concept prior (weight 0.5,
 # chosen on dev by scripts/prior_sweep.py). A finished pass is not redone.

@@ -7,7 +7,7 @@ logit in its prediction files; adding ``w · log(1 + n(c))`` (the task's trainin
 counts, :mod:`elcl.candidates.prior`) is exactly what that linker scores with
 ``prior_weight: w`` at inference. The script prints acc@1 per split and weight and the
 weight best on dev (ties: the smaller); test is printed for the record, never for the
-choice. Training with the prior can move the best weight (README measures both).
+choice. Training with the prior can move the best weight (docs/experiments/pretraining.md measures both).
 """
 
 from __future__ import annotations

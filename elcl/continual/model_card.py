@@ -99,7 +99,7 @@ def render_card(
             lines.append("The folder also loads with sentence-transformers (modules.json, 1_Pooling/).")
     else:
         lines.append(
-            "The ResCNN encoder is in `cnn_encoder.safetensors` (layout: elcl's README, section `elcl export`)."
+            "The ResCNN encoder is in `cnn_encoder.safetensors` (layout: elcl's docs, guides/linking.md, section `elcl export`)."
         )
     lines += ["", f"elcl version: {__version__}", ""]
     return "\n".join(lines)

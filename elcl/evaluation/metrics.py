@@ -5,7 +5,7 @@ task ``j`` (index in the run's training order) after training step ``i``. Missin
 entries are NaN. For a finished sequential run ``n_steps == n_tasks``; the *final* row
 is always the last row (``R[-1]``), so a partial run is scored on what it has done.
 
-Definitions (the README section "Sequential training and forgetting reports"; the
+Definitions (docs/concepts/forgetting.md on the docs site; the
 forgetting reduction is the metric of McInerney et al. 2021, arXiv 2111.06012):
 
 * forgetting vs single baseline: ``single[j] - R[-1, j]``

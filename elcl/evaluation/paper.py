@@ -2,7 +2,7 @@
 
 McInerney et al. (2021) report that K-FAC cuts forgetting by 51% and diagonal EWC by 27%
 (``Method.paper_reduction``). A verdict written by hand goes stale when a seed is added
-(the README's did once: a ninth seed moved EWC's dev-chosen λ and closed an eight-seed
+(the README's did once, when it held the tables: a ninth seed moved EWC's dev-chosen λ and closed an eight-seed
 gap), so the report states it from the numbers it has: for each method with a published
 value, and for the headline pair's difference, whether the paper's value lies inside,
 below or above the 95% interval. Pure functions of a :class:`Comparison`.
