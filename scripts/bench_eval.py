@@ -124,6 +124,14 @@ def main(argv: list[str] | None = None) -> None:
         f"ranked ids identical for {ids}/{n} mentions; rounded scores identical {rounded}/{scores}; "
         f"max |Δscore| {worst:.2e} (float32 rounding of different batch shapes)"
     )
+    # the floor is the encoder's arithmetic: ~2 FLOPs per Linear weight per padded token
+    # (attention's T x T products, small at these lengths, left out)
+    linear_weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    gflop = 2 * linear_weights * plan.n_tokens / 1e9
+    print(
+        f"encoder: {plan.n_tokens} padded tokens x {linear_weights / 1e6:.1f}M Linear weights ~ {gflop:.0f} GFLOP, "
+        f"{gflop / t_floor:.0f} GFLOP/s in the floor pass"
+    )
     speedup = t_old / t_new
     if args.out:
         write_json(
@@ -143,6 +151,9 @@ def main(argv: list[str] | None = None) -> None:
                 "texts_old": per_split,
                 "texts_new": plan.n_rows,
                 "padded_tokens_new": plan.n_tokens,
+                "linear_weights": linear_weights,
+                "encoder_gflop": gflop,
+                "encoder_gflop_per_s": gflop / t_floor,
                 "acc_identical": acc_same,
                 "agreement": agree,
                 "speedup": speedup,

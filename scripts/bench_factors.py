@@ -48,8 +48,31 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--no-curvlinops", action="store_true")
     ap.add_argument("--curvlinops-batches", type=int, default=1)
     ap.add_argument("--target-examples", type=int, default=5000)
+    ap.add_argument(
+        "--examples",
+        type=int,
+        default=None,
+        help="time a whole collection of this many examples (sets --batches to ceil(N / batch-size))",
+    )
+    ap.add_argument("--cases", default="kfac,diag,both", help="comma list of kfac, reduce, diag, both")
+    ap.add_argument("--no-marginal", action="store_true", help="skip the half-batches timing (halves the run)")
+    ap.add_argument(
+        "--bracket",
+        action="store_true",
+        help="time the plain pass again after the last case; the ratios use the mean of both plain times",
+    )
     ap.add_argument("--out", default="results/bench_factors.json")
     args = ap.parse_args(argv)
+    if args.examples is not None:
+        args.batches = -(-args.examples // args.batch_size)
+    known = {"kfac": ("kfac expand", "kfac", "expand"), "reduce": ("kfac reduce", "kfac", "reduce")}
+    known |= {"diag": ("diag", "diag", "expand"), "both": ("kfac+diag (both)", "both", "expand")}
+    wanted = [c.strip() for c in args.cases.split(",") if c.strip()]
+    if args.reduce and "reduce" not in wanted:
+        wanted.insert(1, "reduce")
+    bad = [c for c in wanted if c not in known]
+    if bad or not wanted:
+        ap.error(f"--cases: unknown {bad or 'empty list'}; expected a comma list of {', '.join(known)}")
     print_cpu(args.device)
 
     model = build_linker(args.model, args.device)
@@ -73,15 +96,14 @@ def main(argv: list[str] | None = None) -> dict:
             lambda: collect_curvature(model, bs, linker_logits_fn, approx=approx, variant=variant, progress=False)
         )
 
-    cases = [("forward+backward", plain), ("kfac expand", collect("kfac"))]
-    if args.reduce:
-        cases.append(("kfac reduce", collect("kfac", "reduce")))
-    cases += [("diag", collect("diag")), ("kfac+diag (both)", collect("both"))]
-    half = args.batches // 2 if args.batches >= 4 else 0
+    cases = [("forward+backward", plain)] + [(known[c][0], collect(*known[c][1:])) for c in wanted]
+    half = args.batches // 2 if args.batches >= 4 and not args.no_marginal else 0
     rows, res = [], {}
     base = base_half = None
     for name, fn in cases:
-        t = min(timeit(fn(batches), args.repeat, warmup=1 if name == "forward+backward" else 0, device=args.device))
+        if name == "forward+backward":
+            plain(batches[:2])()  # warm-up (allocator, kernels) on a couple of batches, not the whole set
+        t = min(timeit(fn(batches), args.repeat, warmup=0, device=args.device))
         base = t if base is None else base
         entry = {"seconds": t, "examples_per_s": n_ex / t, "ratio_vs_fwd_bwd": t / base}
         row = [name, t, n_ex / t, t / base]
@@ -103,6 +125,16 @@ def main(argv: list[str] | None = None) -> dict:
             row += [per_batch / per_batch_plain, fixed, at_target]
         rows.append(row)
         res[name] = entry
+    if args.bracket:
+        # the machine can drift over a long run: a second plain pass after the last case
+        # brackets the collections, and every ratio is taken against the mean plain time
+        t_after = min(timeit(plain(batches), args.repeat, warmup=0, device=args.device))
+        base_mean = (base + t_after) / 2
+        res["forward+backward"].update(seconds_after=t_after, seconds_mean=base_mean)
+        for row, entry in zip(rows, res.values()):
+            entry["ratio_vs_fwd_bwd"] = entry["seconds"] / base_mean
+            row[3] = entry["ratio_vs_fwd_bwd"]
+        print(f"plain forward+backward before / after the collections: {base:.2f} s / {t_after:.2f} s")
     print(
         f"curvature collection, {args.model}, {args.batches} batches x {args.batch_size} examples x "
         f"{args.cands + 1} sequences x <= {args.tokens} tokens, device {args.device}"

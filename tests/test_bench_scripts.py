@@ -181,6 +181,8 @@ def test_bench_eval_compares_both_paths_on_a_tiny_model(tmp_path: Path, capsys, 
     assert out["acc_identical"] is True
     assert all(a["same_ranked_ids"] == a["mentions"] for a in out["agreement"].values())
     assert out["texts_new"] <= out["texts_old"]
+    assert out["encoder_gflop"] == pytest.approx(2 * out["linear_weights"] * out["padded_tokens_new"] / 1e9)
+    assert out["linear_weights"] > 0
     assert lines[-1] == f"speed-up: {out['speedup']:.1f}×"
 
 
@@ -201,3 +203,25 @@ def test_bench_factors_prints_marginal_and_extrapolated_ratios(tiny_bert: Path, 
     assert res["forward+backward"]["marginal_ratio_vs_fwd_bwd"] == pytest.approx(1.0)
     assert json.loads(out_path.read_text())["results"].keys() == res.keys()
     assert "x at 100 ex" in capsys.readouterr().out
+
+
+def test_bench_factors_times_a_whole_collection_bracketed_by_plain_passes(tiny_bert: Path, tmp_path: Path) -> None:
+    """``--examples N --bracket`` times one collection of N examples between two plain passes
+    and takes every ratio against their mean, so a drifting machine cannot flatter the result."""
+    argv = ["--model", str(tiny_bert), "--examples", "7", "--batch-size", "2", "--cands", "3", "--tokens", "6"]
+    argv += ["--cases", "kfac", "--no-marginal", "--bracket", "--no-curvlinops", "--out", str(tmp_path / "bf.json")]
+    out = _load("bench_factors").main(argv)
+    assert out["args"]["batches"] == 4  # ceil(7 / 2)
+    res = out["results"]
+    assert set(res) == {"forward+backward", "kfac expand"}
+    plain = res["forward+backward"]
+    assert plain["seconds_mean"] == pytest.approx((plain["seconds"] + plain["seconds_after"]) / 2)
+    assert res["kfac expand"]["ratio_vs_fwd_bwd"] == pytest.approx(
+        res["kfac expand"]["seconds"] / plain["seconds_mean"]
+    )
+    assert "seconds_half" not in res["kfac expand"]
+
+
+def test_bench_factors_refuses_an_unknown_case(tiny_bert: Path, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        _load("bench_factors").main(["--model", str(tiny_bert), "--cases", "kfac,nope", "--out", str(tmp_path / "x")])

@@ -198,3 +198,35 @@ def test_the_scaled_cpu_part_table_quotes_its_committed_accuracy_matrices() -> N
         bwt_value = sum(r[2][j] - r[j][j] for j in (0, 1)) / 2
         want = _pp(bwt_value, sign=True)
         assert bwt in (f"{want} pp", f"{want.lstrip('+')} pp"), f"cpu part: {label} BWT"
+
+
+def test_the_full_size_evaluation_table_quotes_its_committed_benchmark() -> None:
+    """The evaluation-speed page's full dev+test table and its 5x reasoning are the figures of
+    results/bench_eval_full_avx2.json (a re-run that is not committed beside the page fails)."""
+    b = json.loads((ROOT / "results/bench_eval_full_avx2.json").read_text())
+    page = (ROOT / "docs/guides/evaluation-speed.md").read_text()
+    rows = {r[0]: r[1:] for r in _table_after(page, "### The full dev+test sets", header="| path |")}
+    n = b["mentions"]
+    for name, secs, texts in [
+        ("old (per split)", b["old_s"], b["texts_old"]),
+        ("new (one pass)", b["new_s"], b["texts_new"]),
+        ("encoder only (floor)", b["encoder_floor_s"], b["texts_new"]),
+    ]:
+        assert rows[name] == [f"{secs:.1f}", f"{n / secs:.1f}", str(texts)], name
+    assert f"**{b['speedup']:.1f}×**" in page
+    assert f"{b['padded_tokens_new']:,} padded tokens" in page
+    assert f"about {b['encoder_gflop']:,.0f} GFLOP" in page and f"at {b['encoder_gflop_per_s']:.0f} GFLOP/s" in page
+    assert b["acc_identical"] is True and f"{n:,} of {n:,} mentions" in page
+
+
+def test_the_whole_collection_table_quotes_its_committed_benchmark() -> None:
+    b = json.loads((ROOT / "results/bench_factors_5000.json").read_text())
+    page = (ROOT / "docs/guides/curvature-speed.md").read_text()
+    plain, kfac = b["results"]["forward+backward"], b["results"]["kfac expand"]
+    rows = {r[0]: r[1:] for r in _table_after(page, "### A whole collection", header="| |")}
+    assert rows["K-FAC expand collection"][0] == f"{kfac['seconds']:.1f}"
+    assert rows["K-FAC expand collection"][2] == f"**{kfac['ratio_vs_fwd_bwd']:.2f}**"
+    assert rows["plain forward+backward, before"][0] == f"{plain['seconds']:.1f}"
+    assert rows["plain forward+backward, after"][0] == f"{plain['seconds_after']:.1f}"
+    assert b["args"]["batches"] * b["args"]["batch_size"] >= 5000
+    assert f"({kfac['ratio_vs_fwd_bwd']:.2f}× measured)" in page
