@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from elcl.evaluation.render import fmt_interval
 from elcl.evaluation.runs import load_run
@@ -230,3 +231,19 @@ def test_the_whole_collection_table_quotes_its_committed_benchmark() -> None:
     assert rows["plain forward+backward, after"][0] == f"{plain['seconds_after']:.1f}"
     assert b["args"]["batches"] * b["args"]["batch_size"] >= 5000
     assert f"({kfac['ratio_vs_fwd_bwd']:.2f}× measured)" in page
+
+
+def test_the_learning_rate_table_quotes_the_committed_ncbi_runs() -> None:
+    """Each row of the tuning page's learning-rate table (NCBI alone, float32) is the committed run of that lr:
+    its config's lr, and its test and dev acc@1 at the step that trained NCBI."""
+    text = (EXPERIMENTS / "full-data-tuning.md").read_text(encoding="utf-8")
+    rows = _table_after(text, "### Learning rate", header="| lr |")
+    assert len(rows) >= 3
+    for lr, test_cell, dev_cell, where in rows:
+        run_dir = ROOT / f"results/tune_bert/runs/ncbi_lr{lr}/single-o0-s13"
+        assert f"ncbi_lr{lr}" in where
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+        assert cfg["train"]["lr"] == float(lr), lr
+        own = {r.split: r for r in load_run(run_dir).rows if r.trained_task == r.eval_task == "ncbi_disease"}
+        assert test_cell.strip("*") == f"{own['test'].acc1 * 100:.1f}", lr
+        assert dev_cell.strip("*") == f"{own['dev'].acc1 * 100:.1f}", lr
