@@ -34,6 +34,14 @@ from bench_common import build_linker, machine, print_cpu, synthetic_batch, tabl
 from elcl.curvature.collect import collect_curvature  # noqa: E402
 from elcl.models.linker import LinkerBatch, linker_logits_fn, multi_positive_loss  # noqa: E402
 
+# --cases name -> (printed name, approx, variant) of collect_curvature
+CASES = {
+    "kfac": ("kfac expand", "kfac", "expand"),
+    "reduce": ("kfac reduce", "kfac", "reduce"),
+    "diag": ("diag", "diag", "expand"),
+    "both": ("kfac+diag (both)", "both", "expand"),
+}
+
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -59,20 +67,19 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument(
         "--bracket",
         action="store_true",
-        help="time the plain pass again after the last case; the ratios use the mean of both plain times",
+        help="time the plain pass again after the last case; the whole-run ratios ('x fwd+bwd') use the mean of "
+        "both plain times (the per-batch and extrapolated ones keep the first pass)",
     )
     ap.add_argument("--out", default="results/bench_factors.json")
     args = ap.parse_args(argv)
     if args.examples is not None:
         args.batches = -(-args.examples // args.batch_size)
-    known = {"kfac": ("kfac expand", "kfac", "expand"), "reduce": ("kfac reduce", "kfac", "reduce")}
-    known |= {"diag": ("diag", "diag", "expand"), "both": ("kfac+diag (both)", "both", "expand")}
     wanted = [c.strip() for c in args.cases.split(",") if c.strip()]
     if args.reduce and "reduce" not in wanted:
         wanted.insert(1, "reduce")
-    bad = [c for c in wanted if c not in known]
+    bad = [c for c in wanted if c not in CASES]
     if bad or not wanted:
-        ap.error(f"--cases: unknown {bad or 'empty list'}; expected a comma list of {', '.join(known)}")
+        ap.error(f"--cases: unknown {bad or 'empty list'}; expected a comma list of {', '.join(CASES)}")
     print_cpu(args.device)
 
     model = build_linker(args.model, args.device)
@@ -96,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
             lambda: collect_curvature(model, bs, linker_logits_fn, approx=approx, variant=variant, progress=False)
         )
 
-    cases = [("forward+backward", plain)] + [(known[c][0], collect(*known[c][1:])) for c in wanted]
+    cases = [("forward+backward", plain)] + [(CASES[c][0], collect(*CASES[c][1:])) for c in wanted]
     half = args.batches // 2 if args.batches >= 4 and not args.no_marginal else 0
     rows, res = [], {}
     base = base_half = None

@@ -150,13 +150,17 @@ TUNING_TASKS = {
 }
 
 
+def _own_task_rows(run_dir: Path) -> dict:
+    """``{(task, split): MetricRow}`` of a committed run, each task at the step that trained it."""
+    return {(r.eval_task, r.split): r for r in load_run(run_dir).rows if r.trained_task == r.eval_task}
+
+
 def test_the_full_data_tuning_table_quotes_the_committed_tuning_run() -> None:
     """The result table of docs/experiments/full-data-tuning.md: each task's TF-IDF top-1 and tuned acc@1, test (dev),
     are those of the committed run's metrics.jsonl at the step that trained that task (the claim "beats TF-IDF on every
     task" rests on them)."""
     text = (EXPERIMENTS / "full-data-tuning.md").read_text(encoding="utf-8")
-    run = load_run(ROOT / "results/tune_bert/runs/full_tuned/single-o0-s13")
-    own = {(r.eval_task, r.split): r for r in run.rows if r.trained_task == r.eval_task}
+    own = _own_task_rows(ROOT / "results/tune_bert/runs/full_tuned/single-o0-s13")
     table = {row[0]: row for row in _table_after(text, "## Result", header="| task |")}
     for label, task in TUNING_TASKS.items():
         _, tfidf, tuned, _time = table[label]
@@ -244,6 +248,7 @@ def test_the_learning_rate_table_quotes_the_committed_ncbi_runs() -> None:
         assert f"ncbi_lr{lr}" in where
         cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
         assert cfg["train"]["lr"] == float(lr), lr
-        own = {r.split: r for r in load_run(run_dir).rows if r.trained_task == r.eval_task == "ncbi_disease"}
-        assert test_cell.strip("*") == f"{own['test'].acc1 * 100:.1f}", lr
-        assert dev_cell.strip("*") == f"{own['dev'].acc1 * 100:.1f}", lr
+        own = _own_task_rows(run_dir)
+        test, dev = own[("ncbi_disease", "test")], own[("ncbi_disease", "dev")]
+        assert test_cell.strip("*") == f"{test.acc1 * 100:.1f}", lr
+        assert dev_cell.strip("*") == f"{dev.acc1 * 100:.1f}", lr
