@@ -252,3 +252,20 @@ def test_the_learning_rate_table_quotes_the_committed_ncbi_runs() -> None:
         test, dev = own[("ncbi_disease", "test")], own[("ncbi_disease", "dev")]
         assert test_cell.strip("*") == f"{test.acc1 * 100:.1f}", lr
         assert dev_cell.strip("*") == f"{dev.acc1 * 100:.1f}", lr
+
+
+def test_the_dictionary_table_quotes_the_committed_ncbi_runs() -> None:
+    """The tuning page's `auto` against `auto+mentions` table (NCBI alone): each row is the committed run whose config
+    has that data.ontology, with its TF-IDF top-1 and its acc@1 at the step that trained NCBI."""
+    text = (EXPERIMENTS / "full-data-tuning.md").read_text(encoding="utf-8")
+    rows = _table_after(text, "### Dictionary", header="| `data.ontology` |")
+    assert [r[0] for r in rows] == ["`auto`", "`auto+mentions`"]
+    for ontology, tfidf_cell, test_cell, dev_cell, where in rows:
+        run = where.strip("`")
+        run_dir = ROOT / run / "single-o0-s13"
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+        assert cfg["data"]["ontology"] == ontology.strip("`"), run
+        test, dev = (_own_task_rows(run_dir)[("ncbi_disease", s)] for s in ("test", "dev"))
+        assert tfidf_cell == f"{test.tfidf_acc1 * 100:.1f}", run
+        assert test_cell.strip("*") == f"{test.acc1 * 100:.1f}", run
+        assert dev_cell.strip("*") == f"{dev.acc1 * 100:.1f}", run
