@@ -24,6 +24,8 @@ KEYS = ("comparison", "frontier", "groups", "lambda_selection")
         ("reproduce_cpu/report_all", ["reproduce_cpu/runs", "reproduce_cpu/runs_h200"]),
         ("reproduce_cpu_context/report", ["reproduce_cpu_context/runs"]),
         ("reproduce_cpu_confirm/report", ["reproduce_cpu_confirm/runs"]),
+        ("reproduce_bert_cpu_part/report", ["reproduce_bert_cpu_part/runs"]),
+        ("reproduce_bert_cpu_part_encoder/report", ["reproduce_bert_cpu_part_encoder/runs"]),
     ],
 )
 def test_a_committed_report_is_rebuilt_from_its_committed_runs(report: str, runs: list[str]) -> None:

@@ -181,28 +181,36 @@ def _pp(x: float, sign: bool = False) -> str:
     return "0.0" if s in ("−0.0", "+0.0") else s
 
 
-def test_the_scaled_cpu_part_table_quotes_its_committed_accuracy_matrices() -> None:
-    """The scaled CPU part's table (full-data-tuning.md) is the only full-scale forgetting elcl has measured; each row's
-    per-step accuracies, forgetting vs best earlier and BWT must be those of the committed accuracy_matrices.json, and
-    its average final accuracy that of the report's frontier, so a rerun that changes them breaks here."""
+# (anchor of the table on full-data-tuning.md, committed report, page label -> method) of each scaled CPU part.
+CPU_PARTS = [
+    ("configs/reproduce_bert_cpu_part.yaml", "reproduce_bert_cpu_part", CPU_PART_ROWS),
+    ("sweep configs/reproduce_bert_cpu_part_encoder.yaml", "reproduce_bert_cpu_part_encoder", {"naive": "naive"}),
+]
+
+
+@pytest.mark.parametrize(("anchor", "report", "labels"), CPU_PARTS, ids=[r for _, r, _ in CPU_PARTS])
+def test_a_scaled_cpu_part_table_quotes_its_committed_accuracy_matrices(anchor: str, report: str, labels: dict) -> None:
+    """The scaled CPU parts' tables (full-data-tuning.md) are the only full-scale forgetting elcl has measured; each
+    row's per-step accuracies, forgetting vs best earlier and BWT must be those of the committed accuracy_matrices.json,
+    and its average final accuracy that of the report's frontier, so a rerun that changes them breaks here."""
     text = (EXPERIMENTS / "full-data-tuning.md").read_text(encoding="utf-8")
-    report = ROOT / "results/reproduce_bert_cpu_part/report"
-    matrices = json.loads((report / "accuracy_matrices.json").read_text(encoding="utf-8"))
-    summary = json.loads((report / "summary.json").read_text(encoding="utf-8"))
+    report_dir = ROOT / "results" / report / "report"
+    matrices = json.loads((report_dir / "accuracy_matrices.json").read_text(encoding="utf-8"))
+    summary = json.loads((report_dir / "summary.json").read_text(encoding="utf-8"))
     runs = {r["method"]: r["acc1"] for r in matrices["runs"]}
     avg = {f["method"]: f["avg_final_acc1"] for f in summary["frontier"]}
-    rows = [r for r in _table_after(text, "configs/reproduce_bert_cpu_part.yaml") if r[0] in CPU_PART_ROWS]
-    assert [r[0] for r in rows] == list(CPU_PART_ROWS), "cpu part: one row per method"
+    rows = [r for r in _table_after(text, anchor) if r[0] in labels]
+    assert [r[0] for r in rows] == list(labels), f"{report}: one row per method"
     for label, acc_ci, chem, dis, best, bwt in rows:
-        r = runs[CPU_PART_ROWS[label]]
-        assert acc_ci.split(" [")[0] == f"{avg[CPU_PART_ROWS[label]] * 100:.1f}", f"cpu part: {label} avg acc@1"
-        assert chem == f"{r[0][0] * 100:.1f} → {r[2][0] * 100:.1f}", f"cpu part: {label} chemicals"
-        assert dis == f"{r[1][1] * 100:.1f} → {r[2][1] * 100:.1f}", f"cpu part: {label} disease"
+        r = runs[labels[label]]
+        assert acc_ci.split(" [")[0] == f"{avg[labels[label]] * 100:.1f}", f"{report}: {label} avg acc@1"
+        assert chem == f"{r[0][0] * 100:.1f} → {r[2][0] * 100:.1f}", f"{report}: {label} chemicals"
+        assert dis == f"{r[1][1] * 100:.1f} → {r[2][1] * 100:.1f}", f"{report}: {label} disease"
         forget = [max(r[i][j] for i in range(j, 2)) - r[2][j] for j in (0, 1)]
-        assert best == f"{_pp(forget[0])}, {_pp(forget[1])} pp", f"cpu part: {label} forgetting vs best earlier"
+        assert best == f"{_pp(forget[0])}, {_pp(forget[1])} pp", f"{report}: {label} forgetting vs best earlier"
         bwt_value = sum(r[2][j] - r[j][j] for j in (0, 1)) / 2
         want = _pp(bwt_value, sign=True)
-        assert bwt in (f"{want} pp", f"{want.lstrip('+')} pp"), f"cpu part: {label} BWT"
+        assert bwt in (f"{want} pp", f"{want.lstrip('+')} pp"), f"{report}: {label} BWT"
 
 
 def test_the_full_size_evaluation_table_quotes_its_committed_benchmark() -> None:
