@@ -295,3 +295,18 @@ def test_the_encoder_part_quotes_each_task_against_its_tfidf_floor() -> None:
             f"{test.tfidf_acc1 * 100:.1f} ({dev.tfidf_acc1 * 100:.1f})"
         )
         assert want in text, want
+
+
+def test_the_epochs_table_quotes_the_committed_ncbi_runs() -> None:
+    """The tuning page's epochs table (NCBI alone, bf16): each row is a committed run whose config trains that many
+    epochs, with its test and dev acc@1 at the step that trained NCBI."""
+    text = (EXPERIMENTS / "full-data-tuning.md").read_text(encoding="utf-8")
+    rows = _table_after(text, "### Epochs", header="| epochs |")
+    assert [r[0] for r in rows] == ["1", "2"]
+    for epochs, test_cell, dev_cell, where in rows:
+        run_dir = ROOT / where.strip("`") / "single-o0-s13"
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+        assert cfg["train"]["epochs"] == float(epochs), where
+        test, dev = (_own_task_rows(run_dir)[("ncbi_disease", s)] for s in ("test", "dev"))
+        assert test_cell.strip("*") == f"{test.acc1 * 100:.1f}", where
+        assert dev_cell.strip("*") == f"{dev.acc1 * 100:.1f}", where
