@@ -155,6 +155,19 @@ def _own_task_rows(run_dir: Path) -> dict:
     return {(r.eval_task, r.split): r for r in load_run(run_dir).rows if r.trained_task == r.eval_task}
 
 
+def _ncbi_run(run_dir: Path) -> tuple[dict, dict[str, str]]:
+    """A committed NCBI-alone tuning run: its config, and the page's cells for it (``tfidf`` test TF-IDF top-1,
+    ``test`` and ``dev`` acc@1, in points) at the step that trained NCBI."""
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    own = _own_task_rows(run_dir)
+    test, dev = own[("ncbi_disease", "test")], own[("ncbi_disease", "dev")]
+    return cfg, {
+        "tfidf": f"{test.tfidf_acc1 * 100:.1f}",
+        "test": f"{test.acc1 * 100:.1f}",
+        "dev": f"{dev.acc1 * 100:.1f}",
+    }
+
+
 def test_the_full_data_tuning_table_quotes_the_committed_tuning_run() -> None:
     """The result table of docs/experiments/full-data-tuning.md: each task's TF-IDF top-1 and tuned acc@1, test (dev),
     are those of the committed run's metrics.jsonl at the step that trained that task (the claim "beats TF-IDF on every
@@ -252,14 +265,11 @@ def test_the_learning_rate_table_quotes_the_committed_ncbi_runs() -> None:
     rows = _table_after(text, "### Learning rate", header="| lr |")
     assert len(rows) >= 3
     for lr, test_cell, dev_cell, where in rows:
-        run_dir = ROOT / f"results/tune_bert/runs/ncbi_lr{lr}/single-o0-s13"
         assert f"ncbi_lr{lr}" in where
-        cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+        cfg, cells = _ncbi_run(ROOT / f"results/tune_bert/runs/ncbi_lr{lr}/single-o0-s13")
         assert cfg["train"]["lr"] == float(lr), lr
-        own = _own_task_rows(run_dir)
-        test, dev = own[("ncbi_disease", "test")], own[("ncbi_disease", "dev")]
-        assert test_cell.strip("*") == f"{test.acc1 * 100:.1f}", lr
-        assert dev_cell.strip("*") == f"{dev.acc1 * 100:.1f}", lr
+        assert test_cell.strip("*") == cells["test"], lr
+        assert dev_cell.strip("*") == cells["dev"], lr
 
 
 def test_the_dictionary_table_quotes_the_committed_ncbi_runs() -> None:
@@ -269,14 +279,11 @@ def test_the_dictionary_table_quotes_the_committed_ncbi_runs() -> None:
     rows = _table_after(text, "### Dictionary", header="| `data.ontology` |")
     assert [r[0] for r in rows] == ["`auto`", "`auto+mentions`"]
     for ontology, tfidf_cell, test_cell, dev_cell, where in rows:
-        run = where.strip("`")
-        run_dir = ROOT / run / "single-o0-s13"
-        cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-        assert cfg["data"]["ontology"] == ontology.strip("`"), run
-        test, dev = (_own_task_rows(run_dir)[("ncbi_disease", s)] for s in ("test", "dev"))
-        assert tfidf_cell == f"{test.tfidf_acc1 * 100:.1f}", run
-        assert test_cell.strip("*") == f"{test.acc1 * 100:.1f}", run
-        assert dev_cell.strip("*") == f"{dev.acc1 * 100:.1f}", run
+        cfg, cells = _ncbi_run(ROOT / where.strip("`") / "single-o0-s13")
+        assert cfg["data"]["ontology"] == ontology.strip("`"), where
+        assert tfidf_cell == cells["tfidf"], where
+        assert test_cell.strip("*") == cells["test"], where
+        assert dev_cell.strip("*") == cells["dev"], where
 
 
 def test_the_encoder_part_quotes_each_task_against_its_tfidf_floor() -> None:
@@ -284,11 +291,7 @@ def test_the_encoder_part_quotes_each_task_against_its_tfidf_floor() -> None:
     figures at the step that trained that task; the claim that the encoder carries points over TF-IDF rests on it."""
     text = " ".join((EXPERIMENTS / "full-data-tuning.md").read_text(encoding="utf-8").split())
     own = _own_task_rows(ROOT / "results/reproduce_bert_cpu_part_encoder/runs/naive-o0-s13")
-    for label, task in {
-        "chemicals": "bc5cdr_chemical",
-        "BC5CDR disease": "bc5cdr_disease",
-        "NCBI": "ncbi_disease",
-    }.items():
+    for label, task in TUNING_TASKS.items():
         test, dev = own[(task, "test")], own[(task, "dev")]
         want = (
             f"{label} {test.acc1 * 100:.1f} (dev {dev.acc1 * 100:.1f}) against "
@@ -304,9 +307,7 @@ def test_the_epochs_table_quotes_the_committed_ncbi_runs() -> None:
     rows = _table_after(text, "### Epochs", header="| epochs |")
     assert [r[0] for r in rows] == ["1", "2"]
     for epochs, test_cell, dev_cell, where in rows:
-        run_dir = ROOT / where.strip("`") / "single-o0-s13"
-        cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+        cfg, cells = _ncbi_run(ROOT / where.strip("`") / "single-o0-s13")
         assert cfg["train"]["epochs"] == float(epochs), where
-        test, dev = (_own_task_rows(run_dir)[("ncbi_disease", s)] for s in ("test", "dev"))
-        assert test_cell.strip("*") == f"{test.acc1 * 100:.1f}", where
-        assert dev_cell.strip("*") == f"{dev.acc1 * 100:.1f}", where
+        assert test_cell.strip("*") == cells["test"], where
+        assert dev_cell.strip("*") == cells["dev"], where
