@@ -26,6 +26,7 @@ KEYS = ("comparison", "frontier", "groups", "lambda_selection")
         ("reproduce_cpu_confirm/report", ["reproduce_cpu_confirm/runs"]),
         ("reproduce_bert_cpu_part/report", ["reproduce_bert_cpu_part/runs"]),
         ("reproduce_bert_cpu_part_encoder/report", ["reproduce_bert_cpu_part_encoder/runs"]),
+        ("reproduce_bert_cpu_part_encoder_ncbi_first/report", ["reproduce_bert_cpu_part_encoder_ncbi_first/runs"]),
     ],
 )
 def test_a_committed_report_is_rebuilt_from_its_committed_runs(report: str, runs: list[str]) -> None:

@@ -198,6 +198,11 @@ def _pp(x: float, sign: bool = False) -> str:
 CPU_PARTS = [
     ("configs/reproduce_bert_cpu_part.yaml", "reproduce_bert_cpu_part", CPU_PART_ROWS),
     ("sweep configs/reproduce_bert_cpu_part_encoder.yaml", "reproduce_bert_cpu_part_encoder", {"naive": "naive"}),
+    (
+        "sweep configs/reproduce_bert_cpu_part_encoder_ncbi_first.yaml",
+        "reproduce_bert_cpu_part_encoder_ncbi_first",
+        CPU_PART_ROWS,
+    ),
 ]
 
 
@@ -214,11 +219,11 @@ def test_a_scaled_cpu_part_table_quotes_its_committed_accuracy_matrices(anchor: 
     avg = {f["method"]: f["avg_final_acc1"] for f in summary["frontier"]}
     rows = [r for r in _table_after(text, anchor) if r[0] in labels]
     assert [r[0] for r in rows] == list(labels), f"{report}: one row per method"
-    for label, acc_ci, chem, dis, best, bwt in rows:
+    for label, acc_ci, first, second, best, bwt in rows:
         r = runs[labels[label]]
         assert acc_ci.split(" [")[0] == f"{avg[labels[label]] * 100:.1f}", f"{report}: {label} avg acc@1"
-        assert chem == f"{r[0][0] * 100:.1f} → {r[2][0] * 100:.1f}", f"{report}: {label} chemicals"
-        assert dis == f"{r[1][1] * 100:.1f} → {r[2][1] * 100:.1f}", f"{report}: {label} disease"
+        assert first == f"{r[0][0] * 100:.1f} → {r[2][0] * 100:.1f}", f"{report}: {label} first task"
+        assert second == f"{r[1][1] * 100:.1f} → {r[2][1] * 100:.1f}", f"{report}: {label} second task"
         forget = [max(r[i][j] for i in range(j, 2)) - r[2][j] for j in (0, 1)]
         assert best == f"{_pp(forget[0])}, {_pp(forget[1])} pp", f"{report}: {label} forgetting vs best earlier"
         bwt_value = sum(r[2][j] - r[j][j] for j in (0, 1)) / 2
@@ -286,11 +291,12 @@ def test_the_dictionary_table_quotes_the_committed_ncbi_runs() -> None:
         assert dev_cell.strip("*") == cells["dev"], where
 
 
-def test_the_encoder_part_quotes_each_task_against_its_tfidf_floor() -> None:
-    """The encoder part's sentence "TASK acc (dev acc) against TF-IDF (dev TF-IDF)" per task is the committed run's
-    figures at the step that trained that task; the claim that the encoder carries points over TF-IDF rests on it."""
+@pytest.mark.parametrize("part", ["reproduce_bert_cpu_part_encoder", "reproduce_bert_cpu_part_encoder_ncbi_first"])
+def test_an_encoder_part_quotes_each_task_against_its_tfidf_floor(part: str) -> None:
+    """An encoder part's sentence "TASK acc (dev acc) against TF-IDF (dev TF-IDF)" per task is the committed naive
+    run's figures at the step that trained that task; the claim that the encoder carries points over TF-IDF rests on it."""
     text = " ".join((EXPERIMENTS / "full-data-tuning.md").read_text(encoding="utf-8").split())
-    own = _own_task_rows(ROOT / "results/reproduce_bert_cpu_part_encoder/runs/naive-o0-s13")
+    own = _own_task_rows(ROOT / f"results/{part}/runs/naive-o0-s13")
     for label, task in TUNING_TASKS.items():
         test, dev = own[(task, "test")], own[(task, "dev")]
         want = (
@@ -311,3 +317,28 @@ def test_the_epochs_table_quotes_the_committed_ncbi_runs() -> None:
         assert cfg["train"]["epochs"] == float(epochs), where
         assert test_cell.strip("*") == cells["test"], where
         assert dev_cell.strip("*") == cells["dev"], where
+
+
+def test_the_ncbi_first_encoder_part_quotes_its_committed_reductions() -> None:
+    """The NCBI-first encoder part's paired table (forgetting and reduction against single, 95% intervals) is the only
+    full-scale K-FAC-against-EWC figure elcl has; each cell must be the committed summary.json's comparison."""
+    text = (EXPERIMENTS / "full-data-tuning.md").read_text(encoding="utf-8")
+    comp = json.loads(
+        (ROOT / "results/reproduce_bert_cpu_part_encoder_ncbi_first/report/summary.json").read_text(encoding="utf-8")
+    )["comparison"]
+
+    def ci(v: dict, scale: float = 100) -> str:
+        return f"{v['point'] * scale:.1f} [{v['lo'] * scale:.1f}, {v['hi'] * scale:.1f}]".replace("-", "−")
+
+    rows = {r[0]: r[1:] for r in _table_after(text, "Against `single` on the same seed and order", header="| method |")}
+    assert rows["naive"] == [ci(comp["naive"]["mean_forgetting"]), "ref."]
+    by_method = {m["method"]: m for m in comp["methods"]}
+    for label, method in (("EWC λ 1e5", "ewc"), ("K-FAC λ 1e4", "kfac")):
+        m = by_method[method]
+        assert rows[label] == [ci(m["mean_forgetting"]), ci(m["forgetting_reduction"])], label
+    (diff,) = [d for d in comp["differences"] if (d["a"], d["b"]) == ("kfac", "ewc")]
+    red = diff["forgetting_reduction"]
+    assert rows["K-FAC − EWC"] == [
+        ci(diff["mean_forgetting"]),
+        f"{red['point'] * 100:+.1f} points [{red['lo'] * 100:.1f}, {red['hi'] * 100:.1f}]",
+    ]
