@@ -183,8 +183,12 @@ def test_the_full_data_tuning_table_quotes_the_committed_tuning_run() -> None:
         assert test.acc1 > test.tfidf_acc1 and dev.acc1 > dev.tfidf_acc1, f"tuning: {label} below TF-IDF"
 
 
-# Page label of a row of the scaled CPU part's table -> method in the committed report.
-CPU_PART_ROWS = {"naive": "naive", "EWC λ 1e5": "ewc", "K-FAC λ 1e4": "kfac"}
+# Page label of a row of the scaled CPU part's table -> (method, λ) in the committed report.
+CPU_PART_ROWS: dict[str, tuple[str, float | None]] = {
+    "naive": ("naive", None),
+    "EWC λ 1e5": ("ewc", 1e5),
+    "K-FAC λ 1e4": ("kfac", 1e4),
+}
 
 
 def _pp(x: float, sign: bool = False) -> str:
@@ -197,11 +201,15 @@ def _pp(x: float, sign: bool = False) -> str:
 # (anchor of the table on full-data-tuning.md, committed report, page label -> method) of each scaled CPU part.
 CPU_PARTS = [
     ("configs/reproduce_bert_cpu_part.yaml", "reproduce_bert_cpu_part", CPU_PART_ROWS),
-    ("sweep configs/reproduce_bert_cpu_part_encoder.yaml", "reproduce_bert_cpu_part_encoder", {"naive": "naive"}),
+    (
+        "sweep configs/reproduce_bert_cpu_part_encoder.yaml",
+        "reproduce_bert_cpu_part_encoder",
+        {"naive": ("naive", None)},
+    ),
     (
         "sweep configs/reproduce_bert_cpu_part_encoder_ncbi_first.yaml",
         "reproduce_bert_cpu_part_encoder_ncbi_first",
-        CPU_PART_ROWS,
+        {"naive": ("naive", None), "EWC λ 1e4": ("ewc", 1e4), "EWC λ 1e5": ("ewc", 1e5), "K-FAC λ 1e4": ("kfac", 1e4)},
     ),
 ]
 
@@ -215,8 +223,11 @@ def test_a_scaled_cpu_part_table_quotes_its_committed_accuracy_matrices(anchor: 
     report_dir = ROOT / "results" / report / "report"
     matrices = json.loads((report_dir / "accuracy_matrices.json").read_text(encoding="utf-8"))
     summary = json.loads((report_dir / "summary.json").read_text(encoding="utf-8"))
-    runs = {r["method"]: r["acc1"] for r in matrices["runs"]}
-    avg = {f["method"]: f["avg_final_acc1"] for f in summary["frontier"]}
+    runs = {(r["method"], r["lambda"]): r["acc1"] for r in matrices["runs"]}
+    avg = {
+        (f["method"], None if f["lambda"] == "-" else float(f["lambda"])): f["avg_final_acc1"]
+        for f in summary["frontier"]
+    }
     rows = [r for r in _table_after(text, anchor) if r[0] in labels]
     assert [r[0] for r in rows] == list(labels), f"{report}: one row per method"
     for label, acc_ci, first, second, best, bwt in rows:
@@ -332,9 +343,9 @@ def test_the_ncbi_first_encoder_part_quotes_its_committed_reductions() -> None:
 
     rows = {r[0]: r[1:] for r in _table_after(text, "Against `single` on the same seed and order", header="| method |")}
     assert rows["naive"] == [ci(comp["naive"]["mean_forgetting"]), "ref."]
-    by_method = {m["method"]: m for m in comp["methods"]}
-    for label, method in (("EWC λ 1e5", "ewc"), ("K-FAC λ 1e4", "kfac")):
-        m = by_method[method]
+    labels = {"ewc": "EWC", "kfac": "K-FAC"}
+    for m in comp["methods"]:  # each at the λ the report chose on dev
+        label = f"{labels[m['method']]} λ {float(m['lambda']):.0e}".replace("e+0", "e")
         assert rows[label] == [ci(m["mean_forgetting"]), ci(m["forgetting_reduction"])], label
     (diff,) = [d for d in comp["differences"] if (d["a"], d["b"]) == ("kfac", "ewc")]
     red = diff["forgetting_reduction"]
