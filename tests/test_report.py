@@ -719,3 +719,38 @@ def test_an_experiment_scored_on_test_only_reports_its_fixed_lambda(tmp_path):
         "kfac − ewc forgetting reduction",
     ]
     assert "| kfac | 10000 | 2 |" in (out / "report.md").read_text()
+
+
+def test_lambda_is_chosen_on_the_seeds_every_lambda_has(tmp_path):
+    """A λ with an extra seed must not win (or lose) on that seed's luck: the choice is made on the shared seeds, and
+    the report says which run it set aside; the extra run still counts in its group."""
+    exp = tmp_path / "exp"
+    for s in (0, 1):
+        sA, sB, sC = SINGLE[s]
+        write_run(exp, f"single_s{s}", "single", None, s, [[sA, 0.1, 0.1], [0.1, sB, 0.1], [0.1, 0.1, sC]])
+        write_run(exp, f"naive_s{s}", "naive", None, s, seq(s, sA - 0.40, sB - 0.20))
+    # seed 0: λ=1 beats λ=10 on dev by 0.02; seed 1 has λ=10 only, with a dev score that would carry its mean above
+    write_run(exp, "ewc1_s0", "ewc", 1.0, 0, seq(0, 0.5, 0.5), dev_offset=0.02)
+    write_run(exp, "ewc10_s0", "ewc", 10.0, 0, seq(0, 0.5, 0.5))
+    write_run(exp, "ewc10_s1", "ewc", 10.0, 1, seq(1, 0.5, 0.5), dev_offset=0.10)
+    rep = build_report([exp])
+    choice = rep.selections[("ewc", tuple(ORDER))]
+    assert choice.chosen == 1.0
+    assert choice.counts == {1.0: 1, 10.0: 1}
+    assert any("chosen on seed(s) 0" in w and "λ=10 also has seed(s) 1" in w for w in rep.warnings)
+    assert {(g.method, g.lam): g.n_runs for g in rep.groups}[("ewc", 10.0)] == 2
+    # a balanced grid says nothing
+    write_run(exp, "ewc1_s1", "ewc", 1.0, 1, seq(1, 0.5, 0.5))
+    rep = build_report([exp])
+    assert not any("λ selection" in w for w in rep.warnings)
+    assert rep.selections[("ewc", tuple(ORDER))].chosen == 10.0
+
+
+def test_a_grid_with_no_shared_seed_says_its_means_are_over_different_seeds(tmp_path):
+    exp = tmp_path / "exp"
+    sA, sB, sC = SINGLE[0]
+    write_run(exp, "ewc1_s0", "ewc", 1.0, 0, seq(0, 0.5, 0.5))
+    write_run(exp, "ewc10_s1", "ewc", 10.0, 1, seq(1, 0.5, 0.5))
+    rep = build_report([exp])
+    assert any("no seed is shared by every λ" in w and "different seeds" in w for w in rep.warnings)
+    assert rep.selections[("ewc", tuple(ORDER))].counts == {1.0: 1, 10.0: 1}

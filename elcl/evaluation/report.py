@@ -208,7 +208,10 @@ def build_report(
         if not is_rule(g.lam):
             per_mo.setdefault((g.method, g.order), []).append(g)
     for (method, order), gs in per_mo.items():
-        choice = M.select_lambda({g.lam: [rs.avg_final_dev_acc1 for rs in g.runs] for g in gs})
+        dev_scores, mismatch = _on_common_seeds(gs, "avg_final_dev_acc1")
+        if mismatch:
+            warnings.append(f"{method} {order_label(order)}: λ selection: {mismatch}")
+        choice = M.select_lambda(dev_scores)
         selections[(method, order)] = choice
         for g in gs:
             g.chosen = g.lam == choice.chosen
@@ -278,6 +281,36 @@ def build_report(
     )
 
 
+def _on_common_seeds(gs: list[GroupScores], score: str) -> tuple[dict, str | None]:
+    """Each λ's per-seed dev scores, on the seeds every λ of the grid has.
+
+    A mean over seeds {13, 17} against one over {13} alone compares seed luck as much as λ:
+    the rule picks among λ on the seeds they share, and says which runs it set aside (the
+    message is None when the grid is balanced). With no seed shared by all λ nothing can be
+    compared like for like; every run counts and the message says the means are over
+    different seeds.
+    """
+    seeds = {g.lam: {rs.run.seed for rs in g.runs} for g in gs}
+    common = set.intersection(*seeds.values())
+    if all(s == common for s in seeds.values()):
+        return {g.lam: [getattr(rs, score) for rs in g.runs] for g in gs}, None
+    extra = "; ".join(
+        f"λ={lam_label(lam)} also has seed(s) {', '.join(map(str, sorted(s - common)))}"
+        for lam, s in seeds.items()
+        if s - common
+    )
+    if not common:
+        return (
+            {g.lam: [getattr(rs, score) for rs in g.runs] for g in gs},
+            f"no seed is shared by every λ ({extra}); the means compared are over different seeds",
+        )
+    kept = {g.lam: [getattr(rs, score) for rs in g.runs if rs.run.seed in common] for g in gs}
+    return kept, (
+        f"chosen on seed(s) {', '.join(map(str, sorted(common)))}, the ones every λ has ({extra}: "
+        f"left out of the choice, kept in the tables)"
+    )
+
+
 def _first_pair_selections(per_mo: dict[tuple, list[GroupScores]]) -> dict:
     """λ chosen as if only the first two tasks had been run with the grid.
 
@@ -290,7 +323,7 @@ def _first_pair_selections(per_mo: dict[tuple, list[GroupScores]]) -> dict:
     for (method, order), gs in per_mo.items():
         if not methods.get(method).penalised() or len(gs) < 2:
             continue
-        scores = {g.lam: [rs.first_pair_dev_acc1 for rs in g.runs] for g in gs}
+        scores, _ = _on_common_seeds(gs, "first_pair_dev_acc1")
         if all(math.isnan(v) for vs in scores.values() for v in vs):
             continue
         out[(method, order)] = M.select_lambda(scores)
