@@ -570,6 +570,42 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             node[part] = child
             node = child
         node[path[-1]] = value
+    layer: dict[str, Any] = {}
+    for text in overrides:
+        path, value = parse_override(text)
+        apply_path(layer, path, value)
+    return drop_stale_lambda_source(layer, out)
+
+
+def apply_path(node: dict[str, Any], path: list[str], value: Any) -> None:
+    """``node[path[0]]...[path[-1]] = value`` in a plain nested dict (sections made as needed)."""
+    for part in path[:-1]:
+        child = node.get(part)
+        node = node.setdefault(part, {}) if not isinstance(child, dict) else child
+    node[path[-1]] = value
+
+
+LAMBDA_KEYS = ("lambda", "lambda_grid")
+
+
+def drop_stale_lambda_source(layer: dict[str, Any], merged: dict[str, Any]) -> dict[str, Any]:
+    """``merged`` without a method's ``lambda_source`` where ``layer`` (a variant or the
+    ``--set`` overrides) changed that method's λ but did not say where the new one came from.
+
+    The note describes one λ: "dev-selected in make reproduce-cpu" carried over to a λ set
+    on the command line would put a false provenance beside it in every report.
+    """
+    methods = layer.get("method")
+    if not isinstance(methods, dict) or not isinstance(merged.get("method"), dict):
+        return merged
+    out = dict(merged)
+    out["method"] = dict(merged["method"])
+    for name, section in methods.items():
+        target = out["method"].get(name)
+        if not isinstance(section, dict) or not isinstance(target, dict):
+            continue
+        if any(k in section for k in LAMBDA_KEYS) and "lambda_source" not in section and "lambda_source" in target:
+            out["method"][name] = {k: v for k, v in target.items() if k != "lambda_source"}
     return out
 
 
@@ -638,7 +674,7 @@ def read_config_tree(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict[str
         raise ConfigError(f"{path}: config key 'extends': {target!r} not found (looked for {base_path})")
     base, _ = read_config_tree(base_path, (*chain, here))
     config_from_dict(base, str(base_path))
-    return merge_config(base, raw), (target, str(base.get("name", _DEFAULT_NAME)))
+    return drop_stale_lambda_source(raw, merge_config(base, raw)), (target, str(base.get("name", _DEFAULT_NAME)))
 
 
 def merge_config(base: dict[str, Any], variant: dict[str, Any]) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from elcl.config import apply_overrides, config_from_dict, load_config
@@ -229,3 +231,40 @@ def test_quick_uses_each_penalty_s_dev_chosen_lambda_and_says_where_it_came_from
         settings = load_config(root / "configs/quick.yaml", [f"method.name={method}"]).method.settings
         assert settings.lambda_ == lam
         assert "results/reproduce_cpu/report" in (settings.lambda_source or "")
+
+
+def _penalty_config(tmp_path: Path) -> Path:
+    base = tmp_path / "base.yaml"
+    base.write_text(
+        "name: base\ntasks: [ncbi_disease]\nmethod:\n  name: ewc\n  ewc:\n    lambda: 100000\n"
+        "    lambda_source: dev-selected in the benchmark\n  kfac:\n    lambda: 10000\n"
+        "    lambda_source: dev-selected in the benchmark\n",
+        encoding="utf-8",
+    )
+    return base
+
+
+def test_a_lambda_set_on_the_command_line_drops_the_source_of_the_lambda_it_replaces(tmp_path) -> None:
+    """lambda_source names where one λ came from; carried over to a λ given with --set it would be printed beside that
+    λ in every report as its provenance, falsely. The other method's note, and a note given with the λ, stay."""
+    base = _penalty_config(tmp_path)
+    kept = load_config(base).method
+    assert kept.ewc.lambda_source == kept.kfac.lambda_source == "dev-selected in the benchmark"
+    changed = load_config(base, ["method.ewc.lambda=10000"]).method
+    assert changed.ewc.lambda_ == 10000 and changed.ewc.lambda_source is None
+    assert changed.kfac.lambda_source == "dev-selected in the benchmark"
+    told = load_config(base, ["method.ewc.lambda=10000", "method.ewc.lambda_source=K-FAC's dev choice"]).method.ewc
+    assert told.lambda_source == "K-FAC's dev choice"
+    # an override of another key of the section keeps the note
+    assert load_config(base, ["method.ewc.fast_grad=false"]).method.ewc.lambda_source == "dev-selected in the benchmark"
+
+
+def test_a_variant_that_changes_a_lambda_drops_the_base_s_source_of_it(tmp_path) -> None:
+    variant = tmp_path / "variant.yaml"
+    variant.write_text(
+        f"extends: {_penalty_config(tmp_path).name}\nname: variant\nmethod:\n  kfac:\n    lambda: 100000\n",
+        encoding="utf-8",
+    )
+    m = load_config(variant).method
+    assert m.kfac.lambda_ == 100000 and m.kfac.lambda_source is None
+    assert m.ewc.lambda_source == "dev-selected in the benchmark"
