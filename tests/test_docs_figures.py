@@ -226,7 +226,13 @@ CPU_PARTS = [
     (
         "sweep configs/reproduce_bert_cpu_part_encoder_ncbi_first.yaml",
         "reproduce_bert_cpu_part_encoder_ncbi_first",
-        {"naive": ("naive", None), "EWC λ 1e4": ("ewc", 1e4), "EWC λ 1e5": ("ewc", 1e5), "K-FAC λ 1e4": ("kfac", 1e4)},
+        {
+            "naive": ("naive", None),
+            "EWC λ 1e4": ("ewc", 1e4),
+            "EWC λ 1e5": ("ewc", 1e5),
+            "K-FAC λ 1e4": ("kfac", 1e4),
+            "K-FAC λ 1e5": ("kfac", 1e5),
+        },
     ),
 ]
 
@@ -345,3 +351,65 @@ def test_the_epochs_table_quotes_the_committed_ncbi_runs() -> None:
         assert cfg["train"]["epochs"] == float(epochs), where
         assert test_cell.strip("*") == cells["test"], where
         assert dev_cell.strip("*") == cells["dev"], where
+
+
+# (page, the text the table follows, committed report) of the tables that give every λ a part ran, not only the chosen.
+ALL_LAMBDA_TABLES = [
+    (
+        "full-data-tuning.md",
+        "Every λ this part ran",
+        "reproduce_bert_cpu_part_encoder_ncbi_first/report",
+    ),
+]
+ALL_LAMBDA_LABELS = {"naive": "naive", "EWC": "ewc", "K-FAC": "kfac", "single": "single"}
+
+
+def _group(groups: list[dict], method: str, lam: str) -> dict:
+    """The report's group of ``method`` at the page's λ cell ("–": a method without λ)."""
+    found = [
+        g
+        for g in groups
+        if g["method"] == method and (g["lambda"] is None if lam == "–" else g["lambda"] == float(lam))
+    ]
+    assert len(found) == 1, f"{method} λ {lam}: {len(found)} groups in the report"
+    return found[0]
+
+
+@pytest.mark.parametrize(("page", "anchor", "report"), ALL_LAMBDA_TABLES, ids=[r for _, _, r in ALL_LAMBDA_TABLES])
+def test_an_every_lambda_table_quotes_its_committed_groups(page: str, anchor: str, report: str) -> None:
+    """The prose that says which λ dev chose, and by how much, and what a λ dev did not choose would have given, rests
+    on these rows: each (method, λ) group's seeds, dev and test average acc@1, mean forgetting, forgetting reduction
+    with its interval, and whether the report chose it, as in the committed summary.json; every group has its row."""
+    text = (EXPERIMENTS / page).read_text(encoding="utf-8")
+    summary = json.loads((ROOT / "results" / report / "summary.json").read_text(encoding="utf-8"))
+    rows = _table_after(text, anchor, header="| method | λ | seeds |")
+    for label, lam, seeds, dev, test, forgetting, reduction, chosen in rows:
+        g = _group(summary["groups"], ALL_LAMBDA_LABELS[label], lam)
+        m = g["metrics"]
+        assert seeds == ", ".join(map(str, g["seeds"])), f"{report}: {label} {lam} seeds"
+        assert dev == f"{m['avg_final_dev_acc1']['mean'] * 100:.1f}", f"{report}: {label} {lam} dev acc@1"
+        assert test == _fmt(g["avg_final_acc1_interval"]), f"{report}: {label} {lam} test acc@1"
+        assert forgetting == _pp(m["mean_forgetting"]["mean"]), f"{report}: {label} {lam} mean forgetting"
+        if label in ("naive", "single"):
+            assert reduction == ("ref." if label == "naive" else "–"), f"{report}: {label} reduction"
+        else:
+            assert reduction == _fmt(g["forgetting_reduction"]), f"{report}: {label} {lam} reduction"
+        assert (chosen == "yes") == (g["chosen"] and lam != "–"), f"{report}: {label} {lam} chosen"
+    assert len(rows) == len(summary["groups"]), f"{report}: a group has no row"
+
+
+def test_the_ncbi_first_matched_plasticity_sentence_quotes_its_committed_report() -> None:
+    """"At matched plasticity EWC forgets less" is the part of the NCBI-first verdict that takes λ out of the
+    comparison; its range of newest-task accuracies, its margin and which method it favours are the report's."""
+    text = " ".join((EXPERIMENTS / "full-data-tuning.md").read_text(encoding="utf-8").split())
+    summary = json.loads(
+        (ROOT / "results/reproduce_bert_cpu_part_encoder_ncbi_first/report/summary.json").read_text(encoding="utf-8")
+    )
+    (m,) = [m for m in summary["matched_plasticity"] if (m["a"], m["b"]) == ("kfac", "ewc")]
+    assert m["mean_difference"] > 0, "the report no longer has K-FAC forgetting more at matched plasticity"
+    acc = m["newest_task_acc1"]
+    want = (
+        f"they share, {min(acc) * 100:.1f}–{max(acc) * 100:.1f}%) has EWC forgetting "
+        f"{m['mean_difference'] * 100:.1f} points less"
+    )
+    assert want in text, want
