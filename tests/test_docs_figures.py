@@ -399,7 +399,7 @@ def test_an_every_lambda_table_quotes_its_committed_groups(page: str, anchor: st
 
 
 def test_the_ncbi_first_matched_plasticity_sentence_quotes_its_committed_report() -> None:
-    """"At matched plasticity EWC forgets less" is the part of the NCBI-first verdict that takes λ out of the
+    """ "At matched plasticity EWC forgets less" is the part of the NCBI-first verdict that takes λ out of the
     comparison; its range of newest-task accuracies, its margin and which method it favours are the report's."""
     text = " ".join((EXPERIMENTS / "full-data-tuning.md").read_text(encoding="utf-8").split())
     summary = json.loads(
