@@ -27,6 +27,14 @@ KEYS = ("comparison", "frontier", "groups", "lambda_selection")
         ("reproduce_bert_cpu_part/report", ["reproduce_bert_cpu_part/runs"]),
         ("reproduce_bert_cpu_part_encoder/report", ["reproduce_bert_cpu_part_encoder/runs"]),
         ("reproduce_bert_cpu_part_encoder_ncbi_first/report", ["reproduce_bert_cpu_part_encoder_ncbi_first/runs"]),
+        (
+            "reproduce_bert_cpu_part_encoder_ncbi_first/report_lambda1e4",
+            [
+                f"reproduce_bert_cpu_part_encoder_ncbi_first/runs/{run}-o0-s{seed}"
+                for run in ("naive", "single", "ewc-lam10000", "kfac-lam10000")
+                for seed in (13, 17)
+            ],
+        ),
     ],
 )
 def test_a_committed_report_is_rebuilt_from_its_committed_runs(report: str, runs: list[str]) -> None:

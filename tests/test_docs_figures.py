@@ -47,6 +47,11 @@ TABLES = [
         "Against `single` on the same seed and order",
         "reproduce_bert_cpu_part_encoder_ncbi_first/report",
     ),
+    (
+        "full-data-tuning.md",
+        "Both seeds at the one λ",
+        "reproduce_bert_cpu_part_encoder_ncbi_first/report_lambda1e4",
+    ),
 ]
 
 
@@ -215,13 +220,14 @@ def _pp(x: float, sign: bool = False) -> str:
     return "0.0" if s in ("−0.0", "+0.0") else s
 
 
-# (anchor of the table on full-data-tuning.md, committed report, page label -> method) of each scaled CPU part.
+# (anchor of the table on full-data-tuning.md, committed report, page label -> method, seed) of each scaled CPU part.
 CPU_PARTS = [
-    ("configs/reproduce_bert_cpu_part.yaml", "reproduce_bert_cpu_part", CPU_PART_ROWS),
+    ("configs/reproduce_bert_cpu_part.yaml", "reproduce_bert_cpu_part", CPU_PART_ROWS, 13),
     (
         "sweep configs/reproduce_bert_cpu_part_encoder.yaml",
         "reproduce_bert_cpu_part_encoder",
         {"naive": ("naive", None)},
+        13,
     ),
     (
         "sweep configs/reproduce_bert_cpu_part_encoder_ncbi_first.yaml",
@@ -233,29 +239,42 @@ CPU_PARTS = [
             "K-FAC λ 1e4": ("kfac", 1e4),
             "K-FAC λ 1e5": ("kfac", 1e5),
         },
+        13,
+    ),
+    (
+        "The same part on seed 17",
+        "reproduce_bert_cpu_part_encoder_ncbi_first",
+        {"naive": ("naive", None), "EWC λ 1e4": ("ewc", 1e4), "K-FAC λ 1e4": ("kfac", 1e4)},
+        17,
     ),
 ]
 
 
-@pytest.mark.parametrize(("anchor", "report", "labels"), CPU_PARTS, ids=[r for _, r, _ in CPU_PARTS])
-def test_a_scaled_cpu_part_table_quotes_its_committed_accuracy_matrices(anchor: str, report: str, labels: dict) -> None:
+@pytest.mark.parametrize(
+    ("anchor", "report", "labels", "seed"), CPU_PARTS, ids=[f"{r}-s{s}" for _, r, _, s in CPU_PARTS]
+)
+def test_a_scaled_cpu_part_table_quotes_its_committed_accuracy_matrices(
+    anchor: str, report: str, labels: dict, seed: int
+) -> None:
     """The scaled CPU parts' tables (full-data-tuning.md) are the only full-scale forgetting elcl has measured; each
-    row's per-step accuracies, forgetting vs best earlier and BWT must be those of the committed accuracy_matrices.json,
-    and its average final accuracy that of the report's frontier, so a rerun that changes them breaks here."""
+    row's per-step accuracies, forgetting vs best earlier, BWT and average final accuracy (with the report's interval
+    where the group is that one run) must be those of the committed accuracy_matrices.json for that seed, so a rerun
+    that changes them breaks here."""
     text = (EXPERIMENTS / "full-data-tuning.md").read_text(encoding="utf-8")
     report_dir = ROOT / "results" / report / "report"
     matrices = json.loads((report_dir / "accuracy_matrices.json").read_text(encoding="utf-8"))
     summary = json.loads((report_dir / "summary.json").read_text(encoding="utf-8"))
-    runs = {(r["method"], r["lambda"]): r["acc1"] for r in matrices["runs"]}
-    avg = {
-        (f["method"], None if f["lambda"] == "-" else float(f["lambda"])): f["avg_final_acc1"]
-        for f in summary["frontier"]
-    }
+    runs = {(r["method"], r["lambda"]): r["acc1"] for r in matrices["runs"] if r["seed"] == seed}
+    groups = {(g["method"], g["lambda"]): g for g in summary["groups"]}
     rows = [r for r in _table_after(text, anchor) if r[0] in labels]
     assert [r[0] for r in rows] == list(labels), f"{report}: one row per method"
     for label, acc_ci, first, second, best, bwt in rows:
         r = runs[labels[label]]
-        assert acc_ci.split(" [")[0] == f"{avg[labels[label]] * 100:.1f}", f"{report}: {label} avg acc@1"
+        avg = sum(r[2]) / len(r[2])
+        assert acc_ci.split(" [")[0] == f"{avg * 100:.1f}", f"{report}: {label} avg acc@1"
+        if "[" in acc_ci:  # an interval is printed only where the group is this one run
+            assert groups[labels[label]]["seeds"] == [seed], f"{report}: {label} interval of a pooled group"
+            assert acc_ci == _fmt(groups[labels[label]]["avg_final_acc1_interval"]), f"{report}: {label} interval"
         assert first == f"{r[0][0] * 100:.1f} → {r[2][0] * 100:.1f}", f"{report}: {label} first task"
         assert second == f"{r[1][1] * 100:.1f} → {r[2][1] * 100:.1f}", f"{report}: {label} second task"
         forget = [max(r[i][j] for i in range(j, 2)) - r[2][j] for j in (0, 1)]
