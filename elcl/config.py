@@ -556,8 +556,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     out = dict(raw)
+    layer: dict[str, Any] = {}  # the overrides alone, for drop_stale_lambda_source
     for text in overrides:
         path, value = parse_override(text)
+        apply_path(layer, path, value)
         node = out
         for part in path[:-1]:
             child = node.get(part)
@@ -570,10 +572,6 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             node[part] = child
             node = child
         node[path[-1]] = value
-    layer: dict[str, Any] = {}
-    for text in overrides:
-        path, value = parse_override(text)
-        apply_path(layer, path, value)
     return drop_stale_lambda_source(layer, out)
 
 
@@ -581,7 +579,9 @@ def apply_path(node: dict[str, Any], path: list[str], value: Any) -> None:
     """``node[path[0]]...[path[-1]] = value`` in a plain nested dict (sections made as needed)."""
     for part in path[:-1]:
         child = node.get(part)
-        node = node.setdefault(part, {}) if not isinstance(child, dict) else child
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
     node[path[-1]] = value
 
 

@@ -28,6 +28,13 @@ KEYS = ("comparison", "frontier", "groups", "lambda_selection")
         ("reproduce_bert_cpu_part_encoder/report", ["reproduce_bert_cpu_part_encoder/runs"]),
         ("reproduce_bert_cpu_part_encoder_ncbi_first/report", ["reproduce_bert_cpu_part_encoder_ncbi_first/runs"]),
         (
+            "reproduce_bert_cpu_part_encoder_ncbi_first/report_seed13",
+            [
+                f"reproduce_bert_cpu_part_encoder_ncbi_first/runs/{run}-o0-s13"
+                for run in ("naive", "single", "ewc-lam10000", "ewc-lam100000", "kfac-lam10000", "kfac-lam100000")
+            ],
+        ),
+        (
             "reproduce_bert_cpu_part_encoder_ncbi_first/report_lambda1e4",
             [
                 f"reproduce_bert_cpu_part_encoder_ncbi_first/runs/{run}-o0-s{seed}"

@@ -432,3 +432,32 @@ def test_the_ncbi_first_matched_plasticity_sentence_quotes_its_committed_report(
         f"{m['mean_difference'] * 100:.1f} points less"
     )
     assert want in text, want
+
+
+def test_the_ncbi_first_seed_13_reductions_quote_the_seed_13_report() -> None:
+    """The seed-13 sentences of the NCBI-first verdict (each penalty at the dev-chosen λ and at both λ, the K-FAC − EWC
+    difference) are results/…/report_seed13's, the report of the six seed-13 runs alone."""
+    text = " ".join((EXPERIMENTS / "full-data-tuning.md").read_text(encoding="utf-8").split())
+    summary = json.loads(
+        (ROOT / "results/reproduce_bert_cpu_part_encoder_ncbi_first/report_seed13/summary.json").read_text(
+            encoding="utf-8"
+        )
+    )
+    red = {
+        (g["method"], g["lambda"]): g["forgetting_reduction"]["point"] * 100
+        for g in summary["groups"]
+        if g["forgetting_reduction"]["point"] is not None
+    }
+    chosen = {m["method"]: float(m["lambda"]) for m in summary["comparison"]["methods"]}
+    diff = next(d for d in summary["comparison"]["differences"] if (d["a"], d["b"]) == ("kfac", "ewc"))
+    assert chosen == {"ewc": 1e5, "kfac": 1e4}
+    want = (
+        f"K-FAC reduces it by {red[('kfac', 1e4)]:.1f}% and EWC by {red[('ewc', 1e5)]:.1f}%, a "
+        f"+{diff['forgetting_reduction']['point'] * 100:.1f}-point difference"
+    )
+    assert want in text, want
+    both = (
+        f"(1e4: {red[('ewc', 1e4)]:.1f}% against {red[('kfac', 1e4)]:.1f}%; "
+        f"1e5: {red[('ewc', 1e5)]:.1f}% against {red[('kfac', 1e5)]:.1f}%;"
+    )
+    assert both in text, both

@@ -748,7 +748,6 @@ def test_lambda_is_chosen_on_the_seeds_every_lambda_has(tmp_path):
 
 def test_a_grid_with_no_shared_seed_says_its_means_are_over_different_seeds(tmp_path):
     exp = tmp_path / "exp"
-    sA, sB, sC = SINGLE[0]
     write_run(exp, "ewc1_s0", "ewc", 1.0, 0, seq(0, 0.5, 0.5))
     write_run(exp, "ewc10_s1", "ewc", 10.0, 1, seq(1, 0.5, 0.5))
     rep = build_report([exp])

@@ -292,19 +292,17 @@ def _on_common_seeds(gs: list[GroupScores], score: str) -> tuple[dict, str | Non
     """
     seeds = {g.lam: {rs.run.seed for rs in g.runs} for g in gs}
     common = set.intersection(*seeds.values())
-    if all(s == common for s in seeds.values()):
-        return {g.lam: [getattr(rs, score) for rs in g.runs] for g in gs}, None
+    balanced = all(s == common for s in seeds.values())
+    kept = {g.lam: [getattr(rs, score) for rs in g.runs if balanced or not common or rs.run.seed in common] for g in gs}
+    if balanced:
+        return kept, None
     extra = "; ".join(
         f"λ={lam_label(lam)} also has seed(s) {', '.join(map(str, sorted(s - common)))}"
         for lam, s in seeds.items()
         if s - common
     )
     if not common:
-        return (
-            {g.lam: [getattr(rs, score) for rs in g.runs] for g in gs},
-            f"no seed is shared by every λ ({extra}); the means compared are over different seeds",
-        )
-    kept = {g.lam: [getattr(rs, score) for rs in g.runs if rs.run.seed in common] for g in gs}
+        return kept, f"no seed is shared by every λ ({extra}); the means compared are over different seeds"
     return kept, (
         f"chosen on seed(s) {', '.join(map(str, sorted(common)))}, the ones every λ has ({extra}: "
         f"left out of the choice, kept in the tables)"
