@@ -153,7 +153,9 @@ def test_a_failed_run_is_named_with_its_last_error_line_and_never_counted_done(t
 
 
 def test_ctrl_c_the_deadline_and_a_killed_worker_each_leave_a_run_that_the_next_sweep_finishes(tmp_path, inputs):
-    path = write(tmp_path, "stop", TWO_TASKS, inputs, {"methods": ["naive"]}, train={"epochs": 3})
+    # 60 epochs (about 2 s of training here; 3 took 0.1 s and could finish between run.json
+    # appearing and the SIGTERM, leaving the run done instead of interrupted)
+    path = write(tmp_path, "stop", TWO_TASKS, inputs, {"methods": ["naive"]}, train={"epochs": 60})
     cfg, sweep = load_sweep(path)
     exp = tmp_path / "runs" / "stop"
     cells = expand_cells(cfg, sweep)
