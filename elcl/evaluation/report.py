@@ -292,9 +292,8 @@ def _on_common_seeds(gs: list[GroupScores], score: str) -> tuple[dict, str | Non
     """
     seeds = {g.lam: {rs.run.seed for rs in g.runs} for g in gs}
     common = set.intersection(*seeds.values())
-    balanced = all(s == common for s in seeds.values())
-    kept = {g.lam: [getattr(rs, score) for rs in g.runs if balanced or not common or rs.run.seed in common] for g in gs}
-    if balanced:
+    kept = {g.lam: [getattr(rs, score) for rs in g.runs if not common or rs.run.seed in common] for g in gs}
+    if all(s == common for s in seeds.values()):
         return kept, None
     extra = "; ".join(
         f"λ={lam_label(lam)} also has seed(s) {', '.join(map(str, sorted(s - common)))}"
