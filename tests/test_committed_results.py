@@ -42,6 +42,14 @@ KEYS = ("comparison", "frontier", "groups", "lambda_selection")
                 for seed in (13, 17)
             ],
         ),
+        (
+            "reproduce_bert_cpu_part_encoder_ncbi_first/report_lambda1e5",
+            [
+                f"reproduce_bert_cpu_part_encoder_ncbi_first/runs/{run}-o0-s{seed}"
+                for run in ("naive", "single", "ewc-lam100000", "kfac-lam100000")
+                for seed in (13, 17)
+            ],
+        ),
     ],
 )
 def test_a_committed_report_is_rebuilt_from_its_committed_runs(report: str, runs: list[str]) -> None:

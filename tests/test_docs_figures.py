@@ -52,6 +52,11 @@ TABLES = [
         "Both seeds at the one λ",
         "reproduce_bert_cpu_part_encoder_ncbi_first/report_lambda1e4",
     ),
+    (
+        "full-data-tuning.md",
+        "Both seeds at λ 1e5",
+        "reproduce_bert_cpu_part_encoder_ncbi_first/report_lambda1e5",
+    ),
 ]
 
 
@@ -244,7 +249,13 @@ CPU_PARTS = [
     (
         "The same part on seed 17",
         "reproduce_bert_cpu_part_encoder_ncbi_first",
-        {"naive": ("naive", None), "EWC λ 1e4": ("ewc", 1e4), "K-FAC λ 1e4": ("kfac", 1e4)},
+        {
+            "naive": ("naive", None),
+            "EWC λ 1e4": ("ewc", 1e4),
+            "K-FAC λ 1e4": ("kfac", 1e4),
+            "EWC λ 1e5": ("ewc", 1e5),
+            "K-FAC λ 1e5": ("kfac", 1e5),
+        },
         17,
     ),
 ]
