@@ -472,3 +472,24 @@ def test_the_ncbi_first_seed_13_reductions_quote_the_seed_13_report() -> None:
         f"1e5: {red[('ewc', 1e5)]:.1f}% against {red[('kfac', 1e5)]:.1f}%;"
     )
     assert both in text, both
+
+
+def test_the_ncbi_first_dev_margins_quote_the_committed_report() -> None:
+    """ "The lead is the λ dev chose" rests on how little separated each penalty's two λ on dev; the margins and the
+    dev means the verdict quotes are the committed report's, and the λ it says dev picked are the chosen groups."""
+    text = " ".join((EXPERIMENTS / "full-data-tuning.md").read_text(encoding="utf-8").split())
+    summary = json.loads(
+        (ROOT / "results/reproduce_bert_cpu_part_encoder_ncbi_first/report/summary.json").read_text(encoding="utf-8")
+    )
+    dev = {(g["method"], g["lambda"]): g["metrics"]["avg_final_dev_acc1"]["mean"] * 100 for g in summary["groups"]}
+    chosen = {g["method"]: g["lambda"] for g in summary["groups"] if g["chosen"] and g["lambda"] is not None}
+    assert chosen == {"ewc": 1e5, "kfac": 1e4}
+    ewc = dev[("ewc", 1e5)] - dev[("ewc", 1e4)]
+    kfac = dev[("kfac", 1e4)] - dev[("kfac", 1e5)]
+    want = (
+        f"dev picked EWC 1e5 over 1e4 by {ewc:.2f} points of average dev acc@1 ({dev[('ewc', 1e5)]:.2f} against "
+        f"{dev[('ewc', 1e4)]:.2f}) and K-FAC 1e4 over 1e5 by {kfac:.2f} ({dev[('kfac', 1e4)]:.2f} against "
+        f"{dev[('kfac', 1e5)]:.2f})"
+    )
+    assert want in text, want
+    assert f"dev's margins of {ewc:.2f} and {kfac:.2f} points" in text
