@@ -60,6 +60,16 @@ TABLES = [
 ]
 
 
+def _summary(report: str) -> dict:
+    """The committed ``results/<report>/summary.json``."""
+    return json.loads((ROOT / "results" / report / "summary.json").read_text(encoding="utf-8"))
+
+
+def _prose(page: str) -> str:
+    """A docs/experiments page with its whitespace collapsed, so a quoted sentence matches across line breaks."""
+    return " ".join((EXPERIMENTS / page).read_text(encoding="utf-8").split())
+
+
 def _table_after(text: str, anchor: str, header: str = "| method |") -> list[list[str]]:
     """The rows of the first Markdown table after ``anchor`` whose header starts with ``header``, cells stripped; a table
     indented under a list item counts too."""
@@ -103,7 +113,7 @@ def _method(comparison: dict, method: str, lam: str | None) -> dict:
 @pytest.mark.parametrize(("page", "anchor", "report"), TABLES, ids=[r for _, _, r in TABLES])
 def test_a_docs_table_quotes_its_committed_report(page: str, anchor: str, report: str) -> None:
     text = (EXPERIMENTS / page).read_text(encoding="utf-8")
-    comparison = json.loads((ROOT / "results" / report / "summary.json").read_text(encoding="utf-8"))["comparison"]
+    comparison = _summary(report)["comparison"]
     rows = _table_after(text, anchor)
     checked = set()
     for label, lam, cells, forgetting, reduction, *_ in rows:
@@ -131,9 +141,7 @@ def test_the_confirm_widths_table_ends_at_the_committed_report() -> None:
     """The widths table (``scripts/interval_widths.py``) is pasted by hand too: its row at the
     report's cell count, and the estimate scaled from it, carry that report's half-widths."""
     text = (EXPERIMENTS / "confirm.md").read_text(encoding="utf-8")
-    comparison = json.loads((ROOT / "results/reproduce_cpu_confirm/report/summary.json").read_text(encoding="utf-8"))[
-        "comparison"
-    ]
+    comparison = _summary("reproduce_cpu_confirm/report")["comparison"]
     start = text.index("results/reproduce_cpu_confirm/runs --start")
     lines = [line.strip() for line in text[start:].splitlines()]
     first = next(i for i, line in enumerate(lines) if line.startswith("| cells |"))
@@ -160,7 +168,7 @@ def test_the_make_quick_table_quotes_the_committed_quick_report() -> None:
     """The `make quick` table (docs/experiments/quick.md): each penalty's λ, mean forgetting and forgetting reduction
     (with its interval) are those of results/quick/report/summary.json."""
     text = (EXPERIMENTS / "quick.md").read_text(encoding="utf-8")
-    comparison = json.loads((ROOT / "results/quick/report/summary.json").read_text(encoding="utf-8"))["comparison"]
+    comparison = _summary("quick/report")["comparison"]
     rows = {r[0]: r for r in _table_after(text, "# `make quick`")}
     for label, method in (("EWC", "ewc"), ("K-FAC", "kfac")):
         _, lam, _acc, _ncbi, forgetting, reduction = rows[label]
@@ -359,7 +367,7 @@ def test_the_dictionary_table_quotes_the_committed_ncbi_runs() -> None:
 def test_an_encoder_part_quotes_each_task_against_its_tfidf_floor(part: str) -> None:
     """An encoder part's sentence "TASK acc (dev acc) against TF-IDF (dev TF-IDF)" per task is the committed naive
     run's figures at the step that trained that task; the claim that the encoder carries points over TF-IDF rests on it."""
-    text = " ".join((EXPERIMENTS / "full-data-tuning.md").read_text(encoding="utf-8").split())
+    text = _prose("full-data-tuning.md")
     own = _own_task_rows(ROOT / f"results/{part}/runs/naive-o0-s13")
     for label, task in TUNING_TASKS.items():
         test, dev = own[(task, "test")], own[(task, "dev")]
@@ -411,7 +419,7 @@ def test_an_every_lambda_table_quotes_its_committed_groups(page: str, anchor: st
     on these rows: each (method, λ) group's seeds, dev and test average acc@1, mean forgetting, forgetting reduction
     with its interval, and whether the report chose it, as in the committed summary.json; every group has its row."""
     text = (EXPERIMENTS / page).read_text(encoding="utf-8")
-    summary = json.loads((ROOT / "results" / report / "summary.json").read_text(encoding="utf-8"))
+    summary = _summary(report)
     rows = _table_after(text, anchor, header="| method | λ | seeds |")
     for label, lam, seeds, dev, test, forgetting, reduction, chosen in rows:
         g = _group(summary["groups"], ALL_LAMBDA_LABELS[label], lam)
@@ -431,10 +439,8 @@ def test_an_every_lambda_table_quotes_its_committed_groups(page: str, anchor: st
 def test_the_ncbi_first_matched_plasticity_sentence_quotes_its_committed_report() -> None:
     """ "At matched plasticity EWC forgets less" is the part of the NCBI-first verdict that takes λ out of the
     comparison; its range of newest-task accuracies, its margin and which method it favours are the report's."""
-    text = " ".join((EXPERIMENTS / "full-data-tuning.md").read_text(encoding="utf-8").split())
-    summary = json.loads(
-        (ROOT / "results/reproduce_bert_cpu_part_encoder_ncbi_first/report/summary.json").read_text(encoding="utf-8")
-    )
+    text = _prose("full-data-tuning.md")
+    summary = _summary("reproduce_bert_cpu_part_encoder_ncbi_first/report")
     (m,) = [m for m in summary["matched_plasticity"] if (m["a"], m["b"]) == ("kfac", "ewc")]
     assert m["mean_difference"] > 0, "the report no longer has K-FAC forgetting more at matched plasticity"
     acc = m["newest_task_acc1"]
@@ -448,12 +454,8 @@ def test_the_ncbi_first_matched_plasticity_sentence_quotes_its_committed_report(
 def test_the_ncbi_first_seed_13_reductions_quote_the_seed_13_report() -> None:
     """The seed-13 sentences of the NCBI-first verdict (each penalty at the dev-chosen λ and at both λ, the K-FAC − EWC
     difference) are results/…/report_seed13's, the report of the six seed-13 runs alone."""
-    text = " ".join((EXPERIMENTS / "full-data-tuning.md").read_text(encoding="utf-8").split())
-    summary = json.loads(
-        (ROOT / "results/reproduce_bert_cpu_part_encoder_ncbi_first/report_seed13/summary.json").read_text(
-            encoding="utf-8"
-        )
-    )
+    text = _prose("full-data-tuning.md")
+    summary = _summary("reproduce_bert_cpu_part_encoder_ncbi_first/report_seed13")
     red = {
         (g["method"], g["lambda"]): g["forgetting_reduction"]["point"] * 100
         for g in summary["groups"]
@@ -477,10 +479,8 @@ def test_the_ncbi_first_seed_13_reductions_quote_the_seed_13_report() -> None:
 def test_the_ncbi_first_dev_margins_quote_the_committed_report() -> None:
     """ "The lead is the λ dev chose" rests on how little separated each penalty's two λ on dev; the margins and the
     dev means the verdict quotes are the committed report's, and the λ it says dev picked are the chosen groups."""
-    text = " ".join((EXPERIMENTS / "full-data-tuning.md").read_text(encoding="utf-8").split())
-    summary = json.loads(
-        (ROOT / "results/reproduce_bert_cpu_part_encoder_ncbi_first/report/summary.json").read_text(encoding="utf-8")
-    )
+    text = _prose("full-data-tuning.md")
+    summary = _summary("reproduce_bert_cpu_part_encoder_ncbi_first/report")
     dev = {(g["method"], g["lambda"]): g["metrics"]["avg_final_dev_acc1"]["mean"] * 100 for g in summary["groups"]}
     chosen = {g["method"]: g["lambda"] for g in summary["groups"] if g["chosen"] and g["lambda"] is not None}
     assert chosen == {"ewc": 1e5, "kfac": 1e4}
