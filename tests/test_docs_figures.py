@@ -190,14 +190,15 @@ def _own_task_rows(run_dir: Path) -> dict:
     return {(r.eval_task, r.split): r for r in load_run(run_dir).rows if r.trained_task == r.eval_task}
 
 
-def _ncbi_run(run_dir: Path) -> tuple[dict, dict[str, str]]:
-    """A committed NCBI-alone tuning run: its config, and the page's cells for it (``tfidf`` test TF-IDF top-1,
-    ``test`` and ``dev`` acc@1, in points) at the step that trained NCBI."""
+def _tuning_run(run_dir: Path, task: str = "ncbi_disease") -> tuple[dict, dict[str, str]]:
+    """A committed single-task tuning run: its config, and the page's cells for it (``tfidf`` test TF-IDF top-1,
+    ``test`` and ``dev`` acc@1, in points) at the step that trained ``task``."""
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
     own = _own_task_rows(run_dir)
-    test, dev = own[("ncbi_disease", "test")], own[("ncbi_disease", "dev")]
+    test, dev = own[(task, "test")], own[(task, "dev")]
     return cfg, {
         "tfidf": f"{test.tfidf_acc1 * 100:.1f}",
+        "tfidf_dev": f"{dev.tfidf_acc1 * 100:.1f}",
         "test": f"{test.acc1 * 100:.1f}",
         "dev": f"{dev.acc1 * 100:.1f}",
     }
@@ -343,10 +344,26 @@ def test_the_learning_rate_table_quotes_the_committed_ncbi_runs() -> None:
     assert len(rows) >= 3
     for lr, test_cell, dev_cell, where in rows:
         assert f"ncbi_lr{lr}" in where
-        cfg, cells = _ncbi_run(ROOT / f"results/tune_bert/runs/ncbi_lr{lr}/single-o0-s13")
+        cfg, cells = _tuning_run(ROOT / f"results/tune_bert/runs/ncbi_lr{lr}/single-o0-s13")
         assert cfg["train"]["lr"] == float(lr), lr
         assert test_cell.strip("*") == cells["test"], lr
         assert dev_cell.strip("*") == cells["dev"], lr
+
+
+def test_the_bc5cdr_learning_rate_table_quotes_the_committed_runs() -> None:
+    """Each row of the tuning page's BC5CDR learning-rate table is the committed single-task run of that (task, lr):
+    its config trains that task alone at that lr, and its TF-IDF top-1, test and dev acc@1 are the run's own."""
+    text = (EXPERIMENTS / "full-data-tuning.md").read_text(encoding="utf-8")
+    rows = _table_after(text, "### Learning rate (BC5CDR tasks", header="| task | lr |")
+    assert {r[0] for r in rows} == {"BC5CDR disease", "BC5CDR chemical"}
+    for label, lr, tfidf_cell, test_cell, dev_cell, where in rows:
+        task = TUNING_TASKS[label]
+        assert where == f"`results/tune_bert/runs/{task}_lr{lr}`", where
+        cfg, cells = _tuning_run(ROOT / where.strip("`") / "single-o0-s13", task)
+        assert cfg["tasks"] == [task] and cfg["train"]["lr"] == float(lr), where
+        assert tfidf_cell == f"{cells['tfidf']} ({cells['tfidf_dev']})", where
+        assert test_cell.strip("*") == cells["test"], where
+        assert dev_cell.strip("*") == cells["dev"], where
 
 
 def test_the_dictionary_table_quotes_the_committed_ncbi_runs() -> None:
@@ -356,7 +373,7 @@ def test_the_dictionary_table_quotes_the_committed_ncbi_runs() -> None:
     rows = _table_after(text, "### Dictionary", header="| `data.ontology` |")
     assert [r[0] for r in rows] == ["`auto`", "`auto+mentions`"]
     for ontology, tfidf_cell, test_cell, dev_cell, where in rows:
-        cfg, cells = _ncbi_run(ROOT / where.strip("`") / "single-o0-s13")
+        cfg, cells = _tuning_run(ROOT / where.strip("`") / "single-o0-s13")
         assert cfg["data"]["ontology"] == ontology.strip("`"), where
         assert tfidf_cell == cells["tfidf"], where
         assert test_cell.strip("*") == cells["test"], where
@@ -385,7 +402,7 @@ def test_the_epochs_table_quotes_the_committed_ncbi_runs() -> None:
     rows = _table_after(text, "### Epochs", header="| epochs |")
     assert [r[0] for r in rows] == ["1", "2"]
     for epochs, test_cell, dev_cell, where in rows:
-        cfg, cells = _ncbi_run(ROOT / where.strip("`") / "single-o0-s13")
+        cfg, cells = _tuning_run(ROOT / where.strip("`") / "single-o0-s13")
         assert cfg["train"]["epochs"] == float(epochs), where
         assert test_cell.strip("*") == cells["test"], where
         assert dev_cell.strip("*") == cells["dev"], where
